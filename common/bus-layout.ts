@@ -1,0 +1,44 @@
+import { createHash } from "node:crypto";
+
+/**
+ * Names of every JetStream stream, consumer, KV bucket, object store and subject the fabric uses.
+ * The broker creates them; agents only use the ones of their own endpoint, as told by the broker
+ * in `ConnectEndpointResponse.bus`.
+ */
+export const Bus = {
+  /** Work-queue stream holding each endpoint's pending tasks (TaskMessage), one subject per endpoint. */
+  taskStream: "FABRIC_TASKS",
+  taskSubject: (endpointId: string) => `fabric.tasks.${endpointId}`,
+  taskSubjects: "fabric.tasks.*",
+  /** Durable pull consumer of one endpoint's tasks. */
+  taskConsumer: (endpointId: string) => `ep-${endpointId}`,
+
+  /** Work-queue stream of TaskUpdateBatch messages from agents, consumed by the brokers. */
+  resultStream: "FABRIC_RESULTS",
+  resultSubject: (endpointId: string) => `fabric.results.${endpointId}`,
+  resultSubjects: "fabric.results.*",
+  resultConsumer: "brokers",
+
+  /** KV buckets. Values are protobuf-encoded (FunctionMessage, Endpoint, Task, EndpointStatus). */
+  functionsBucket: "fabric_functions",
+  endpointsBucket: "fabric_endpoints",
+  tasksBucket: "fabric_tasks",
+  groupsBucket: "fabric_groups",
+  endpointStatusBucket: "fabric_endpoint_status",
+  /** An agent publishes its EndpointStatus here (a KV put is a publish on this subject). */
+  endpointStatusSubject: (endpointId: string) => `$KV.fabric_endpoint_status.${endpointId}`,
+
+  /** Object store for payloads (arguments, results) too large to travel inline. */
+  payloadBucket: "fabric_payloads",
+  argsObject: (taskId: string) => `${taskId}.args`,
+  kwargsObject: (taskId: string) => `${taskId}.kwargs`,
+  resultObject: (taskId: string) => `${taskId}.result`,
+
+  /** Core NATS subject on which brokers announce a task's terminal state (payload: Task). */
+  taskEventSubject: (owner: string) => `fabric.events.${subjectToken(owner)}`,
+} as const;
+
+/** A subject-safe token for an arbitrary string (owner ids may contain dots or spaces). */
+export function subjectToken(s: string): string {
+  return createHash("sha256").update(s).digest("hex").slice(0, 32);
+}

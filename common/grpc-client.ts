@@ -1,0 +1,71 @@
+import * as grpc from "@grpc/grpc-js";
+
+import { ErrorInfo } from "../proto/index.js";
+import { ERROR_INFO_METADATA_KEY, FabricError, codeFromGrpcStatus, errorFromInfo } from "./errors.js";
+
+/** Largest message a client accepts from or sends to the broker. */
+export const CLIENT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+/** Channel credentials: TLS when the address starts with `https://` or `tls://`, else plaintext. */
+export function channelFor(address: string): { target: string; credentials: grpc.ChannelCredentials } {
+  const m = /^(https|tls):\/\/(.+)$/.exec(address);
+  if (m) return { target: m[2]!, credentials: grpc.credentials.createSsl() };
+  return { target: address.replace(/^(http|grpc):\/\//, ""), credentials: grpc.credentials.createInsecure() };
+}
+
+/** Client options shared by the SDK and the agent. */
+export const clientOptions: grpc.ClientOptions = {
+  "grpc.max_receive_message_length": CLIENT_MAX_MESSAGE_BYTES,
+  "grpc.max_send_message_length": CLIENT_MAX_MESSAGE_BYTES,
+  "grpc.keepalive_time_ms": 30_000,
+};
+
+/** Call metadata carrying a bearer token. */
+export function bearer(token: string): grpc.Metadata {
+  const md = new grpc.Metadata();
+  if (token) md.set("authorization", `Bearer ${token}`);
+  return md;
+}
+
+/** Turns a gRPC error into a {@link FabricError}, decoding the ErrorInfo the broker attaches. */
+export function fromGrpcError(err: unknown): FabricError {
+  if (err instanceof FabricError) return err;
+  const e = err as Partial<grpc.ServiceError>;
+  const bin = e.metadata?.get(ERROR_INFO_METADATA_KEY)[0];
+  if (bin instanceof Buffer) {
+    try {
+      return errorFromInfo(ErrorInfo.decode(bin));
+    } catch {
+      // fall through to the status code
+    }
+  }
+  if (typeof e.code === "number") {
+    return new FabricError(codeFromGrpcStatus(e.code), e.details || e.message || "gRPC call failed", { cause: err });
+  }
+  return new FabricError("UNKNOWN", err instanceof Error ? err.message : String(err), { cause: err });
+}
+
+type UnaryMethod<Req, Res> = (
+  request: Req,
+  metadata: grpc.Metadata,
+  options: Partial<grpc.CallOptions>,
+  callback: (err: grpc.ServiceError | null, response: Res) => void,
+) => grpc.ClientUnaryCall;
+
+/** Calls a unary method and returns a promise; errors arrive as {@link FabricError}. */
+export function callUnary<Req, Res>(
+  method: UnaryMethod<Req, Res>,
+  self: grpc.Client,
+  request: Req,
+  metadata: grpc.Metadata,
+  options: { deadlineMs?: number } = {},
+): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    const callOptions: Partial<grpc.CallOptions> = {};
+    if (options.deadlineMs !== undefined) callOptions.deadline = Date.now() + options.deadlineMs;
+    method.call(self, request, metadata, callOptions, (err, res) => {
+      if (err) reject(fromGrpcError(err));
+      else resolve(res);
+    });
+  });
+}
