@@ -1,0 +1,109 @@
+import { randomUUID } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+
+import * as jose from "jose";
+
+import { FabricError } from "../common/errors.js";
+
+const ALG = "EdDSA";
+
+/** Who is calling: a user, or an endpoint agent acting for its owner. */
+export type Principal =
+  | { readonly kind: "user"; readonly userId: string; readonly tokenId: string }
+  | { readonly kind: "endpoint"; readonly endpointId: string; readonly owner: string; readonly tokenId: string };
+
+/**
+ * Issues and verifies the broker's own JWTs (Ed25519, `alg` pinned to EdDSA). Tokens carry
+ * `kind` ("user" | "endpoint"), `sub`, `iss`, `aud`, `exp`, `nbf`, `jti`.
+ */
+export class TokenAuthority {
+  private constructor(
+    private readonly privateKey: jose.CryptoKey,
+    private readonly publicKey: jose.CryptoKey,
+    private readonly issuer: string,
+    private readonly audience: string,
+  ) {}
+
+  /** Loads the signing key from `keyFile`, creating it (mode 0600) when absent. */
+  static async fromKeyFile(keyFile: string, issuer: string, audience: string): Promise<TokenAuthority> {
+    let pem: string;
+    if (existsSync(keyFile)) {
+      pem = readFileSync(keyFile, "utf8");
+    } else {
+      const { privateKey } = await jose.generateKeyPair(ALG, { extractable: true });
+      pem = await jose.exportPKCS8(privateKey);
+      mkdirSync(dirname(keyFile), { recursive: true, mode: 0o700 });
+      try {
+        writeFileSync(keyFile, pem, { mode: 0o600, flag: "wx" });
+      } catch {
+        // Another replica created it first: use theirs.
+        pem = readFileSync(keyFile, "utf8");
+      }
+    }
+    let privateKey: jose.CryptoKey;
+    try {
+      privateKey = await jose.importPKCS8(pem, ALG, { extractable: true });
+    } catch (err) {
+      throw new FabricError("INVALID_ARGUMENT", `${keyFile} is not an Ed25519 PKCS#8 PEM key: ${(err as Error).message}`);
+    }
+    const jwk = await jose.exportJWK(privateKey);
+    const publicKey = (await jose.importJWK({ kty: jwk.kty, crv: jwk.crv, x: jwk.x }, ALG)) as jose.CryptoKey;
+    return new TokenAuthority(privateKey, publicKey, issuer, audience);
+  }
+
+  /** A user token valid for `ttlSeconds`. */
+  async issueUserToken(userId: string, ttlSeconds: number): Promise<string> {
+    return this.sign({ kind: "user" }, userId, ttlSeconds);
+  }
+
+  /** An endpoint credential: acts only as that endpoint. */
+  async issueEndpointToken(endpointId: string, owner: string, ttlSeconds = 10 * 365 * 24 * 3600): Promise<string> {
+    return this.sign({ kind: "endpoint", owner }, endpointId, ttlSeconds);
+  }
+
+  private async sign(claims: Record<string, string>, subject: string, ttlSeconds: number): Promise<string> {
+    const now = Math.floor(Date.now() / 1000);
+    return new jose.SignJWT(claims)
+      .setProtectedHeader({ alg: ALG, typ: "JWT" })
+      .setIssuer(this.issuer)
+      .setAudience(this.audience)
+      .setSubject(subject)
+      .setIssuedAt(now)
+      .setNotBefore(now - 5)
+      .setExpirationTime(now + ttlSeconds)
+      .setJti(randomUUID())
+      .sign(this.privateKey);
+  }
+
+  /** Verifies a bearer token; anything wrong with it is UNAUTHENTICATED with the reason. */
+  async verify(token: string): Promise<Principal> {
+    let payload: jose.JWTPayload;
+    try {
+      ({ payload } = await jose.jwtVerify(token, this.publicKey, {
+        algorithms: [ALG],
+        issuer: this.issuer,
+        audience: this.audience,
+        requiredClaims: ["exp", "sub", "kind"],
+      }));
+    } catch (err) {
+      throw new FabricError("UNAUTHENTICATED", `invalid token: ${describeJoseError(err)}`);
+    }
+    const sub = payload.sub ?? "";
+    const tokenId = payload.jti ?? "";
+    if (payload["kind"] === "user" && sub) return { kind: "user", userId: sub, tokenId };
+    if (payload["kind"] === "endpoint" && sub && typeof payload["owner"] === "string") {
+      return { kind: "endpoint", endpointId: sub, owner: payload["owner"], tokenId };
+    }
+    throw new FabricError("UNAUTHENTICATED", "invalid token: unknown token kind");
+  }
+}
+
+function describeJoseError(err: unknown): string {
+  if (err instanceof jose.errors.JWTExpired) return "the token has expired; ask your broker's operator for a new one";
+  if (err instanceof jose.errors.JWSSignatureVerificationFailed) return "bad signature";
+  if (err instanceof jose.errors.JOSEAlgNotAllowed) return "algorithm not allowed";
+  if (err instanceof jose.errors.JWTClaimValidationFailed) return `claim "${err.claim}" ${err.reason}`;
+  if (err instanceof jose.errors.JWSInvalid || err instanceof jose.errors.JWTInvalid) return "malformed token";
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,112 @@
+import { hostname } from "node:os";
+
+import * as grpc from "@grpc/grpc-js";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { HealthImplementation } from "grpc-health-check";
+import type { Logger } from "pino";
+
+import { silentLogger } from "../common/logger.js";
+import { EndpointServiceService, FunctionServiceService, TaskServiceService } from "../proto/index.js";
+import { TokenAuthority } from "./auth.js";
+import type { BrokerConfig } from "./config.js";
+import { EndpointRegistry, endpointService } from "./endpoints-service.js";
+import { TaskEventHub } from "./event-hub.js";
+import { FunctionRegistry, functionService } from "./functions-service.js";
+import { ResultIngest } from "./result-ingest.js";
+import { tolerantService } from "./rpc.js";
+import { FabricStore } from "./store.js";
+import { TaskBook, taskService } from "./tasks-service.js";
+
+/**
+ * The cloud broker: a stateless gRPC front to the fabric's state in NATS JetStream. Several
+ * replicas may serve one NATS (cluster).
+ *
+ * @example
+ * const broker = new Broker(resolveBrokerConfig({ auth: { keyFile: "/srv/fabric/key.pem" } }), log);
+ * await broker.start();
+ */
+export class Broker {
+  private nc: NatsConnection | undefined;
+  private server: grpc.Server | undefined;
+  private ingest: ResultIngest | undefined;
+  private health: HealthImplementation | undefined;
+  private boundPort = 0;
+  readonly brokerId: string;
+  authority: TokenAuthority | undefined;
+
+  constructor(
+    readonly config: BrokerConfig,
+    private readonly log: Logger = silentLogger,
+  ) {
+    this.brokerId = config.brokerId ?? `${hostname()}/${process.pid}`;
+  }
+
+  /** The port the gRPC server is bound to (useful when listening on port 0). */
+  get port(): number {
+    return this.boundPort;
+  }
+
+  async start(): Promise<void> {
+    const log = this.log.child({ component: "cloud.broker", brokerId: this.brokerId });
+    const auth = await TokenAuthority.fromKeyFile(this.config.auth.keyFile, this.config.auth.issuer, this.config.auth.audience);
+    this.authority = auth;
+    this.nc = await connect({
+      servers: [...this.config.nats.servers],
+      name: `fabric-broker ${this.brokerId}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+    });
+    const nc = this.nc;
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === "disconnect" || s.type === "reconnect") log.warn({ status: s.type }, "NATS connection changed");
+      }
+    })();
+    const store = await FabricStore.open(this.nc, this.config);
+    const events = new TaskEventHub(this.nc, log.child({ component: "cloud.events" }));
+    const functions = new FunctionRegistry(store);
+    const endpoints = new EndpointRegistry(store, this.config);
+    const book = new TaskBook(store, this.config, functions, endpoints, events, this.brokerId, log.child({ component: "cloud.tasks" }));
+
+    this.ingest = new ResultIngest(store, events, log.child({ component: "cloud.ingest" }));
+    await this.ingest.start();
+
+    const server = new grpc.Server({
+      "grpc.max_receive_message_length": 64 * 1024 * 1024,
+      "grpc.max_send_message_length": 64 * 1024 * 1024,
+      "grpc.keepalive_permit_without_calls": 1,
+    });
+    const rpcLog = log.child({ component: "cloud.rpc" });
+    server.addService(tolerantService(FunctionServiceService), functionService(store, functions, auth, rpcLog));
+    server.addService(tolerantService(EndpointServiceService), endpointService(store, endpoints, this.config, auth, rpcLog));
+    server.addService(tolerantService(TaskServiceService), taskService(book, auth, rpcLog));
+    this.health = new HealthImplementation({ "": "SERVING" });
+    this.health.addToServer(server);
+    this.boundPort = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(this.config.listen, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
+    });
+    this.server = server;
+    log.info({ listen: this.config.listen, port: this.boundPort, nats: this.config.nats.servers }, "broker ready");
+  }
+
+  /** Stops taking calls, lets in-flight ones finish (up to the grace period), then closes. */
+  async stop(): Promise<void> {
+    this.health?.setStatus("", "NOT_SERVING");
+    const server = this.server;
+    if (server) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, this.config.shutdownGraceSeconds * 1000);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    await this.ingest?.stop();
+    await this.nc?.drain().catch(() => undefined);
+    this.log.info({ brokerId: this.brokerId }, "broker stopped");
+  }
+}

@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError } from "commander";
+
+import { FabricError, toFabricError } from "../common/errors.js";
+import { createLogger } from "../common/logger.js";
+import { TokenAuthority } from "./auth.js";
+import { Broker } from "./broker.js";
+import { loadBrokerConfigFile } from "./config.js";
+
+/** Parses "90", "90s", "15m", "12h", "30d" into seconds. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+)\s*([smhd]?)$/.exec(text.trim());
+  if (!m) throw new InvalidArgumentError(`"${text}" is not a duration like 3600, 90m, 12h or 30d`);
+  const n = Number(m[1]);
+  const unit = { "": 1, s: 1, m: 60, h: 3600, d: 86400 }[m[2] as "" | "s" | "m" | "h" | "d"];
+  return n * unit;
+}
+
+const program = new Command("fabric-broker").description("The function fabric's cloud broker.").showHelpAfterError();
+
+program
+  .command("start")
+  .description("run the broker in the foreground (SIGTERM/SIGINT stop it gracefully)")
+  .requiredOption("-c, --config <file>", "broker config file (YAML)")
+  .action(async (opts: { config: string }) => {
+    const config = loadBrokerConfigFile(opts.config);
+    const log = createLogger("fabric-broker");
+    const broker = new Broker(config, log);
+    await broker.start();
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, "stopping");
+      broker.stop().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          log.error({ err }, "unclean stop");
+          process.exit(1);
+        },
+      );
+    };
+    process.on("SIGTERM", () => stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
+  });
+
+program
+  .command("token")
+  .description("issue a user token signed with the broker's key (an admin command: it reads the key file)")
+  .requiredOption("-c, --config <file>", "broker config file (YAML)")
+  .requiredOption("-u, --user <id>", "user id the token is for")
+  .option("--ttl <duration>", "validity, e.g. 3600, 12h, 30d", parseDuration, 30 * 86400)
+  .action(async (opts: { config: string; user: string; ttl: number }) => {
+    const config = loadBrokerConfigFile(opts.config);
+    const auth = await TokenAuthority.fromKeyFile(config.auth.keyFile, config.auth.issuer, config.auth.audience);
+    if (!/^[\w.@+-]{1,128}$/.test(opts.user)) {
+      throw new FabricError("INVALID_ARGUMENT", "a user id is 1-128 letters, digits or . _ @ + -");
+    }
+    process.stdout.write(`${await auth.issueUserToken(opts.user, opts.ttl)}\n`);
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  const fe = toFabricError(err);
+  process.stderr.write(`error: ${fe.code}: ${fe.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,93 @@
+import type { KV, KvEntry } from "@nats-io/kv";
+
+import { FabricError } from "../common/errors.js";
+
+/** Encode/decode pair of a generated protobuf message. */
+export interface Codec<T> {
+  encode(message: T): { finish(): Uint8Array };
+  decode(bytes: Uint8Array): T;
+}
+
+/** Reads one record; null when absent or deleted. */
+export async function readRecord<T>(kv: KV, key: string, codec: Codec<T>): Promise<{ value: T; revision: number } | null> {
+  const entry: KvEntry | null = await kv.get(key);
+  if (!entry || entry.operation !== "PUT") return null;
+  try {
+    return { value: codec.decode(entry.value), revision: entry.revision };
+  } catch (err) {
+    throw new FabricError("DATA_LOSS", `stored record ${key} cannot be decoded: ${(err as Error).message}`);
+  }
+}
+
+/** Whether a KV write failed because the revision moved on (a concurrent writer). */
+export function isWrongRevision(err: unknown): boolean {
+  const msg = err instanceof Error ? err.message : String(err);
+  return /wrong last sequence|key exists|10071|10164/i.test(msg);
+}
+
+/**
+ * Read-modify-write with compare-and-set, retried on conflicts. `mutate` returns the new value, or
+ * null to leave the record as it is. Returns the record after the call (or null if absent).
+ */
+export async function updateRecord<T>(
+  kv: KV,
+  key: string,
+  codec: Codec<T>,
+  mutate: (current: T) => T | null,
+): Promise<{ value: T; changed: boolean } | null> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const current = await readRecord(kv, key, codec);
+    if (!current) return null;
+    const next = mutate(current.value);
+    if (!next) return { value: current.value, changed: false };
+    try {
+      await kv.update(key, codec.encode(next).finish(), current.revision);
+      return { value: next, changed: true };
+    } catch (err) {
+      if (!isWrongRevision(err)) throw err;
+    }
+  }
+  throw new FabricError("ABORTED", `too many concurrent changes to ${key}; try again`);
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight, keeping order of results. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!, i);
+    }
+  });
+  await Promise.all(workers);
+  return out;
+}
+
+/** A tiny time-bounded cache for immutable or slowly changing records. */
+export class TtlCache<V> {
+  private readonly entries = new Map<string, { value: V; until: number }>();
+  constructor(
+    private readonly ttlMs: number,
+    private readonly maxEntries = 10_000,
+  ) {}
+  get(key: string): V | undefined {
+    const e = this.entries.get(key);
+    if (!e) return undefined;
+    if (e.until < Date.now()) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    return e.value;
+  }
+  set(key: string, value: V): void {
+    if (this.entries.size >= this.maxEntries) {
+      const first = this.entries.keys().next();
+      if (!first.done) this.entries.delete(first.value);
+    }
+    this.entries.set(key, { value, until: Date.now() + this.ttlMs });
+  }
+  delete(key: string): void {
+    this.entries.delete(key);
+  }
+}

@@ -1,0 +1,87 @@
+import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream";
+import type { Logger } from "pino";
+
+import { Bus } from "../common/bus-layout.js";
+import { isTerminal } from "../common/task-state.js";
+import { Task, TaskUpdateBatch, type TaskUpdate } from "../proto/index.js";
+import type { TaskEventHub } from "./event-hub.js";
+import { mapLimit, updateRecord } from "./records.js";
+import type { FabricStore } from "./store.js";
+import { applyTaskUpdate } from "./task-transitions.js";
+
+/**
+ * Consumes agents' TaskUpdateBatch messages from the shared results consumer (every broker replica
+ * pulls from it) and records them in the tasks bucket with compare-and-set. A message is acked
+ * only after all its updates are stored, so a broker that dies mid-way loses nothing: another
+ * replica (or the restarted one) gets the message again, and duplicates are absorbed by task id.
+ */
+export class ResultIngest {
+  private messages: ConsumerMessages | undefined;
+  private loop: Promise<void> | undefined;
+  private stopping = false;
+
+  constructor(
+    private readonly store: FabricStore,
+    private readonly events: TaskEventHub,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    const consumer = await this.store.js.consumers.get(Bus.resultStream, Bus.resultConsumer);
+    this.messages = await consumer.consume({ max_messages: 256 });
+    this.loop = this.run(this.messages);
+  }
+
+  private async run(messages: ConsumerMessages): Promise<void> {
+    const inflight = new Set<Promise<void>>();
+    for await (const msg of messages) {
+      const p = this.handle(msg).finally(() => inflight.delete(p));
+      inflight.add(p);
+      if (inflight.size >= 32) await Promise.race(inflight);
+    }
+    await Promise.all(inflight);
+  }
+
+  private async handle(msg: JsMsg): Promise<void> {
+    const endpointId = msg.subject.slice(Bus.resultSubject("").length);
+    let batch: TaskUpdateBatch;
+    try {
+      batch = TaskUpdateBatch.decode(msg.data);
+    } catch (err) {
+      this.log.warn({ err, endpointId, subject: msg.subject }, "undecodable result message dropped");
+      msg.term();
+      return;
+    }
+    try {
+      await mapLimit(batch.updates, 64, (u) => this.apply(endpointId, u));
+      msg.ack();
+    } catch (err) {
+      if (!this.stopping) this.log.warn({ err, endpointId }, "could not record results; they will be redelivered");
+      msg.nak(1_000);
+    }
+  }
+
+  private async apply(endpointId: string, update: TaskUpdate): Promise<void> {
+    const out = await updateRecord(this.store.tasks, update.taskId, Task, (t) => applyTaskUpdate(t, update, endpointId));
+    if (!out) {
+      this.log.warn({ taskId: update.taskId, endpointId }, "update for an unknown or expired task dropped");
+      return;
+    }
+    if (!out.changed) {
+      if (out.value.endpointId !== endpointId) {
+        this.log.warn({ taskId: update.taskId, endpointId, owner: out.value.endpointId }, "update from the wrong endpoint rejected");
+      }
+      return;
+    }
+    if (isTerminal(out.value.state)) {
+      this.events.publish(out.value);
+      this.log.debug({ taskId: update.taskId, endpointId, state: out.value.state }, "task finished");
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.messages?.close();
+    await this.loop?.catch(() => undefined);
+  }
+}

@@ -1,0 +1,158 @@
+import {
+  AckPolicy,
+  DeliverPolicy,
+  JetStreamApiError,
+  RetentionPolicy,
+  StorageType,
+  jetstream,
+  jetstreamManager,
+  type JetStreamClient,
+  type JetStreamManager,
+} from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import { Objm, type ObjectStore } from "@nats-io/obj";
+import { nanos, type NatsConnection } from "@nats-io/transport-node";
+
+import { Bus } from "../common/bus-layout.js";
+import type { BrokerConfig } from "./config.js";
+
+/**
+ * Everything the broker keeps lives in NATS JetStream; this class creates (idempotently) and
+ * opens it. A broker restart or a second replica opens the same streams and buckets.
+ */
+export class FabricStore {
+  private constructor(
+    readonly nc: NatsConnection,
+    readonly js: JetStreamClient,
+    readonly jsm: JetStreamManager,
+    readonly functions: KV,
+    readonly endpoints: KV,
+    readonly tasks: KV,
+    readonly groups: KV,
+    readonly endpointStatus: KV,
+    readonly payloads: ObjectStore,
+    private readonly config: BrokerConfig,
+  ) {}
+
+  static async open(nc: NatsConnection, config: BrokerConfig): Promise<FabricStore> {
+    const jsm = await jetstreamManager(nc);
+    const js = jetstream(nc);
+    const replicas = config.nats.replicas;
+    const retentionNs = nanos(config.resultRetentionSeconds * 1000);
+
+    await ensureStream(jsm, {
+      name: Bus.taskStream,
+      subjects: [Bus.taskSubjects],
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      num_replicas: replicas,
+      max_age: retentionNs,
+      duplicate_window: nanos(120_000),
+    });
+    await ensureStream(jsm, {
+      name: Bus.resultStream,
+      subjects: [Bus.resultSubjects],
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      num_replicas: replicas,
+      max_age: retentionNs,
+    });
+    await ensureConsumer(jsm, Bus.resultStream, {
+      durable_name: Bus.resultConsumer,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: nanos(30_000),
+      max_ack_pending: 20_000,
+      max_deliver: -1,
+    });
+
+    const kvm = new Kvm(js);
+    const kvOpts = { replicas, history: 1, storage: StorageType.File } as const;
+    const functions = await kvm.create(Bus.functionsBucket, kvOpts);
+    const endpoints = await kvm.create(Bus.endpointsBucket, kvOpts);
+    const tasks = await kvm.create(Bus.tasksBucket, { ...kvOpts, ttl: config.resultRetentionSeconds * 1000 });
+    const groups = await kvm.create(Bus.groupsBucket, { ...kvOpts, ttl: config.resultRetentionSeconds * 1000 });
+    const endpointStatus = await kvm.create(Bus.endpointStatusBucket, kvOpts);
+    const payloads = await new Objm(js).create(Bus.payloadBucket, {
+      replicas,
+      storage: StorageType.File,
+      ttl: retentionNs,
+    });
+    return new FabricStore(nc, js, jsm, functions, endpoints, tasks, groups, endpointStatus, payloads, config);
+  }
+
+  /**
+   * Creates an endpoint's durable task consumer. With `reset`, deletes it first: un-acked tasks of
+   * a previous agent (killed, say) are then delivered again at once instead of after the ack wait.
+   */
+  async ensureEndpointConsumer(endpointId: string, reset = false): Promise<void> {
+    const name = Bus.taskConsumer(endpointId);
+    if (reset) await this.deleteEndpointConsumer(endpointId);
+    await ensureConsumer(this.jsm, Bus.taskStream, {
+      durable_name: name,
+      filter_subject: Bus.taskSubject(endpointId),
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: nanos(this.config.taskAckWaitSeconds * 1000),
+      max_ack_pending: 100_000,
+      max_deliver: -1,
+    });
+  }
+
+  async deleteEndpointConsumer(endpointId: string): Promise<void> {
+    try {
+      await this.jsm.consumers.delete(Bus.taskStream, Bus.taskConsumer(endpointId));
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+
+  /** Tasks queued for an endpoint that its agent has not taken yet. */
+  async queuedTasks(endpointId: string): Promise<number> {
+    try {
+      const info = await this.jsm.consumers.info(Bus.taskStream, Bus.taskConsumer(endpointId));
+      return info.num_pending;
+    } catch (err) {
+      if (isNotFound(err)) return 0;
+      throw err;
+    }
+  }
+}
+
+type StreamCfg = Parameters<JetStreamManager["streams"]["add"]>[0];
+type ConsumerCfg = Parameters<JetStreamManager["consumers"]["add"]>[1];
+
+async function ensureStream(jsm: JetStreamManager, cfg: StreamCfg): Promise<void> {
+  try {
+    await jsm.streams.info(cfg.name);
+    const { name, ...rest } = cfg;
+    await jsm.streams.update(name, rest);
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    await jsm.streams.add(cfg);
+  }
+}
+
+async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: ConsumerCfg): Promise<void> {
+  const name = cfg.durable_name ?? "";
+  try {
+    await jsm.consumers.info(stream, name);
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    try {
+      await jsm.consumers.add(stream, cfg);
+    } catch (addErr) {
+      // Two replicas raced to create it: fine if it now exists.
+      await jsm.consumers.info(stream, name).catch(() => {
+        throw addErr;
+      });
+    }
+  }
+}
+
+/** Whether a JetStream API error means "no such stream/consumer/message". */
+export function isNotFound(err: unknown): boolean {
+  if (err instanceof JetStreamApiError) return err.code === 404;
+  const e = err as { code?: unknown; message?: unknown };
+  return e.code === 404 || e.code === "404" || (typeof e.message === "string" && /not found/i.test(e.message));
+}

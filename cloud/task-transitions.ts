@@ -1,0 +1,44 @@
+import { canTransition, isTerminal } from "../common/task-state.js";
+import { TaskState, type Task, type TaskUpdate } from "../proto/index.js";
+
+/**
+ * Applies an agent's update to a task record. Pure. Returns the new record, or null when the
+ * update must be ignored: it comes from another endpoint than the task's (forged or misrouted),
+ * or the task already moved past it (a duplicate delivery, a late result after cancellation).
+ * This is where "at most one visible result per task" is decided.
+ */
+export function applyTaskUpdate(task: Task, update: TaskUpdate, endpointId: string): Task | null {
+  if (task.endpointId !== endpointId) return null;
+  if (!canTransition(task.state, update.state)) return null;
+  const next: Task = {
+    ...task,
+    state: update.state,
+    history: [
+      ...task.history,
+      { state: update.state, atMs: update.atMs || Date.now(), actor: update.actor, detail: update.detail },
+    ],
+    attempts: Math.max(task.attempts, update.attempt),
+  };
+  if (isTerminal(update.state)) {
+    next.completedAtMs = update.atMs || Date.now();
+    if (update.state === TaskState.TASK_STATE_SUCCESS) {
+      next.result = update.result ?? { json: new TextEncoder().encode("null"), objectRef: "", size: 4 };
+      next.error = undefined;
+    } else {
+      next.error = update.error ?? { code: "UNKNOWN", message: "the task failed without a reason", reason: "", remote: undefined, shell: undefined };
+    }
+  }
+  return next;
+}
+
+/** A user's cancellation, or null if the task already finished. */
+export function cancelTask(task: Task, actor: string, atMs = Date.now()): Task | null {
+  if (isTerminal(task.state)) return null;
+  return {
+    ...task,
+    state: TaskState.TASK_STATE_CANCELLED,
+    history: [...task.history, { state: TaskState.TASK_STATE_CANCELLED, atMs, actor, detail: "cancelled by its owner" }],
+    completedAtMs: atMs,
+    error: { code: "CANCELLED", message: "the task was cancelled by its owner", reason: "cancelled", remote: undefined, shell: undefined },
+  };
+}

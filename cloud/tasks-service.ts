@@ -1,0 +1,298 @@
+import type * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+
+import { Bus } from "../common/bus-layout.js";
+import { FabricError, notFound, resourceExhausted } from "../common/errors.js";
+import { newId } from "../common/ids.js";
+import { isTerminal } from "../common/task-state.js";
+import {
+  Task,
+  TaskMessage,
+  TaskState,
+  type CancelTasksRequest,
+  type CancelTasksResponse,
+  type GetTasksRequest,
+  type GetTasksResponse,
+  type Payload,
+  type SubmitTasksRequest,
+  type SubmitTasksResponse,
+  type TaskServiceServer,
+  type WatchTasksRequest,
+  type WatchTasksResponse,
+} from "../proto/index.js";
+import type { TokenAuthority } from "./auth.js";
+import type { BrokerConfig } from "./config.js";
+import type { EndpointRegistry } from "./endpoints-service.js";
+import type { TaskEventHub } from "./event-hub.js";
+import type { FunctionRegistry } from "./functions-service.js";
+import { mapLimit, readRecord, updateRecord } from "./records.js";
+import { serverStream, unary, userOf } from "./rpc.js";
+import type { FabricStore } from "./store.js";
+import { cancelTask } from "./task-transitions.js";
+import { check, idSchema } from "./validate.js";
+
+const decoder = new TextDecoder();
+const CONCURRENCY = 256;
+/** While a watch waits for events, it re-reads what it still waits for this often, in case one was missed. */
+const WATCH_RECHECK_MS = 2_000;
+
+interface GroupMeta {
+  owner: string;
+  createdAtMs: number;
+}
+
+/** Tasks: submit, read, cancel, watch. State lives in the tasks KV bucket; queues in the task stream. */
+export class TaskBook {
+  constructor(
+    private readonly store: FabricStore,
+    private readonly config: BrokerConfig,
+    private readonly functions: FunctionRegistry,
+    private readonly endpoints: EndpointRegistry,
+    private readonly events: TaskEventHub,
+    private readonly brokerId: string,
+    private readonly log: Logger,
+  ) {}
+
+  async submit(req: SubmitTasksRequest, owner: string): Promise<SubmitTasksResponse> {
+    const { limits } = this.config;
+    if (req.tasks.length === 0) throw new FabricError("INVALID_ARGUMENT", "a submission needs at least one task");
+    if (req.tasks.length > limits.maxBatchSize) {
+      throw resourceExhausted(
+        `a batch of ${req.tasks.length} tasks exceeds the limit of ${limits.maxBatchSize}; split it into smaller batches`,
+      );
+    }
+    // Validate everything before creating anything: a bad task rejects the whole batch.
+    const fnIds = new Set<string>();
+    const epIds = new Set<string>();
+    req.tasks.forEach((t, i) => {
+      check(idSchema("function"), t.functionId, `tasks[${i}].functionId`);
+      check(idSchema("endpoint"), t.endpointId, `tasks[${i}].endpointId`);
+      checkJson(t.argsJson, "array", `tasks[${i}].args`, limits.maxPayloadBytes);
+      checkJson(t.kwargsJson, "object", `tasks[${i}].kwargs`, limits.maxPayloadBytes);
+      fnIds.add(t.functionId);
+      epIds.add(t.endpointId);
+    });
+    const fns = new Map(await Promise.all([...fnIds].map(async (id) => [id, await this.functions.get(id, owner)] as const)));
+    await Promise.all([...epIds].map((id) => this.endpoints.get(id, owner)));
+
+    let groupId = req.groupId;
+    if (groupId) {
+      check(idSchema("group"), groupId, "groupId");
+      await this.groupMeta(groupId, owner);
+    } else {
+      groupId = newId();
+      const meta: GroupMeta = { owner, createdAtMs: Date.now() };
+      await this.store.groups.create(groupId, new TextEncoder().encode(JSON.stringify(meta)));
+    }
+    const taskIds = req.tasks.map(() => newId());
+    // Record membership first, so a watch on the group never misses a task.
+    await this.store.groups.put(`${groupId}.${newId()}`, new TextEncoder().encode(JSON.stringify(taskIds)));
+
+    const actor = `broker/${this.brokerId}`;
+    await mapLimit(req.tasks, CONCURRENCY, async (spec, i) => {
+      const taskId = taskIds[i]!;
+      const now = Date.now();
+      const task: Task = {
+        id: taskId,
+        owner,
+        functionId: spec.functionId,
+        endpointId: spec.endpointId,
+        groupId,
+        state: TaskState.TASK_STATE_WAITING_FOR_ENDPOINT,
+        history: [
+          { state: TaskState.TASK_STATE_RECEIVED, atMs: now, actor: `user/${owner}`, detail: "" },
+          { state: TaskState.TASK_STATE_WAITING_FOR_ENDPOINT, atMs: now, actor, detail: "" },
+        ],
+        result: undefined,
+        error: undefined,
+        createdAtMs: now,
+        completedAtMs: 0,
+        attempts: 0,
+      };
+      const message: TaskMessage = {
+        taskId,
+        functionId: spec.functionId,
+        function: fns.get(spec.functionId)!.spec,
+        args: await this.toPayload(spec.argsJson, Bus.argsObject(taskId)),
+        kwargs: await this.toPayload(spec.kwargsJson, Bus.kwargsObject(taskId)),
+        owner,
+        submittedAtMs: now,
+      };
+      await this.store.tasks.create(taskId, Task.encode(task).finish());
+      try {
+        await this.store.js.publish(Bus.taskSubject(spec.endpointId), TaskMessage.encode(message).finish(), {
+          msgID: taskId,
+        });
+      } catch (err) {
+        await this.store.tasks.delete(taskId).catch(() => undefined);
+        throw new FabricError("UNAVAILABLE", `the task queue is unavailable: ${(err as Error).message}; try again`, {
+          cause: err,
+        });
+      }
+    });
+    this.log.info({ groupId, owner, tasks: taskIds.length }, "tasks submitted");
+    return { groupId, taskIds };
+  }
+
+  async get(req: GetTasksRequest, owner: string): Promise<GetTasksResponse> {
+    const ids = this.checkIds(req.taskIds);
+    const tasks = await mapLimit(ids, CONCURRENCY, async (id) => {
+      const task = await this.read(id, owner);
+      return req.omitResults ? { ...task, result: undefined } : this.withInlineResult(task);
+    });
+    return { tasks };
+  }
+
+  async cancel(req: CancelTasksRequest, owner: string): Promise<CancelTasksResponse> {
+    const ids = this.checkIds(req.taskIds);
+    await mapLimit(ids, CONCURRENCY, (id) => this.read(id, owner));
+    const tasks = await mapLimit(ids, CONCURRENCY, async (id) => {
+      const out = await updateRecord(this.store.tasks, id, Task, (t) => cancelTask(t, `user/${owner}`));
+      if (!out) throw notFound(`task ${id} not found`);
+      if (out.changed) this.events.publish(out.value);
+      return { ...out.value, result: undefined };
+    });
+    return { tasks };
+  }
+
+  async watch(req: WatchTasksRequest, call: grpc.ServerWritableStream<WatchTasksRequest, WatchTasksResponse>, owner: string): Promise<void> {
+    let ids: string[];
+    if (req.groupId) {
+      if (req.taskIds.length > 0) throw new FabricError("INVALID_ARGUMENT", "watch either task ids or a group, not both");
+      check(idSchema("group"), req.groupId, "groupId");
+      ids = await this.groupMembers(req.groupId, owner);
+    } else {
+      ids = this.checkIds(req.taskIds);
+    }
+    const remaining = new Set(ids);
+    let wake: (() => void) | undefined;
+    const ready: Task[] = [];
+    const unsubscribe = this.events.subscribe(owner, (task) => {
+      if (remaining.has(task.id)) {
+        ready.push(task);
+        wake?.();
+      }
+    });
+    const onCancel = () => wake?.();
+    call.on("cancelled", onCancel);
+    try {
+      await this.events.flush();
+      const send = async (task: Task): Promise<void> => {
+        if (!remaining.delete(task.id)) return;
+        const full = await this.withInlineResult(task);
+        if (!call.write({ task: full })) await new Promise<void>((r) => call.once("drain", r));
+      };
+      const recheck = async (): Promise<void> => {
+        const pending = [...remaining];
+        const tasks = await mapLimit(pending, CONCURRENCY, (id) => this.read(id, owner));
+        for (const t of tasks) if (isTerminal(t.state)) await send(t);
+      };
+      await recheck();
+      while (remaining.size > 0 && !call.cancelled) {
+        while (ready.length > 0) await send(ready.shift()!);
+        if (remaining.size === 0) break;
+        const woke = await new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), WATCH_RECHECK_MS);
+          wake = () => {
+            clearTimeout(timer);
+            resolve(true);
+          };
+        });
+        wake = undefined;
+        if (!woke && ready.length === 0 && !call.cancelled) await recheck();
+      }
+    } finally {
+      unsubscribe();
+      call.off("cancelled", onCancel);
+    }
+  }
+
+  /** The caller's task, or NOT_FOUND (also for another user's task or an expired one). */
+  private async read(taskId: string, owner: string): Promise<Task> {
+    const rec = await readRecord(this.store.tasks, taskId, Task);
+    if (!rec || rec.value.owner !== owner) {
+      throw notFound(
+        `task ${taskId} not found (unknown id, or its record expired after ${this.config.resultRetentionSeconds} s)`,
+      );
+    }
+    return rec.value;
+  }
+
+  private async groupMeta(groupId: string, owner: string): Promise<GroupMeta> {
+    const entry = await this.store.groups.get(groupId);
+    if (!entry || entry.operation !== "PUT") throw notFound(`task group ${groupId} not found`);
+    const meta = JSON.parse(decoder.decode(entry.value)) as GroupMeta;
+    if (meta.owner !== owner) throw notFound(`task group ${groupId} not found`);
+    return meta;
+  }
+
+  private async groupMembers(groupId: string, owner: string): Promise<string[]> {
+    await this.groupMeta(groupId, owner);
+    const ids: string[] = [];
+    for await (const key of await this.store.groups.keys(`${groupId}.*`)) {
+      const entry = await this.store.groups.get(key);
+      if (entry && entry.operation === "PUT") ids.push(...(JSON.parse(decoder.decode(entry.value)) as string[]));
+    }
+    return ids;
+  }
+
+  private checkIds(ids: readonly string[]): string[] {
+    if (ids.length === 0) throw new FabricError("INVALID_ARGUMENT", "name at least one task id");
+    if (ids.length > this.config.limits.maxIdsPerRequest) {
+      throw resourceExhausted(`${ids.length} task ids exceed the limit of ${this.config.limits.maxIdsPerRequest} per request`);
+    }
+    ids.forEach((id, i) => check(idSchema("task"), id, `taskIds[${i}]`));
+    return [...new Set(ids)];
+  }
+
+  private async toPayload(json: Uint8Array, objectName: string): Promise<Payload> {
+    if (json.length <= this.config.limits.inlinePayloadBytes) return { json, objectRef: "", size: json.length };
+    await this.store.payloads.putBlob({ name: objectName }, json);
+    return { json: new Uint8Array(0), objectRef: objectName, size: json.length };
+  }
+
+  /** Brings a result kept in the object store back inline, for the caller. */
+  private async withInlineResult(task: Task): Promise<Task> {
+    const ref = task.result?.objectRef;
+    if (!ref) return task;
+    const json = await this.store.payloads.getBlob(ref);
+    if (!json) {
+      return {
+        ...task,
+        result: undefined,
+        error: { code: "DATA_LOSS", message: `the result object ${ref} has expired or was removed`, reason: "expired", remote: undefined, shell: undefined },
+      };
+    }
+    return { ...task, result: { json, objectRef: "", size: json.length } };
+  }
+}
+
+/** Checks a JSON argument payload: size first (cheap), then that it parses to the expected shape. */
+function checkJson(bytes: Uint8Array, shape: "array" | "object", what: string, maxBytes: number): void {
+  if (bytes.length > maxBytes) {
+    throw resourceExhausted(
+      `${what} is ${bytes.length} bytes, over the ${maxBytes}-byte payload limit; pass large data by reference (a path or URL)`,
+    );
+  }
+  if (bytes.length === 0) return;
+  let value: unknown;
+  try {
+    value = JSON.parse(decoder.decode(bytes));
+  } catch (err) {
+    throw new FabricError("INVALID_ARGUMENT", `${what} is not valid JSON: ${(err as Error).message}`);
+  }
+  const ok = shape === "array" ? Array.isArray(value) : value !== null && typeof value === "object" && !Array.isArray(value);
+  if (!ok) throw new FabricError("INVALID_ARGUMENT", `${what} must be a JSON ${shape}`);
+}
+
+export function taskService(book: TaskBook, auth: TokenAuthority, log: Logger): TaskServiceServer {
+  return {
+    submitTasks: unary<SubmitTasksRequest, SubmitTasksResponse>(auth, log, "SubmitTasks", (req, ctx) => book.submit(req, userOf(ctx))),
+    getTasks: unary<GetTasksRequest, GetTasksResponse>(auth, log, "GetTasks", (req, ctx) => book.get(req, userOf(ctx))),
+    cancelTasks: unary<CancelTasksRequest, CancelTasksResponse>(auth, log, "CancelTasks", (req, ctx) => book.cancel(req, userOf(ctx))),
+    watchTasks: serverStream<WatchTasksRequest, WatchTasksResponse>(auth, log, "WatchTasks", (req, call, ctx) =>
+      book.watch(req, call, userOf(ctx)),
+    ),
+  };
+}
+

@@ -1,0 +1,55 @@
+import { z } from "zod";
+
+import { FabricError } from "../common/errors.js";
+import { describeIssues } from "./config.js";
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** An id this system issued. */
+export const idSchema = (what: string) =>
+  z.string().regex(UUID_RE, { message: `expected a ${what} id (a UUID)` });
+
+/** A short human name. */
+export const nameSchema = z.string().max(256, { message: "must be at most 256 characters" });
+export const descriptionSchema = z.string().max(4096, { message: "must be at most 4096 characters" });
+
+const IDENT_RE = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
+
+export const functionSpecSchema = z.object({
+  kind: z.discriminatedUnion("$case", [
+    z.object({
+      $case: z.literal("js"),
+      value: z.object({
+        source: z
+          .string()
+          .min(1, { message: "a JS function needs its source" })
+          .max(1024 * 1024, { message: "source must be at most 1 MiB" }),
+        entryPoint: z.string().regex(IDENT_RE, { message: "entry point must be a JavaScript identifier" }),
+      }),
+    }),
+    z.object({
+      $case: z.literal("shell"),
+      value: z.object({
+        command: z
+          .string()
+          .min(1, { message: "a shell function needs a command" })
+          .max(64 * 1024, { message: "command must be at most 64 KiB" }),
+        walltimeS: z
+          .number()
+          .int()
+          .min(0)
+          .max(30 * 24 * 3600, { message: "walltime must be at most 30 days" }),
+      }),
+    }),
+  ], { message: "spec.kind must be js or shell" }),
+  containerImage: z.string().max(512),
+});
+
+/** Parses `value` with `schema` or throws INVALID_ARGUMENT naming the bad fields. */
+export function check<T extends z.ZodType>(schema: T, value: unknown, what: string): z.output<T> {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    throw new FabricError("INVALID_ARGUMENT", `invalid ${what}: ${describeIssues(parsed.error)}`);
+  }
+  return parsed.data;
+}
