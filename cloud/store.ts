@@ -152,7 +152,7 @@ async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: Consum
 
 /** Whether a JetStream API error means "no such stream/consumer/message". */
 export function isNotFound(err: unknown): boolean {
-  if (err instanceof JetStreamApiError) return err.code === 404;
+  if (err instanceof JetStreamApiError && (err.status === 404 || err.code === 10059 || err.code === 10014)) return true;
   const e = err as { code?: unknown; message?: unknown };
   return e.code === 404 || e.code === "404" || (typeof e.message === "string" && /not found/i.test(e.message));
 }

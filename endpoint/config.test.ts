@@ -1,0 +1,73 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+import { describe, expect, it } from "vitest";
+
+import { loadConfig, resolveConfig } from "./config.js";
+
+function messageOf(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    return (err as Error).message;
+  }
+  throw new Error("expected an error");
+}
+
+describe("endpoint config", () => {
+  it("applies defaults and freezes the result", () => {
+    const c = resolveConfig({ broker: "localhost:7000" }, {});
+    expect(c.heartbeatIntervalSeconds).toBe(5);
+    expect(c.provider).toEqual({ type: "local", initBlocks: 1, maxBlocks: 1, workersPerNode: 2 });
+    expect(c.managerListen).toEqual({ host: "127.0.0.1", port: 0 });
+    expect(c.shell.defaultWalltimeSeconds).toBe(3600);
+    expect(c.limits).toEqual({ inlinePayloadBytes: 262144, maxResultBytes: 10485760 });
+    expect(c.prefetch).toBe(2);
+    expect(c.stopGraceSeconds).toBe(10);
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.provider)).toBe(true);
+  });
+
+  it("lets FABRIC_TOKEN override the file's token", () => {
+    expect(resolveConfig({ broker: "h:1", token: "file" }, { FABRIC_TOKEN: "env" }).token).toBe("env");
+    expect(resolveConfig({ broker: "h:1", token: "file" }, {}).token).toBe("file");
+  });
+
+  it("names the path of a bad field and what was expected", () => {
+    const msg = messageOf(() =>
+      resolveConfig({ broker: "h:1", provider: { type: "local", workersPerNode: "two" } }, {}),
+    );
+    expect(msg).toContain('provider.workersPerNode: expected a positive integer, got "two"');
+    expect(msg).not.toMatch(/at .*\.ts:\d+/);
+  });
+
+  it("reports a missing broker, unknown fields, unknown provider types and inconsistent blocks", () => {
+    expect(messageOf(() => resolveConfig({}, {}))).toContain("broker: required");
+    expect(messageOf(() => resolveConfig({ broker: "h:1", limits: { foo: 1 } }, {}))).toContain(
+      "limits: unknown field foo",
+    );
+    expect(messageOf(() => resolveConfig({ broker: "h:1", provider: { type: "slurm" } }, {}))).toContain(
+      "provider.type",
+    );
+    expect(
+      messageOf(() => resolveConfig({ broker: "h:1", provider: { type: "local", initBlocks: 3 } }, {})),
+    ).toContain("provider.initBlocks: expected initBlocks to be at most maxBlocks");
+    expect(messageOf(() => resolveConfig({ broker: "h:1", managerListen: { port: 70000 } }, {}))).toContain(
+      "managerListen.port",
+    );
+  });
+
+  it("loads YAML files and names the file in errors", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "fabric-config-"));
+    const good = path.join(dir, "good.yaml");
+    writeFileSync(good, "broker: localhost:7000\nprovider:\n  type: local\n  workersPerNode: 4\nprefetch: 0\n");
+    const c = loadConfig(good, {});
+    expect(c.provider.workersPerNode).toBe(4);
+    expect(c.prefetch).toBe(0);
+    const bad = path.join(dir, "bad.yaml");
+    writeFileSync(bad, "broker: [unclosed\n");
+    expect(messageOf(() => loadConfig(bad, {}))).toContain(`${bad} is not valid YAML`);
+    expect(messageOf(() => loadConfig(path.join(dir, "none.yaml"), {}))).toContain("no config file");
+  });
+});

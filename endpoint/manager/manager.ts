@@ -1,0 +1,180 @@
+import net from "node:net";
+import { hostname } from "node:os";
+
+import { readFrames, writeFrame } from "../../common/framing.js";
+import type { Logger } from "../../common/logger.js";
+import { AgentMessage, ManagerMessage } from "../../proto/index.js";
+import type { WorkOutcome } from "../../proto/index.js";
+import { WorkerPool } from "./worker-pool.js";
+
+/** Options of one worker manager. */
+export interface ManagerOptions {
+  /** Where the agent listens for managers. */
+  readonly host: string;
+  readonly port: number;
+  readonly blockId: string;
+  /** The block's secret, proving to the agent this manager is the one it launched. */
+  readonly secret: string;
+  readonly workers: number;
+  readonly managerId: string;
+  readonly log: Logger;
+  /** How long to keep trying to reach the agent at start. @default 30000 */
+  readonly connectTimeoutMs?: number;
+  /** Worker entry file (tests). */
+  readonly workerMain?: string;
+}
+
+/** Largest number of outcomes sent in one frame. */
+const MAX_OUTCOMES_PER_FRAME = 500;
+
+function connectOnce(host: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host, port });
+    sock.once("connect", () => {
+      sock.removeListener("error", reject);
+      resolve(sock);
+    });
+    sock.once("error", reject);
+  });
+}
+
+async function connectWithRetry(opts: ManagerOptions, log: Logger): Promise<net.Socket> {
+  const deadline = Date.now() + (opts.connectTimeoutMs ?? 30_000);
+  let delay = 100;
+  for (;;) {
+    try {
+      return await connectOnce(opts.host, opts.port);
+    } catch (err) {
+      if (Date.now() + delay > deadline) throw err;
+      log.warn({ err: (err as Error).message, retryInMs: delay }, "cannot reach the agent yet");
+      await new Promise((r) => setTimeout(r, delay));
+      delay = Math.min(delay * 2, 2000);
+    }
+  }
+}
+
+/**
+ * Runs a manager until the agent tells it to shut down (resolves 0) or the connection to the
+ * agent is lost (resolves 1). Its workers are stopped either way: a manager never outlives
+ * its agent, so no orphaned worker keeps running user code.
+ */
+export async function runManager(opts: ManagerOptions): Promise<number> {
+  const log = opts.log.child({ component: "endpoint.manager", managerId: opts.managerId, blockId: opts.blockId });
+  let sock: net.Socket | undefined;
+  let outcomes: WorkOutcome[] = [];
+  let flushScheduled = false;
+
+  const send = (msg: ManagerMessage) => {
+    if (sock && !sock.destroyed) writeFrame(sock, ManagerMessage.encode(msg).finish());
+  };
+  const flushOutcomes = () => {
+    flushScheduled = false;
+    while (outcomes.length > 0) {
+      const batch = outcomes.slice(0, MAX_OUTCOMES_PER_FRAME);
+      outcomes = outcomes.slice(MAX_OUTCOMES_PER_FRAME);
+      send({ msg: { $case: "outcomes", value: { outcomes: batch } } });
+    }
+  };
+
+  const pool = new WorkerPool(
+    {
+      size: opts.workers,
+      managerId: opts.managerId,
+      log,
+      ...(opts.workerMain ? { workerMain: opts.workerMain } : {}),
+    },
+    {
+      onStarted: (taskId, workerId, atMs) => send({ msg: { $case: "started", value: { taskId, workerId, atMs } } }),
+      onOutcome: (outcome) => {
+        outcomes.push(outcome);
+        // Outcomes finishing in the same turn share one frame.
+        if (!flushScheduled) {
+          flushScheduled = true;
+          setImmediate(flushOutcomes);
+        }
+      },
+    },
+  );
+  // Workers boot while we connect: a new block is ready sooner.
+  pool.start();
+
+  try {
+    sock = await connectWithRetry(opts, log);
+  } catch (err) {
+    log.error({ err: (err as Error).message }, "cannot reach the agent; exiting");
+    await pool.stop();
+    return 1;
+  }
+  sock.setNoDelay(true);
+  sock.setKeepAlive(true, 10_000);
+  log.info({ agent: `${opts.host}:${opts.port}`, workers: opts.workers }, "connected to the agent");
+  send({
+    msg: {
+      $case: "hello",
+      value: {
+        managerId: opts.managerId,
+        blockId: opts.blockId,
+        hostname: hostname(),
+        workers: opts.workers,
+        secret: opts.secret,
+      },
+    },
+  });
+
+  let heartbeat: NodeJS.Timeout | undefined;
+  const startHeartbeat = (intervalS: number) => {
+    clearInterval(heartbeat);
+    heartbeat = setInterval(
+      () => send({ msg: { $case: "heartbeat", value: { idleWorkers: pool.idle, running: pool.running } } }),
+      Math.max(1, intervalS) * 1000,
+    );
+  };
+  startHeartbeat(5);
+
+  const code = await new Promise<number>((resolve) => {
+    readFrames(
+      sock,
+      (frame) => {
+        let msg: AgentMessage;
+        try {
+          msg = AgentMessage.decode(frame);
+        } catch (err) {
+          log.error({ err }, "undecodable frame from the agent; disconnecting");
+          sock.destroy();
+          return;
+        }
+        const m = msg.msg;
+        switch (m?.$case) {
+          case "welcome":
+            log.info({ endpointId: m.value.endpointId }, "welcomed by the agent");
+            if (m.value.heartbeatIntervalS > 0) startHeartbeat(m.value.heartbeatIntervalS);
+            break;
+          case "work":
+            pool.submit(m.value.items);
+            break;
+          case "shutdown":
+            log.info({ reason: m.value.reason }, "shutdown requested by the agent");
+            resolve(0);
+            break;
+          default:
+            break;
+        }
+      },
+      (err) => {
+        log.error({ err }, "protocol error on the agent link; disconnecting");
+        sock.destroy();
+      },
+    );
+    sock.on("error", (err) => log.warn({ err: err.message }, "agent link error"));
+    sock.on("close", () => {
+      log.warn("lost the connection to the agent; stopping workers and exiting");
+      resolve(1);
+    });
+  });
+  clearInterval(heartbeat);
+  flushOutcomes();
+  await pool.stop();
+  sock.end();
+  sock.destroy();
+  return code;
+}

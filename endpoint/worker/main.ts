@@ -1,0 +1,84 @@
+/**
+ * The worker process: runs user functions, one task at a time. It talks to its manager over
+ * fd 3 (frames of WorkerRequest / WorkerResponse), so whatever the function prints on stdout or
+ * stderr can never corrupt the protocol.
+ *
+ * Environment: FABRIC_WORKER_ID, FABRIC_SHELL_WALLTIME_S, FABRIC_MAX_RESULT_BYTES.
+ */
+import net from "node:net";
+
+import { readFrames, writeFrame } from "../../common/framing.js";
+import { createLogger } from "../../common/logger.js";
+import { WorkerRequest, WorkerResponse } from "../../proto/index.js";
+import type { WorkItem } from "../../proto/index.js";
+import { executeWorkItem } from "./execute.js";
+import type { ExecuteOptions } from "./execute.js";
+import { killRunningShellCommands } from "./shell.js";
+
+function positiveEnv(name: string, fallback: number): number {
+  const n = Number(process.env[name]);
+  return Number.isFinite(n) && n > 0 ? n : fallback;
+}
+
+const workerId = process.env["FABRIC_WORKER_ID"] || `worker-${process.pid}`;
+const log = createLogger("fabric-worker").child({ component: "endpoint.worker", workerId });
+const opts: ExecuteOptions = {
+  workerId,
+  defaultWalltimeS: positiveEnv("FABRIC_SHELL_WALLTIME_S", 3600),
+  maxResultBytes: positiveEnv("FABRIC_MAX_RESULT_BYTES", 10 * 1024 * 1024),
+};
+
+const link = new net.Socket({ fd: 3, readable: true, writable: true });
+const queue: WorkItem[] = [];
+let busy = false;
+
+function send(msg: WorkerResponse): void {
+  writeFrame(link, WorkerResponse.encode(msg).finish());
+}
+
+async function drain(): Promise<void> {
+  if (busy) return;
+  busy = true;
+  try {
+    for (let item = queue.shift(); item; item = queue.shift()) {
+      const outcome = await executeWorkItem(item, opts);
+      send({ msg: { $case: "outcome", value: outcome } });
+    }
+  } finally {
+    busy = false;
+  }
+}
+
+function exitNow(code: number): never {
+  killRunningShellCommands();
+  process.exit(code);
+}
+
+readFrames(
+  link,
+  (frame) => {
+    let req: WorkerRequest;
+    try {
+      req = WorkerRequest.decode(frame);
+    } catch (err) {
+      log.error({ err }, "undecodable frame from the manager; exiting");
+      exitNow(2);
+    }
+    if (!req.item) return;
+    queue.push(req.item);
+    void drain();
+  },
+  (err) => {
+    log.error({ err }, "protocol error on the manager link; exiting");
+    exitNow(2);
+  },
+);
+// The manager is gone (or closed our pipe to stop us): nothing more to do.
+link.on("close", () => exitNow(0));
+link.on("error", () => exitNow(0));
+process.on("SIGTERM", () => exitNow(0));
+process.on("SIGINT", () => exitNow(0));
+// A user function's stray rejection must not kill the worker between tasks.
+process.on("unhandledRejection", (reason) => log.warn({ reason: String(reason) }, "unhandled rejection in user code"));
+
+send({ msg: { $case: "ready", value: workerId } });

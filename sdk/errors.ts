@@ -1,0 +1,45 @@
+import { FabricError } from "../common/errors.js";
+import type { ErrorCode, RemoteExceptionInfo, ShellOutcome } from "../common/errors.js";
+import type { TaskStateName } from "./types.js";
+
+/**
+ * The task has not finished yet, so it has no result to give. Code FAILED_PRECONDITION; `state`
+ * says where it is. Retrying later may help, or use `waitForResult`, which waits without polling.
+ */
+export class TaskPendingError extends FabricError {
+  override readonly name: string = "TaskPendingError";
+  /** The task asked about. */
+  readonly taskId: string;
+  /** Its current, non-terminal state. */
+  readonly state: TaskStateName;
+
+  constructor(taskId: string, state: TaskStateName) {
+    super("FAILED_PRECONDITION", `task ${taskId} has not finished yet (state: ${state})`);
+    this.taskId = taskId;
+    this.state = state;
+  }
+}
+
+/**
+ * The task ended without a result: it failed, was cancelled or expired. `code`, `reason`, and for a
+ * failed function `remote` (the exception it threw) or `shell` (exit code, stdout, stderr) say why.
+ */
+export class TaskFailedError extends FabricError {
+  override readonly name: string = "TaskFailedError";
+  /** The task that failed. */
+  readonly taskId: string;
+  /** Its terminal state: "failed", "cancelled" or "expired". */
+  readonly state: TaskStateName;
+
+  constructor(
+    taskId: string,
+    state: TaskStateName,
+    code: ErrorCode,
+    message: string,
+    details: { reason?: string; remote?: RemoteExceptionInfo; shell?: ShellOutcome } = {},
+  ) {
+    super(code, message, details);
+    this.taskId = taskId;
+    this.state = state;
+  }
+}

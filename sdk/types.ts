@@ -1,0 +1,135 @@
+import type { ErrorCode, FabricError, RemoteExceptionInfo, ShellOutcome } from "../common/errors.js";
+
+/** A task state as users see it (see `stateName` in common/task-state.ts). */
+export type TaskStateName =
+  | "received"
+  | "waiting-for-endpoint"
+  | "waiting-for-nodes"
+  | "running"
+  | "success"
+  | "failed"
+  | "cancelled"
+  | "expired"
+  | "unknown";
+
+/** One recorded state change of a task. */
+export interface TaskTransition {
+  readonly state: TaskStateName;
+  readonly at: Date;
+  /** Who caused it: "broker/<id>", "endpoint/<id>", "manager/<id>", "user/<id>". */
+  readonly actor: string;
+  /** Free text: a failure reason, an attempt number, a block id. */
+  readonly detail: string;
+}
+
+/** Why a task ended without a result, as plain data (what `TaskFailedError` is built from). */
+export interface TaskErrorInfo {
+  readonly code: ErrorCode;
+  readonly message: string;
+  /** From a closed set: function_error, shell_exit_nonzero, walltime, worker_lost, cancelled, ... */
+  readonly reason: string;
+  readonly remote?: RemoteExceptionInfo;
+  readonly shell?: ShellOutcome;
+}
+
+/** A task's status and history (no result: use `getResult` for that). */
+export interface TaskInfo {
+  readonly id: string;
+  readonly functionId: string;
+  readonly endpointId: string;
+  readonly groupId: string;
+  readonly state: TaskStateName;
+  /** Whether the state is final (success, failed, cancelled, expired). */
+  readonly terminal: boolean;
+  readonly history: readonly TaskTransition[];
+  /** How many times it was started (more than 1 after retries). */
+  readonly attempts: number;
+  readonly createdAt: Date;
+  /** When it reached its terminal state; undefined while it has not. */
+  readonly completedAt: Date | undefined;
+  /** Set when it failed, was cancelled or expired. */
+  readonly error: TaskErrorInfo | undefined;
+}
+
+/** A finished task's result. */
+export interface TaskSuccess<T = unknown> {
+  readonly taskId: string;
+  readonly state: TaskStateName;
+  readonly ok: true;
+  readonly value: T;
+  readonly task: TaskInfo;
+}
+
+/**
+ * A task that has no result: `TaskFailedError` when it failed, was cancelled or expired;
+ * `TaskPendingError` (from `getResults` only) when it has not finished.
+ */
+export interface TaskFailure {
+  readonly taskId: string;
+  readonly state: TaskStateName;
+  readonly ok: false;
+  readonly error: FabricError;
+  readonly task: TaskInfo;
+}
+
+/** The settled outcome of one task: check `ok`, then read `value` or `error`. */
+export type TaskOutcome<T = unknown> = TaskSuccess<T> | TaskFailure;
+
+/** The kind-specific part of a registered function. */
+export type FunctionKind =
+  | { readonly kind: "js"; readonly source: string; readonly entryPoint: string }
+  | { readonly kind: "shell"; readonly command: string; readonly walltimeSeconds: number };
+
+/** A registered function. Functions are immutable: a change is a new id. */
+export type FunctionInfo = {
+  readonly id: string;
+  readonly owner: string;
+  readonly name: string;
+  readonly description: string;
+  /** Container image it needs; "" means the endpoint's default. */
+  readonly containerImage: string;
+  readonly createdAt: Date;
+} & FunctionKind;
+
+/** One block (batch job) of an endpoint, as it last reported it. */
+export interface BlockInfo {
+  readonly blockId: string;
+  readonly jobId: string;
+  readonly state: string;
+  readonly since: Date;
+  readonly reason: string;
+}
+
+/** What an endpoint agent last said about itself. */
+export interface EndpointReport {
+  readonly at: Date;
+  /** "online" while running, "offline" when it stopped cleanly. */
+  readonly state: string;
+  readonly hostname: string;
+  readonly agentVersion: string;
+  readonly provider: string;
+  readonly outstandingTasks: number;
+  readonly runningTasks: number;
+  readonly managers: number;
+  readonly workers: number;
+  readonly idleWorkers: number;
+  readonly blocks: readonly BlockInfo[];
+  readonly lastError: string;
+  readonly heartbeatIntervalS: number;
+  readonly startedAt: Date | undefined;
+}
+
+/** An endpoint and its status. */
+export interface EndpointInfo {
+  readonly id: string;
+  readonly owner: string;
+  readonly name: string;
+  readonly description: string;
+  readonly createdAt: Date;
+  /** "online", "offline" (no heartbeat lately) or "never-connected". */
+  readonly connection: string;
+  /** Tasks queued for it that it has not taken yet. */
+  readonly queuedTasks: number;
+  /** Its last heartbeat; undefined if it never sent one. */
+  readonly last: EndpointReport | undefined;
+}
