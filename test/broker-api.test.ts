@@ -8,9 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TokenAuthority } from "../cloud/auth.js";
 import { FabricError } from "../common/errors.js";
 import { fromGrpcError } from "../common/grpc-client.js";
-import { FunctionServiceClient, TaskServiceClient, type FunctionSpec } from "../proto/index.js";
-import { NatsServer } from "./support/nats-server.js";
-import { BrokerProcess } from "./support/processes.js";
+import type { FunctionSpec } from "../proto/index.js";
+import { NatsServer } from "../devkit/nats-server.js";
+import { BrokerProcess } from "../devkit/processes.js";
 import { RawClients } from "./support/raw-clients.js";
 
 const enc = new TextEncoder();
@@ -52,14 +52,14 @@ describe("broker API: validation, limits, authentication, ownership", () => {
   });
 
   async function brokerAnswers(): Promise<void> {
-    const res = await alice.call(alice.functions, FunctionServiceClient.prototype.listFunctions, {});
+    const res = await alice.listFunctions();
     expect(Array.isArray(res.functions)).toBe(true);
     expect(broker.process?.running).toBe(true);
   }
 
   async function setup(c: RawClients) {
-    const fn = await c.call(c.functions, FunctionServiceClient.prototype.registerFunction, { name: "add", description: "", spec: jsSpec });
-    const ep = await c.call(c.endpoints, (await import("../proto/index.js")).EndpointServiceClient.prototype.registerEndpoint, {
+    const fn = await c.registerFunction({ name: "add", description: "", spec: jsSpec });
+    const ep = await c.registerEndpoint({
       name: "ep",
       description: "",
       endpointId: "",
@@ -69,7 +69,7 @@ describe("broker API: validation, limits, authentication, ownership", () => {
 
   it("registers and reads back a function", async () => {
     const { functionId } = await setup(alice);
-    const got = await alice.call(alice.functions, FunctionServiceClient.prototype.getFunction, { functionId });
+    const got = await alice.getFunction({ functionId });
     expect(got.function?.spec?.kind?.$case).toBe("js");
     expect(got.function?.owner).toBe("alice");
   });
@@ -78,14 +78,14 @@ describe("broker API: validation, limits, authentication, ownership", () => {
     const { functionId, endpointId } = await setup(alice);
     const unknown = "00000000-0000-4000-8000-000000000000";
     const submit = (f: string, e: string) =>
-      alice.call(alice.tasks, TaskServiceClient.prototype.submitTasks, {
+      alice.submit({
         groupId: "",
         tasks: [{ functionId: f, endpointId: e, argsJson: enc.encode("[1,2]"), kwargsJson: new Uint8Array() }],
       });
     expect(await codeOf(submit(unknown, endpointId))).toBe("NOT_FOUND");
     expect(await codeOf(submit(functionId, unknown))).toBe("NOT_FOUND");
-    expect(await codeOf(alice.call(alice.functions, FunctionServiceClient.prototype.getFunction, { functionId: unknown }))).toBe("NOT_FOUND");
-    expect(await codeOf(alice.call(alice.tasks, TaskServiceClient.prototype.getTasks, { taskIds: [unknown], omitResults: false }))).toBe("NOT_FOUND");
+    expect(await codeOf(alice.getFunction({ functionId: unknown }))).toBe("NOT_FOUND");
+    expect(await codeOf(alice.getTasks({ taskIds: [unknown], omitResults: false }))).toBe("NOT_FOUND");
     await brokerAnswers();
   });
 
@@ -101,12 +101,12 @@ describe("broker API: validation, limits, authentication, ownership", () => {
       { functionId, endpointId, argsJson: enc.encode('{"a":1}'), kwargsJson: new Uint8Array() },
     ];
     for (const t of bad) {
-      expect(await codeOf(alice.call(alice.tasks, TaskServiceClient.prototype.submitTasks, { groupId: "", tasks: [t] }))).toBe("INVALID_ARGUMENT");
+      expect(await codeOf(alice.submit({ groupId: "", tasks: [t] }))).toBe("INVALID_ARGUMENT");
     }
-    expect(await codeOf(alice.call(alice.tasks, TaskServiceClient.prototype.submitTasks, { groupId: "", tasks: [] }))).toBe("INVALID_ARGUMENT");
-    const noSpec = alice.call(alice.functions, FunctionServiceClient.prototype.registerFunction, { name: "x", description: "", spec: undefined });
+    expect(await codeOf(alice.submit({ groupId: "", tasks: [] }))).toBe("INVALID_ARGUMENT");
+    const noSpec = alice.registerFunction({ name: "x", description: "", spec: undefined });
     expect(await codeOf(noSpec)).toBe("INVALID_ARGUMENT");
-    const badEntry = alice.call(alice.functions, FunctionServiceClient.prototype.registerFunction, {
+    const badEntry = alice.registerFunction({
       name: "x",
       description: "",
       spec: { kind: { $case: "js", value: { source: "1", entryPoint: "no spaces allowed" } }, containerImage: "" },
@@ -118,7 +118,7 @@ describe("broker API: validation, limits, authentication, ownership", () => {
   it("oversized payload → RESOURCE_EXHAUSTED with a clear message, and the broker stays up", async () => {
     const { functionId, endpointId } = await setup(alice);
     const big = enc.encode(JSON.stringify(["x".repeat(2 * 1024 * 1024)]));
-    const p = alice.call(alice.tasks, TaskServiceClient.prototype.submitTasks, {
+    const p = alice.submit({
       groupId: "",
       tasks: [{ functionId, endpointId, argsJson: big, kwargsJson: new Uint8Array() }],
     });
@@ -129,7 +129,7 @@ describe("broker API: validation, limits, authentication, ownership", () => {
   it("no token, expired token, bad signature, alg none → UNAUTHENTICATED", async () => {
     const list = (token: string) => {
       const c = new RawClients(broker.address, token);
-      return codeOf(c.call(c.functions, FunctionServiceClient.prototype.listFunctions, {})).finally(() => c.close());
+      return codeOf(c.listFunctions()).finally(() => c.close());
     };
     expect(await list("")).toBe("UNAUTHENTICATED");
     expect(await list("garbage")).toBe("UNAUTHENTICATED");
@@ -148,30 +148,29 @@ describe("broker API: validation, limits, authentication, ownership", () => {
 
   it("user B cannot read, cancel or list user A's functions, endpoints or tasks", async () => {
     const { functionId, endpointId } = await setup(alice);
-    const sub = await alice.call(alice.tasks, TaskServiceClient.prototype.submitTasks, {
+    const sub = await alice.submit({
       groupId: "",
       tasks: [{ functionId, endpointId, argsJson: enc.encode("[1,2]"), kwargsJson: new Uint8Array() }],
     });
     const taskId = sub.taskIds[0]!;
-    const { EndpointServiceClient } = await import("../proto/index.js");
-    expect(await codeOf(bob.call(bob.functions, FunctionServiceClient.prototype.getFunction, { functionId }))).toBe("NOT_FOUND");
-    expect(await codeOf(bob.call(bob.endpoints, EndpointServiceClient.prototype.getEndpoint, { endpointId }))).toBe("NOT_FOUND");
-    expect(await codeOf(bob.call(bob.tasks, TaskServiceClient.prototype.getTasks, { taskIds: [taskId], omitResults: false }))).toBe("NOT_FOUND");
-    expect(await codeOf(bob.call(bob.tasks, TaskServiceClient.prototype.cancelTasks, { taskIds: [taskId] }))).toBe("NOT_FOUND");
-    expect(await codeOf(bob.call(bob.functions, FunctionServiceClient.prototype.deleteFunction, { functionId }))).toBe("NOT_FOUND");
+    expect(await codeOf(bob.getFunction({ functionId }))).toBe("NOT_FOUND");
+    expect(await codeOf(bob.getEndpoint({ endpointId }))).toBe("NOT_FOUND");
+    expect(await codeOf(bob.getTasks({ taskIds: [taskId], omitResults: false }))).toBe("NOT_FOUND");
+    expect(await codeOf(bob.cancel({ taskIds: [taskId] }))).toBe("NOT_FOUND");
+    expect(await codeOf(bob.deleteFunction({ functionId }))).toBe("NOT_FOUND");
     // Bob cannot submit to Alice's endpoint nor run Alice's function.
-    const bobFn = await bob.call(bob.functions, FunctionServiceClient.prototype.registerFunction, { name: "b", description: "", spec: jsSpec });
-    const submitToAlice = bob.call(bob.tasks, TaskServiceClient.prototype.submitTasks, {
+    const bobFn = await bob.registerFunction({ name: "b", description: "", spec: jsSpec });
+    const submitToAlice = bob.submit({
       groupId: "",
       tasks: [{ functionId: bobFn.function!.id, endpointId, argsJson: new Uint8Array(), kwargsJson: new Uint8Array() }],
     });
     expect(await codeOf(submitToAlice)).toBe("NOT_FOUND");
-    const fns = await bob.call(bob.functions, FunctionServiceClient.prototype.listFunctions, {});
+    const fns = await bob.listFunctions();
     expect(fns.functions.map((f) => f.owner)).toEqual(fns.functions.map(() => "bob"));
-    const eps = await bob.call(bob.endpoints, EndpointServiceClient.prototype.listEndpoints, {});
+    const eps = await bob.listEndpoints();
     expect(eps.endpoints.find((e) => e.id === endpointId)).toBeUndefined();
     // Alice still sees and cancels her own task.
-    const mine = await alice.call(alice.tasks, TaskServiceClient.prototype.cancelTasks, { taskIds: [taskId] });
+    const mine = await alice.cancel({ taskIds: [taskId] });
     expect(mine.tasks[0]?.error?.reason).toBe("cancelled");
   });
 });

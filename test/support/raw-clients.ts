@@ -1,7 +1,29 @@
 import * as grpc from "@grpc/grpc-js";
 
 import { bearer, callUnary, channelFor, clientOptions } from "../../common/grpc-client.js";
-import { EndpointServiceClient, FunctionServiceClient, TaskServiceClient } from "../../proto/index.js";
+import {
+  EndpointServiceClient,
+  FunctionServiceClient,
+  TaskServiceClient,
+  type CancelTasksRequest,
+  type CancelTasksResponse,
+  type GetEndpointRequest,
+  type GetEndpointResponse,
+  type GetFunctionRequest,
+  type GetFunctionResponse,
+  type GetTasksRequest,
+  type GetTasksResponse,
+  type ListEndpointsResponse,
+  type ListFunctionsResponse,
+  type RegisterEndpointRequest,
+  type RegisterEndpointResponse,
+  type RegisterFunctionRequest,
+  type RegisterFunctionResponse,
+  type SubmitTasksRequest,
+  type SubmitTasksResponse,
+  type DeleteFunctionRequest,
+  type DeleteFunctionResponse,
+} from "../../proto/index.js";
 
 /** The generated gRPC clients, bound to one address and token: for tests below the SDK. */
 export class RawClients {
@@ -18,12 +40,39 @@ export class RawClients {
     this.md = bearer(token);
   }
 
-  call<Req, Res>(
-    client: grpc.Client,
-    method: (req: Req, md: grpc.Metadata, opts: Partial<grpc.CallOptions>, cb: (err: grpc.ServiceError | null, res: Res) => void) => grpc.ClientUnaryCall,
-    req: Req,
-  ): Promise<Res> {
-    return callUnary(method, client, req, this.md, { deadlineMs: 20_000 });
+  private call<Req, Res>(client: grpc.Client, method: unknown, req: Req): Promise<Res> {
+    return callUnary<Req, Res>(method as Parameters<typeof callUnary<Req, Res>>[0], client, req, this.md, { deadlineMs: 20_000 });
+  }
+
+  registerFunction(req: RegisterFunctionRequest) {
+    return this.call<RegisterFunctionRequest, RegisterFunctionResponse>(this.functions, this.functions.registerFunction, req);
+  }
+  getFunction(req: GetFunctionRequest) {
+    return this.call<GetFunctionRequest, GetFunctionResponse>(this.functions, this.functions.getFunction, req);
+  }
+  listFunctions() {
+    return this.call<object, ListFunctionsResponse>(this.functions, this.functions.listFunctions, {});
+  }
+  deleteFunction(req: DeleteFunctionRequest) {
+    return this.call<DeleteFunctionRequest, DeleteFunctionResponse>(this.functions, this.functions.deleteFunction, req);
+  }
+  registerEndpoint(req: RegisterEndpointRequest) {
+    return this.call<RegisterEndpointRequest, RegisterEndpointResponse>(this.endpoints, this.endpoints.registerEndpoint, req);
+  }
+  getEndpoint(req: GetEndpointRequest) {
+    return this.call<GetEndpointRequest, GetEndpointResponse>(this.endpoints, this.endpoints.getEndpoint, req);
+  }
+  listEndpoints() {
+    return this.call<object, ListEndpointsResponse>(this.endpoints, this.endpoints.listEndpoints, {});
+  }
+  submit(req: SubmitTasksRequest) {
+    return this.call<SubmitTasksRequest, SubmitTasksResponse>(this.tasks, this.tasks.submitTasks, req);
+  }
+  getTasks(req: GetTasksRequest) {
+    return this.call<GetTasksRequest, GetTasksResponse>(this.tasks, this.tasks.getTasks, req);
+  }
+  cancel(req: CancelTasksRequest) {
+    return this.call<CancelTasksRequest, CancelTasksResponse>(this.tasks, this.tasks.cancelTasks, req);
   }
 
   /** Sends raw bytes as the request of `path` (e.g. "/fabric.v1.TaskService/SubmitTasks"). */

@@ -5,10 +5,10 @@ import { fileURLToPath } from "node:url";
 
 import { stringify as toYaml } from "yaml";
 
-import { TokenAuthority } from "../../cloud/auth.js";
+import { TokenAuthority } from "../cloud/auth.js";
 import { freePort, waitForPort } from "./nats-server.js";
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const ROOT = findRoot(path.dirname(fileURLToPath(import.meta.url)));
 
 /** Path of a compiled entry point; the suite runs the real binaries built by `npm run build`. */
 export function distEntry(rel: string): string {
@@ -153,4 +153,15 @@ export class BrokerProcess {
     const auth = await TokenAuthority.fromKeyFile(this.keyFile, "fabric-broker", "fabric-api");
     return auth.issueUserToken(user, ttlSeconds);
   }
+}
+
+/** The project root: the nearest folder above `from` holding package.json (works from source and dist). */
+function findRoot(from: string): string {
+  let dir = from;
+  while (!existsSync(path.join(dir, "package.json"))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`no package.json above ${from}`);
+    dir = up;
+  }
+  return dir;
 }

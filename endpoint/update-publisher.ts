@@ -1,0 +1,143 @@
+import type { Logger } from "../common/logger.js";
+import { TaskUpdate, TaskUpdateBatch } from "../proto/index.js";
+
+/** Options of an {@link UpdatePublisher}. */
+export interface UpdatePublisherOptions {
+  readonly endpointId: string;
+  /** Publishes one encoded TaskUpdateBatch and resolves on the stream's PubAck. */
+  readonly publish: (bytes: Uint8Array) => Promise<void>;
+  readonly log: Logger;
+  /** @default 5 */
+  readonly flushDelayMs?: number;
+  /** @default 500 */
+  readonly maxUpdates?: number;
+  /** Largest encoded batch (stay under the server's max_payload). @default 900000 */
+  readonly maxBytes?: number;
+}
+
+interface Entry {
+  readonly update: TaskUpdate;
+  readonly size: number;
+  readonly onPublished: (() => void) | undefined;
+}
+
+/**
+ * Batches task updates into TaskUpdateBatch messages: a batch leaves after `flushDelayMs`, or at
+ * once when it holds `maxUpdates` or `maxBytes`. One publish is in flight at a time, so a task's
+ * updates arrive in order. `onPublished` runs only after the PubAck: that is when the agent may
+ * ack the task message. A failed publish is retried (with backoff) until it succeeds or the
+ * publisher is abandoned, never dropped.
+ */
+export class UpdatePublisher {
+  private queue: Entry[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private abandoned = false;
+  private readonly flushDelayMs: number;
+  private readonly maxUpdates: number;
+  private readonly maxBytes: number;
+  /** The last publish error, for status reports. */
+  lastError = "";
+
+  constructor(private readonly opts: UpdatePublisherOptions) {
+    this.flushDelayMs = opts.flushDelayMs ?? 5;
+    this.maxUpdates = opts.maxUpdates ?? 500;
+    this.maxBytes = opts.maxBytes ?? 900_000;
+  }
+
+  /** Updates waiting to be published. */
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  /** Queues an update; `onPublished` runs once the stream has it. */
+  add(update: TaskUpdate, onPublished?: () => void): void {
+    // +8 covers the field tag and length prefix inside the batch.
+    const size = TaskUpdate.encode(update).finish().length + 8;
+    this.queue.push({ update, size, onPublished });
+    if (this.queue.length >= this.maxUpdates) this.kick(0);
+    else this.kick(this.flushDelayMs);
+  }
+
+  /** Resolves when everything queued so far has been published. */
+  async flush(): Promise<void> {
+    while (this.queue.length > 0 || this.running) {
+      this.kick(0);
+      await this.running;
+    }
+  }
+
+  /** Stops retrying: what is still queued is left unpublished (its tasks stay un-acked). */
+  abandon(): void {
+    this.abandoned = true;
+    clearTimeout(this.timer);
+  }
+
+  private kick(delayMs: number): void {
+    if (this.running || this.abandoned) return;
+    if (delayMs === 0) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      this.running = this.drain().finally(() => {
+        this.running = undefined;
+        if (this.queue.length > 0) this.kick(this.flushDelayMs);
+      });
+    } else if (!this.timer) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.kick(0);
+      }, delayMs);
+    }
+  }
+
+  private takeBatch(): Entry[] {
+    let bytes = 64;
+    let n = 0;
+    while (n < this.queue.length && n < this.maxUpdates) {
+      const size = this.queue[n]!.size;
+      // Always take at least one, even if oversized: the caller sized it, and stalling is worse.
+      if (n > 0 && bytes + size > this.maxBytes) break;
+      bytes += size;
+      n++;
+    }
+    return this.queue.splice(0, n);
+  }
+
+  private async drain(): Promise<void> {
+    let backoffMs = 100;
+    while (this.queue.length > 0 && !this.abandoned) {
+      const batch = this.takeBatch();
+      const bytes = TaskUpdateBatch.encode({
+        endpointId: this.opts.endpointId,
+        updates: batch.map((e) => e.update),
+      }).finish();
+      for (;;) {
+        try {
+          await this.opts.publish(bytes);
+          this.lastError = "";
+          backoffMs = 100;
+          break;
+        } catch (err) {
+          this.lastError = `cannot publish task updates: ${(err as Error).message}`;
+          this.opts.log.warn(
+            { err: (err as Error).message, updates: batch.length, retryInMs: backoffMs },
+            "publishing task updates failed; retrying",
+          );
+          if (this.abandoned) {
+            this.queue.unshift(...batch);
+            return;
+          }
+          await new Promise((r) => setTimeout(r, backoffMs));
+          backoffMs = Math.min(backoffMs * 2, 5000);
+        }
+      }
+      for (const e of batch) {
+        try {
+          e.onPublished?.();
+        } catch (err) {
+          this.opts.log.error({ err, taskId: e.update.taskId }, "after-publish hook failed");
+        }
+      }
+    }
+  }
+}

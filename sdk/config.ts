@@ -1,0 +1,120 @@
+import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
+import path from "node:path";
+
+import type { Logger } from "pino";
+import { z } from "zod";
+
+import { FabricError } from "../common/errors.js";
+
+/** Most tasks the broker accepts in one SubmitTasks call (its default `maxBatchSize`). */
+export const BROKER_MAX_BATCH = 10_000;
+
+/** Options of a {@link Client}. */
+export const clientOptionsSchema = z.object({
+  /** Broker address: `host:port` (plaintext) or `https://host:port` / `tls://host:port` (TLS). */
+  address: z.string().min(1, { message: "the broker address is required (host:port)" }),
+  /** The user's JWT, sent as `authorization: Bearer <token>` on every call. */
+  token: z.string().default(""),
+  /**
+   * Where the SDK logs (debug level: reconnects, chunking). Default: silent.
+   * @default undefined
+   */
+  logger: z.custom<Logger>((v) => v === undefined || (typeof v === "object" && v !== null && "child" in v)).optional(),
+  /**
+   * Most tasks (or ids) per SubmitTasks / GetTasks / WatchTasks request; larger batches are split.
+   * @default 5000
+   */
+  submitChunkSize: z.number().int().min(1).max(BROKER_MAX_BATCH).default(5_000),
+  /**
+   * Deadline of each unary call, in milliseconds.
+   * @default 60000
+   */
+  callTimeoutMs: z.number().int().positive().default(60_000),
+});
+
+/** Options of a {@link Client} as given by the caller (defaults not yet applied). */
+export type ClientOptions = z.input<typeof clientOptionsSchema>;
+/** Options of a {@link Client} after validation and defaults. */
+export type ResolvedClientOptions = Readonly<z.output<typeof clientOptionsSchema>>;
+
+/** Validates client options once, at the edge; a bad one names the field. */
+export function resolveClientOptions(options: ClientOptions): ResolvedClientOptions {
+  const parsed = clientOptionsSchema.safeParse(options);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join(".") || "options"}: ${i.message}`).join("; ");
+    throw new FabricError("INVALID_ARGUMENT", `invalid client options: ${issues}`);
+  }
+  return Object.freeze(parsed.data);
+}
+
+/** The saved client settings, `$FABRIC_HOME/client.json`. */
+export const clientFileSchema = z.object({
+  broker: z.string().min(1).optional(),
+  token: z.string().optional(),
+});
+/** The contents of `$FABRIC_HOME/client.json`. */
+export type ClientFile = z.infer<typeof clientFileSchema>;
+
+/** The fabric's home directory: `$FABRIC_HOME`, else `~/.fabric`. */
+export function fabricHome(env: NodeJS.ProcessEnv = process.env): string {
+  return env["FABRIC_HOME"] || path.join(homedir(), ".fabric");
+}
+
+/** Path of the saved client settings. */
+export function clientConfigPath(env: NodeJS.ProcessEnv = process.env): string {
+  return path.join(fabricHome(env), "client.json");
+}
+
+/** Reads `client.json`; a missing file is empty settings, a broken one is INVALID_ARGUMENT. */
+export function readClientFile(file: string): ClientFile {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return {};
+    throw new FabricError("FAILED_PRECONDITION", `cannot read ${file}: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new FabricError("INVALID_ARGUMENT", `${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  const parsed = clientFileSchema.safeParse(json);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ");
+    throw new FabricError("INVALID_ARGUMENT", `${file} is not valid: ${issues}`);
+  }
+  return parsed.data;
+}
+
+/**
+ * Where to connect and with which token: `FABRIC_BROKER` and `FABRIC_TOKEN` override
+ * `$FABRIC_HOME/client.json`. No broker anywhere is FAILED_PRECONDITION saying how to set one.
+ */
+export function loadClientSettings(env: NodeJS.ProcessEnv = process.env): { address: string; token: string } {
+  const file = clientConfigPath(env);
+  const saved = readClientFile(file);
+  const address = env["FABRIC_BROKER"] || saved.broker;
+  const token = env["FABRIC_TOKEN"] || saved.token || "";
+  if (!address) {
+    throw new FabricError(
+      "FAILED_PRECONDITION",
+      `no broker configured: run \`fabric configure --broker HOST:PORT --token TOKEN\` or set FABRIC_BROKER (looked in ${file})`,
+    );
+  }
+  return { address, token };
+}
+
+/** Saves the client settings to `$FABRIC_HOME/client.json`, readable only by its owner. */
+export function writeClientFile(settings: ClientFile, env: NodeJS.ProcessEnv = process.env): string {
+  const file = clientConfigPath(env);
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  // Write-then-rename so a crash never leaves half a token behind; 0600 from creation on.
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(settings, null, 2) + "\n", { mode: 0o600 });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, file);
+  return file;
+}
