@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { stringify as toYaml } from "yaml";
+import { parse, stringify as toYaml } from "yaml";
 
 import { TokenAuthority } from "../cloud/auth.js";
 import { freePort, waitForPort } from "./nats-server.js";
@@ -164,4 +164,84 @@ function findRoot(from: string): string {
     dir = up;
   }
   return dir;
+}
+
+export interface EndpointOptions {
+  /** FABRIC_HOME of the endpoint owner (config and credentials live under it). */
+  home: string;
+  name: string;
+  broker: string;
+  token: string;
+  workers?: number;
+  blocks?: number;
+  /** Extra YAML fields merged into the generated config. */
+  extra?: Record<string, unknown>;
+}
+
+/** An endpoint agent as its owner runs it: `fabric-endpoint configure NAME` then `start NAME`. */
+export class EndpointProcess {
+  private proc: ManagedProcess | undefined;
+  private constructor(readonly opts: EndpointOptions) {}
+
+  get process(): ManagedProcess | undefined {
+    return this.proc;
+  }
+
+  /** Writes the endpoint's config with the real CLI (and extra fields), without starting it. */
+  static async configure(opts: EndpointOptions): Promise<EndpointProcess> {
+    const args = ["configure", opts.name, "--broker", opts.broker, "--token", opts.token];
+    if (opts.workers !== undefined) args.push("--workers", String(opts.workers));
+    if (opts.blocks !== undefined) args.push("--blocks", String(opts.blocks));
+    await runCli("endpoint/cli.js", args, opts.home);
+    if (opts.extra) {
+      const file = path.join(opts.home, "endpoints", opts.name, "config.yaml");
+      const doc = { ...(parse(readFileSync(file, "utf8")) as Record<string, unknown>), ...opts.extra };
+      writeFileSync(file, toYaml(doc), { mode: 0o600 });
+    }
+    return new EndpointProcess(opts);
+  }
+
+  static async start(opts: EndpointOptions): Promise<EndpointProcess> {
+    const ep = await EndpointProcess.configure(opts);
+    await ep.launch();
+    return ep;
+  }
+
+  /** Starts the agent in the foreground (as a child of this process) and waits until it is ready. */
+  async launch(): Promise<void> {
+    const child = spawn(process.execPath, [distEntry("endpoint/cli.js"), "start", this.opts.name], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, FABRIC_HOME: this.opts.home, FABRIC_LOG_LEVEL: process.env["FABRIC_LOG_LEVEL"] ?? "info" },
+    });
+    this.proc = new ManagedProcess(`endpoint:${this.opts.name}`, child);
+    await this.proc.waitFor(/"endpoint ready"/, 60_000);
+  }
+
+  /** The endpoint id the agent saved after registering. */
+  endpointId(): string {
+    const file = path.join(this.opts.home, "endpoints", this.opts.name, "credentials.json");
+    const creds = JSON.parse(readFileSync(file, "utf8")) as { endpointId: string };
+    return creds.endpointId;
+  }
+
+  /** Kills the agent and every process in its tree at once, as a crash of the login node's session would. */
+  async kill(): Promise<void> {
+    await this.proc?.kill("SIGKILL");
+  }
+
+  async stop(): Promise<void> {
+    await this.proc?.stop(30_000);
+  }
+}
+
+/** Runs a CLI entry point to completion; rejects with its output when it fails. */
+export async function runCli(entry: string, args: string[], home: string): Promise<string> {
+  const child = spawn(process.execPath, [distEntry(entry), ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, FABRIC_HOME: home },
+  });
+  const p = new ManagedProcess(`${entry} ${args[0] ?? ""}`, child);
+  const { code } = await p.exited;
+  if (code !== 0) throw new Error(`${entry} ${args.join(" ")} failed (${code}):\n${p.output}`);
+  return p.output;
 }

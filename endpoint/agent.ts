@@ -1,0 +1,923 @@
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+import { jetstream } from "@nats-io/jetstream";
+import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import { Objm } from "@nats-io/obj";
+import type { ObjectStore } from "@nats-io/obj";
+import { connect, jwtAuthenticator } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+
+import { Bus } from "../common/bus-layout.js";
+import { FabricError, errorToInfo, toFabricError } from "../common/errors.js";
+import type { ErrorCode } from "../common/errors.js";
+import { bearer, callUnary, channelFor, clientOptions } from "../common/grpc-client.js";
+import { newId } from "../common/ids.js";
+import type { Logger } from "../common/logger.js";
+import { EndpointServiceClient, EndpointStatus, TaskMessage, TaskState } from "../proto/index.js";
+import type {
+  BlockStatus,
+  BusConnectInfo,
+  ConnectEndpointResponse,
+  ErrorInfo,
+  Payload,
+  RegisterEndpointResponse,
+  TaskUpdate,
+  WorkItem,
+  WorkOutcome,
+} from "../proto/index.js";
+import { BlockScaler } from "./block-scaler.js";
+import type { EndpointConfig } from "./config.js";
+import { readCredentials, writeCredentials } from "./home.js";
+import type { EndpointCredentials, EndpointPaths } from "./home.js";
+import { ManagerServer } from "./manager-link.js";
+import type { ManagerConnection } from "./manager-link.js";
+import { isJobEnded } from "./provider.js";
+import type { ExecutionProvider } from "./provider.js";
+import { LocalProvider } from "./providers/local-provider.js";
+import { UpdatePublisher } from "./update-publisher.js";
+
+/** Version the agent reports to the broker. */
+export const AGENT_VERSION = "0.1.0";
+
+/** The manager entry, beside this file once compiled (dist/endpoint/manager/main.js). */
+export const MANAGER_MAIN = fileURLToPath(new URL("./manager/main.js", import.meta.url));
+
+/** Options of an {@link EndpointAgent}. */
+export interface EndpointAgentOptions {
+  readonly paths: EndpointPaths;
+  readonly config: EndpointConfig;
+  readonly log: Logger;
+  /** @default a LocalProvider */
+  readonly provider?: ExecutionProvider;
+  /** Entry file of the worker manager. @default MANAGER_MAIN */
+  readonly managerMain?: string;
+  /** How often blocks are checked and replaced. @default 1000 */
+  readonly blockPollIntervalMs?: number;
+}
+
+/** Where one task is in the agent. */
+type Phase = "resolving" | "queued" | "dispatched" | "running" | "reporting";
+
+interface InFlightTask {
+  readonly taskId: string;
+  /** The newest delivery of the task message: the one to ack, extend or nak. */
+  msg: JsMsg;
+  phase: Phase;
+  item: WorkItem | undefined;
+  manager: ManagerConnection | undefined;
+  attempt: number;
+}
+
+interface BlockRecord {
+  readonly blockId: string;
+  readonly secret: string;
+  jobId: string;
+  state: "submitting" | "pending" | "running" | "connected" | "ended" | "cancelling";
+  sinceMs: number;
+  reason: string;
+  /** Cancelled by us: its end is not a failure. */
+  cancelRequested: boolean;
+}
+
+/** Raised when the broker refuses the endpoint for good: retrying cannot help. */
+export class EndpointRejectedError extends FabricError {
+  override readonly name = "EndpointRejectedError";
+}
+
+const RECENT_DONE_LIMIT = 10_000;
+/** Room kept in a NATS message for everything but an inline result. */
+const UPDATE_OVERHEAD_BYTES = 64 * 1024;
+/** How much of a failed task's output, stack and message is kept in its ErrorInfo. */
+const ERROR_FIELD_CAP = 64 * 1024;
+const FETCH_EXPIRES_MS = 5000;
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function tail(s: string, cap: number): string {
+  if (Buffer.byteLength(s) <= cap) return s;
+  const buf = Buffer.from(s);
+  return `[... ${buf.length - cap} bytes truncated ...]\n${buf.subarray(buf.length - cap).toString("utf8")}`;
+}
+
+/** Keeps a failed task's ErrorInfo small enough to travel in one message, keeping the ends of output. */
+function fitError(info: ErrorInfo): ErrorInfo {
+  return {
+    ...info,
+    message: tail(info.message, ERROR_FIELD_CAP / 4),
+    remote: info.remote
+      ? { ...info.remote, message: tail(info.remote.message, ERROR_FIELD_CAP / 4), stack: tail(info.remote.stack, ERROR_FIELD_CAP) }
+      : undefined,
+    shell: info.shell
+      ? { ...info.shell, stdout: tail(info.shell.stdout, ERROR_FIELD_CAP), stderr: tail(info.shell.stderr, ERROR_FIELD_CAP) }
+      : undefined,
+  };
+}
+
+const retryableConnectCodes: ReadonlySet<ErrorCode> = new Set([
+  "UNAVAILABLE",
+  "DEADLINE_EXCEEDED",
+  "INTERNAL",
+  "UNKNOWN",
+  "RESOURCE_EXHAUSTED",
+  "ABORTED",
+]);
+
+/**
+ * The endpoint agent: registers with the broker, takes this endpoint's tasks from NATS, runs them
+ * on worker managers it launches through a provider, and reports results.
+ *
+ * The rule that keeps tasks safe: a task message is acked only after the PubAck of the update
+ * carrying its terminal state. Until then its delivery is kept alive with `working()`, and if the
+ * agent dies the broker's consumer hands the task out again.
+ */
+export class EndpointAgent {
+  private log: Logger;
+  private readonly cfg: EndpointConfig;
+  private readonly provider: ExecutionProvider;
+  private readonly startedAtMs = Date.now();
+  private readonly host = hostname();
+
+  private creds: EndpointCredentials | undefined;
+  private bus: BusConnectInfo | undefined;
+  private nc: NatsConnection | undefined;
+  private js: JetStreamClient | undefined;
+  private consumer: Consumer | undefined;
+  private objects: ObjectStore | undefined;
+  private publisher: UpdatePublisher | undefined;
+  private managerServer: ManagerServer | undefined;
+  private managerAddress = "";
+
+  private readonly inflight = new Map<string, InFlightTask>();
+  private readonly ready: InFlightTask[] = [];
+  private readonly recentlyDone = new Set<string>();
+  private readonly blocks = new Map<string, BlockRecord>();
+  private readonly scaler: BlockScaler;
+
+  private requested = 0;
+  private readonly fetches = new Set<ConsumerMessages>();
+  private pumpScheduled = false;
+  private numPending = 0;
+  private lastError = "";
+  private timers: NodeJS.Timeout[] = [];
+  private maintaining = false;
+  private stopping = false;
+  private stopped: Promise<void> | undefined;
+  private running = false;
+  private inlineLimit: number;
+
+  constructor(private readonly opts: EndpointAgentOptions) {
+    this.cfg = opts.config;
+    this.log = opts.log.child({ component: "endpoint.agent", endpoint: opts.paths.name });
+    this.provider = opts.provider ?? new LocalProvider(opts.log);
+    this.scaler = new BlockScaler({ initBlocks: this.cfg.provider.initBlocks, maxBlocks: this.cfg.provider.maxBlocks });
+    this.inlineLimit = this.cfg.limits.inlinePayloadBytes;
+  }
+
+  /** The endpoint's id, once known. */
+  get endpointId(): string | undefined {
+    return this.creds?.endpointId;
+  }
+
+  /**
+   * Registers if needed, connects to the broker and NATS, launches blocks and starts taking
+   * tasks. Resolves once the endpoint is ready; rejects with {@link EndpointRejectedError} when
+   * the broker refuses it, or with a FabricError when stopped while starting.
+   */
+  async start(): Promise<void> {
+    this.creds = await this.ensureRegistered();
+    const endpointId = this.creds.endpointId;
+    this.log = this.log.child({ endpointId });
+    const res = await this.connectEndpoint();
+    const bus = res.bus;
+    if (!bus || bus.servers.length === 0) {
+      throw new EndpointRejectedError("FAILED_PRECONDITION", "the broker gave no NATS servers to connect to");
+    }
+    this.bus = bus;
+    this.throwIfStopping();
+
+    this.nc = await connect({
+      servers: bus.servers,
+      name: `fabric-endpoint-${endpointId}`,
+      maxReconnectAttempts: -1,
+      ...(bus.userJwt ? { authenticator: jwtAuthenticator(bus.userJwt, new TextEncoder().encode(bus.userSeed)) } : {}),
+      ...(bus.inboxPrefix ? { inboxPrefix: bus.inboxPrefix } : {}),
+    });
+    void this.watchNats(this.nc);
+    this.js = jetstream(this.nc);
+    const maxPayload = this.nc.info?.max_payload ?? 1024 * 1024;
+    this.inlineLimit = Math.max(1024, Math.min(this.cfg.limits.inlinePayloadBytes, maxPayload - UPDATE_OVERHEAD_BYTES));
+    const js = this.js;
+    this.publisher = new UpdatePublisher({
+      endpointId,
+      log: this.log.child({ component: "endpoint.updates" }),
+      maxBytes: Math.max(4096, maxPayload - 4096),
+      publish: async (bytes) => {
+        await js.publish(bus.resultSubject, bytes);
+      },
+    });
+    this.consumer = await this.getConsumer(bus);
+
+    this.managerServer = new ManagerServer(
+      {
+        host: this.cfg.managerListen.host,
+        port: this.cfg.managerListen.port,
+        endpointId,
+        heartbeatIntervalS: this.cfg.heartbeatIntervalSeconds,
+        log: this.log,
+      },
+      {
+        onManagerReady: (m) => this.onManagerReady(m),
+        onStarted: (m, s) => this.onStarted(m, s.taskId, s.workerId, s.atMs),
+        onOutcomes: (m, outs) => {
+          for (const o of outs) void this.onOutcome(m, o);
+        },
+        onManagerLost: (m, why) => this.onManagerLost(m, why),
+      },
+    );
+    const addr = await this.managerServer.listen();
+    this.managerAddress = `${addr.host}:${addr.port}`;
+    this.running = true;
+    await this.maintainBlocks();
+
+    const every = (ms: number, fn: () => void) => this.timers.push(setInterval(fn, ms));
+    every(this.opts.blockPollIntervalMs ?? 1000, () => void this.maintainBlocks());
+    every(this.cfg.heartbeatIntervalSeconds * 1000, () => void this.publishStatus("online"));
+    // Extend every un-acked delivery well before the bus would hand it out again.
+    every(Math.max(500, (bus.ackWaitS * 1000) / 3), () => this.extendDeliveries());
+    void this.publishStatus("online");
+    this.log.info(
+      { endpointId, managerListen: this.managerAddress, provider: this.provider.name, blocks: this.blocks.size },
+      "endpoint ready",
+    );
+    this.pump();
+  }
+
+  /**
+   * Stops taking tasks, lets running ones finish for `stopGraceSeconds`, gives the rest back to
+   * the queue (nak: redelivered at once), publishes what finished, reports "offline", shuts the
+   * managers down and closes NATS. Safe to call more than once, and while start() is under way.
+   */
+  stop(): Promise<void> {
+    this.stopped ??= this.doStop();
+    return this.stopped;
+  }
+
+  private async doStop(): Promise<void> {
+    this.stopping = true;
+    this.log.info({ inFlight: this.inflight.size }, "endpoint stopping");
+    for (const f of this.fetches) void f.close();
+    // Tasks no worker has started go back at once.
+    for (const t of this.ready.splice(0)) this.giveBack(t, "not started before the agent stopped");
+    const deadline = Date.now() + this.cfg.stopGraceSeconds * 1000;
+    while (this.hasActiveTasks() && Date.now() < deadline) await sleep(50);
+    for (const t of [...this.inflight.values()]) {
+      if (t.phase !== "reporting") this.giveBack(t, "still running when the agent stopped");
+    }
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    if (this.publisher) {
+      const flushed = await Promise.race([this.publisher.flush().then(() => true), sleep(10_000).then(() => false)]);
+      if (!flushed) {
+        this.log.warn({ pending: this.publisher.pending }, "could not publish every update before stopping; those tasks will run again");
+        this.publisher.abandon();
+      }
+    }
+    if (this.running) await this.publishStatus("offline");
+    for (const m of this.managerServer?.managers() ?? []) m.shutdown("endpoint stopping");
+    await Promise.all(
+      [...this.blocks.values()].map(async (b) => {
+        b.cancelRequested = true;
+        if (b.jobId) await this.provider.cancel(b.jobId).catch((err: unknown) => this.log.warn({ err, blockId: b.blockId }, "cannot cancel block"));
+      }),
+    );
+    await this.managerServer?.close();
+    if (this.nc && !this.nc.isClosed()) {
+      await this.nc.drain().catch((err: unknown) => this.log.debug({ err }, "drain failed"));
+    }
+    this.running = false;
+    this.log.info("endpoint stopped");
+  }
+
+  // ---------------------------------------------------------------- broker
+
+  private client(): EndpointServiceClient {
+    const { target, credentials } = channelFor(this.cfg.broker);
+    return new EndpointServiceClient(target, credentials, clientOptions);
+  }
+
+  private throwIfStopping(): void {
+    if (this.stopping) throw new FabricError("CANCELLED", "the agent was stopped while starting");
+  }
+
+  /** Calls the broker, retrying with backoff while it is unreachable; refusals are fatal. */
+  private async withBrokerRetry<T>(what: string, call: () => Promise<T>): Promise<T> {
+    let delay = 1000;
+    for (;;) {
+      this.throwIfStopping();
+      try {
+        return await call();
+      } catch (err) {
+        const fe = toFabricError(err);
+        if (!retryableConnectCodes.has(fe.code)) throw fe;
+        this.lastError = `${what}: ${fe.code}: ${fe.message}`;
+        this.log.warn({ broker: this.cfg.broker, code: fe.code, err: fe.message, retryInMs: delay }, `${what} failed; the broker is unavailable, retrying`);
+        const until = Date.now() + delay;
+        while (Date.now() < until && !this.stopping) await sleep(Math.min(200, until - Date.now()));
+        delay = Math.min(delay * 2, 30_000);
+      }
+    }
+  }
+
+  private async ensureRegistered(): Promise<EndpointCredentials> {
+    const saved = readCredentials(this.opts.paths);
+    if (saved) return saved;
+    const token = this.cfg.token;
+    if (!token) {
+      throw new EndpointRejectedError(
+        "UNAUTHENTICATED",
+        `endpoint ${this.opts.paths.name} is not registered and has no token to register with: set FABRIC_TOKEN or run \`fabric-endpoint configure ${this.opts.paths.name} --broker ADDR --token TOKEN --force\``,
+      );
+    }
+    const client = this.client();
+    try {
+      const res = await this.withBrokerRetry("RegisterEndpoint", () =>
+        callUnary<{ name: string; description: string; endpointId: string }, RegisterEndpointResponse>(
+          client.registerEndpoint,
+          client,
+          { name: this.opts.paths.name, description: this.cfg.description, endpointId: "" },
+          bearer(token),
+          { deadlineMs: 15_000 },
+        ),
+      );
+      if (!res.endpoint?.id || !res.endpointToken) {
+        throw new EndpointRejectedError("INTERNAL", "the broker registered the endpoint but returned no id or token");
+      }
+      const creds = { endpointId: res.endpoint.id, endpointToken: res.endpointToken };
+      writeCredentials(this.opts.paths, creds);
+      this.log.info({ endpointId: creds.endpointId }, "endpoint registered");
+      return creds;
+    } catch (err) {
+      const fe = toFabricError(err);
+      if (fe instanceof EndpointRejectedError || fe.code === "CANCELLED") throw fe;
+      throw new EndpointRejectedError(fe.code, `the broker refused to register the endpoint: ${fe.message}`);
+    } finally {
+      client.close();
+    }
+  }
+
+  private async connectEndpoint(): Promise<ConnectEndpointResponse> {
+    const client = this.client();
+    const token = this.creds!.endpointToken;
+    try {
+      return await this.withBrokerRetry("ConnectEndpoint", () =>
+        callUnary<{ agentVersion: string; hostname: string }, ConnectEndpointResponse>(
+          client.connectEndpoint,
+          client,
+          { agentVersion: AGENT_VERSION, hostname: this.host },
+          bearer(token),
+          { deadlineMs: 15_000 },
+        ),
+      );
+    } catch (err) {
+      const fe = toFabricError(err);
+      if (fe.code === "UNAUTHENTICATED" || fe.code === "NOT_FOUND" || fe.code === "PERMISSION_DENIED") {
+        throw new EndpointRejectedError(
+          fe.code,
+          `the broker does not accept endpoint ${this.creds!.endpointId} (${fe.code}: ${fe.message}); it may have been deleted: run \`fabric-endpoint delete ${this.opts.paths.name}\` and configure it again`,
+        );
+      }
+      throw fe;
+    } finally {
+      client.close();
+    }
+  }
+
+  // ---------------------------------------------------------------- NATS
+
+  private async watchNats(nc: NatsConnection): Promise<void> {
+    for await (const s of nc.status()) {
+      if (s.type === "disconnect") {
+        this.lastError = `disconnected from NATS ${s.server}`;
+        this.log.warn({ server: s.server }, "disconnected from NATS; reconnecting");
+      } else if (s.type === "reconnect") {
+        this.lastError = "";
+        this.log.info({ server: s.server }, "reconnected to NATS");
+        this.pump();
+      } else if (s.type === "error") {
+        this.lastError = `NATS: ${s.error.message}`;
+        this.log.warn({ err: s.error.message }, "NATS error");
+      }
+    }
+  }
+
+  private async getConsumer(bus: BusConnectInfo): Promise<Consumer> {
+    let delay = 500;
+    for (;;) {
+      this.throwIfStopping();
+      try {
+        return await this.js!.consumers.get(bus.taskStream, bus.taskConsumer);
+      } catch (err) {
+        this.lastError = `task consumer ${bus.taskStream}/${bus.taskConsumer}: ${(err as Error).message}`;
+        this.log.warn({ stream: bus.taskStream, consumer: bus.taskConsumer, err: (err as Error).message, retryInMs: delay }, "cannot open the task consumer; retrying");
+        await sleep(delay);
+        delay = Math.min(delay * 2, 10_000);
+      }
+    }
+  }
+
+  private async objectStore(): Promise<ObjectStore> {
+    // Opened without a stream-info check: per-endpoint NATS users may not be allowed that call.
+    this.objects ??= await new Objm(this.nc!).open(this.bus!.payloadBucket, false);
+    return this.objects;
+  }
+
+  // ---------------------------------------------------------------- pulling
+
+  private get totalWorkers(): number {
+    let n = 0;
+    for (const m of this.managerServer?.managers() ?? []) n += m.workers;
+    return n;
+  }
+
+  /**
+   * Tasks the agent may hold now: every worker busy plus `prefetch` waiting, minus what it holds.
+   * Nothing is pulled while no manager is connected, so tasks stay in the queue for another agent
+   * or for later rather than sitting un-started here.
+   */
+  private capacity(): number {
+    const workers = this.totalWorkers;
+    if (workers === 0) return 0;
+    return workers + this.cfg.prefetch - this.inflight.size - this.requested;
+  }
+
+  /** Pulls more tasks if there is room; coalesced so a burst of completions makes one request. */
+  private pump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      if (this.stopping || !this.running || !this.consumer || this.nc?.isClosed()) return;
+      const want = this.capacity();
+      if (want > 0) void this.fetchBatch(want);
+    });
+  }
+
+  private async fetchBatch(n: number): Promise<void> {
+    this.requested += n;
+    let got = 0;
+    let failed = false;
+    try {
+      const iter = await this.consumer!.fetch({ max_messages: n, expires: FETCH_EXPIRES_MS });
+      this.fetches.add(iter);
+      try {
+        for await (const msg of iter) {
+          got++;
+          this.requested--;
+          this.onTaskMessage(msg);
+        }
+      } finally {
+        this.fetches.delete(iter);
+      }
+    } catch (err) {
+      failed = true;
+      if (!this.stopping) {
+        this.lastError = `fetching tasks: ${(err as Error).message}`;
+        this.log.warn({ err: (err as Error).message }, "fetching tasks failed; retrying");
+      }
+    } finally {
+      this.requested -= n - got;
+    }
+    if (failed) await sleep(1000);
+    this.pump();
+  }
+
+  // ---------------------------------------------------------------- tasks
+
+  private actor(): string {
+    return `endpoint/${this.creds!.endpointId}`;
+  }
+
+  private onTaskMessage(msg: JsMsg): void {
+    if (this.stopping) {
+      msg.nak();
+      return;
+    }
+    let task: TaskMessage;
+    try {
+      task = TaskMessage.decode(msg.data);
+      if (!task.taskId) throw new Error("it has no task id");
+    } catch (err) {
+      const taskId = msg.headers?.get("Nats-Msg-Id") ?? "";
+      if (!taskId) {
+        this.log.error({ seq: msg.seq, err: (err as Error).message }, "undecodable task message without a task id; terminating it");
+        msg.term("undecodable task message");
+        return;
+      }
+      this.log.error({ taskId, err: (err as Error).message }, "undecodable task message; reporting it failed");
+      const t = this.track(taskId, msg);
+      this.finish(t, this.failedUpdate(taskId, new FabricError("INVALID_ARGUMENT", `the task message cannot be decoded: ${(err as Error).message}`, { reason: "invalid_task" }), this.actor()));
+      return;
+    }
+    const taskId = task.taskId;
+    const existing = this.inflight.get(taskId);
+    if (existing) {
+      // A redelivery of a task we already hold (our working() came too late, or NATS reconnected):
+      // keep the newest handle so the final ack lands, and do not run it twice.
+      existing.msg = msg;
+      this.log.debug({ taskId }, "redelivered task already in flight");
+      return;
+    }
+    if (this.recentlyDone.has(taskId)) {
+      // Its result was published; only the ack was lost.
+      msg.ack();
+      return;
+    }
+    const t = this.track(taskId, msg);
+    void this.prepare(t, task);
+  }
+
+  private track(taskId: string, msg: JsMsg): InFlightTask {
+    const t: InFlightTask = {
+      taskId,
+      msg,
+      phase: "resolving",
+      item: undefined,
+      manager: undefined,
+      attempt: msg.info?.deliveryCount ?? 1,
+    };
+    this.inflight.set(taskId, t);
+    return t;
+  }
+
+  private async resolvePayload(p: Payload | undefined, what: string): Promise<Buffer> {
+    if (!p) return Buffer.alloc(0);
+    if (!p.objectRef) return Buffer.from(p.json);
+    const store = await this.objectStore();
+    const data = await store.getBlob(p.objectRef);
+    if (data === null) {
+      throw new FabricError("INVALID_ARGUMENT", `the task's ${what} object ${p.objectRef} is missing from the payload store`, { reason: "invalid_task" });
+    }
+    return Buffer.from(data);
+  }
+
+  private async prepare(t: InFlightTask, task: TaskMessage): Promise<void> {
+    const log = this.log.child({ taskId: t.taskId });
+    try {
+      if (!task.function?.kind) {
+        throw new FabricError("INVALID_ARGUMENT", "the task carries no function to run", { reason: "invalid_task" });
+      }
+      const [argsJson, kwargsJson] = await Promise.all([
+        this.resolvePayload(task.args, "args"),
+        this.resolvePayload(task.kwargs, "kwargs"),
+      ]);
+      t.item = { taskId: t.taskId, functionId: task.functionId, function: task.function, argsJson, kwargsJson, attempt: t.attempt };
+    } catch (err) {
+      const fe = toFabricError(err);
+      if (fe.code === "INVALID_ARGUMENT") {
+        log.warn({ err: fe.message }, "invalid task");
+        this.finish(t, this.failedUpdate(t.taskId, fe, this.actor()));
+      } else {
+        // The payload store is unreachable for now: hand the task back for a later try.
+        log.warn({ err: fe.message }, "cannot fetch the task's payload; giving it back");
+        this.lastError = `payload store: ${fe.message}`;
+        this.giveBack(t, "payload store unavailable", 1000);
+      }
+      return;
+    }
+    if (this.stopping) {
+      this.giveBack(t, "agent stopping");
+      return;
+    }
+    t.phase = "queued";
+    this.ready.push(t);
+    this.dispatch();
+  }
+
+  /** Hands queued tasks to managers with idle workers, the idlest first. */
+  private dispatch(): void {
+    if (this.ready.length === 0 || this.stopping) return;
+    const managers = (this.managerServer?.managers() ?? []).filter((m) => m.idle > 0).sort((a, b) => b.idle - a.idle);
+    for (const m of managers) {
+      if (this.ready.length === 0) break;
+      const batch = this.ready.splice(0, m.idle);
+      for (const t of batch) {
+        t.phase = "dispatched";
+        t.manager = m;
+        m.assigned.add(t.taskId);
+      }
+      m.sendWork(batch.map((t) => t.item!));
+    }
+  }
+
+  private onStarted(m: ManagerConnection, taskId: string, workerId: string, atMs: number): void {
+    const t = this.inflight.get(taskId);
+    if (!t || t.manager !== m || t.phase !== "dispatched") return;
+    t.phase = "running";
+    this.publisher!.add({
+      taskId,
+      state: TaskState.TASK_STATE_RUNNING,
+      atMs,
+      actor: `manager/${m.managerId}`,
+      detail: `block ${m.blockId}, worker ${workerId}`,
+      result: undefined,
+      error: undefined,
+      attempt: t.attempt,
+    });
+  }
+
+  private async onOutcome(m: ManagerConnection, o: WorkOutcome): Promise<void> {
+    m.assigned.delete(o.taskId);
+    const t = this.inflight.get(o.taskId);
+    if (!t || t.manager !== m || (t.phase !== "dispatched" && t.phase !== "running")) {
+      this.log.debug({ taskId: o.taskId, managerId: m.managerId }, "outcome for a task not in flight here; ignored");
+      this.dispatch();
+      return;
+    }
+    t.phase = "reporting";
+    this.dispatch();
+    const actor = `manager/${m.managerId}`;
+    let update: TaskUpdate;
+    if (o.ok) {
+      update = await this.successUpdate(t, o, actor);
+    } else {
+      const error = fitError(o.error ?? errorToInfo(new FabricError("UNKNOWN", "the task failed without an error")));
+      update = {
+        taskId: t.taskId,
+        state: TaskState.TASK_STATE_FAILED,
+        atMs: o.finishedAtMs || Date.now(),
+        actor,
+        detail: error.reason,
+        result: undefined,
+        error,
+        attempt: t.attempt,
+      };
+    }
+    this.finish(t, update);
+  }
+
+  private async successUpdate(t: InFlightTask, o: WorkOutcome, actor: string): Promise<TaskUpdate> {
+    const bytes = o.resultJson;
+    const base = { taskId: t.taskId, atMs: o.finishedAtMs || Date.now(), actor, attempt: t.attempt };
+    if (bytes.length > this.cfg.limits.maxResultBytes) {
+      return this.failedUpdate(
+        t.taskId,
+        new FabricError("RESOURCE_EXHAUSTED", `the function's result is ${bytes.length} bytes, over this endpoint's limit of ${this.cfg.limits.maxResultBytes} bytes`, { reason: "result_too_large" }),
+        actor,
+        t.attempt,
+      );
+    }
+    let result: Payload = { json: bytes, objectRef: "", size: bytes.length };
+    if (bytes.length > this.inlineLimit) {
+      const name = Bus.resultObject(t.taskId);
+      let stored = false;
+      for (let i = 0, delay = 250; i < 5 && !stored; i++, delay *= 2) {
+        try {
+          const store = await this.objectStore();
+          await store.putBlob({ name }, bytes);
+          stored = true;
+        } catch (err) {
+          this.log.warn({ taskId: t.taskId, err: (err as Error).message }, "cannot store a large result; retrying");
+          await sleep(delay);
+        }
+      }
+      if (!stored) {
+        return this.failedUpdate(t.taskId, new FabricError("UNAVAILABLE", `the result (${bytes.length} bytes) could not be written to the payload store`), actor, t.attempt);
+      }
+      result = { json: Buffer.alloc(0), objectRef: name, size: bytes.length };
+    }
+    return { ...base, state: TaskState.TASK_STATE_SUCCESS, detail: "", result, error: undefined };
+  }
+
+  private failedUpdate(taskId: string, err: FabricError, actor: string, attempt = 1): TaskUpdate {
+    return {
+      taskId,
+      state: TaskState.TASK_STATE_FAILED,
+      atMs: Date.now(),
+      actor,
+      detail: err.reason,
+      result: undefined,
+      error: fitError(errorToInfo(err)),
+      attempt,
+    };
+  }
+
+  /** Queues the terminal update; the task message is acked once that update's PubAck is in. */
+  private finish(t: InFlightTask, update: TaskUpdate): void {
+    t.phase = "reporting";
+    this.publisher!.add(update, () => {
+      t.msg.ack();
+      if (this.inflight.get(t.taskId) === t) this.inflight.delete(t.taskId);
+      this.recentlyDone.add(t.taskId);
+      if (this.recentlyDone.size > RECENT_DONE_LIMIT) this.recentlyDone.delete(this.recentlyDone.values().next().value!);
+      this.pump();
+    });
+  }
+
+  /** Returns a task to the queue for immediate (or delayed) redelivery. */
+  private giveBack(t: InFlightTask, why: string, delayMs?: number): void {
+    if (this.inflight.get(t.taskId) === t) this.inflight.delete(t.taskId);
+    t.manager?.assigned.delete(t.taskId);
+    const i = this.ready.indexOf(t);
+    if (i >= 0) this.ready.splice(i, 1);
+    try {
+      if (delayMs === undefined) t.msg.nak();
+      else t.msg.nak(delayMs);
+    } catch (err) {
+      this.log.debug({ taskId: t.taskId, err: (err as Error).message }, "nak failed");
+    }
+    this.log.info({ taskId: t.taskId, why }, "task handed back to the queue");
+  }
+
+  private hasActiveTasks(): boolean {
+    for (const t of this.inflight.values()) if (t.phase === "dispatched" || t.phase === "running" || t.phase === "resolving") return true;
+    return false;
+  }
+
+  private extendDeliveries(): void {
+    if (!this.nc || this.nc.isClosed()) return;
+    for (const t of this.inflight.values()) {
+      try {
+        t.msg.working();
+      } catch (err) {
+        this.log.debug({ taskId: t.taskId, err: (err as Error).message }, "cannot extend delivery");
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- managers and blocks
+
+  private onManagerReady(m: ManagerConnection): void {
+    const b = this.blocks.get(m.blockId);
+    if (b) {
+      b.state = "connected";
+      b.sinceMs = Date.now();
+    }
+    this.scaler.recordHealthy();
+    if (this.stopping) {
+      m.shutdown("endpoint stopping");
+      return;
+    }
+    this.dispatch();
+    this.pump();
+  }
+
+  private onManagerLost(m: ManagerConnection, why: string): void {
+    this.log.warn({ managerId: m.managerId, blockId: m.blockId, tasks: m.assigned.size }, why);
+    for (const taskId of [...m.assigned]) {
+      m.assigned.delete(taskId);
+      const t = this.inflight.get(taskId);
+      if (!t || t.manager !== m || t.phase === "reporting") continue;
+      this.finish(
+        t,
+        this.failedUpdate(
+          taskId,
+          new FabricError("UNAVAILABLE", `the worker running this task was lost: ${why} (the manager process or its node may have died)`, { reason: "worker_lost" }),
+          this.actor(),
+          t.attempt,
+        ),
+      );
+    }
+    const b = this.blocks.get(m.blockId);
+    if (b && !this.stopping && b.state !== "ended") {
+      // Make sure the block is gone; the next maintenance pass replaces it.
+      this.lastError = why;
+      this.cancelBlock(b, why);
+    }
+    this.pump();
+  }
+
+  private cancelBlock(b: BlockRecord, why: string): void {
+    if (b.cancelRequested) return;
+    b.cancelRequested = true;
+    b.state = "cancelling";
+    b.reason = why;
+    b.sinceMs = Date.now();
+    if (!b.jobId) return;
+    void this.provider
+      .cancel(b.jobId)
+      .catch((err: unknown) => this.log.warn({ blockId: b.blockId, err }, "cannot cancel block"))
+      .finally(() => {
+        this.endBlock(b, why, true);
+      });
+  }
+
+  private endBlock(b: BlockRecord, reason: string, failure: boolean): void {
+    if (!this.blocks.has(b.blockId)) return;
+    this.blocks.delete(b.blockId);
+    this.managerServer?.forgetBlock(b.blockId);
+    b.state = "ended";
+    if (failure && !this.stopping) this.scaler.recordFailure(Date.now());
+    this.log.info({ blockId: b.blockId, jobId: b.jobId, reason }, "block ended");
+  }
+
+  /** Notices ended blocks and launches new ones to keep the target. */
+  private async maintainBlocks(): Promise<void> {
+    if (this.maintaining || this.stopping) return;
+    this.maintaining = true;
+    try {
+      const live = [...this.blocks.values()].filter((b) => b.jobId && b.state !== "cancelling");
+      if (live.length > 0) {
+        const states = await this.provider.status(live.map((b) => b.jobId));
+        for (const b of live) {
+          const s = states.get(b.jobId);
+          if (!s) continue;
+          if (isJobEnded(s.state)) {
+            const why = `block ${b.blockId} (job ${b.jobId}) ended: ${s.reason ?? s.state}`;
+            if (!this.stopping) this.log.warn({ blockId: b.blockId, jobId: b.jobId }, why);
+            // Its manager, if it ever connected, is dropped by the link when the socket closes.
+            this.endBlock(b, why, !b.cancelRequested);
+            this.lastError = why;
+          } else if (s.state === "running" && b.state === "pending") {
+            b.state = "running";
+            b.sinceMs = Date.now();
+          }
+        }
+      }
+      const active = [...this.blocks.values()].filter((b) => b.state !== "ended" && b.state !== "cancelling").length;
+      const n = this.scaler.blocksToLaunch(active, Date.now());
+      for (let i = 0; i < n && !this.stopping; i++) await this.launchBlock();
+    } catch (err) {
+      this.lastError = `block maintenance: ${(err as Error).message}`;
+      this.log.error({ err }, "block maintenance failed");
+    } finally {
+      this.maintaining = false;
+    }
+  }
+
+  private async launchBlock(): Promise<void> {
+    const blockId = `b-${newId().slice(0, 8)}`;
+    const secret = randomBytes(24).toString("base64url");
+    const b: BlockRecord = { blockId, secret, jobId: "", state: "submitting", sinceMs: Date.now(), reason: "", cancelRequested: false };
+    this.blocks.set(blockId, b);
+    this.managerServer!.expectBlock(blockId, secret);
+    const workers = this.cfg.provider.workersPerNode;
+    try {
+      b.jobId = await this.provider.submitBlock({
+        blockId,
+        command: [process.execPath, this.opts.managerMain ?? MANAGER_MAIN, "--agent", this.managerAddress, "--block", blockId, "--workers", String(workers)],
+        env: {
+          FABRIC_BLOCK_SECRET: secret,
+          FABRIC_SHELL_WALLTIME_S: String(this.cfg.shell.defaultWalltimeSeconds),
+          FABRIC_MAX_RESULT_BYTES: String(this.cfg.limits.maxResultBytes),
+        },
+        logFile: path.join(this.opts.paths.blockLogDir, `${blockId}.log`),
+      });
+      b.state = "pending";
+      b.sinceMs = Date.now();
+      this.log.info({ blockId, jobId: b.jobId, workers }, "block launched");
+    } catch (err) {
+      const why = `cannot launch block ${blockId}: ${(err as Error).message}`;
+      this.lastError = why;
+      this.log.error({ blockId, err: (err as Error).message }, why);
+      this.endBlock(b, why, true);
+    }
+  }
+
+  // ---------------------------------------------------------------- status
+
+  private async publishStatus(state: "online" | "offline"): Promise<void> {
+    if (!this.js || !this.bus || !this.nc || this.nc.isClosed()) return;
+    if (state === "online" && this.consumer) {
+      try {
+        this.numPending = (await this.consumer.info(false)).num_pending;
+      } catch {
+        // Keep the last known figure: status must not fail because consumer info is refused.
+      }
+    }
+    const managers = this.managerServer?.managers() ?? [];
+    let running = 0;
+    for (const t of this.inflight.values()) if (t.phase === "running") running++;
+    const blocks: BlockStatus[] = [...this.blocks.values()].map((b) => ({
+      blockId: b.blockId,
+      jobId: b.jobId,
+      state: b.state,
+      sinceMs: b.sinceMs,
+      reason: b.reason,
+    }));
+    const status: EndpointStatus = {
+      endpointId: this.creds!.endpointId,
+      atMs: Date.now(),
+      state,
+      hostname: this.host,
+      agentVersion: AGENT_VERSION,
+      outstandingTasks: this.inflight.size + this.numPending,
+      runningTasks: running,
+      managers: managers.length,
+      workers: managers.reduce((n, m) => n + m.workers, 0),
+      idleWorkers: managers.reduce((n, m) => n + m.idle, 0),
+      blocks,
+      provider: this.provider.name,
+      lastError: this.lastError || this.publisher?.lastError || "",
+      heartbeatIntervalS: this.cfg.heartbeatIntervalSeconds,
+      startedAtMs: this.startedAtMs,
+    };
+    try {
+      await this.js.publish(this.bus.statusSubject, EndpointStatus.encode(status).finish());
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, state }, "cannot publish endpoint status");
+    }
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * The demo: a whole fabric on this machine — a local nats-server (file store), the broker, one
+ * endpoint with a local provider — then a JS function and a shell function, 1,000 tasks, and a
+ * summary. Everything it starts, it stops. Run it with `npm run demo`.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+import { NatsServer } from "../devkit/nats-server.js";
+import { BrokerProcess, EndpointProcess } from "../devkit/processes.js";
+import { Client } from "../sdk/index.js";
+
+const TOTAL = 1_000;
+const SHELL_TASKS = 100;
+
+/** A small analysis step: statistics of a synthetic detector trace. */
+function analyseTrace(seed: number, samples: number) {
+  let x = seed >>> 0;
+  let sum = 0;
+  let sumSq = 0;
+  let peak = -Infinity;
+  for (let i = 0; i < samples; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    const v = Math.sin(i / 25) * 10 + (x / 2 ** 32 - 0.5);
+    sum += v;
+    sumSq += v * v;
+    if (v > peak) peak = v;
+  }
+  const mean = sum / samples;
+  return { seed, mean, std: Math.sqrt(sumSq / samples - mean * mean), peak };
+}
+
+async function main(): Promise<number> {
+  const dir = mkdtempSync(path.join(tmpdir(), "fabric-demo-"));
+  const started: Array<{ stop(): Promise<void> }> = [];
+  const say = (s: string) => process.stdout.write(`${s}\n`);
+  try {
+    const nats = await NatsServer.start({ storeDir: path.join(dir, "nats") });
+    started.push(nats);
+    say(`nats-server   ${nats.url} (JetStream file store in ${nats.storeDir})`);
+    const broker = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "broker") });
+    started.push(broker);
+    say(`broker        ${broker.address}`);
+    const token = await broker.token("demo-user");
+    const endpoint = await EndpointProcess.start({
+      home: path.join(dir, "home"),
+      name: "demo",
+      broker: broker.address,
+      token,
+      workers: 2,
+      blocks: 1,
+    });
+    started.push(endpoint);
+    const endpointId = endpoint.endpointId();
+    say(`endpoint      demo (${endpointId}), local provider, 1 block × 2 workers`);
+
+    const client = new Client({ address: broker.address, token });
+    try {
+      const analyse = await client.registerFunction(analyseTrace, { name: "analyse-trace" });
+      const checksum = await client.registerShellFunction("printf '%s' {sample} | sha256sum | cut -c1-16", {
+        name: "checksum",
+        walltimeSeconds: 60,
+      });
+      say(`functions     analyse-trace (JS) ${analyse}`);
+      say(`              checksum (shell)   ${checksum}`);
+
+      const t0 = performance.now();
+      const tasks = Array.from({ length: TOTAL }, (_, i) =>
+        i < TOTAL - SHELL_TASKS
+          ? { functionId: analyse, endpointId, args: [i, 2_000] }
+          : { functionId: checksum, endpointId, kwargs: { sample: `sample-${i}` } },
+      );
+      const { groupId } = await client.submitBatch(tasks);
+      let succeeded = 0;
+      let failed = 0;
+      let example: unknown;
+      let shellExample: unknown;
+      for await (const outcome of client.results({ groupId }, { timeoutMs: 300_000 })) {
+        if (outcome.ok) {
+          succeeded++;
+          const v = outcome.value as { seed?: number; stdout?: string };
+          if (v.seed === 0) example = v;
+          if (v.stdout !== undefined && shellExample === undefined) shellExample = v;
+        } else {
+          failed++;
+          if (failed <= 3) say(`failed        ${outcome.taskId}: ${outcome.error.code}: ${outcome.error.message}`);
+        }
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      say(`results       ${succeeded} succeeded, ${failed} failed in ${seconds.toFixed(2)} s (${Math.round(TOTAL / seconds)} tasks/s)`);
+      say(`example       analyse-trace(0) = ${JSON.stringify(example)}`);
+      say(`example       checksum = ${JSON.stringify(shellExample)}`);
+      say(`demo: ${succeeded}/${TOTAL} tasks succeeded`);
+      return succeeded === TOTAL ? 0 : 1;
+    } finally {
+      client.close();
+    }
+  } finally {
+    for (const s of started.reverse()) await s.stop().catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`demo failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stdout.write(`demo: 0/${TOTAL} tasks succeeded\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,522 @@
+import type * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+
+import { FabricError } from "../common/errors.js";
+import { bearer, callUnary, channelFor, clientOptions } from "../common/grpc-client.js";
+import { silentLogger } from "../common/logger.js";
+import { EndpointServiceClient, FunctionServiceClient, TaskServiceClient } from "../proto/index.js";
+import type { FunctionSpec, Task } from "../proto/index.js";
+import { chunk, encodeTaskSpec, taskOutcome, toEndpointInfo, toFunctionInfo, toTaskInfo } from "./codec.js";
+import type { TaskInput } from "./codec.js";
+import { loadClientSettings, resolveClientOptions } from "./config.js";
+import type { ClientOptions, ResolvedClientOptions } from "./config.js";
+import { Executor } from "./executor.js";
+import type { ExecutorOptions } from "./executor.js";
+import { sourceOfFunction, sourceOfText } from "./function-source.js";
+import type { JsSource } from "./function-source.js";
+import type { EndpointInfo, FunctionInfo, TaskInfo, TaskOutcome } from "./types.js";
+import { watchTasks } from "./watch.js";
+import type { WatchTarget } from "./watch.js";
+
+/** Any JavaScript function (the SDK sends its source, never calls it). */
+export type AnyFunction = (...args: never[]) => unknown;
+
+/** Name, description and container image of a function being registered. */
+export interface RegisterOptions {
+  /** A human name shown in listings. Default: the function's name (JS) or the command (shell). */
+  readonly name?: string;
+  readonly description?: string;
+  /** Container image the function needs. Default: the endpoint's default image. */
+  readonly containerImage?: string;
+}
+
+/** Options of {@link Client.registerShellFunction}. */
+export interface RegisterShellOptions extends RegisterOptions {
+  /** Seconds before the command is killed. Default (0): the endpoint's default. */
+  readonly walltimeSeconds?: number;
+}
+
+/** The tasks a {@link Client.submitBatch} call created. */
+export interface SubmittedBatch {
+  /** The group they all belong to. */
+  readonly groupId: string;
+  /** One id per submitted task, in submission order. */
+  readonly taskIds: readonly string[];
+}
+
+/** Options of {@link Client.waitForResult} and {@link Client.results}. */
+export interface WaitOptions {
+  /** Give up after this many milliseconds with DEADLINE_EXCEEDED. Default: wait as long as it takes. */
+  readonly timeoutMs?: number;
+  /** Stop waiting (CANCELLED) when this aborts. */
+  readonly signal?: AbortSignal;
+}
+
+/** Options of {@link Client.fromConfig}: everything but the address and token, which come from there. */
+export type FromConfigOptions = Omit<ClientOptions, "address" | "token"> & {
+  /** Environment to read `FABRIC_BROKER`, `FABRIC_TOKEN` and `FABRIC_HOME` from. Default: `process.env`. */
+  readonly env?: NodeJS.ProcessEnv;
+};
+
+/**
+ * A batch submission that failed part-way: the chunks before the failing one were accepted and
+ * their tasks will run. `groupId` and `taskIds` name them; `code` and `cause` are the failure.
+ */
+export class BatchSubmitError extends FabricError {
+  override readonly name: string = "BatchSubmitError";
+  /** The group the accepted tasks belong to ("" if none was accepted). */
+  readonly groupId: string;
+  /** The tasks accepted before the failure. */
+  readonly taskIds: readonly string[];
+
+  constructor(cause: FabricError, groupId: string, taskIds: readonly string[], total: number) {
+    super(
+      cause.code,
+      `submitted ${taskIds.length} of ${total} tasks${groupId ? ` (group ${groupId})` : ""}, then: ${cause.message}`,
+      { cause },
+    );
+    this.groupId = groupId;
+    this.taskIds = taskIds;
+  }
+}
+
+// Groups this client submitted to, and the ids it put in them, so a group watch that breaks can be
+// re-opened by id. Bounded so a long-lived client does not grow without limit.
+const MAX_REMEMBERED_GROUPS = 64;
+
+/**
+ * A connection to the fabric's broker: register functions, run them on endpoints, and get their
+ * results. Every method throws {@link FabricError} (or a subclass) and nothing else. The client is
+ * silent unless given a logger.
+ *
+ * @example
+ * ```ts
+ * import { Client } from "hpc-function-fabric/sdk";
+ *
+ * const client = Client.fromEnv(); // FABRIC_BROKER / FABRIC_TOKEN, else ~/.fabric/client.json
+ * const fnId = await client.registerFunction(function add(a: number, b: number) {
+ *   return a + b;
+ * });
+ * const taskId = await client.run(fnId, endpointId, [1, 2]);
+ * console.log(await client.waitForResult<number>(taskId, { timeoutMs: 60_000 })); // 3
+ * client.close();
+ * ```
+ */
+export class Client {
+  /** The resolved options. */
+  readonly options: ResolvedClientOptions;
+  private readonly log: Logger;
+  private readonly functions: FunctionServiceClient;
+  private readonly endpoints: EndpointServiceClient;
+  private readonly tasks: TaskServiceClient;
+  private readonly md: grpc.Metadata;
+  private readonly closing = new AbortController();
+  private readonly groups = new Map<string, string[]>();
+
+  /**
+   * Connects lazily: nothing goes on the wire until the first call.
+   *
+   * @example
+   * ```ts
+   * const client = new Client({ address: "localhost:50051", token: process.env.FABRIC_TOKEN });
+   * ```
+   */
+  constructor(options: ClientOptions) {
+    this.options = resolveClientOptions(options);
+    this.log = (this.options.logger ?? silentLogger).child({ component: "sdk.client" });
+    const { target, credentials } = channelFor(this.options.address);
+    this.functions = new FunctionServiceClient(target, credentials, clientOptions);
+    // One channel (one HTTP/2 connection) for all three services.
+    const shared = { ...clientOptions, channelOverride: this.functions.getChannel() };
+    this.endpoints = new EndpointServiceClient(target, credentials, shared);
+    this.tasks = new TaskServiceClient(target, credentials, shared);
+    this.md = bearer(this.options.token);
+  }
+
+  /**
+   * A client for the broker configured in the environment: `FABRIC_BROKER` and `FABRIC_TOKEN`,
+   * each falling back to `$FABRIC_HOME/client.json` (written by `fabric configure`).
+   *
+   * @example
+   * ```ts
+   * const client = Client.fromConfig({ submitChunkSize: 2_000 });
+   * ```
+   */
+  static fromConfig(options: FromConfigOptions = {}): Client {
+    const { env, ...rest } = options;
+    const settings = loadClientSettings(env ?? process.env);
+    return new Client({ ...rest, address: settings.address, token: settings.token });
+  }
+
+  /**
+   * Same as {@link Client.fromConfig}: environment first, then `$FABRIC_HOME/client.json`.
+   *
+   * @example
+   * ```ts
+   * const client = Client.fromEnv();
+   * ```
+   */
+  static fromEnv(options: FromConfigOptions = {}): Client {
+    return Client.fromConfig(options);
+  }
+
+  // ---------- functions ----------
+
+  /**
+   * Registers a JavaScript function and returns its id. Give either a real function, whose source
+   * is taken from `fn.toString()`, or `{ source, entryPoint }`: script text that defines the entry
+   * point.
+   *
+   * A function is sent as text, so it must be self-contained: it cannot use variables, imports or
+   * helpers from the module that defined it (it may `require` Node built-ins). Native and bound
+   * functions and classes are refused (INVALID_ARGUMENT). Arguments and the return value travel as
+   * JSON; the function may be async.
+   *
+   * @example
+   * ```ts
+   * const id = await client.registerFunction(async function checksum(path: string) {
+   *   const { createHash } = require("node:crypto");
+   *   const { readFile } = require("node:fs/promises");
+   *   return createHash("sha256").update(await readFile(path)).digest("hex");
+   * }, { containerImage: "node:20-slim" });
+   *
+   * const id2 = await client.registerFunction({ source: "function main(x) { return x * 2; }", entryPoint: "main" });
+   * ```
+   */
+  async registerFunction(fn: AnyFunction | JsSource, options: RegisterOptions = {}): Promise<string> {
+    const js = typeof fn === "function" ? sourceOfFunction(fn) : sourceOfText(fn?.source, fn?.entryPoint);
+    return this.registerSpec(
+      { kind: { $case: "js", value: { source: js.source, entryPoint: js.entryPoint } }, containerImage: options.containerImage ?? "" },
+      options.name ?? js.entryPoint,
+      options.description ?? "",
+    );
+  }
+
+  /**
+   * Registers a shell command template and returns its id. `{name}` placeholders are filled from a
+   * task's kwargs (shell-quoted by the worker). A task's result is `{ exitCode, stdout, stderr }`; a
+   * non-zero exit fails the task with reason `shell_exit_nonzero` and the same fields in `error.shell`.
+   *
+   * @example
+   * ```ts
+   * const id = await client.registerShellFunction("gzip -k {file}", { walltimeSeconds: 600 });
+   * const taskId = await client.run(id, endpointId, [], { file: "/data/scan-0001.h5" });
+   * ```
+   */
+  async registerShellFunction(command: string, options: RegisterShellOptions = {}): Promise<string> {
+    if (typeof command !== "string" || command.trim() === "") {
+      throw new FabricError("INVALID_ARGUMENT", "a shell function needs a non-empty command");
+    }
+    const walltime = options.walltimeSeconds ?? 0;
+    if (!Number.isInteger(walltime) || walltime < 0) {
+      throw new FabricError("INVALID_ARGUMENT", `walltimeSeconds must be a whole number >= 0, got ${walltime}`);
+    }
+    return this.registerSpec(
+      { kind: { $case: "shell", value: { command, walltimeS: walltime } }, containerImage: options.containerImage ?? "" },
+      options.name ?? command.slice(0, 256),
+      options.description ?? "",
+    );
+  }
+
+  private async registerSpec(spec: FunctionSpec, name: string, description: string): Promise<string> {
+    const res = await this.unary(this.functions.registerFunction, this.functions, { name, description, spec });
+    if (!res.function) throw new FabricError("INTERNAL", "the broker registered the function but did not return it");
+    this.log.debug({ functionId: res.function.id }, "registered function");
+    return res.function.id;
+  }
+
+  /** A registered function of the caller's (NOT_FOUND for unknown ids and other users' functions). */
+  async getFunction(functionId: string): Promise<FunctionInfo> {
+    const res = await this.unary(this.functions.getFunction, this.functions, { functionId });
+    if (!res.function) throw new FabricError("NOT_FOUND", `function ${functionId} not found`);
+    return toFunctionInfo(res.function);
+  }
+
+  /** The caller's registered functions. */
+  async listFunctions(): Promise<FunctionInfo[]> {
+    const res = await this.unary(this.functions.listFunctions, this.functions, {});
+    return res.functions.map(toFunctionInfo);
+  }
+
+  /** Deletes a function; tasks already submitted are not affected. */
+  async deleteFunction(functionId: string): Promise<void> {
+    await this.unary(this.functions.deleteFunction, this.functions, { functionId });
+  }
+
+  // ---------- endpoints ----------
+
+  /** The caller's endpoints, each with its connection state and last heartbeat. */
+  async listEndpoints(): Promise<EndpointInfo[]> {
+    const res = await this.unary(this.endpoints.listEndpoints, this.endpoints, {});
+    return res.endpoints.map((ep, i) => toEndpointInfo(ep, res.statuses[i]));
+  }
+
+  /** One endpoint with its connection state ("online", "offline", "never-connected") and last heartbeat. */
+  async getEndpoint(endpointId: string): Promise<EndpointInfo> {
+    const res = await this.unary(this.endpoints.getEndpoint, this.endpoints, { endpointId });
+    if (!res.endpoint) throw new FabricError("NOT_FOUND", `endpoint ${endpointId} not found`);
+    return toEndpointInfo(res.endpoint, res.status);
+  }
+
+  /** Deletes an endpoint; its queued tasks fail with reason `endpoint_deleted`. */
+  async deleteEndpoint(endpointId: string): Promise<void> {
+    await this.unary(this.endpoints.deleteEndpoint, this.endpoints, { endpointId });
+  }
+
+  // ---------- tasks ----------
+
+  /**
+   * Runs a function once on an endpoint and returns the task id at once (the task runs in the
+   * background; see {@link Client.waitForResult}).
+   *
+   * @example
+   * ```ts
+   * const taskId = await client.run(fnId, endpointId, [21, 2]);
+   * ```
+   */
+  async run(
+    functionId: string,
+    endpointId: string,
+    args?: readonly unknown[],
+    kwargs?: Readonly<Record<string, unknown>>,
+  ): Promise<string> {
+    const batch = await this.submitBatch([{ functionId, endpointId, ...(args ? { args } : {}), ...(kwargs ? { kwargs } : {}) }]);
+    const id = batch.taskIds[0];
+    if (id === undefined) throw new FabricError("INTERNAL", "the broker accepted the task but returned no id");
+    return id;
+  }
+
+  /**
+   * Submits many tasks as one group and returns their ids in order. Large batches are split into
+   * requests of `submitChunkSize` tasks, all in the same group. With `groupId`, the tasks join that
+   * existing group of the caller's. Every task is checked before anything is sent; if a later
+   * chunk fails, a {@link BatchSubmitError} names the tasks already accepted.
+   *
+   * @example
+   * ```ts
+   * const { groupId, taskIds } = await client.submitBatch(
+   *   files.map((file) => ({ functionId, endpointId, args: [file] })),
+   * );
+   * for await (const outcome of client.results({ groupId })) console.log(outcome.taskId, outcome.ok);
+   * ```
+   */
+  async submitBatch(tasks: readonly TaskInput[], options: { groupId?: string } = {}): Promise<SubmittedBatch> {
+    this.assertOpen();
+    if (!Array.isArray(tasks) || tasks.length === 0) {
+      throw new FabricError("INVALID_ARGUMENT", "submitBatch needs at least one task");
+    }
+    const specs = tasks.map((t, i) => encodeTaskSpec(t, i));
+    let groupId = options.groupId ?? "";
+    const taskIds: string[] = [];
+    for (const part of chunk(specs, this.options.submitChunkSize)) {
+      try {
+        const res = await this.unary(this.tasks.submitTasks, this.tasks, { tasks: part, groupId });
+        groupId = res.groupId;
+        taskIds.push(...res.taskIds);
+      } catch (err) {
+        if (taskIds.length === 0) throw err;
+        this.remember(groupId, taskIds);
+        throw new BatchSubmitError(err as FabricError, groupId, [...taskIds], specs.length);
+      }
+    }
+    this.remember(groupId, taskIds);
+    this.log.debug({ groupId, tasks: taskIds.length }, "submitted tasks");
+    return { groupId, taskIds };
+  }
+
+  private remember(groupId: string, ids: readonly string[]): void {
+    if (!groupId) return;
+    const known = this.groups.get(groupId);
+    if (known) {
+      known.push(...ids);
+      return;
+    }
+    if (this.groups.size >= MAX_REMEMBERED_GROUPS) {
+      const oldest = this.groups.keys().next().value;
+      if (oldest !== undefined) this.groups.delete(oldest);
+    }
+    this.groups.set(groupId, [...ids]);
+  }
+
+  /** A task's state and history (NOT_FOUND for unknown ids). */
+  async getTask(taskId: string): Promise<TaskInfo> {
+    const [info] = await this.getTasks([taskId]);
+    if (!info) throw new FabricError("NOT_FOUND", `task ${taskId} not found`);
+    return info;
+  }
+
+  /** Several tasks' states and histories, in the order asked. One unknown id fails the call with NOT_FOUND. */
+  async getTasks(taskIds: readonly string[]): Promise<TaskInfo[]> {
+    const tasks = await this.fetchTasks(taskIds, true);
+    return tasks.map(toTaskInfo);
+  }
+
+  private async fetchTasks(taskIds: readonly string[], omitResults: boolean): Promise<Task[]> {
+    this.assertOpen();
+    if (taskIds.length === 0) return [];
+    const byId = new Map<string, Task>();
+    for (const ids of chunk([...new Set(taskIds)], this.options.submitChunkSize)) {
+      const res = await this.unary(this.tasks.getTasks, this.tasks, { taskIds: ids, omitResults });
+      for (const t of res.tasks) byId.set(t.id, t);
+    }
+    return taskIds.map((id) => {
+      const t = byId.get(id);
+      if (!t) throw new FabricError("NOT_FOUND", `task ${id} not found`);
+      return t;
+    });
+  }
+
+  /**
+   * A finished task's result. Throws {@link TaskPendingError} (FAILED_PRECONDITION) while it runs and
+   * {@link TaskFailedError} if it failed, was cancelled or expired. Does not wait: see
+   * {@link Client.waitForResult}.
+   *
+   * @example
+   * ```ts
+   * try {
+   *   const value = await client.getResult<number>(taskId);
+   * } catch (err) {
+   *   if (err instanceof TaskPendingError) console.log("still", err.state);
+   *   else throw err;
+   * }
+   * ```
+   */
+  async getResult<T = unknown>(taskId: string): Promise<T> {
+    const [task] = await this.fetchTasks([taskId], false);
+    const outcome = taskOutcome<T>(task!);
+    if (outcome.ok) return outcome.value;
+    throw outcome.error;
+  }
+
+  /**
+   * The outcomes of many tasks, in the order asked, without waiting: each is a result, a
+   * {@link TaskFailedError} or a {@link TaskPendingError}. A task's failure does not throw; an unknown
+   * id fails the whole call with NOT_FOUND.
+   */
+  async getResults<T = unknown>(taskIds: readonly string[]): Promise<TaskOutcome<T>[]> {
+    const tasks = await this.fetchTasks(taskIds, false);
+    return tasks.map((t) => taskOutcome<T>(t));
+  }
+
+  /**
+   * Waits for a task to finish and returns its result, or throws {@link TaskFailedError}. Waits on a
+   * server stream (no polling) that survives broker restarts. On timeout throws DEADLINE_EXCEEDED
+   * (the task keeps running).
+   *
+   * @example
+   * ```ts
+   * const value = await client.waitForResult<{ peaks: number[] }>(taskId, { timeoutMs: 120_000 });
+   * ```
+   */
+  async waitForResult<T = unknown>(taskId: string, options: WaitOptions = {}): Promise<T> {
+    for await (const outcome of this.results<T>([taskId], options)) {
+      if (outcome.ok) return outcome.value;
+      throw outcome.error;
+    }
+    // The stream ended without the task, which the broker does not do; ask once rather than hang.
+    return this.getResult<T>(taskId);
+  }
+
+  /**
+   * Yields each task once, as it finishes, in completion order: a list of task ids, or a whole
+   * group. Built on a server stream that is re-opened transparently if it breaks. Failed tasks are
+   * yielded (`ok: false`), not thrown; the iteration throws only if watching itself fails (timeout:
+   * DEADLINE_EXCEEDED, unknown ids: NOT_FOUND, client closed: CANCELLED). Breaking out stops watching.
+   *
+   * For a group submitted through this client the SDK knows its tasks and re-opens a broken stream
+   * by id; for any other group it re-watches the group and drops what it already yielded.
+   *
+   * @example
+   * ```ts
+   * for await (const o of client.results(taskIds, { timeoutMs: 600_000 })) {
+   *   if (o.ok) console.log(o.taskId, o.value);
+   *   else console.error(o.taskId, o.error.code, o.error.message);
+   * }
+   * ```
+   */
+  async *results<T = unknown>(
+    target: readonly string[] | { readonly groupId: string },
+    options: WaitOptions = {},
+  ): AsyncGenerator<TaskOutcome<T>, void, undefined> {
+    this.assertOpen();
+    let watchTarget: WatchTarget;
+    if (Array.isArray(target)) {
+      const ids = target as readonly string[];
+      if (ids.length === 0) return;
+      watchTarget = { taskIds: ids };
+    } else {
+      const { groupId } = target as { readonly groupId: string };
+      if (typeof groupId !== "string" || groupId === "") {
+        throw new FabricError("INVALID_ARGUMENT", "results() needs task ids or a non-empty groupId");
+      }
+      const known = this.groups.get(groupId);
+      watchTarget = known ? { groupId, knownTaskIds: [...known] } : { groupId };
+    }
+    const signal = options.signal ? AbortSignal.any([options.signal, this.closing.signal]) : this.closing.signal;
+    const stream = watchTasks(
+      (request) => this.tasks.watchTasks(request, this.md.clone()),
+      watchTarget,
+      {
+        chunkSize: this.options.submitChunkSize,
+        timeoutMs: options.timeoutMs,
+        signal,
+        logger: this.log,
+      },
+    );
+    for await (const task of stream) yield taskOutcome<T>(task);
+  }
+
+  /** Cancels tasks that have not finished; returns their states afterwards. Finished tasks are unchanged. */
+  async cancel(taskIds: readonly string[]): Promise<TaskInfo[]> {
+    this.assertOpen();
+    const out: TaskInfo[] = [];
+    for (const ids of chunk([...new Set(taskIds)], this.options.submitChunkSize)) {
+      const res = await this.unary(this.tasks.cancelTasks, this.tasks, { taskIds: ids });
+      out.push(...res.tasks.map(toTaskInfo));
+    }
+    return out;
+  }
+
+  /**
+   * An {@link Executor}: call functions like local async functions, batched into few requests.
+   *
+   * @example
+   * ```ts
+   * const ex = client.executor({ endpointId });
+   * const squares = await Promise.all([1, 2, 3].map((x) => ex.submit((n: number) => n * n, x)));
+   * await ex.close();
+   * ```
+   */
+  executor(options: ExecutorOptions): Executor {
+    this.assertOpen();
+    return new Executor(this, options);
+  }
+
+  /** Closes the connection; watches in progress end with CANCELLED, later calls fail with FAILED_PRECONDITION. */
+  close(): void {
+    if (this.closing.signal.aborted) return;
+    this.closing.abort();
+    this.tasks.close();
+    this.endpoints.close();
+    this.functions.close();
+  }
+
+  /** Whether {@link Client.close} was called. */
+  get closed(): boolean {
+    return this.closing.signal.aborted;
+  }
+
+  private assertOpen(): void {
+    if (this.closing.signal.aborted) throw new FabricError("FAILED_PRECONDITION", "the client is closed");
+  }
+
+  private unary<Req, Res>(
+    method: Parameters<typeof callUnary<Req, Res>>[0],
+    self: grpc.Client,
+    request: Req,
+  ): Promise<Res> {
+    this.assertOpen();
+    // Metadata objects are not shared between calls: grpc-js may add to them.
+    return callUnary(method, self, request, this.md.clone(), { deadlineMs: this.options.callTimeoutMs });
+  }
+}
