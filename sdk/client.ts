@@ -14,6 +14,7 @@ import { Executor } from "./executor.js";
 import type { ExecutorOptions } from "./executor.js";
 import { sourceOfFunction, sourceOfText } from "./function-source.js";
 import type { JsSource } from "./function-source.js";
+import { BatchSubmitError } from "./errors.js";
 import type { EndpointInfo, FunctionInfo, TaskInfo, TaskOutcome } from "./types.js";
 import { watchTasks } from "./watch.js";
 import type { WatchTarget } from "./watch.js";
@@ -57,28 +58,6 @@ export type FromConfigOptions = Omit<ClientOptions, "address" | "token"> & {
   /** Environment to read `FABRIC_BROKER`, `FABRIC_TOKEN` and `FABRIC_HOME` from. Default: `process.env`. */
   readonly env?: NodeJS.ProcessEnv;
 };
-
-/**
- * A batch submission that failed part-way: the chunks before the failing one were accepted and
- * their tasks will run. `groupId` and `taskIds` name them; `code` and `cause` are the failure.
- */
-export class BatchSubmitError extends FabricError {
-  override readonly name: string = "BatchSubmitError";
-  /** The group the accepted tasks belong to ("" if none was accepted). */
-  readonly groupId: string;
-  /** The tasks accepted before the failure. */
-  readonly taskIds: readonly string[];
-
-  constructor(cause: FabricError, groupId: string, taskIds: readonly string[], total: number) {
-    super(
-      cause.code,
-      `submitted ${taskIds.length} of ${total} tasks${groupId ? ` (group ${groupId})` : ""}, then: ${cause.message}`,
-      { cause },
-    );
-    this.groupId = groupId;
-    this.taskIds = taskIds;
-  }
-}
 
 // Groups this client submitted to, and the ids it put in them, so a group watch that breaks can be
 // re-opened by id. Bounded so a long-lived client does not grow without limit.

@@ -43,3 +43,25 @@ export class TaskFailedError extends FabricError {
     this.state = state;
   }
 }
+
+/**
+ * A batch submission that failed part-way: the chunks before the failing one were accepted and
+ * their tasks will run. `groupId` and `taskIds` name them; `code` and `cause` are the failure.
+ */
+export class BatchSubmitError extends FabricError {
+  override readonly name: string = "BatchSubmitError";
+  /** The group the accepted tasks belong to ("" if none was accepted). */
+  readonly groupId: string;
+  /** The tasks accepted before the failure. */
+  readonly taskIds: readonly string[];
+
+  constructor(cause: FabricError, groupId: string, taskIds: readonly string[], total: number) {
+    super(
+      cause.code,
+      `submitted ${taskIds.length} of ${total} tasks${groupId ? ` (group ${groupId})` : ""}, then: ${cause.message}`,
+      { cause },
+    );
+    this.groupId = groupId;
+    this.taskIds = taskIds;
+  }
+}

@@ -5,7 +5,7 @@
 import { FabricError, toFabricError } from "../common/errors.js";
 import type { ShellOutcome } from "../common/errors.js";
 import type { TaskInput } from "./codec.js";
-import { BatchSubmitError } from "./client.js";
+import { BatchSubmitError } from "./errors.js";
 import type { AnyFunction, Client } from "./client.js";
 import { sourceOfFunction } from "./function-source.js";
 

@@ -1,0 +1,377 @@
+#!/usr/bin/env node
+/**
+ * `fabric-endpoint`: configure, start, stop and inspect endpoint agents on this machine.
+ * Errors print one line to stderr and exit non-zero.
+ */
+import { spawn } from "node:child_process";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { stringify as toYaml } from "yaml";
+
+import { FabricError } from "../common/errors.js";
+import { bearer, callUnary, channelFor, clientOptions } from "../common/grpc-client.js";
+import { createLogger } from "../common/logger.js";
+import { EndpointServiceClient } from "../proto/index.js";
+import type { DeleteEndpointResponse, GetEndpointResponse } from "../proto/index.js";
+import { EndpointAgent, EndpointRejectedError } from "./agent.js";
+import { loadConfig, resolveConfig } from "./config.js";
+import type { EndpointConfigInput } from "./config.js";
+import {
+  endpointPaths,
+  fabricHome,
+  isAlive,
+  readCredentials,
+  removePidFile,
+  runningAgentPid,
+  validateEndpointName,
+  writePidFile,
+  writePrivateFile,
+} from "./home.js";
+import type { EndpointPaths } from "./home.js";
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError("expected a positive integer");
+  return n;
+}
+
+function out(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function configuredPaths(name: string): EndpointPaths {
+  const paths = endpointPaths(name);
+  if (!existsSync(paths.config)) {
+    throw new FabricError("NOT_FOUND", `endpoint ${name} is not configured (no ${paths.config}): run \`fabric-endpoint configure ${name} --broker ADDR --token TOKEN\``);
+  }
+  return paths;
+}
+
+function configure(name: string, o: { broker: string; token?: string; workers?: number; blocks?: number; description?: string; force?: boolean }): void {
+  const paths = endpointPaths(name);
+  if (existsSync(paths.config) && !o.force) {
+    throw new FabricError("ALREADY_EXISTS", `endpoint ${name} is already configured (${paths.config}); use --force to overwrite`);
+  }
+  const doc: EndpointConfigInput = {
+    broker: o.broker,
+    ...(o.token ? { token: o.token } : {}),
+    ...(o.description ? { description: o.description } : {}),
+    provider: {
+      type: "local",
+      initBlocks: o.blocks ?? 1,
+      maxBlocks: o.blocks ?? 1,
+      workersPerNode: o.workers ?? 2,
+    },
+  };
+  // Validate before writing, so a bad flag never leaves a broken file behind.
+  resolveConfig(doc, {}, "the new configuration");
+  writePrivateFile(paths.config, toYaml(doc));
+  out(`configured endpoint ${name} in ${paths.dir}`);
+}
+
+async function startForeground(name: string): Promise<void> {
+  const paths = configuredPaths(name);
+  const config = loadConfig(paths.config);
+  const other = runningAgentPid(paths);
+  if (other !== undefined && other !== process.pid) {
+    throw new FabricError("ALREADY_EXISTS", `endpoint ${name} is already running (pid ${other})`);
+  }
+  const log = createLogger("fabric-endpoint");
+  writePidFile(paths, process.pid);
+  const agent = new EndpointAgent({ paths, config, log });
+  let signalled = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    signalled++;
+    if (signalled > 1) {
+      log.warn({ signal: sig }, "second signal: exiting now");
+      process.exit(1);
+    }
+    log.info({ signal: sig }, "stopping on signal");
+    void agent.stop().finally(() => {
+      removePidFile(paths, process.pid);
+      setTimeout(() => process.exit(0), 100).unref();
+    });
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  try {
+    await agent.start();
+  } catch (err) {
+    await agent.stop().catch(() => undefined);
+    removePidFile(paths, process.pid);
+    if (signalled > 0) return;
+    if (err instanceof EndpointRejectedError) log.fatal({ code: err.code }, err.message);
+    throw err;
+  }
+}
+
+/** Waits until the detached agent logs "endpoint ready", or exits, or `timeoutMs` passes. */
+async function waitForReady(logFile: string, fromByte: number, pid: number, exited: () => number | null | undefined, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    let text = "";
+    try {
+      if (statSync(logFile).size > fromByte) text = readFileSync(logFile, "utf8").slice(fromByte);
+    } catch {
+      // not written yet
+    }
+    for (const line of text.split("\n")) {
+      if (!line.startsWith("{")) continue;
+      let rec: { msg?: string; level?: number; pid?: number };
+      try {
+        rec = JSON.parse(line) as typeof rec;
+      } catch {
+        continue;
+      }
+      if (rec.pid !== pid) continue;
+      if (rec.msg === "endpoint ready") return;
+      if ((rec.level ?? 0) >= 60) throw new FabricError("UNAVAILABLE", `the agent failed to start: ${rec.msg} (see ${logFile})`);
+    }
+    const code = exited();
+    if (code !== undefined) throw new FabricError("UNAVAILABLE", `the agent exited (code ${code}) before it was ready; see ${logFile}`);
+    await sleep(100);
+  }
+  throw new FabricError("DEADLINE_EXCEEDED", `the agent (pid ${pid}) is not ready after ${timeoutMs / 1000} s; it keeps trying, see ${logFile}`);
+}
+
+async function startDetached(name: string, timeoutS: number): Promise<void> {
+  const paths = configuredPaths(name);
+  loadConfig(paths.config); // fail here, in the user's terminal, on a bad config
+  const other = runningAgentPid(paths);
+  if (other !== undefined) throw new FabricError("ALREADY_EXISTS", `endpoint ${name} is already running (pid ${other})`);
+  const fromByte = existsSync(paths.log) ? statSync(paths.log).size : 0;
+  const fd = openSync(paths.log, "a", 0o600);
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), "start", name], {
+    detached: true,
+    stdio: ["ignore", fd, fd],
+    env: process.env,
+  });
+  closeSync(fd);
+  let exitCode: number | null | undefined;
+  child.on("exit", (code) => (exitCode = code));
+  const pid = child.pid;
+  if (pid === undefined) throw new FabricError("UNAVAILABLE", "cannot start the agent process");
+  writePidFile(paths, pid);
+  try {
+    await waitForReady(paths.log, fromByte, pid, () => exitCode, timeoutS * 1000);
+  } catch (err) {
+    if (exitCode !== undefined) removePidFile(paths, pid);
+    throw err;
+  }
+  child.unref();
+  out(String(pid));
+}
+
+async function stop(name: string, quiet = false): Promise<void> {
+  const paths = endpointPaths(name);
+  const pid = runningAgentPid(paths);
+  if (pid === undefined) {
+    removePidFile(paths);
+    if (!quiet) out(`endpoint ${name} is not running`);
+    return;
+  }
+  process.kill(pid, "SIGTERM");
+  const deadline = Date.now() + 30_000;
+  while (isAlive(pid) && Date.now() < deadline) await sleep(100);
+  if (isAlive(pid)) {
+    process.kill(pid, "SIGKILL");
+    while (isAlive(pid)) await sleep(50);
+    if (!quiet) out(`endpoint ${name} (pid ${pid}) did not stop in 30 s and was killed`);
+  } else if (!quiet) {
+    out(`endpoint ${name} (pid ${pid}) stopped`);
+  }
+  removePidFile(paths, pid);
+}
+
+function brokerClient(paths: EndpointPaths): EndpointServiceClient {
+  const config = loadConfig(paths.config);
+  const { target, credentials } = channelFor(config.broker);
+  return new EndpointServiceClient(target, credentials, clientOptions);
+}
+
+async function status(name: string, o: { json?: boolean }): Promise<void> {
+  const paths = configuredPaths(name);
+  const pid = runningAgentPid(paths);
+  const creds = readCredentials(paths);
+  let broker: GetEndpointResponse | undefined;
+  let brokerError = "";
+  if (creds) {
+    const client = brokerClient(paths);
+    try {
+      broker = await callUnary(client.getEndpoint, client, { endpointId: creds.endpointId }, bearer(creds.endpointToken), { deadlineMs: 5000 });
+    } catch (err) {
+      brokerError = (err as Error).message;
+    } finally {
+      client.close();
+    }
+  }
+  const last = broker?.status?.last;
+  const view = {
+    name,
+    endpointId: creds?.endpointId ?? null,
+    local: pid !== undefined ? "running" : "stopped",
+    pid: pid ?? null,
+    broker: broker
+      ? {
+          connection: broker.status?.connection ?? "unknown",
+          queuedTasks: broker.status?.queuedTasks ?? 0,
+          ...(last
+            ? {
+                lastHeartbeatMs: last.atMs,
+                workers: last.workers,
+                idleWorkers: last.idleWorkers,
+                runningTasks: last.runningTasks,
+                outstandingTasks: last.outstandingTasks,
+                lastError: last.lastError,
+              }
+            : {}),
+        }
+      : null,
+    ...(brokerError ? { brokerError } : {}),
+  };
+  if (o.json) {
+    out(JSON.stringify(view, null, 2));
+    return;
+  }
+  out(`endpoint   ${name}`);
+  out(`id         ${view.endpointId ?? "(not registered yet)"}`);
+  out(`local      ${view.local}${pid !== undefined ? ` (pid ${pid})` : ""}`);
+  if (view.broker) {
+    out(`broker     ${view.broker.connection}, ${view.broker.queuedTasks} queued task(s)`);
+    if (last) out(`workers    ${last.workers} (${last.idleWorkers} idle), ${last.runningTasks} running${last.lastError ? `; last error: ${last.lastError}` : ""}`);
+  } else if (brokerError) {
+    out(`broker     unreachable: ${brokerError}`);
+  }
+}
+
+function list(o: { json?: boolean }): void {
+  const dir = `${fabricHome()}/endpoints`;
+  const names = existsSync(dir) ? readdirSync(dir).filter((n) => existsSync(endpointPaths(n).config)).sort() : [];
+  const rows = names.map((name) => {
+    const paths = endpointPaths(name);
+    let id = "";
+    try {
+      id = readCredentials(paths)?.endpointId ?? "";
+    } catch {
+      id = "(unreadable credentials)";
+    }
+    const pid = runningAgentPid(paths);
+    return { name, endpointId: id || null, state: pid !== undefined ? "running" : "stopped", pid: pid ?? null };
+  });
+  if (o.json) {
+    out(JSON.stringify(rows, null, 2));
+    return;
+  }
+  if (rows.length === 0) {
+    out("no endpoints configured");
+    return;
+  }
+  const w = Math.max(4, ...rows.map((r) => r.name.length));
+  out(`${"NAME".padEnd(w)}  ${"ID".padEnd(36)}  STATE`);
+  for (const r of rows) out(`${r.name.padEnd(w)}  ${(r.endpointId ?? "-").padEnd(36)}  ${r.state}${r.pid ? ` (pid ${r.pid})` : ""}`);
+}
+
+async function remove(name: string, o: { force?: boolean }): Promise<void> {
+  const paths = configuredPaths(name);
+  await stop(name, true);
+  const creds = readCredentials(paths);
+  if (creds) {
+    const client = brokerClient(paths);
+    try {
+      await callUnary<{ endpointId: string }, DeleteEndpointResponse>(client.deleteEndpoint, client, { endpointId: creds.endpointId }, bearer(creds.endpointToken), { deadlineMs: 10_000 });
+    } catch (err) {
+      const fe = err as FabricError;
+      // Already gone at the broker: deleting locally is what is left to do.
+      if (fe.code !== "NOT_FOUND" && !o.force) {
+        throw new FabricError(fe.code ?? "UNKNOWN", `the broker did not delete endpoint ${creds.endpointId}: ${fe.message} (use --force to delete it locally anyway)`);
+      }
+    } finally {
+      client.close();
+    }
+  }
+  rmSync(paths.dir, { recursive: true, force: true });
+  out(`deleted endpoint ${name}${creds ? ` (${creds.endpointId})` : ""}`);
+}
+
+/** Builds the command line program. */
+export function buildProgram(): Command {
+  const program = new Command("fabric-endpoint")
+    .description("Run a function-fabric endpoint agent on this machine (home: $FABRIC_HOME or ~/.fabric)")
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  program
+    .command("configure")
+    .description("write the endpoint's config.yaml")
+    .argument("<name>", "endpoint name")
+    .requiredOption("--broker <address>", "broker gRPC address host:port")
+    .option("--token <jwt>", "your user token, used once to register the endpoint (or env FABRIC_TOKEN at start)")
+    .option("--workers <n>", "worker processes per block", positiveInt)
+    .option("--blocks <n>", "blocks to run", positiveInt)
+    .option("--description <text>", "what the endpoint is")
+    .option("--force", "overwrite an existing configuration")
+    .action((name: string, o: Parameters<typeof configure>[1]) => {
+      validateEndpointName(name);
+      configure(name, o);
+    });
+
+  program
+    .command("start")
+    .description("start the agent (in the foreground unless --detach)")
+    .argument("<name>", "endpoint name")
+    .option("--detach", "run in the background, logging to agent.log; print its pid once it is ready")
+    .option("--timeout <seconds>", "with --detach, how long to wait for the agent to be ready", positiveInt, 60)
+    .action(async (name: string, o: { detach?: boolean; timeout: number }) => {
+      if (o.detach) await startDetached(name, o.timeout);
+      else await startForeground(name);
+    });
+
+  program
+    .command("stop")
+    .description("stop a running agent (SIGTERM, SIGKILL after 30 s)")
+    .argument("<name>", "endpoint name")
+    .action(async (name: string) => stop(name));
+
+  program
+    .command("status")
+    .description("show whether the agent runs here and what the broker knows of it")
+    .argument("<name>", "endpoint name")
+    .option("--json", "print JSON")
+    .action(async (name: string, o: { json?: boolean }) => status(name, o));
+
+  program
+    .command("list")
+    .description("list the endpoints configured here")
+    .option("--json", "print JSON")
+    .action((o: { json?: boolean }) => list(o));
+
+  program
+    .command("delete")
+    .description("stop the agent, delete the endpoint at the broker, and remove its directory")
+    .argument("<name>", "endpoint name")
+    .option("--force", "remove it locally even if the broker cannot be reached")
+    .action(async (name: string, o: { force?: boolean }) => remove(name, o));
+
+  return program;
+}
+
+async function main(): Promise<void> {
+  try {
+    await buildProgram().parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander already printed its message (or help/version).
+      process.exitCode = err.exitCode;
+      return;
+    }
+    const msg = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`fabric-endpoint: ${msg.split("\n").join("\n  ")}\n`);
+    process.exitCode = 1;
+  }
+}
+
+await main();
