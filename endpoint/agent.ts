@@ -108,10 +108,18 @@ function fitError(info: ErrorInfo): ErrorInfo {
     ...info,
     message: tail(info.message, ERROR_FIELD_CAP / 4),
     remote: info.remote
-      ? { ...info.remote, message: tail(info.remote.message, ERROR_FIELD_CAP / 4), stack: tail(info.remote.stack, ERROR_FIELD_CAP) }
+      ? {
+          ...info.remote,
+          message: tail(info.remote.message, ERROR_FIELD_CAP / 4),
+          stack: tail(info.remote.stack, ERROR_FIELD_CAP),
+        }
       : undefined,
     shell: info.shell
-      ? { ...info.shell, stdout: tail(info.shell.stdout, ERROR_FIELD_CAP), stderr: tail(info.shell.stderr, ERROR_FIELD_CAP) }
+      ? {
+          ...info.shell,
+          stdout: tail(info.shell.stdout, ERROR_FIELD_CAP),
+          stderr: tail(info.shell.stderr, ERROR_FIELD_CAP),
+        }
       : undefined,
   };
 }
@@ -172,7 +180,10 @@ export class EndpointAgent {
     this.cfg = opts.config;
     this.log = opts.log.child({ component: "endpoint.agent", endpoint: opts.paths.name });
     this.provider = opts.provider ?? new LocalProvider(opts.log);
-    this.scaler = new BlockScaler({ initBlocks: this.cfg.provider.initBlocks, maxBlocks: this.cfg.provider.maxBlocks });
+    this.scaler = new BlockScaler({
+      initBlocks: this.cfg.provider.initBlocks,
+      maxBlocks: this.cfg.provider.maxBlocks,
+    });
     this.inlineLimit = this.cfg.limits.inlinePayloadBytes;
   }
 
@@ -202,13 +213,18 @@ export class EndpointAgent {
       servers: bus.servers,
       name: `fabric-endpoint-${endpointId}`,
       maxReconnectAttempts: -1,
-      ...(bus.userJwt ? { authenticator: jwtAuthenticator(bus.userJwt, new TextEncoder().encode(bus.userSeed)) } : {}),
+      ...(bus.userJwt
+        ? { authenticator: jwtAuthenticator(bus.userJwt, new TextEncoder().encode(bus.userSeed)) }
+        : {}),
       ...(bus.inboxPrefix ? { inboxPrefix: bus.inboxPrefix } : {}),
     });
     void this.watchNats(this.nc);
     this.js = jetstream(this.nc);
     const maxPayload = this.nc.info?.max_payload ?? 1024 * 1024;
-    this.inlineLimit = Math.max(1024, Math.min(this.cfg.limits.inlinePayloadBytes, maxPayload - UPDATE_OVERHEAD_BYTES));
+    this.inlineLimit = Math.max(
+      1024,
+      Math.min(this.cfg.limits.inlinePayloadBytes, maxPayload - UPDATE_OVERHEAD_BYTES),
+    );
     const js = this.js;
     this.publisher = new UpdatePublisher({
       endpointId,
@@ -249,7 +265,8 @@ export class EndpointAgent {
     every(Math.max(500, (bus.ackWaitS * 1000) / 3), () => this.extendDeliveries());
     void this.publishStatus("online");
     this.log.info(
-      { endpointId, managerListen: this.managerAddress, provider: this.provider.name, blocks: this.blocks.size },
+      // endpointId is bound on this.log already.
+      { managerListen: this.managerAddress, provider: this.provider.name, blocks: this.blocks.size },
       "endpoint ready",
     );
     this.pump();
@@ -279,9 +296,15 @@ export class EndpointAgent {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
     if (this.publisher) {
-      const flushed = await Promise.race([this.publisher.flush().then(() => true), sleep(10_000).then(() => false)]);
+      const flushed = await Promise.race([
+        this.publisher.flush().then(() => true),
+        sleep(10_000).then(() => false),
+      ]);
       if (!flushed) {
-        this.log.warn({ pending: this.publisher.pending }, "could not publish every update before stopping; those tasks will run again");
+        this.log.warn(
+          { pending: this.publisher.pending },
+          "could not publish every update before stopping; those tasks will run again",
+        );
         this.publisher.abandon();
       }
     }
@@ -290,7 +313,10 @@ export class EndpointAgent {
     await Promise.all(
       [...this.blocks.values()].map(async (b) => {
         b.cancelRequested = true;
-        if (b.jobId) await this.provider.cancel(b.jobId).catch((err: unknown) => this.log.warn({ err, blockId: b.blockId }, "cannot cancel block"));
+        if (b.jobId)
+          await this.provider
+            .cancel(b.jobId)
+            .catch((err: unknown) => this.log.warn({ err, blockId: b.blockId }, "cannot cancel block"));
       }),
     );
     await this.managerServer?.close();
@@ -323,7 +349,10 @@ export class EndpointAgent {
         const fe = toFabricError(err);
         if (!retryableConnectCodes.has(fe.code)) throw fe;
         this.lastError = `${what}: ${fe.code}: ${fe.message}`;
-        this.log.warn({ broker: this.cfg.broker, code: fe.code, err: fe.message, retryInMs: delay }, `${what} failed; the broker is unavailable, retrying`);
+        this.log.warn(
+          { broker: this.cfg.broker, code: fe.code, err: fe.message, retryInMs: delay },
+          `${what} failed; the broker is unavailable, retrying`,
+        );
         const until = Date.now() + delay;
         while (Date.now() < until && !this.stopping) await sleep(Math.min(200, until - Date.now()));
         delay = Math.min(delay * 2, 30_000);
@@ -345,7 +374,7 @@ export class EndpointAgent {
     try {
       const res = await this.withBrokerRetry("RegisterEndpoint", () =>
         callUnary<{ name: string; description: string; endpointId: string }, RegisterEndpointResponse>(
-          client.registerEndpoint,
+          client.registerEndpoint.bind(client),
           client,
           { name: this.opts.paths.name, description: this.cfg.description, endpointId: "" },
           bearer(token),
@@ -353,7 +382,10 @@ export class EndpointAgent {
         ),
       );
       if (!res.endpoint?.id || !res.endpointToken) {
-        throw new EndpointRejectedError("INTERNAL", "the broker registered the endpoint but returned no id or token");
+        throw new EndpointRejectedError(
+          "INTERNAL",
+          "the broker registered the endpoint but returned no id or token",
+        );
       }
       const creds = { endpointId: res.endpoint.id, endpointToken: res.endpointToken };
       writeCredentials(this.opts.paths, creds);
@@ -374,7 +406,7 @@ export class EndpointAgent {
     try {
       return await this.withBrokerRetry("ConnectEndpoint", () =>
         callUnary<{ agentVersion: string; hostname: string }, ConnectEndpointResponse>(
-          client.connectEndpoint,
+          client.connectEndpoint.bind(client),
           client,
           { agentVersion: AGENT_VERSION, hostname: this.host },
           bearer(token),
@@ -421,7 +453,15 @@ export class EndpointAgent {
         return await this.js!.consumers.get(bus.taskStream, bus.taskConsumer);
       } catch (err) {
         this.lastError = `task consumer ${bus.taskStream}/${bus.taskConsumer}: ${(err as Error).message}`;
-        this.log.warn({ stream: bus.taskStream, consumer: bus.taskConsumer, err: (err as Error).message, retryInMs: delay }, "cannot open the task consumer; retrying");
+        this.log.warn(
+          {
+            stream: bus.taskStream,
+            consumer: bus.taskConsumer,
+            err: (err as Error).message,
+            retryInMs: delay,
+          },
+          "cannot open the task consumer; retrying",
+        );
         await sleep(delay);
         delay = Math.min(delay * 2, 10_000);
       }
@@ -512,13 +552,30 @@ export class EndpointAgent {
     } catch (err) {
       const taskId = msg.headers?.get("Nats-Msg-Id") ?? "";
       if (!taskId) {
-        this.log.error({ seq: msg.seq, err: (err as Error).message }, "undecodable task message without a task id; terminating it");
+        this.log.error(
+          { seq: msg.seq, err: (err as Error).message },
+          "undecodable task message without a task id; terminating it",
+        );
         msg.term("undecodable task message");
         return;
       }
-      this.log.error({ taskId, err: (err as Error).message }, "undecodable task message; reporting it failed");
+      this.log.error(
+        { taskId, err: (err as Error).message },
+        "undecodable task message; reporting it failed",
+      );
       const t = this.track(taskId, msg);
-      this.finish(t, this.failedUpdate(taskId, new FabricError("INVALID_ARGUMENT", `the task message cannot be decoded: ${(err as Error).message}`, { reason: "invalid_task" }), this.actor()));
+      this.finish(
+        t,
+        this.failedUpdate(
+          taskId,
+          new FabricError(
+            "INVALID_ARGUMENT",
+            `the task message cannot be decoded: ${(err as Error).message}`,
+            { reason: "invalid_task" },
+          ),
+          this.actor(),
+        ),
+      );
       return;
     }
     const taskId = task.taskId;
@@ -558,7 +615,11 @@ export class EndpointAgent {
     const store = await this.objectStore();
     const data = await store.getBlob(p.objectRef);
     if (data === null) {
-      throw new FabricError("INVALID_ARGUMENT", `the task's ${what} object ${p.objectRef} is missing from the payload store`, { reason: "invalid_task" });
+      throw new FabricError(
+        "INVALID_ARGUMENT",
+        `the task's ${what} object ${p.objectRef} is missing from the payload store`,
+        { reason: "invalid_task" },
+      );
     }
     return Buffer.from(data);
   }
@@ -567,13 +628,22 @@ export class EndpointAgent {
     const log = this.log.child({ taskId: t.taskId });
     try {
       if (!task.function?.kind) {
-        throw new FabricError("INVALID_ARGUMENT", "the task carries no function to run", { reason: "invalid_task" });
+        throw new FabricError("INVALID_ARGUMENT", "the task carries no function to run", {
+          reason: "invalid_task",
+        });
       }
       const [argsJson, kwargsJson] = await Promise.all([
         this.resolvePayload(task.args, "args"),
         this.resolvePayload(task.kwargs, "kwargs"),
       ]);
-      t.item = { taskId: t.taskId, functionId: task.functionId, function: task.function, argsJson, kwargsJson, attempt: t.attempt };
+      t.item = {
+        taskId: t.taskId,
+        functionId: task.functionId,
+        function: task.function,
+        argsJson,
+        kwargsJson,
+        attempt: t.attempt,
+      };
     } catch (err) {
       const fe = toFabricError(err);
       if (fe.code === "INVALID_ARGUMENT") {
@@ -599,7 +669,9 @@ export class EndpointAgent {
   /** Hands queued tasks to managers with idle workers, the idlest first. */
   private dispatch(): void {
     if (this.ready.length === 0 || this.stopping) return;
-    const managers = (this.managerServer?.managers() ?? []).filter((m) => m.idle > 0).sort((a, b) => b.idle - a.idle);
+    const managers = (this.managerServer?.managers() ?? [])
+      .filter((m) => m.idle > 0)
+      .sort((a, b) => b.idle - a.idle);
     for (const m of managers) {
       if (this.ready.length === 0) break;
       const batch = this.ready.splice(0, m.idle);
@@ -632,7 +704,10 @@ export class EndpointAgent {
     m.assigned.delete(o.taskId);
     const t = this.inflight.get(o.taskId);
     if (!t || t.manager !== m || (t.phase !== "dispatched" && t.phase !== "running")) {
-      this.log.debug({ taskId: o.taskId, managerId: m.managerId }, "outcome for a task not in flight here; ignored");
+      this.log.debug(
+        { taskId: o.taskId, managerId: m.managerId },
+        "outcome for a task not in flight here; ignored",
+      );
       this.dispatch();
       return;
     }
@@ -643,7 +718,9 @@ export class EndpointAgent {
     if (o.ok) {
       update = await this.successUpdate(t, o, actor);
     } else {
-      const error = fitError(o.error ?? errorToInfo(new FabricError("UNKNOWN", "the task failed without an error")));
+      const error = fitError(
+        o.error ?? errorToInfo(new FabricError("UNKNOWN", "the task failed without an error")),
+      );
       update = {
         taskId: t.taskId,
         state: TaskState.TASK_STATE_FAILED,
@@ -664,7 +741,11 @@ export class EndpointAgent {
     if (bytes.length > this.cfg.limits.maxResultBytes) {
       return this.failedUpdate(
         t.taskId,
-        new FabricError("RESOURCE_EXHAUSTED", `the function's result is ${bytes.length} bytes, over this endpoint's limit of ${this.cfg.limits.maxResultBytes} bytes`, { reason: "result_too_large" }),
+        new FabricError(
+          "RESOURCE_EXHAUSTED",
+          `the function's result is ${bytes.length} bytes, over this endpoint's limit of ${this.cfg.limits.maxResultBytes} bytes`,
+          { reason: "result_too_large" },
+        ),
         actor,
         t.attempt,
       );
@@ -679,12 +760,23 @@ export class EndpointAgent {
           await store.putBlob({ name }, bytes);
           stored = true;
         } catch (err) {
-          this.log.warn({ taskId: t.taskId, err: (err as Error).message }, "cannot store a large result; retrying");
+          this.log.warn(
+            { taskId: t.taskId, err: (err as Error).message },
+            "cannot store a large result; retrying",
+          );
           await sleep(delay);
         }
       }
       if (!stored) {
-        return this.failedUpdate(t.taskId, new FabricError("UNAVAILABLE", `the result (${bytes.length} bytes) could not be written to the payload store`), actor, t.attempt);
+        return this.failedUpdate(
+          t.taskId,
+          new FabricError(
+            "UNAVAILABLE",
+            `the result (${bytes.length} bytes) could not be written to the payload store`,
+          ),
+          actor,
+          t.attempt,
+        );
       }
       result = { json: Buffer.alloc(0), objectRef: name, size: bytes.length };
     }
@@ -711,7 +803,8 @@ export class EndpointAgent {
       t.msg.ack();
       if (this.inflight.get(t.taskId) === t) this.inflight.delete(t.taskId);
       this.recentlyDone.add(t.taskId);
-      if (this.recentlyDone.size > RECENT_DONE_LIMIT) this.recentlyDone.delete(this.recentlyDone.values().next().value!);
+      if (this.recentlyDone.size > RECENT_DONE_LIMIT)
+        this.recentlyDone.delete(this.recentlyDone.values().next().value!);
       this.pump();
     });
   }
@@ -732,7 +825,8 @@ export class EndpointAgent {
   }
 
   private hasActiveTasks(): boolean {
-    for (const t of this.inflight.values()) if (t.phase === "dispatched" || t.phase === "running" || t.phase === "resolving") return true;
+    for (const t of this.inflight.values())
+      if (t.phase === "dispatched" || t.phase === "running" || t.phase === "resolving") return true;
     return false;
   }
 
@@ -765,7 +859,8 @@ export class EndpointAgent {
   }
 
   private onManagerLost(m: ManagerConnection, why: string): void {
-    this.log.warn({ managerId: m.managerId, blockId: m.blockId, tasks: m.assigned.size }, why);
+    const level = this.stopping ? "debug" : "warn";
+    this.log[level]({ managerId: m.managerId, blockId: m.blockId, tasks: m.assigned.size }, why);
     for (const taskId of [...m.assigned]) {
       m.assigned.delete(taskId);
       const t = this.inflight.get(taskId);
@@ -774,7 +869,11 @@ export class EndpointAgent {
         t,
         this.failedUpdate(
           taskId,
-          new FabricError("UNAVAILABLE", `the worker running this task was lost: ${why} (the manager process or its node may have died)`, { reason: "worker_lost" }),
+          new FabricError(
+            "UNAVAILABLE",
+            `the worker running this task was lost: ${why} (the manager process or its node may have died)`,
+            { reason: "worker_lost" },
+          ),
           this.actor(),
           t.attempt,
         ),
@@ -836,7 +935,9 @@ export class EndpointAgent {
           }
         }
       }
-      const active = [...this.blocks.values()].filter((b) => b.state !== "ended" && b.state !== "cancelling").length;
+      const active = [...this.blocks.values()].filter(
+        (b) => b.state !== "ended" && b.state !== "cancelling",
+      ).length;
       const n = this.scaler.blocksToLaunch(active, Date.now());
       for (let i = 0; i < n && !this.stopping; i++) await this.launchBlock();
     } catch (err) {
@@ -850,14 +951,31 @@ export class EndpointAgent {
   private async launchBlock(): Promise<void> {
     const blockId = `b-${newId().slice(0, 8)}`;
     const secret = randomBytes(24).toString("base64url");
-    const b: BlockRecord = { blockId, secret, jobId: "", state: "submitting", sinceMs: Date.now(), reason: "", cancelRequested: false };
+    const b: BlockRecord = {
+      blockId,
+      secret,
+      jobId: "",
+      state: "submitting",
+      sinceMs: Date.now(),
+      reason: "",
+      cancelRequested: false,
+    };
     this.blocks.set(blockId, b);
     this.managerServer!.expectBlock(blockId, secret);
     const workers = this.cfg.provider.workersPerNode;
     try {
       b.jobId = await this.provider.submitBlock({
         blockId,
-        command: [process.execPath, this.opts.managerMain ?? MANAGER_MAIN, "--agent", this.managerAddress, "--block", blockId, "--workers", String(workers)],
+        command: [
+          process.execPath,
+          this.opts.managerMain ?? MANAGER_MAIN,
+          "--agent",
+          this.managerAddress,
+          "--block",
+          blockId,
+          "--workers",
+          String(workers),
+        ],
         env: {
           FABRIC_BLOCK_SECRET: secret,
           FABRIC_SHELL_WALLTIME_S: String(this.cfg.shell.defaultWalltimeSeconds),

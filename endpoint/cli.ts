@@ -46,15 +46,31 @@ function out(line: string): void {
 function configuredPaths(name: string): EndpointPaths {
   const paths = endpointPaths(name);
   if (!existsSync(paths.config)) {
-    throw new FabricError("NOT_FOUND", `endpoint ${name} is not configured (no ${paths.config}): run \`fabric-endpoint configure ${name} --broker ADDR --token TOKEN\``);
+    throw new FabricError(
+      "NOT_FOUND",
+      `endpoint ${name} is not configured (no ${paths.config}): run \`fabric-endpoint configure ${name} --broker ADDR --token TOKEN\``,
+    );
   }
   return paths;
 }
 
-function configure(name: string, o: { broker: string; token?: string; workers?: number; blocks?: number; description?: string; force?: boolean }): void {
+function configure(
+  name: string,
+  o: {
+    broker: string;
+    token?: string;
+    workers?: number;
+    blocks?: number;
+    description?: string;
+    force?: boolean;
+  },
+): void {
   const paths = endpointPaths(name);
   if (existsSync(paths.config) && !o.force) {
-    throw new FabricError("ALREADY_EXISTS", `endpoint ${name} is already configured (${paths.config}); use --force to overwrite`);
+    throw new FabricError(
+      "ALREADY_EXISTS",
+      `endpoint ${name} is already configured (${paths.config}); use --force to overwrite`,
+    );
   }
   const doc: EndpointConfigInput = {
     broker: o.broker,
@@ -110,7 +126,13 @@ async function startForeground(name: string): Promise<void> {
 }
 
 /** Waits until the detached agent logs "endpoint ready", or exits, or `timeoutMs` passes. */
-async function waitForReady(logFile: string, fromByte: number, pid: number, exited: () => number | null | undefined, timeoutMs: number): Promise<void> {
+async function waitForReady(
+  logFile: string,
+  fromByte: number,
+  pid: number,
+  exited: () => number | null | undefined,
+  timeoutMs: number,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     let text = "";
@@ -129,20 +151,29 @@ async function waitForReady(logFile: string, fromByte: number, pid: number, exit
       }
       if (rec.pid !== pid) continue;
       if (rec.msg === "endpoint ready") return;
-      if ((rec.level ?? 0) >= 60) throw new FabricError("UNAVAILABLE", `the agent failed to start: ${rec.msg} (see ${logFile})`);
+      if ((rec.level ?? 0) >= 60)
+        throw new FabricError("UNAVAILABLE", `the agent failed to start: ${rec.msg} (see ${logFile})`);
     }
     const code = exited();
-    if (code !== undefined) throw new FabricError("UNAVAILABLE", `the agent exited (code ${code}) before it was ready; see ${logFile}`);
+    if (code !== undefined)
+      throw new FabricError(
+        "UNAVAILABLE",
+        `the agent exited (code ${code}) before it was ready; see ${logFile}`,
+      );
     await sleep(100);
   }
-  throw new FabricError("DEADLINE_EXCEEDED", `the agent (pid ${pid}) is not ready after ${timeoutMs / 1000} s; it keeps trying, see ${logFile}`);
+  throw new FabricError(
+    "DEADLINE_EXCEEDED",
+    `the agent (pid ${pid}) is not ready after ${timeoutMs / 1000} s; it keeps trying, see ${logFile}`,
+  );
 }
 
 async function startDetached(name: string, timeoutS: number): Promise<void> {
   const paths = configuredPaths(name);
   loadConfig(paths.config); // fail here, in the user's terminal, on a bad config
   const other = runningAgentPid(paths);
-  if (other !== undefined) throw new FabricError("ALREADY_EXISTS", `endpoint ${name} is already running (pid ${other})`);
+  if (other !== undefined)
+    throw new FabricError("ALREADY_EXISTS", `endpoint ${name} is already running (pid ${other})`);
   const fromByte = existsSync(paths.log) ? statSync(paths.log).size : 0;
   const fd = openSync(paths.log, "a", 0o600);
   const child = spawn(process.execPath, [fileURLToPath(import.meta.url), "start", name], {
@@ -202,7 +233,13 @@ async function status(name: string, o: { json?: boolean }): Promise<void> {
   if (creds) {
     const client = brokerClient(paths);
     try {
-      broker = await callUnary(client.getEndpoint, client, { endpointId: creds.endpointId }, bearer(creds.endpointToken), { deadlineMs: 5000 });
+      broker = await callUnary(
+        client.getEndpoint.bind(client),
+        client,
+        { endpointId: creds.endpointId },
+        bearer(creds.endpointToken),
+        { deadlineMs: 5000 },
+      );
     } catch (err) {
       brokerError = (err as Error).message;
     } finally {
@@ -242,7 +279,10 @@ async function status(name: string, o: { json?: boolean }): Promise<void> {
   out(`local      ${view.local}${pid !== undefined ? ` (pid ${pid})` : ""}`);
   if (view.broker) {
     out(`broker     ${view.broker.connection}, ${view.broker.queuedTasks} queued task(s)`);
-    if (last) out(`workers    ${last.workers} (${last.idleWorkers} idle), ${last.runningTasks} running${last.lastError ? `; last error: ${last.lastError}` : ""}`);
+    if (last)
+      out(
+        `workers    ${last.workers} (${last.idleWorkers} idle), ${last.runningTasks} running${last.lastError ? `; last error: ${last.lastError}` : ""}`,
+      );
   } else if (brokerError) {
     out(`broker     unreachable: ${brokerError}`);
   }
@@ -250,17 +290,26 @@ async function status(name: string, o: { json?: boolean }): Promise<void> {
 
 function list(o: { json?: boolean }): void {
   const dir = `${fabricHome()}/endpoints`;
-  const names = existsSync(dir) ? readdirSync(dir).filter((n) => existsSync(endpointPaths(n).config)).sort() : [];
+  const names = existsSync(dir)
+    ? readdirSync(dir)
+        .filter((n) => existsSync(endpointPaths(n).config))
+        .sort()
+    : [];
   const rows = names.map((name) => {
     const paths = endpointPaths(name);
-    let id = "";
+    let id: string;
     try {
       id = readCredentials(paths)?.endpointId ?? "";
     } catch {
       id = "(unreadable credentials)";
     }
     const pid = runningAgentPid(paths);
-    return { name, endpointId: id || null, state: pid !== undefined ? "running" : "stopped", pid: pid ?? null };
+    return {
+      name,
+      endpointId: id || null,
+      state: pid !== undefined ? "running" : "stopped",
+      pid: pid ?? null,
+    };
   });
   if (o.json) {
     out(JSON.stringify(rows, null, 2));
@@ -272,7 +321,10 @@ function list(o: { json?: boolean }): void {
   }
   const w = Math.max(4, ...rows.map((r) => r.name.length));
   out(`${"NAME".padEnd(w)}  ${"ID".padEnd(36)}  STATE`);
-  for (const r of rows) out(`${r.name.padEnd(w)}  ${(r.endpointId ?? "-").padEnd(36)}  ${r.state}${r.pid ? ` (pid ${r.pid})` : ""}`);
+  for (const r of rows)
+    out(
+      `${r.name.padEnd(w)}  ${(r.endpointId ?? "-").padEnd(36)}  ${r.state}${r.pid ? ` (pid ${r.pid})` : ""}`,
+    );
 }
 
 async function remove(name: string, o: { force?: boolean }): Promise<void> {
@@ -282,12 +334,21 @@ async function remove(name: string, o: { force?: boolean }): Promise<void> {
   if (creds) {
     const client = brokerClient(paths);
     try {
-      await callUnary<{ endpointId: string }, DeleteEndpointResponse>(client.deleteEndpoint, client, { endpointId: creds.endpointId }, bearer(creds.endpointToken), { deadlineMs: 10_000 });
+      await callUnary<{ endpointId: string }, DeleteEndpointResponse>(
+        client.deleteEndpoint.bind(client),
+        client,
+        { endpointId: creds.endpointId },
+        bearer(creds.endpointToken),
+        { deadlineMs: 10_000 },
+      );
     } catch (err) {
       const fe = err as FabricError;
       // Already gone at the broker: deleting locally is what is left to do.
       if (fe.code !== "NOT_FOUND" && !o.force) {
-        throw new FabricError(fe.code ?? "UNKNOWN", `the broker did not delete endpoint ${creds.endpointId}: ${fe.message} (use --force to delete it locally anyway)`);
+        throw new FabricError(
+          fe.code ?? "UNKNOWN",
+          `the broker did not delete endpoint ${creds.endpointId}: ${fe.message} (use --force to delete it locally anyway)`,
+        );
       }
     } finally {
       client.close();
@@ -309,7 +370,10 @@ export function buildProgram(): Command {
     .description("write the endpoint's config.yaml")
     .argument("<name>", "endpoint name")
     .requiredOption("--broker <address>", "broker gRPC address host:port")
-    .option("--token <jwt>", "your user token, used once to register the endpoint (or env FABRIC_TOKEN at start)")
+    .option(
+      "--token <jwt>",
+      "your user token, used once to register the endpoint (or env FABRIC_TOKEN at start)",
+    )
     .option("--workers <n>", "worker processes per block", positiveInt)
     .option("--blocks <n>", "blocks to run", positiveInt)
     .option("--description <text>", "what the endpoint is")
@@ -324,7 +388,12 @@ export function buildProgram(): Command {
     .description("start the agent (in the foreground unless --detach)")
     .argument("<name>", "endpoint name")
     .option("--detach", "run in the background, logging to agent.log; print its pid once it is ready")
-    .option("--timeout <seconds>", "with --detach, how long to wait for the agent to be ready", positiveInt, 60)
+    .option(
+      "--timeout <seconds>",
+      "with --detach, how long to wait for the agent to be ready",
+      positiveInt,
+      60,
+    )
     .action(async (name: string, o: { detach?: boolean; timeout: number }) => {
       if (o.detach) await startDetached(name, o.timeout);
       else await startForeground(name);

@@ -61,7 +61,10 @@ describe("endpoint config", () => {
   it("loads YAML files and names the file in errors", () => {
     const dir = mkdtempSync(path.join(tmpdir(), "fabric-config-"));
     const good = path.join(dir, "good.yaml");
-    writeFileSync(good, "broker: localhost:7000\nprovider:\n  type: local\n  workersPerNode: 4\nprefetch: 0\n");
+    writeFileSync(
+      good,
+      "broker: localhost:7000\nprovider:\n  type: local\n  workersPerNode: 4\nprefetch: 0\n",
+    );
     const c = loadConfig(good, {});
     expect(c.provider.workersPerNode).toBe(4);
     expect(c.prefetch).toBe(0);

@@ -165,7 +165,11 @@ function formatIssue(issue: z.core.$ZodIssue): string {
  * Validates a parsed config document and resolves it: defaults applied, `FABRIC_TOKEN` merged,
  * result frozen. Throws a {@link FabricError} (INVALID_ARGUMENT) listing each bad field by path.
  */
-export function resolveConfig(doc: unknown, env: NodeJS.ProcessEnv = process.env, source = "config"): EndpointConfig {
+export function resolveConfig(
+  doc: unknown,
+  env: NodeJS.ProcessEnv = process.env,
+  source = "config",
+): EndpointConfig {
   const parsed = EndpointConfigSchema.safeParse(doc ?? {}, { reportInput: true });
   if (!parsed.success) {
     const lines = parsed.error.issues.map(formatIssue);

@@ -100,7 +100,8 @@ export class ManagerServer {
     private readonly opts: ManagerServerOptions,
     private readonly events: ManagerLinkEvents,
   ) {
-    this.log = opts.log.child({ component: "endpoint.manager-link", endpointId: opts.endpointId });
+    // The agent's logger already carries endpointId.
+    this.log = opts.log.child({ component: "endpoint.manager-link" });
     this.server = net.createServer((sock) => this.accept(sock));
   }
 
@@ -118,15 +119,21 @@ export class ManagerServer {
     // A manager that stays silent for several heartbeats is as good as gone (a dead node does
     // not close its TCP connections).
     const limitMs = this.opts.heartbeatIntervalS * 4000;
-    this.silenceTimer = setInterval(() => {
-      const now = Date.now();
-      for (const c of this.conns) {
-        if (now - c.lastSeenMs > limitMs) {
-          this.log.warn({ managerId: c.managerId, blockId: c.blockId }, "manager silent too long; dropping it");
-          this.drop(c, `manager ${c.managerId} (block ${c.blockId}) stopped sending heartbeats`);
+    this.silenceTimer = setInterval(
+      () => {
+        const now = Date.now();
+        for (const c of this.conns) {
+          if (now - c.lastSeenMs > limitMs) {
+            this.log.warn(
+              { managerId: c.managerId, blockId: c.blockId },
+              "manager silent too long; dropping it",
+            );
+            this.drop(c, `manager ${c.managerId} (block ${c.blockId}) stopped sending heartbeats`);
+          }
         }
-      }
-    }, Math.min(limitMs, 5000));
+      },
+      Math.min(limitMs, 5000),
+    );
     this.silenceTimer.unref();
     return { host: this.opts.host, port: addr.port };
   }
@@ -176,7 +183,10 @@ export class ManagerServer {
         try {
           msg = ManagerMessage.decode(frame);
         } catch (err) {
-          this.log.warn({ peer, err: (err as Error).message }, "undecodable frame from a manager; closing it");
+          this.log.warn(
+            { peer, err: (err as Error).message },
+            "undecodable frame from a manager; closing it",
+          );
           sock.destroy();
           return;
         }
@@ -189,7 +199,10 @@ export class ManagerServer {
           }
           const expected = this.secrets.get(m.value.blockId);
           if (expected === undefined || !sameSecret(expected, m.value.secret)) {
-            this.log.warn({ peer, blockId: m.value.blockId }, "manager hello with a wrong secret or unknown block; closing it");
+            this.log.warn(
+              { peer, blockId: m.value.blockId },
+              "manager hello with a wrong secret or unknown block; closing it",
+            );
             sock.destroy();
             return;
           }
@@ -209,7 +222,12 @@ export class ManagerServer {
             },
           });
           this.log.info(
-            { managerId: conn.managerId, blockId: conn.blockId, workers: conn.workers, host: m.value.hostname },
+            {
+              managerId: conn.managerId,
+              blockId: conn.blockId,
+              workers: conn.workers,
+              host: m.value.hostname,
+            },
             "manager connected",
           );
           this.events.onManagerReady(conn);

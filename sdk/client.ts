@@ -165,7 +165,10 @@ export class Client {
   async registerFunction(fn: AnyFunction | JsSource, options: RegisterOptions = {}): Promise<string> {
     const js = typeof fn === "function" ? sourceOfFunction(fn) : sourceOfText(fn?.source, fn?.entryPoint);
     return this.registerSpec(
-      { kind: { $case: "js", value: { source: js.source, entryPoint: js.entryPoint } }, containerImage: options.containerImage ?? "" },
+      {
+        kind: { $case: "js", value: { source: js.source, entryPoint: js.entryPoint } },
+        containerImage: options.containerImage ?? "",
+      },
       options.name ?? js.entryPoint,
       options.description ?? "",
     );
@@ -188,58 +191,73 @@ export class Client {
     }
     const walltime = options.walltimeSeconds ?? 0;
     if (!Number.isInteger(walltime) || walltime < 0) {
-      throw new FabricError("INVALID_ARGUMENT", `walltimeSeconds must be a whole number >= 0, got ${walltime}`);
+      throw new FabricError(
+        "INVALID_ARGUMENT",
+        `walltimeSeconds must be a whole number >= 0, got ${walltime}`,
+      );
     }
     return this.registerSpec(
-      { kind: { $case: "shell", value: { command, walltimeS: walltime } }, containerImage: options.containerImage ?? "" },
+      {
+        kind: { $case: "shell", value: { command, walltimeS: walltime } },
+        containerImage: options.containerImage ?? "",
+      },
       options.name ?? command.slice(0, 256),
       options.description ?? "",
     );
   }
 
   private async registerSpec(spec: FunctionSpec, name: string, description: string): Promise<string> {
-    const res = await this.unary(this.functions.registerFunction, this.functions, { name, description, spec });
-    if (!res.function) throw new FabricError("INTERNAL", "the broker registered the function but did not return it");
+    const res = await this.unary(this.functions.registerFunction.bind(this.functions), this.functions, {
+      name,
+      description,
+      spec,
+    });
+    if (!res.function)
+      throw new FabricError("INTERNAL", "the broker registered the function but did not return it");
     this.log.debug({ functionId: res.function.id }, "registered function");
     return res.function.id;
   }
 
   /** A registered function of the caller's (NOT_FOUND for unknown ids and other users' functions). */
   async getFunction(functionId: string): Promise<FunctionInfo> {
-    const res = await this.unary(this.functions.getFunction, this.functions, { functionId });
+    const res = await this.unary(this.functions.getFunction.bind(this.functions), this.functions, {
+      functionId,
+    });
     if (!res.function) throw new FabricError("NOT_FOUND", `function ${functionId} not found`);
     return toFunctionInfo(res.function);
   }
 
   /** The caller's registered functions. */
   async listFunctions(): Promise<FunctionInfo[]> {
-    const res = await this.unary(this.functions.listFunctions, this.functions, {});
+    const res = await this.unary(this.functions.listFunctions.bind(this.functions), this.functions, {});
     return res.functions.map(toFunctionInfo);
   }
 
   /** Deletes a function; tasks already submitted are not affected. */
   async deleteFunction(functionId: string): Promise<void> {
-    await this.unary(this.functions.deleteFunction, this.functions, { functionId });
+    await this.unary(this.functions.deleteFunction.bind(this.functions), this.functions, { functionId });
   }
 
   // ---------- endpoints ----------
 
   /** The caller's endpoints, each with its connection state and last heartbeat. */
   async listEndpoints(): Promise<EndpointInfo[]> {
-    const res = await this.unary(this.endpoints.listEndpoints, this.endpoints, {});
+    const res = await this.unary(this.endpoints.listEndpoints.bind(this.endpoints), this.endpoints, {});
     return res.endpoints.map((ep, i) => toEndpointInfo(ep, res.statuses[i]));
   }
 
   /** One endpoint with its connection state ("online", "offline", "never-connected") and last heartbeat. */
   async getEndpoint(endpointId: string): Promise<EndpointInfo> {
-    const res = await this.unary(this.endpoints.getEndpoint, this.endpoints, { endpointId });
+    const res = await this.unary(this.endpoints.getEndpoint.bind(this.endpoints), this.endpoints, {
+      endpointId,
+    });
     if (!res.endpoint) throw new FabricError("NOT_FOUND", `endpoint ${endpointId} not found`);
     return toEndpointInfo(res.endpoint, res.status);
   }
 
   /** Deletes an endpoint; its queued tasks fail with reason `endpoint_deleted`. */
   async deleteEndpoint(endpointId: string): Promise<void> {
-    await this.unary(this.endpoints.deleteEndpoint, this.endpoints, { endpointId });
+    await this.unary(this.endpoints.deleteEndpoint.bind(this.endpoints), this.endpoints, { endpointId });
   }
 
   // ---------- tasks ----------
@@ -259,9 +277,12 @@ export class Client {
     args?: readonly unknown[],
     kwargs?: Readonly<Record<string, unknown>>,
   ): Promise<string> {
-    const batch = await this.submitBatch([{ functionId, endpointId, ...(args ? { args } : {}), ...(kwargs ? { kwargs } : {}) }]);
+    const batch = await this.submitBatch([
+      { functionId, endpointId, ...(args ? { args } : {}), ...(kwargs ? { kwargs } : {}) },
+    ]);
     const id = batch.taskIds[0];
-    if (id === undefined) throw new FabricError("INTERNAL", "the broker accepted the task but returned no id");
+    if (id === undefined)
+      throw new FabricError("INTERNAL", "the broker accepted the task but returned no id");
     return id;
   }
 
@@ -279,17 +300,24 @@ export class Client {
    * for await (const outcome of client.results({ groupId })) console.log(outcome.taskId, outcome.ok);
    * ```
    */
-  async submitBatch(tasks: readonly TaskInput[], options: { groupId?: string } = {}): Promise<SubmittedBatch> {
+  async submitBatch(
+    tasks: readonly TaskInput[],
+    options: { groupId?: string } = {},
+  ): Promise<SubmittedBatch> {
     this.assertOpen();
-    if (!Array.isArray(tasks) || tasks.length === 0) {
+    const list: readonly TaskInput[] = tasks;
+    if (!Array.isArray(tasks) || list.length === 0) {
       throw new FabricError("INVALID_ARGUMENT", "submitBatch needs at least one task");
     }
-    const specs = tasks.map((t, i) => encodeTaskSpec(t, i));
+    const specs = list.map((t, i) => encodeTaskSpec(t, i));
     let groupId = options.groupId ?? "";
     const taskIds: string[] = [];
     for (const part of chunk(specs, this.options.submitChunkSize)) {
       try {
-        const res = await this.unary(this.tasks.submitTasks, this.tasks, { tasks: part, groupId });
+        const res = await this.unary(this.tasks.submitTasks.bind(this.tasks), this.tasks, {
+          tasks: part,
+          groupId,
+        });
         groupId = res.groupId;
         taskIds.push(...res.taskIds);
       } catch (err) {
@@ -335,7 +363,10 @@ export class Client {
     if (taskIds.length === 0) return [];
     const byId = new Map<string, Task>();
     for (const ids of chunk([...new Set(taskIds)], this.options.submitChunkSize)) {
-      const res = await this.unary(this.tasks.getTasks, this.tasks, { taskIds: ids, omitResults });
+      const res = await this.unary(this.tasks.getTasks.bind(this.tasks), this.tasks, {
+        taskIds: ids,
+        omitResults,
+      });
       for (const t of res.tasks) byId.set(t.id, t);
     }
     return taskIds.map((id) => {
@@ -431,17 +462,15 @@ export class Client {
       const known = this.groups.get(groupId);
       watchTarget = known ? { groupId, knownTaskIds: [...known] } : { groupId };
     }
-    const signal = options.signal ? AbortSignal.any([options.signal, this.closing.signal]) : this.closing.signal;
-    const stream = watchTasks(
-      (request) => this.tasks.watchTasks(request, this.md.clone()),
-      watchTarget,
-      {
-        chunkSize: this.options.submitChunkSize,
-        timeoutMs: options.timeoutMs,
-        signal,
-        logger: this.log,
-      },
-    );
+    const signal = options.signal
+      ? AbortSignal.any([options.signal, this.closing.signal])
+      : this.closing.signal;
+    const stream = watchTasks((request) => this.tasks.watchTasks(request, this.md.clone()), watchTarget, {
+      chunkSize: this.options.submitChunkSize,
+      timeoutMs: options.timeoutMs,
+      signal,
+      logger: this.log,
+    });
     for await (const task of stream) yield taskOutcome<T>(task);
   }
 
@@ -450,7 +479,7 @@ export class Client {
     this.assertOpen();
     const out: TaskInfo[] = [];
     for (const ids of chunk([...new Set(taskIds)], this.options.submitChunkSize)) {
-      const res = await this.unary(this.tasks.cancelTasks, this.tasks, { taskIds: ids });
+      const res = await this.unary(this.tasks.cancelTasks.bind(this.tasks), this.tasks, { taskIds: ids });
       out.push(...res.tasks.map(toTaskInfo));
     }
     return out;

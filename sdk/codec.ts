@@ -72,7 +72,8 @@ export function encodeTaskSpec(input: TaskInput, index = 0): TaskSpec {
 
 /** Splits `items` into consecutive chunks of at most `size`. */
 export function chunk<T>(items: readonly T[], size: number): T[][] {
-  if (!Number.isInteger(size) || size < 1) throw new FabricError("INVALID_ARGUMENT", `chunk size must be >= 1`);
+  if (!Number.isInteger(size) || size < 1)
+    throw new FabricError("INVALID_ARGUMENT", `chunk size must be >= 1`);
   const out: T[][] = [];
   for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
   return out;
@@ -96,7 +97,9 @@ function errorInfoOf(task: Task): TaskErrorInfo {
   };
   const [defCode, defReason, defMessage] = fallback[name] ?? ["UNKNOWN", "", `task ${task.id} failed`];
   const code = info && isErrorCode(info.code) ? info.code : defCode;
-  const remote = info?.remote ? { type: info.remote.type, message: info.remote.message, stack: info.remote.stack } : undefined;
+  const remote = info?.remote
+    ? { type: info.remote.type, message: info.remote.message, stack: info.remote.stack }
+    : undefined;
   const shell = info?.shell
     ? {
         exitCode: info.shell.exitCode,
@@ -173,7 +176,13 @@ export function decodeResult(task: Task): unknown {
 export function taskOutcome<T = unknown>(task: Task): TaskOutcome<T> {
   const info = toTaskInfo(task);
   if (!info.terminal) {
-    return { taskId: task.id, state: info.state, ok: false, error: new TaskPendingError(task.id, info.state), task: info };
+    return {
+      taskId: task.id,
+      state: info.state,
+      ok: false,
+      error: new TaskPendingError(task.id, info.state),
+      task: info,
+    };
   }
   if (task.state !== TaskState.TASK_STATE_SUCCESS) {
     return { taskId: task.id, state: info.state, ok: false, error: taskFailedError(info), task: info };
@@ -238,8 +247,10 @@ export function toEndpointInfo(ep: Endpoint, status: EndpointStatusView | undefi
     name: ep.name,
     description: ep.description,
     createdAt: dateOf(ep.createdAtMs),
-    connection: status?.connection || "never-connected",
-    queuedTasks: status?.queuedTasks ?? 0,
-    last: status?.last ? toEndpointReport(status.last) : undefined,
+    status: {
+      connection: status?.connection || "never-connected",
+      queuedTasks: status?.queuedTasks ?? 0,
+      last: status?.last ? toEndpointReport(status.last) : undefined,
+    },
   };
 }

@@ -20,7 +20,9 @@ export const clientOptionsSchema = z.object({
    * Where the SDK logs (debug level: reconnects, chunking). Default: silent.
    * @default undefined
    */
-  logger: z.custom<Logger>((v) => v === undefined || (typeof v === "object" && v !== null && "child" in v)).optional(),
+  logger: z
+    .custom<Logger>((v) => v === undefined || (typeof v === "object" && v !== null && "child" in v))
+    .optional(),
   /**
    * Most tasks (or ids) per SubmitTasks / GetTasks / WatchTasks request; larger batches are split.
    * @default 5000
@@ -42,7 +44,9 @@ export type ResolvedClientOptions = Readonly<z.output<typeof clientOptionsSchema
 export function resolveClientOptions(options: ClientOptions): ResolvedClientOptions {
   const parsed = clientOptionsSchema.safeParse(options);
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join(".") || "options"}: ${i.message}`).join("; ");
+    const issues = parsed.error.issues
+      .map((i) => `${i.path.join(".") || "options"}: ${i.message}`)
+      .join("; ");
     throw new FabricError("INVALID_ARGUMENT", `invalid client options: ${issues}`);
   }
   return Object.freeze(parsed.data);

@@ -264,7 +264,10 @@ export class Executor {
         else entry.reject(outcome.error);
       }
       if (byId.size > 0) {
-        throw new FabricError("INTERNAL", `the broker ended the task stream before ${byId.size} task(s) finished`);
+        throw new FabricError(
+          "INTERNAL",
+          `the broker ended the task stream before ${byId.size} task(s) finished`,
+        );
       }
     } catch (err) {
       const e = toFabricError(err);

@@ -14,6 +14,7 @@ export interface JsSource {
 const IDENT_RE = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
 // Words that cannot name a `const` binding (strict mode), so cannot be an entry point.
+// prettier-ignore
 const RESERVED = new Set([
   "await", "break", "case", "catch", "class", "const", "continue", "debugger", "default", "delete", "do",
   "else", "enum", "export", "extends", "false", "finally", "for", "function", "if", "implements", "import",
@@ -60,7 +61,10 @@ export function functionExpression(text: string): string {
     throw new FabricError("INVALID_ARGUMENT", "cannot register a class: register a function instead");
   }
   if (/^(get|set|static)\s+[^\s(]/.test(src)) {
-    throw new FabricError("INVALID_ARGUMENT", "cannot register a getter, setter or static block: register a function");
+    throw new FabricError(
+      "INVALID_ARGUMENT",
+      "cannot register a getter, setter or static block: register a function",
+    );
   }
   // Function expressions, `function` declarations (which become named expressions) and arrows.
   if (compiles(`(${src}\n);`)) return src;
@@ -97,7 +101,10 @@ export function sourceOfFunction(fn: unknown): JsSource {
   try {
     text = Function.prototype.toString.call(fn);
   } catch (err) {
-    throw new FabricError("INVALID_ARGUMENT", `cannot read the source of this function: ${(err as Error).message}`);
+    throw new FabricError(
+      "INVALID_ARGUMENT",
+      `cannot read the source of this function: ${(err as Error).message}`,
+    );
   }
   const expr = functionExpression(text);
   const name = (fn as { name?: unknown }).name;

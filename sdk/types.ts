@@ -119,6 +119,16 @@ export interface EndpointReport {
   readonly startedAt: Date | undefined;
 }
 
+/** Whether an endpoint is connected, and what it last reported. */
+export interface EndpointStatusInfo {
+  /** "online", "offline" (no heartbeat lately) or "never-connected". */
+  readonly connection: string;
+  /** Tasks queued for it that it has not taken yet. */
+  readonly queuedTasks: number;
+  /** Its last heartbeat; undefined if it never sent one. */
+  readonly last: EndpointReport | undefined;
+}
+
 /** An endpoint and its status. */
 export interface EndpointInfo {
   readonly id: string;
@@ -126,10 +136,5 @@ export interface EndpointInfo {
   readonly name: string;
   readonly description: string;
   readonly createdAt: Date;
-  /** "online", "offline" (no heartbeat lately) or "never-connected". */
-  readonly connection: string;
-  /** Tasks queued for it that it has not taken yet. */
-  readonly queuedTasks: number;
-  /** Its last heartbeat; undefined if it never sent one. */
-  readonly last: EndpointReport | undefined;
+  readonly status: EndpointStatusInfo;
 }

@@ -69,7 +69,12 @@ export function shouldReconnect(err: FabricError): boolean {
 }
 
 /** The delay before re-open attempt `attempt` (0-based): exponential with jitter, capped. */
-export function backoffDelay(attempt: number, initialMs: number, maxMs: number, random = Math.random): number {
+export function backoffDelay(
+  attempt: number,
+  initialMs: number,
+  maxMs: number,
+  random = Math.random,
+): number {
   const base = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 30));
   // Jitter spreads the reconnects of many clients after a broker restart.
   return Math.round(base / 2 + (random() * base) / 2);
@@ -84,7 +89,11 @@ const HIGH_WATER = 1024;
  * on timeout (DEADLINE_EXCEEDED), on abort (CANCELLED), or when reconnecting keeps failing.
  * Breaking out of the loop cancels the streams.
  */
-export async function* watchTasks(open: OpenWatch, target: WatchTarget, options: WatchOptions): AsyncGenerator<Task> {
+export async function* watchTasks(
+  open: OpenWatch,
+  target: WatchTarget,
+  options: WatchOptions,
+): AsyncGenerator<Task> {
   const initialBackoffMs = options.initialBackoffMs ?? 100;
   const maxBackoffMs = options.maxBackoffMs ?? 5_000;
   const reconnectWindowMs = options.reconnectWindowMs ?? 5 * 60_000;
@@ -186,7 +195,10 @@ export async function* watchTasks(open: OpenWatch, target: WatchTarget, options:
           return finish();
         }
         const delay = backoffDelay(attempt++, initialBackoffMs, maxBackoffMs);
-        log?.debug({ code: err.code, delayMs: delay, remaining: remaining?.length }, "re-opening task stream");
+        log?.debug(
+          { code: err.code, delayMs: delay, remaining: remaining?.length },
+          "re-opening task stream",
+        );
         const timer = setTimeout(() => {
           timers.delete(timer);
           // By id list when we know the ids; a group we know nothing about is re-watched whole,
@@ -202,7 +214,8 @@ export async function* watchTasks(open: OpenWatch, target: WatchTarget, options:
   let deadline: NodeJS.Timeout | undefined;
   const onAbort = () => stop(new FabricError("CANCELLED", "stopped watching tasks: the watch was aborted"));
   try {
-    if (options.signal?.aborted) throw new FabricError("CANCELLED", "stopped watching tasks: the watch was aborted");
+    if (options.signal?.aborted)
+      throw new FabricError("CANCELLED", "stopped watching tasks: the watch was aborted");
     options.signal?.addEventListener("abort", onAbort, { once: true });
     if (options.timeoutMs !== undefined) {
       const ms = options.timeoutMs;

@@ -31,7 +31,8 @@ const { values } = parseArgs({
   strict: true,
 });
 
-const agent = values.agent ?? process.env["FABRIC_AGENT_ADDR"] ?? fail("no agent address (--agent HOST:PORT)");
+const agent =
+  values.agent ?? process.env["FABRIC_AGENT_ADDR"] ?? fail("no agent address (--agent HOST:PORT)");
 const blockId = values.block ?? process.env["FABRIC_BLOCK_ID"] ?? fail("no block id (--block ID)");
 const secret = process.env["FABRIC_BLOCK_SECRET"] ?? fail("no block secret (env FABRIC_BLOCK_SECRET)");
 const workers = Number(values.workers ?? process.env["FABRIC_WORKERS"] ?? "1");

@@ -59,7 +59,11 @@ async function connectWithRetry(opts: ManagerOptions, log: Logger): Promise<net.
  * its agent, so no orphaned worker keeps running user code.
  */
 export async function runManager(opts: ManagerOptions): Promise<number> {
-  const log = opts.log.child({ component: "endpoint.manager", managerId: opts.managerId, blockId: opts.blockId });
+  const log = opts.log.child({
+    component: "endpoint.manager",
+    managerId: opts.managerId,
+    blockId: opts.blockId,
+  });
   let sock: net.Socket | undefined;
   let outcomes: WorkOutcome[] = [];
   let flushScheduled = false;
@@ -84,7 +88,8 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
       ...(opts.workerMain ? { workerMain: opts.workerMain } : {}),
     },
     {
-      onStarted: (taskId, workerId, atMs) => send({ msg: { $case: "started", value: { taskId, workerId, atMs } } }),
+      onStarted: (taskId, workerId, atMs) =>
+        send({ msg: { $case: "started", value: { taskId, workerId, atMs } } }),
       onOutcome: (outcome) => {
         outcomes.push(outcome);
         // Outcomes finishing in the same turn share one frame.

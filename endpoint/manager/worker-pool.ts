@@ -144,7 +144,10 @@ export class WorkerPool {
     } else if (m?.$case === "outcome") {
       const item = slot.current;
       if (!item || item.taskId !== m.value.taskId) {
-        this.log.warn({ workerId: slot.id, taskId: m.value.taskId }, "outcome for a task this worker was not running");
+        this.log.warn(
+          { workerId: slot.id, taskId: m.value.taskId },
+          "outcome for a task this worker was not running",
+        );
         return;
       }
       slot.current = undefined;
@@ -158,10 +161,17 @@ export class WorkerPool {
     const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
     const item = slot.current;
     if (item) {
-      this.log.warn({ workerId: slot.id, taskId: item.taskId, code, signal }, "worker died while running a task");
-      const err = new FabricError("UNAVAILABLE", `the worker process ${slot.id} ${how} while running the task`, {
-        reason: "worker_lost",
-      });
+      this.log.warn(
+        { workerId: slot.id, taskId: item.taskId, code, signal },
+        "worker died while running a task",
+      );
+      const err = new FabricError(
+        "UNAVAILABLE",
+        `the worker process ${slot.id} ${how} while running the task`,
+        {
+          reason: "worker_lost",
+        },
+      );
       this.events.onOutcome({
         taskId: item.taskId,
         ok: false,

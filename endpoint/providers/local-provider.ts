@@ -50,7 +50,10 @@ export class LocalProvider implements ExecutionProvider {
       child.once("error", (err) => resolve(err));
     });
     if (spawned || child.pid === undefined) {
-      throw new FabricError("UNAVAILABLE", `cannot start block ${launch.blockId}: ${spawned?.message ?? "no pid"}`);
+      throw new FabricError(
+        "UNAVAILABLE",
+        `cannot start block ${launch.blockId}: ${spawned?.message ?? "no pid"}`,
+      );
     }
     const jobId = `local-${child.pid}`;
     const job: LocalJob = {

@@ -64,6 +64,8 @@ export function compileJsFunction(functionId: string, spec: JsFunctionSpec): Cal
   try {
     // The entry point is read inside a try so that a name the source never defines is told apart
     // from errors the source's own top-level code throws.
+    // Evaluating user source is this process's whole purpose; it is isolated in the worker.
+    // eslint-disable-next-line @typescript-eslint/no-implied-eval
     factory = new Function(
       "require",
       `${spec.source}\n;try { return ${entry}; } catch (e) { if (e instanceof ReferenceError) return undefined; throw e; }`,
@@ -115,9 +117,13 @@ function encodeResult(value: unknown, maxBytes: number): Uint8Array {
   try {
     text = JSON.stringify(value === undefined ? null : value);
   } catch (err) {
-    throw new FabricError("INVALID_ARGUMENT", `the function's result cannot be encoded as JSON: ${(err as Error).message}`, {
-      reason: "function_error",
-    });
+    throw new FabricError(
+      "INVALID_ARGUMENT",
+      `the function's result cannot be encoded as JSON: ${(err as Error).message}`,
+      {
+        reason: "function_error",
+      },
+    );
   }
   if (text === undefined) {
     throw new FabricError(
@@ -168,10 +174,14 @@ async function runShell(item: WorkItem, spec: ShellFunctionSpec, opts: ExecuteOp
     ...(run.signal ? { signal: run.signal } : {}),
   };
   if (run.timedOut) {
-    throw new FabricError("DEADLINE_EXCEEDED", `command killed after reaching its walltime of ${walltimeS} s`, {
-      reason: "walltime",
-      shell,
-    });
+    throw new FabricError(
+      "DEADLINE_EXCEEDED",
+      `command killed after reaching its walltime of ${walltimeS} s`,
+      {
+        reason: "walltime",
+        shell,
+      },
+    );
   }
   if (run.exitCode !== 0 || run.signal) {
     const how = run.signal ? `was killed by ${run.signal}` : `exited with code ${run.exitCode}`;
@@ -196,6 +206,12 @@ export async function executeWorkItem(item: WorkItem, opts: ExecuteOptions): Pro
     return { ...base, ok: true, resultJson: Buffer.from(result), error: undefined, finishedAtMs: Date.now() };
   } catch (err) {
     const fe = toFabricError(err);
-    return { ...base, ok: false, resultJson: Buffer.alloc(0), error: errorToInfo(fe), finishedAtMs: Date.now() };
+    return {
+      ...base,
+      ok: false,
+      resultJson: Buffer.alloc(0),
+      error: errorToInfo(fe),
+      finishedAtMs: Date.now(),
+    };
   }
 }

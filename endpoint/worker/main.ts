@@ -79,6 +79,8 @@ link.on("error", () => exitNow(0));
 process.on("SIGTERM", () => exitNow(0));
 process.on("SIGINT", () => exitNow(0));
 // A user function's stray rejection must not kill the worker between tasks.
-process.on("unhandledRejection", (reason) => log.warn({ reason: String(reason) }, "unhandled rejection in user code"));
+process.on("unhandledRejection", (reason) =>
+  log.warn({ reason: String(reason) }, "unhandled rejection in user code"),
+);
 
 send({ msg: { $case: "ready", value: workerId } });

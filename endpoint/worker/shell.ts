@@ -24,16 +24,19 @@ function stringOf(value: unknown): string {
  */
 export function fillCommandTemplate(template: string, kwargs: Readonly<Record<string, unknown>>): string {
   const missing: string[] = [];
-  const out = template.replace(/\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (match, name: string | undefined) => {
-    if (match === "{{") return "{";
-    if (match === "}}") return "}";
-    const key = name!;
-    if (!Object.hasOwn(kwargs, key) || kwargs[key] === undefined || kwargs[key] === null) {
-      missing.push(key);
-      return match;
-    }
-    return quoteShellArg(stringOf(kwargs[key]));
-  });
+  const out = template.replace(
+    /\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}/g,
+    (match, name: string | undefined) => {
+      if (match === "{{") return "{";
+      if (match === "}}") return "}";
+      const key = name!;
+      if (!Object.hasOwn(kwargs, key) || kwargs[key] === undefined || kwargs[key] === null) {
+        missing.push(key);
+        return match;
+      }
+      return quoteShellArg(stringOf(kwargs[key]));
+    },
+  );
   if (missing.length > 0) {
     throw new FabricError(
       "INVALID_ARGUMENT",

@@ -1,0 +1,338 @@
+/**
+ * Spawns the real worker and manager processes. Node 20 cannot run TypeScript, so the endpoint
+ * folder is compiled first (see testing/build-for-tests.ts) and the compiled entries are spawned.
+ */
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import net from "node:net";
+import path from "node:path";
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { readFrames, writeFrame } from "../../common/framing.js";
+import { AgentMessage, ManagerMessage, WorkerRequest, WorkerResponse } from "../../proto/index.js";
+import type { FunctionSpec, WorkItem, WorkOutcome } from "../../proto/index.js";
+import { buildEndpointForTests } from "../testing/build-for-tests.js";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+function jsItem(
+  taskId: string,
+  source: string,
+  entryPoint: string,
+  args: unknown[],
+  kwargs?: unknown,
+): WorkItem {
+  return {
+    taskId,
+    functionId: `f-${taskId}`,
+    function: { kind: { $case: "js", value: { source, entryPoint } }, containerImage: "" },
+    argsJson: Buffer.from(enc.encode(JSON.stringify(args))),
+    kwargsJson: Buffer.from(kwargs === undefined ? new Uint8Array() : enc.encode(JSON.stringify(kwargs))),
+    attempt: 1,
+  };
+}
+
+function shellItem(taskId: string, command: string, kwargs: unknown, walltimeS = 0): WorkItem {
+  const fn: FunctionSpec = { kind: { $case: "shell", value: { command, walltimeS } }, containerImage: "" };
+  return {
+    taskId,
+    functionId: `f-${taskId}`,
+    function: fn,
+    argsJson: Buffer.alloc(0),
+    kwargsJson: Buffer.from(JSON.stringify(kwargs)),
+    attempt: 1,
+  };
+}
+
+/** A worker process driven directly over its fd 3, the way a manager does. */
+class WorkerHandle {
+  readonly outcomes: WorkOutcome[] = [];
+  ready = false;
+  private waiters: (() => void)[] = [];
+  readonly proc: ChildProcess;
+
+  constructor(main: string) {
+    this.proc = spawn(process.execPath, [main], {
+      stdio: ["ignore", "pipe", "pipe", "pipe"],
+      env: { ...process.env, FABRIC_LOG_LEVEL: "silent" },
+    });
+    readFrames(
+      this.proc.stdio[3] as net.Socket,
+      (f) => {
+        const m = WorkerResponse.decode(f).msg;
+        if (m?.$case === "ready") this.ready = true;
+        if (m?.$case === "outcome") this.outcomes.push(m.value);
+        for (const w of this.waiters.splice(0)) w();
+      },
+      (err) => {
+        throw err;
+      },
+    );
+  }
+
+  async run(item: WorkItem): Promise<WorkOutcome> {
+    writeFrame(this.proc.stdio[3] as net.Socket, WorkerRequest.encode({ item }).finish());
+    for (;;) {
+      const o = this.outcomes.find((x) => x.taskId === item.taskId);
+      if (o) return o;
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+  }
+}
+
+const resultOf = (o: WorkOutcome): unknown => JSON.parse(dec.decode(o.resultJson));
+
+describe("worker process", () => {
+  let dist: string;
+  let worker: WorkerHandle;
+
+  beforeAll(() => {
+    dist = buildEndpointForTests();
+    worker = new WorkerHandle(path.join(dist, "endpoint/worker/main.js"));
+  }, 120_000);
+  afterAll(() => {
+    worker?.proc.kill("SIGKILL");
+  });
+
+  it("runs a JS function, with kwargs as a last argument", async () => {
+    const o = await worker.run(
+      jsItem("t1", "function add(a, b, kw) { return a + b + (kw ? kw.extra : 0); }", "add", [2, 40], {
+        extra: 100,
+      }),
+    );
+    expect(o.ok).toBe(true);
+    expect(resultOf(o)).toBe(142);
+    expect(worker.ready).toBe(true);
+  });
+
+  it("runs an async function and turns undefined into null", async () => {
+    const o = await worker.run(
+      jsItem(
+        "t2",
+        "async function later(x) { await new Promise((r) => setTimeout(r, 5)); return { x, pid: process.pid }; }",
+        "later",
+        [7],
+      ),
+    );
+    expect(o.ok).toBe(true);
+    const r = resultOf(o) as { x: number; pid: number };
+    expect(r.x).toBe(7);
+    expect(r.pid).toBe(worker.proc.pid);
+    const u = await worker.run(jsItem("t3", "function nothing() {}", "nothing", []));
+    expect(resultOf(u)).toBeNull();
+  });
+
+  it("reports a thrown error with its type, message and stack", async () => {
+    const o = await worker.run(
+      jsItem(
+        "t4",
+        "class ExperimentError extends Error { constructor(m) { super(m); this.name = 'ExperimentError'; } }\nfunction explode(d) { throw new ExperimentError('detector ' + d + ' saturated'); }",
+        "explode",
+        ["D7"],
+      ),
+    );
+    expect(o.ok).toBe(false);
+    expect(o.error).toMatchObject({
+      code: "UNKNOWN",
+      reason: "function_error",
+      message: "detector D7 saturated",
+    });
+    expect(o.error?.remote?.type).toBe("ExperimentError");
+    expect(o.error?.remote?.stack).toMatch(/explode/);
+  });
+
+  it("reports non-Error throws, missing entry points and non-JSON results clearly", async () => {
+    const s = await worker.run(jsItem("t5", "function f() { throw 'plain string'; }", "f", []));
+    expect(s.error).toMatchObject({ reason: "function_error", message: "plain string" });
+    expect(s.error?.remote?.type).toBe("string");
+    const m = await worker.run(jsItem("t6", "function g() {}", "h", []));
+    expect(m.error).toMatchObject({ code: "INVALID_ARGUMENT", reason: "invalid_task" });
+    expect(m.error?.message).toMatch(/entry point h is not defined/);
+    const b = await worker.run(jsItem("t7", "function big() { return 10n; }", "big", []));
+    expect(b.error?.message).toMatch(/cannot be encoded as JSON/);
+  });
+
+  it("runs a shell command with a non-zero exit", async () => {
+    const o = await worker.run(shellItem("t8", "echo partial; echo broken >&2; exit {code}", { code: 3 }));
+    expect(o.ok).toBe(false);
+    expect(o.error).toMatchObject({
+      code: "UNKNOWN",
+      reason: "shell_exit_nonzero",
+      message: "command exited with code 3",
+    });
+    expect(o.error?.shell).toMatchObject({ exitCode: 3, stdout: "partial\n", stderr: "broken\n" });
+    const ok = await worker.run(shellItem("t9", "echo hello {name}", { name: "world; echo injected" }));
+    expect(resultOf(ok)).toEqual({ exitCode: 0, stdout: "hello world; echo injected\n", stderr: "" });
+  });
+
+  it("kills a shell command at its walltime", async () => {
+    const o = await worker.run(shellItem("t10", "echo begun; sleep 30", {}, 1));
+    expect(o.error).toMatchObject({ code: "DEADLINE_EXCEEDED", reason: "walltime" });
+    expect(o.error?.shell?.stdout).toBe("begun\n");
+  });
+});
+
+/** A stand-in agent: accepts one manager and records what it says. */
+class FakeAgent {
+  readonly server = net.createServer((s) => this.accept(s));
+  readonly messages: ManagerMessage[] = [];
+  sock: net.Socket | undefined;
+  closed = false;
+  private waiters: (() => void)[] = [];
+
+  async listen(): Promise<number> {
+    await new Promise<void>((r) => this.server.listen(0, "127.0.0.1", r));
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  private accept(s: net.Socket): void {
+    this.sock = s;
+    readFrames(
+      s,
+      (f) => this.push(ManagerMessage.decode(f)),
+      () => s.destroy(),
+    );
+    s.on("close", () => {
+      this.closed = true;
+      this.notify();
+    });
+  }
+
+  private push(m: ManagerMessage): void {
+    this.messages.push(m);
+    this.notify();
+  }
+
+  private notify(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  send(m: AgentMessage): void {
+    writeFrame(this.sock!, AgentMessage.encode(m).finish());
+  }
+
+  outcomes(): WorkOutcome[] {
+    return this.messages.flatMap((m) => (m.msg?.$case === "outcomes" ? m.msg.value.outcomes : []));
+  }
+
+  async until(check: () => boolean, timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!check()) {
+      if (Date.now() > deadline) throw new Error("timed out waiting for the manager");
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 200);
+      });
+    }
+  }
+}
+
+describe("manager process against a stand-in agent", () => {
+  let dist: string;
+  beforeAll(() => {
+    dist = buildEndpointForTests();
+  }, 120_000);
+
+  function startManager(port: number, workers: number): ChildProcess {
+    return spawn(
+      process.execPath,
+      [
+        path.join(dist, "endpoint/manager/main.js"),
+        "--agent",
+        `127.0.0.1:${port}`,
+        "--block",
+        "b-test",
+        "--workers",
+        String(workers),
+      ],
+      {
+        stdio: ["ignore", "ignore", "ignore"],
+        env: { ...process.env, FABRIC_BLOCK_SECRET: "s3cret", FABRIC_LOG_LEVEL: "silent" },
+      },
+    );
+  }
+
+  it("says hello, runs work, reports starts and outcomes, replaces a dead worker, and exits on shutdown", async () => {
+    const agent = new FakeAgent();
+    const port = await agent.listen();
+    const proc = startManager(port, 2);
+    const exited = new Promise<number | null>((r) => proc.on("exit", (code) => r(code)));
+    try {
+      await agent.until(() => agent.messages.length > 0);
+      const hello = agent.messages[0]!.msg;
+      expect(hello?.$case).toBe("hello");
+      if (hello?.$case !== "hello") return;
+      expect(hello.value).toMatchObject({ blockId: "b-test", workers: 2, secret: "s3cret" });
+      agent.send({ msg: { $case: "welcome", value: { endpointId: "ep", heartbeatIntervalS: 1 } } });
+
+      agent.send({
+        msg: {
+          $case: "work",
+          value: {
+            items: [
+              jsItem("a", "function sq(x) { return x * x; }", "sq", [9]),
+              jsItem("b", "function die() { process.exit(7); }", "die", []),
+              jsItem("c", "function sq(x) { return x * x; }", "sq", [4]),
+            ],
+          },
+        },
+      });
+      await agent.until(() => agent.outcomes().length === 3);
+      const byId = new Map(agent.outcomes().map((o) => [o.taskId, o]));
+      expect(resultOf(byId.get("a")!)).toBe(81);
+      expect(resultOf(byId.get("c")!)).toBe(16);
+      expect(byId.get("b")!.error).toMatchObject({ code: "UNAVAILABLE", reason: "worker_lost" });
+      expect(byId.get("b")!.error?.message).toMatch(/exited with code 7/);
+      const started = agent.messages.filter((m) => m.msg?.$case === "started");
+      expect(started).toHaveLength(3);
+
+      // The replacement worker takes new work.
+      agent.send({
+        msg: {
+          $case: "work",
+          value: {
+            items: [
+              jsItem("d", "function sq(x) { return x * x; }", "sq", [5]),
+              jsItem("e", "function sq(x) { return x * x; }", "sq", [6]),
+            ],
+          },
+        },
+      });
+      await agent.until(() => agent.outcomes().length === 5);
+      expect(agent.outcomes().filter((o) => o.ok)).toHaveLength(4);
+      await agent.until(() => agent.messages.some((m) => m.msg?.$case === "heartbeat"));
+
+      agent.send({ msg: { $case: "shutdown", value: { reason: "test over" } } });
+      expect(await exited).toBe(0);
+    } finally {
+      proc.kill("SIGKILL");
+      agent.server.close();
+    }
+  });
+
+  it("exits, taking its workers along, when the agent connection drops", async () => {
+    const agent = new FakeAgent();
+    const port = await agent.listen();
+    const proc = startManager(port, 1);
+    const exited = new Promise<number | null>((r) => proc.on("exit", (code) => r(code)));
+    try {
+      await agent.until(() => agent.messages.length > 0);
+      agent.send({
+        msg: {
+          $case: "work",
+          value: { items: [jsItem("p", "function pid() { return process.pid; }", "pid", [])] },
+        },
+      });
+      await agent.until(() => agent.outcomes().length === 1);
+      const workerPid = resultOf(agent.outcomes()[0]!) as number;
+      agent.sock!.destroy();
+      expect(await exited).toBe(1);
+      expect(() => process.kill(workerPid, 0)).toThrow();
+    } finally {
+      proc.kill("SIGKILL");
+      agent.server.close();
+    }
+  });
+});

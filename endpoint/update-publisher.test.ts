@@ -1,0 +1,85 @@
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+
+import { TaskState, TaskUpdateBatch } from "../proto/index.js";
+import type { TaskUpdate } from "../proto/index.js";
+import { UpdatePublisher } from "./update-publisher.js";
+
+const log = pino({ level: "silent" });
+
+function update(taskId: string, bytes = 0): TaskUpdate {
+  return {
+    taskId,
+    state: TaskState.TASK_STATE_SUCCESS,
+    atMs: 1,
+    actor: "endpoint/e",
+    detail: "",
+    result: { json: Buffer.alloc(bytes, 0x31), objectRef: "", size: bytes },
+    error: undefined,
+    attempt: 1,
+  };
+}
+
+describe("UpdatePublisher", () => {
+  it("batches updates and runs onPublished only after the publish resolved", async () => {
+    const batches: string[][] = [];
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const p = new UpdatePublisher({
+      endpointId: "e",
+      log,
+      publish: async (bytes) => {
+        await gate;
+        batches.push(TaskUpdateBatch.decode(bytes).updates.map((u) => u.taskId));
+      },
+    });
+    const acked: string[] = [];
+    for (const id of ["a", "b", "c"]) p.add(update(id), () => acked.push(id));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(acked).toEqual([]);
+    release();
+    await p.flush();
+    expect(batches).toEqual([["a", "b", "c"]]);
+    expect(acked).toEqual(["a", "b", "c"]);
+  });
+
+  it("splits batches by count and by bytes, keeping order", async () => {
+    const batches: string[][] = [];
+    const p = new UpdatePublisher({
+      endpointId: "e",
+      log,
+      maxUpdates: 2,
+      maxBytes: 2500,
+      publish: async (bytes) => {
+        batches.push(TaskUpdateBatch.decode(bytes).updates.map((u) => u.taskId));
+      },
+    });
+    p.add(update("1"));
+    p.add(update("2"));
+    p.add(update("3", 1000));
+    p.add(update("4", 1000));
+    p.add(update("5", 1000));
+    await p.flush();
+    expect(batches.flat()).toEqual(["1", "2", "3", "4", "5"]);
+    for (const b of batches) expect(b.length).toBeLessThanOrEqual(2);
+    expect(batches).toContainEqual(["5"]);
+  });
+
+  it("retries a failed publish instead of dropping updates", async () => {
+    let calls = 0;
+    const p = new UpdatePublisher({
+      endpointId: "e",
+      log,
+      publish: async () => {
+        calls++;
+        if (calls === 1) throw new Error("no responders");
+      },
+    });
+    let done = false;
+    p.add(update("x"), () => (done = true));
+    await p.flush();
+    expect(calls).toBe(2);
+    expect(done).toBe(true);
+    expect(p.lastError).toBe("");
+  });
+});

@@ -1,0 +1,194 @@
+// What the `fabric` CLI prints. Pure functions from SDK values to text, so the output users see is
+// unit-tested (cli-format.test.ts) without a broker.
+import Table from "cli-table3";
+
+import { FabricError } from "../common/errors.js";
+import type { EndpointInfo, FunctionInfo, TaskInfo, TaskOutcome } from "./types.js";
+
+// No colours: output is read by people and by scripts alike, and goes to files and CI logs.
+const plain = { head: [] as string[], border: [] as string[] };
+
+/** A table with a header row. */
+export function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
+  const t = new Table({ head: [...head], style: plain });
+  for (const r of rows) t.push([...r]);
+  return t.toString();
+}
+
+/** A two-column table of field names and values. */
+export function record(fields: readonly (readonly [string, string])[]): string {
+  const t = new Table({ style: plain });
+  for (const [k, v] of fields) t.push({ [k]: v });
+  return t.toString();
+}
+
+const time = (d: Date | undefined): string => (d && d.getTime() > 0 ? d.toISOString() : "-");
+
+/** Plain data for an error (an Error's own fields are not enumerable, so JSON.stringify loses them). */
+export function errorToJson(err: unknown): Record<string, unknown> {
+  if (err instanceof FabricError) {
+    return {
+      code: err.code,
+      message: err.message,
+      ...(err.reason ? { reason: err.reason } : {}),
+      ...(err.remote ? { remote: err.remote } : {}),
+      ...(err.shell ? { shell: err.shell } : {}),
+    };
+  }
+  return { code: "INTERNAL", message: err instanceof Error ? err.message : String(err) };
+}
+
+/** Machine-readable JSON of any SDK value: dates as ISO strings, errors as `{code, message, ...}`. */
+export function toJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => (v instanceof Error ? errorToJson(v) : v), 2) ?? "null";
+}
+
+/** A task outcome as plain data, for `--json`. */
+export function outcomeToJson(o: TaskOutcome): Record<string, unknown> {
+  return o.ok
+    ? { taskId: o.taskId, state: o.state, ok: true, value: o.value ?? null }
+    : { taskId: o.taskId, state: o.state, ok: false, error: errorToJson(o.error) };
+}
+
+/** A function's result as printed by `fabric task result` / `fabric run --wait`. */
+export function formatValue(value: unknown): string {
+  return JSON.stringify(value ?? null, null, 2);
+}
+
+function clip(text: string, max = 120): string {
+  const oneLine = text.replace(/\s+/g, " ").trim();
+  return oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
+}
+
+/** `fabric function list`. */
+export function formatFunctions(fns: readonly FunctionInfo[]): string {
+  if (fns.length === 0) return "no functions registered";
+  return table(
+    ["ID", "NAME", "KIND", "IMAGE", "CREATED"],
+    fns.map((f) => [f.id, f.name, f.kind, f.containerImage || "(default)", time(f.createdAt)]),
+  );
+}
+
+/** `fabric function show`. */
+export function formatFunction(f: FunctionInfo): string {
+  const fields: [string, string][] = [
+    ["id", f.id],
+    ["name", f.name],
+    ["description", f.description || "-"],
+    ["kind", f.kind],
+    ["image", f.containerImage || "(endpoint default)"],
+    ["owner", f.owner],
+    ["created", time(f.createdAt)],
+  ];
+  if (f.kind === "js") {
+    fields.push(["entry point", f.entryPoint]);
+    return `${record(fields)}\n${f.source.trimEnd()}`;
+  }
+  fields.push(
+    ["command", f.command],
+    ["walltime", f.walltimeSeconds > 0 ? `${f.walltimeSeconds} s` : "(endpoint default)"],
+  );
+  return record(fields);
+}
+
+/** `fabric endpoint list`. */
+export function formatEndpoints(eps: readonly EndpointInfo[]): string {
+  if (eps.length === 0) return "no endpoints registered";
+  return table(
+    ["ID", "NAME", "CONNECTION", "QUEUED", "RUNNING", "WORKERS (IDLE)", "LAST HEARTBEAT"],
+    eps.map((e) => {
+      const last = e.status.last;
+      return [
+        e.id,
+        e.name,
+        e.status.connection,
+        String(e.status.queuedTasks),
+        last ? String(last.runningTasks) : "-",
+        last ? `${last.workers} (${last.idleWorkers})` : "-",
+        time(last?.at),
+      ];
+    }),
+  );
+}
+
+/** `fabric endpoint status`. */
+export function formatEndpoint(e: EndpointInfo): string {
+  const last = e.status.last;
+  const fields: [string, string][] = [
+    ["id", e.id],
+    ["name", e.name],
+    ["description", e.description || "-"],
+    ["connection", e.status.connection],
+    ["queued tasks", String(e.status.queuedTasks)],
+    ["created", time(e.createdAt)],
+  ];
+  if (last) {
+    fields.push(
+      ["last heartbeat", time(last.at)],
+      ["agent state", last.state],
+      ["host", last.hostname],
+      ["agent version", last.agentVersion],
+      ["provider", last.provider],
+      ["started", time(last.startedAt)],
+      ["outstanding tasks", String(last.outstandingTasks)],
+      ["running tasks", String(last.runningTasks)],
+      ["managers", String(last.managers)],
+      ["workers (idle)", `${last.workers} (${last.idleWorkers})`],
+    );
+    if (last.lastError) fields.push(["last error", last.lastError]);
+  }
+  const out = [record(fields)];
+  if (last && last.blocks.length > 0) {
+    out.push(
+      table(
+        ["BLOCK", "JOB", "STATE", "SINCE", "REASON"],
+        last.blocks.map((b) => [b.blockId, b.jobId || "-", b.state, time(b.since), b.reason || "-"]),
+      ),
+    );
+  }
+  return out.join("\n");
+}
+
+/** `fabric task status`: the task's fields, then its history. */
+export function formatTaskStatus(t: TaskInfo): string {
+  const fields: [string, string][] = [
+    ["id", t.id],
+    ["state", t.state],
+    ["function", t.functionId],
+    ["endpoint", t.endpointId],
+    ["group", t.groupId || "-"],
+    ["attempts", String(t.attempts)],
+    ["created", time(t.createdAt)],
+    ["completed", time(t.completedAt)],
+  ];
+  const e = t.error;
+  if (e) {
+    fields.push(["error", `${e.code}: ${e.message}`]);
+    if (e.reason) fields.push(["reason", e.reason]);
+    if (e.remote) fields.push(["exception", `${e.remote.type}: ${e.remote.message}`]);
+    if (e.shell) {
+      fields.push(["exit code", String(e.shell.exitCode) + (e.shell.signal ? ` (${e.shell.signal})` : "")]);
+      if (e.shell.stdout) fields.push(["stdout", clip(e.shell.stdout, 400)]);
+      if (e.shell.stderr) fields.push(["stderr", clip(e.shell.stderr, 400)]);
+    }
+  }
+  const history = table(
+    ["STATE", "AT", "ACTOR", "DETAIL"],
+    t.history.map((h) => [h.state, time(h.at), h.actor, h.detail || ""]),
+  );
+  return `${record(fields)}\n${history}`;
+}
+
+/** `fabric task cancel`: each task and its state afterwards. */
+export function formatTaskStates(tasks: readonly TaskInfo[]): string {
+  return table(
+    ["ID", "STATE"],
+    tasks.map((t) => [t.id, t.state]),
+  );
+}
+
+/** `fabric task watch`: one line per finished task. */
+export function formatOutcomeLine(o: TaskOutcome): string {
+  const detail = o.ok ? clip(JSON.stringify(o.value ?? null)) : clip(`${o.error.code}: ${o.error.message}`);
+  return `${o.taskId}  ${o.state}  ${detail}`;
+}

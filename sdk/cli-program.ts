@@ -1,0 +1,344 @@
+// The `fabric` command line: parsing, one action per command, and the exit-code contract
+// (0 ok, 1 a failed call or task, 2 a usage error), kept apart from the process entry (cli.ts) so
+// it can be run in-process by tests.
+import { readFileSync } from "node:fs";
+
+import { Command, CommanderError, Option } from "commander";
+
+import { FabricError } from "../common/errors.js";
+import { Client } from "./client.js";
+import {
+  formatEndpoint,
+  formatEndpoints,
+  formatFunction,
+  formatFunctions,
+  formatOutcomeLine,
+  formatTaskStatus,
+  formatTaskStates,
+  formatValue,
+  outcomeToJson,
+  toJson,
+} from "./cli-format.js";
+import { writeClientFile } from "./config.js";
+
+/** Where the CLI reads and writes; the real process by default, buffers in tests. */
+export interface CliIo {
+  readonly stdout: (text: string) => void;
+  readonly stderr: (text: string) => void;
+  readonly env: NodeJS.ProcessEnv;
+  /** How a command gets its client. Default: {@link Client.fromConfig} with `env`. */
+  readonly connect?: (env: NodeJS.ProcessEnv) => Client;
+}
+
+/** A mistake in how the command was called: exit code 2. */
+export class UsageError extends FabricError {
+  override readonly name: string = "UsageError";
+  constructor(message: string) {
+    super("INVALID_ARGUMENT", message);
+  }
+}
+
+/** Parses `--args`: a JSON array. */
+export function parseArgsOption(text: string | undefined): unknown[] | undefined {
+  if (text === undefined) return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`--args is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(v)) throw new UsageError(`--args must be a JSON array, e.g. --args '[1, "a"]'`);
+  return v as unknown[];
+}
+
+/** Parses `--kwargs`: a JSON object. */
+export function parseKwargsOption(text: string | undefined): Record<string, unknown> | undefined {
+  if (text === undefined) return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`--kwargs is not valid JSON: ${(err as Error).message}`);
+  }
+  if (v === null || typeof v !== "object" || Array.isArray(v)) {
+    throw new UsageError(`--kwargs must be a JSON object, e.g. --kwargs '{"file": "a.h5"}'`);
+  }
+  return v as Record<string, unknown>;
+}
+
+/** Parses a duration in seconds (`--timeout`, `--walltime`) into a number. */
+export function parseSeconds(flag: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isFinite(n) || n <= 0)
+    throw new UsageError(`${flag} must be a positive number of seconds, got ${JSON.stringify(text)}`);
+  return n;
+}
+
+/** The one line printed for an error. */
+export function errorLine(err: unknown): string {
+  if (err instanceof FabricError) return `error: ${err.code}: ${oneLine(err.message)}`;
+  return `error: INTERNAL: ${oneLine(err instanceof Error ? err.message : String(err))}`;
+}
+
+function oneLine(s: string): string {
+  return s.replace(/\s*\n\s*/g, " ").trim();
+}
+
+interface JsonFlag {
+  json?: boolean;
+}
+
+const jsonOption = () => new Option("--json", "print machine-readable JSON");
+
+/**
+ * Runs the `fabric` CLI with `argv` (the arguments after the program name) and returns the exit
+ * code: 0 success, 1 a failed call or task, 2 a usage error. Prints one `error: CODE: message`
+ * line on failure, never a stack trace.
+ */
+export async function runCli(argv: readonly string[], io: CliIo): Promise<number> {
+  const out = (text: string) => io.stdout(text.endsWith("\n") ? text : `${text}\n`);
+  let exitCode = 0;
+  let client: Client | undefined;
+  const connect = (): Client => (client ??= (io.connect ?? ((env) => Client.fromConfig({ env })))(io.env));
+  const print = (json: boolean | undefined, value: unknown, human: () => string) =>
+    out(json ? toJson(value) : human());
+
+  const program = new Command("fabric")
+    .description("Run functions on HPC endpoints through the fabric's broker.")
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout(s),
+      writeErr: (s) => io.stderr(s),
+      // Commander's own parse errors, in the same one-line shape as every other error.
+      outputError: (s, write) => write(`error: INVALID_ARGUMENT: ${oneLine(s.replace(/^error:\s*/, ""))}\n`),
+    });
+
+  program
+    .command("configure")
+    .description("save the broker address and your token to $FABRIC_HOME/client.json (mode 0600)")
+    .requiredOption("--broker <address>", "broker address, host:port or https://host:port")
+    .requiredOption("--token <token>", "your token (a JWT from the broker's operator)")
+    .action((opts: { broker: string; token: string }) => {
+      const file = writeClientFile({ broker: opts.broker, token: opts.token }, io.env);
+      out(`saved ${file}`);
+    });
+
+  // ---------- functions ----------
+  const fn = program.command("function").description("register, list, show and delete functions");
+
+  fn.command("register <file>")
+    .description("register a JavaScript function from a source file")
+    .requiredOption("--entry <name>", "the function in the file to call")
+    .option("--name <name>", "a human name (default: the entry point)")
+    .option("--description <text>", "what it does")
+    .option("--image <image>", "container image it needs (default: the endpoint's)")
+    .addOption(jsonOption())
+    .action(
+      async (
+        file: string,
+        opts: { entry: string; name?: string; description?: string; image?: string } & JsonFlag,
+      ) => {
+        let source: string;
+        try {
+          source = readFileSync(file, "utf8");
+        } catch (err) {
+          throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
+        }
+        const id = await connect().registerFunction(
+          { source, entryPoint: opts.entry },
+          {
+            ...(opts.name !== undefined ? { name: opts.name } : {}),
+            ...(opts.description !== undefined ? { description: opts.description } : {}),
+            ...(opts.image !== undefined ? { containerImage: opts.image } : {}),
+          },
+        );
+        print(opts.json, { functionId: id }, () => id);
+      },
+    );
+
+  fn.command("register-shell <command>")
+    .description("register a shell command template; {name} placeholders are filled from --kwargs")
+    .option("--walltime <seconds>", "kill the command after this long (default: the endpoint's)")
+    .option("--name <name>", "a human name (default: the command)")
+    .option("--description <text>", "what it does")
+    .option("--image <image>", "container image it needs (default: the endpoint's)")
+    .addOption(jsonOption())
+    .action(
+      async (
+        command: string,
+        opts: { walltime?: string; name?: string; description?: string; image?: string } & JsonFlag,
+      ) => {
+        const walltime = parseSeconds("--walltime", opts.walltime);
+        if (walltime !== undefined && !Number.isInteger(walltime))
+          throw new UsageError("--walltime must be whole seconds");
+        const id = await connect().registerShellFunction(command, {
+          ...(walltime !== undefined ? { walltimeSeconds: walltime } : {}),
+          ...(opts.name !== undefined ? { name: opts.name } : {}),
+          ...(opts.description !== undefined ? { description: opts.description } : {}),
+          ...(opts.image !== undefined ? { containerImage: opts.image } : {}),
+        });
+        print(opts.json, { functionId: id }, () => id);
+      },
+    );
+
+  fn.command("list")
+    .description("list your functions")
+    .addOption(jsonOption())
+    .action(async (opts: JsonFlag) => {
+      const fns = await connect().listFunctions();
+      print(opts.json, fns, () => formatFunctions(fns));
+    });
+
+  fn.command("show <id>")
+    .description("show a function, with its source or command")
+    .addOption(jsonOption())
+    .action(async (id: string, opts: JsonFlag) => {
+      const f = await connect().getFunction(id);
+      print(opts.json, f, () => formatFunction(f));
+    });
+
+  fn.command("delete <id>")
+    .description("delete a function (tasks already submitted are not affected)")
+    .addOption(jsonOption())
+    .action(async (id: string, opts: JsonFlag) => {
+      await connect().deleteFunction(id);
+      print(opts.json, { functionId: id, deleted: true }, () => `deleted function ${id}`);
+    });
+
+  // ---------- run ----------
+  program
+    .command("run <functionId>")
+    .description("run a function once on an endpoint; prints the task id, or the result with --wait")
+    .requiredOption("--endpoint <id>", "the endpoint to run on")
+    .option("--args <json>", "positional arguments, a JSON array")
+    .option("--kwargs <json>", "keyword arguments, a JSON object (fills a shell command's {name}s)")
+    .option("--wait", "wait for the task and print its result")
+    .option("--timeout <seconds>", "with --wait: give up after this long (the task keeps running)")
+    .addOption(jsonOption())
+    .action(
+      async (
+        functionId: string,
+        opts: {
+          endpoint: string;
+          args?: string;
+          kwargs?: string;
+          wait?: boolean;
+          timeout?: string;
+        } & JsonFlag,
+      ) => {
+        const args = parseArgsOption(opts.args);
+        const kwargs = parseKwargsOption(opts.kwargs);
+        const timeout = parseSeconds("--timeout", opts.timeout);
+        if (timeout !== undefined && !opts.wait) throw new UsageError("--timeout only applies with --wait");
+        const c = connect();
+        const taskId = await c.run(functionId, opts.endpoint, args, kwargs);
+        if (!opts.wait) {
+          print(opts.json, { taskId }, () => taskId);
+          return;
+        }
+        const value = await c.waitForResult(
+          taskId,
+          timeout !== undefined ? { timeoutMs: timeout * 1000 } : {},
+        );
+        print(opts.json, { taskId, state: "success", value: value ?? null }, () => formatValue(value));
+      },
+    );
+
+  // ---------- tasks ----------
+  const task = program.command("task").description("follow, inspect and cancel tasks");
+
+  task
+    .command("status <id>")
+    .description("a task's state and its history")
+    .addOption(jsonOption())
+    .action(async (id: string, opts: JsonFlag) => {
+      const info = await connect().getTask(id);
+      print(opts.json, info, () => formatTaskStatus(info));
+    });
+
+  task
+    .command("result <id>")
+    .description("a finished task's result (fails with FAILED_PRECONDITION while it runs, unless --wait)")
+    .option("--wait", "wait for it to finish")
+    .option("--timeout <seconds>", "with --wait: give up after this long")
+    .addOption(jsonOption())
+    .action(async (id: string, opts: { wait?: boolean; timeout?: string } & JsonFlag) => {
+      const timeout = parseSeconds("--timeout", opts.timeout);
+      if (timeout !== undefined && !opts.wait) throw new UsageError("--timeout only applies with --wait");
+      const c = connect();
+      const value = opts.wait
+        ? await c.waitForResult(id, timeout !== undefined ? { timeoutMs: timeout * 1000 } : {})
+        : await c.getResult(id);
+      print(opts.json, { taskId: id, state: "success", value: value ?? null }, () => formatValue(value));
+    });
+
+  task
+    .command("watch <ids...>")
+    .description("wait for tasks and print each as it finishes (exit 1 if any did not succeed)")
+    .option("--timeout <seconds>", "give up after this long")
+    .addOption(jsonOption())
+    .action(async (ids: string[], opts: { timeout?: string } & JsonFlag) => {
+      const timeout = parseSeconds("--timeout", opts.timeout);
+      // One JSON document per line with --json, so a consumer can act on each as it arrives.
+      for await (const o of connect().results(
+        ids,
+        timeout !== undefined ? { timeoutMs: timeout * 1000 } : {},
+      )) {
+        io.stdout(`${opts.json ? JSON.stringify(outcomeToJson(o)) : formatOutcomeLine(o)}\n`);
+        if (!o.ok) exitCode = 1;
+      }
+    });
+
+  task
+    .command("cancel <ids...>")
+    .description("cancel tasks that have not finished")
+    .addOption(jsonOption())
+    .action(async (ids: string[], opts: JsonFlag) => {
+      const tasks = await connect().cancel(ids);
+      print(opts.json, tasks, () => formatTaskStates(tasks));
+    });
+
+  // ---------- endpoints ----------
+  const ep = program.command("endpoint").description("see your endpoints");
+
+  ep.command("list")
+    .description("list your endpoints and whether they are online")
+    .addOption(jsonOption())
+    .action(async (opts: JsonFlag) => {
+      const eps = await connect().listEndpoints();
+      print(opts.json, eps, () => formatEndpoints(eps));
+    });
+
+  ep.command("status <id>")
+    .description("an endpoint's connection, workers and blocks")
+    .addOption(jsonOption())
+    .action(async (id: string, opts: JsonFlag) => {
+      const e = await connect().getEndpoint(id);
+      print(opts.json, e, () => formatEndpoint(e));
+    });
+
+  ep.command("delete <id>")
+    .description("delete an endpoint (its queued tasks fail)")
+    .addOption(jsonOption())
+    .action(async (id: string, opts: JsonFlag) => {
+      await connect().deleteEndpoint(id);
+      print(opts.json, { endpointId: id, deleted: true }, () => `deleted endpoint ${id}`);
+    });
+
+  try {
+    await program.parseAsync([...argv], { from: "user" });
+    return exitCode;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and version asked for are a success; help shown because a subcommand is missing is not.
+      if (err.code === "commander.helpDisplayed" || err.code === "commander.version") return 0;
+      if (err.code === "commander.help" || err.code === "commander.executeSubCommandAsync") return 2;
+      return 2; // commander already printed the message through outputError
+    }
+    io.stderr(`${errorLine(err)}\n`);
+    return err instanceof UsageError ? 2 : 1;
+  } finally {
+    client?.close();
+  }
+}

@@ -1,0 +1,53 @@
+/**
+ * The fabric's TypeScript SDK: the whole public surface of `sdk/`.
+ *
+ * @example
+ * ```ts
+ * import { Client, TaskFailedError } from "hpc-function-fabric/sdk";
+ *
+ * const client = Client.fromEnv();
+ * const fnId = await client.registerFunction(function add(a: number, b: number) {
+ *   return a + b;
+ * });
+ * const taskId = await client.run(fnId, endpointId, [2, 40]);
+ * try {
+ *   console.log(await client.waitForResult<number>(taskId, { timeoutMs: 60_000 }));
+ * } catch (err) {
+ *   if (err instanceof TaskFailedError) console.error(err.reason, err.remote?.message);
+ * }
+ * client.close();
+ * ```
+ */
+export { Client } from "./client.js";
+export type {
+  AnyFunction,
+  FromConfigOptions,
+  RegisterOptions,
+  RegisterShellOptions,
+  SubmittedBatch,
+  WaitOptions,
+} from "./client.js";
+export { Executor } from "./executor.js";
+export type { CloseOptions, ExecutorOptions } from "./executor.js";
+export { BatchSubmitError, TaskFailedError, TaskPendingError } from "./errors.js";
+export { FabricError, ErrorCode, FailureReason } from "../common/errors.js";
+export type { RemoteExceptionInfo, ShellOutcome } from "../common/errors.js";
+export { clientConfigPath, fabricHome, loadClientSettings, writeClientFile } from "./config.js";
+export type { ClientFile, ClientOptions, ResolvedClientOptions } from "./config.js";
+export type { TaskInput } from "./codec.js";
+export type { JsSource } from "./function-source.js";
+export type {
+  BlockInfo,
+  EndpointInfo,
+  EndpointReport,
+  EndpointStatusInfo,
+  FunctionInfo,
+  FunctionKind,
+  TaskErrorInfo,
+  TaskFailure,
+  TaskInfo,
+  TaskOutcome,
+  TaskStateName,
+  TaskSuccess,
+  TaskTransition,
+} from "./types.js";
