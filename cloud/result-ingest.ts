@@ -6,7 +6,7 @@ import { isTerminal } from "../common/task-state.js";
 import { Task, TaskUpdateBatch, type TaskUpdate } from "../proto/index.js";
 import type { TaskEventHub } from "./event-hub.js";
 import { mapLimit, updateRecord } from "./records.js";
-import type { FabricStore } from "./store.js";
+import { RESULT_ACK_WAIT_MS, type FabricStore } from "./store.js";
 import { applyTaskUpdate } from "./task-transitions.js";
 
 /**
@@ -28,7 +28,7 @@ export class ResultIngest {
 
   async start(): Promise<void> {
     const consumer = await this.store.js.consumers.get(Bus.resultStream, Bus.resultConsumer);
-    this.messages = await consumer.consume({ max_messages: 256 });
+    this.messages = await consumer.consume({ max_messages: 64 });
     this.loop = this.run(this.messages);
   }
 
@@ -52,12 +52,15 @@ export class ResultIngest {
       msg.term();
       return;
     }
+    const keepAlive = setInterval(() => msg.working(), RESULT_ACK_WAIT_MS / 3);
     try {
       await mapLimit(batch.updates, 64, (u) => this.apply(endpointId, u));
       msg.ack();
     } catch (err) {
       if (!this.stopping) this.log.warn({ err, endpointId }, "could not record results; they will be redelivered");
       msg.nak(1_000);
+    } finally {
+      clearInterval(keepAlive);
     }
   }
 

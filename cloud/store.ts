@@ -16,6 +16,9 @@ import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { Bus } from "../common/bus-layout.js";
 import type { BrokerConfig } from "./config.js";
 
+/** How long the results consumer waits for a broker's ack before another replica gets the batch. */
+export const RESULT_ACK_WAIT_MS = 5_000;
+
 /**
  * Everything the broker keeps lives in NATS JetStream; this class creates (idempotently) and
  * opens it. A broker restart or a second replica opens the same streams and buckets.
@@ -61,7 +64,9 @@ export class FabricStore {
       durable_name: Bus.resultConsumer,
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
-      ack_wait: nanos(30_000),
+      // Short: when a broker dies, the batches it held go to another replica within seconds.
+      // Handlers extend it while they work (see ResultIngest).
+      ack_wait: nanos(RESULT_ACK_WAIT_MS),
       max_ack_pending: 20_000,
       max_deliver: -1,
     });
@@ -136,7 +141,10 @@ async function ensureStream(jsm: JetStreamManager, cfg: StreamCfg): Promise<void
 async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: ConsumerCfg): Promise<void> {
   const name = cfg.durable_name ?? "";
   try {
-    await jsm.consumers.info(stream, name);
+    const info = await jsm.consumers.info(stream, name);
+    if (cfg.ack_wait !== undefined && info.config.ack_wait !== cfg.ack_wait) {
+      await jsm.consumers.update(stream, name, { ack_wait: cfg.ack_wait });
+    }
   } catch (err) {
     if (!isNotFound(err)) throw err;
     try {
