@@ -11,7 +11,12 @@ const ALG = "EdDSA";
 /** Who is calling: a user, or an endpoint agent acting for its owner. */
 export type Principal =
   | { readonly kind: "user"; readonly userId: string; readonly tokenId: string }
-  | { readonly kind: "endpoint"; readonly endpointId: string; readonly owner: string; readonly tokenId: string };
+  | {
+      readonly kind: "endpoint";
+      readonly endpointId: string;
+      readonly owner: string;
+      readonly tokenId: string;
+    };
 
 /**
  * Issues and verifies the broker's own JWTs (Ed25519, `alg` pinned to EdDSA). Tokens carry
@@ -45,7 +50,10 @@ export class TokenAuthority {
     try {
       privateKey = await jose.importPKCS8(pem, ALG, { extractable: true });
     } catch (err) {
-      throw new FabricError("INVALID_ARGUMENT", `${keyFile} is not an Ed25519 PKCS#8 PEM key: ${(err as Error).message}`);
+      throw new FabricError(
+        "INVALID_ARGUMENT",
+        `${keyFile} is not an Ed25519 PKCS#8 PEM key: ${(err as Error).message}`,
+      );
     }
     const jwk = await jose.exportJWK(privateKey);
     const publicKey = (await jose.importJWK({ kty: jwk.kty, crv: jwk.crv, x: jwk.x }, ALG)) as jose.CryptoKey;
@@ -58,7 +66,11 @@ export class TokenAuthority {
   }
 
   /** An endpoint credential: acts only as that endpoint. */
-  async issueEndpointToken(endpointId: string, owner: string, ttlSeconds = 10 * 365 * 24 * 3600): Promise<string> {
+  async issueEndpointToken(
+    endpointId: string,
+    owner: string,
+    ttlSeconds = 10 * 365 * 24 * 3600,
+  ): Promise<string> {
     return this.sign({ kind: "endpoint", owner }, endpointId, ttlSeconds);
   }
 
@@ -100,10 +112,12 @@ export class TokenAuthority {
 }
 
 function describeJoseError(err: unknown): string {
-  if (err instanceof jose.errors.JWTExpired) return "the token has expired; ask your broker's operator for a new one";
+  if (err instanceof jose.errors.JWTExpired)
+    return "the token has expired; ask your broker's operator for a new one";
   if (err instanceof jose.errors.JWSSignatureVerificationFailed) return "bad signature";
   if (err instanceof jose.errors.JOSEAlgNotAllowed) return "algorithm not allowed";
   if (err instanceof jose.errors.JWTClaimValidationFailed) return `claim "${err.claim}" ${err.reason}`;
-  if (err instanceof jose.errors.JWSInvalid || err instanceof jose.errors.JWTInvalid) return "malformed token";
+  if (err instanceof jose.errors.JWSInvalid || err instanceof jose.errors.JWTInvalid)
+    return "malformed token";
   return err instanceof Error ? err.message : String(err);
 }

@@ -48,7 +48,11 @@ export class Broker {
 
   async start(): Promise<void> {
     const log = this.log.child({ component: "cloud.broker", brokerId: this.brokerId });
-    const auth = await TokenAuthority.fromKeyFile(this.config.auth.keyFile, this.config.auth.issuer, this.config.auth.audience);
+    const auth = await TokenAuthority.fromKeyFile(
+      this.config.auth.keyFile,
+      this.config.auth.issuer,
+      this.config.auth.audience,
+    );
     this.authority = auth;
     this.nc = await connect({
       servers: [...this.config.nats.servers],
@@ -59,14 +63,23 @@ export class Broker {
     const nc = this.nc;
     void (async () => {
       for await (const s of nc.status()) {
-        if (s.type === "disconnect" || s.type === "reconnect") log.warn({ status: s.type }, "NATS connection changed");
+        if (s.type === "disconnect" || s.type === "reconnect")
+          log.warn({ status: s.type }, "NATS connection changed");
       }
     })();
     const store = await FabricStore.open(this.nc, this.config);
     const events = new TaskEventHub(this.nc, log.child({ component: "cloud.events" }));
     const functions = new FunctionRegistry(store);
     const endpoints = new EndpointRegistry(store, this.config);
-    const book = new TaskBook(store, this.config, functions, endpoints, events, this.brokerId, log.child({ component: "cloud.tasks" }));
+    const book = new TaskBook(
+      store,
+      this.config,
+      functions,
+      endpoints,
+      events,
+      this.brokerId,
+      log.child({ component: "cloud.tasks" }),
+    );
 
     this.ingest = new ResultIngest(store, events, log.child({ component: "cloud.ingest" }));
     await this.ingest.start();
@@ -77,16 +90,27 @@ export class Broker {
       "grpc.keepalive_permit_without_calls": 1,
     });
     const rpcLog = log.child({ component: "cloud.rpc" });
-    server.addService(tolerantService(FunctionServiceService), functionService(store, functions, auth, rpcLog));
-    server.addService(tolerantService(EndpointServiceService), endpointService(store, endpoints, this.config, auth, rpcLog));
+    server.addService(
+      tolerantService(FunctionServiceService),
+      functionService(store, functions, auth, rpcLog),
+    );
+    server.addService(
+      tolerantService(EndpointServiceService),
+      endpointService(store, endpoints, this.config, auth, rpcLog),
+    );
     server.addService(tolerantService(TaskServiceService), taskService(book, auth, rpcLog));
     this.health = new HealthImplementation({ "": "SERVING" });
     this.health.addToServer(server);
     this.boundPort = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(this.config.listen, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
+      server.bindAsync(this.config.listen, grpc.ServerCredentials.createInsecure(), (err, port) =>
+        err ? reject(err) : resolve(port),
+      );
     });
     this.server = server;
-    log.info({ listen: this.config.listen, port: this.boundPort, nats: this.config.nats.servers }, "broker ready");
+    log.info(
+      { listen: this.config.listen, port: this.boundPort, nats: this.config.nats.servers },
+      "broker ready",
+    );
   }
 
   /** Stops taking calls, lets in-flight ones finish (up to the grace period), then closes. */

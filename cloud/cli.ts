@@ -16,7 +16,9 @@ export function parseDuration(text: string): number {
   return n * unit;
 }
 
-const program = new Command("fabric-broker").description("The function fabric's cloud broker.").showHelpAfterError();
+const program = new Command("fabric-broker")
+  .description("The function fabric's cloud broker.")
+  .showHelpAfterError();
 
 program
   .command("start")
@@ -52,7 +54,11 @@ program
   .option("--ttl <duration>", "validity, e.g. 3600, 12h, 30d", parseDuration, 30 * 86400)
   .action(async (opts: { config: string; user: string; ttl: number }) => {
     const config = loadBrokerConfigFile(opts.config);
-    const auth = await TokenAuthority.fromKeyFile(config.auth.keyFile, config.auth.issuer, config.auth.audience);
+    const auth = await TokenAuthority.fromKeyFile(
+      config.auth.keyFile,
+      config.auth.issuer,
+      config.auth.audience,
+    );
     if (!/^[\w.@+-]{1,128}$/.test(opts.user)) {
       throw new FabricError("INVALID_ARGUMENT", "a user id is 1-128 letters, digits or . _ @ + -");
     }

@@ -12,10 +12,12 @@ describe("broker config", () => {
   });
 
   it("names the path of a bad field", () => {
-    expect(() => resolveBrokerConfig({ auth: { keyFile: "/k.pem" }, limits: { maxBatchSize: "lots" } })).toThrow(
-      /limits\.maxBatchSize/,
-    );
+    expect(() =>
+      resolveBrokerConfig({ auth: { keyFile: "/k.pem" }, limits: { maxBatchSize: "lots" } }),
+    ).toThrow(/limits\.maxBatchSize/);
     expect(() => resolveBrokerConfig({})).toThrow(/auth/);
-    expect(() => resolveBrokerConfig({ auth: { keyFile: "/k.pem" }, lissen: "x" })).toThrow(/lissen|Unrecognized/);
+    expect(() => resolveBrokerConfig({ auth: { keyFile: "/k.pem" }, lissen: "x" })).toThrow(
+      /lissen|Unrecognized/,
+    );
   });
 });

@@ -43,9 +43,17 @@ export const BrokerConfigSchema = z
     limits: z
       .object({
         /** Largest argument or result payload, in bytes. @default 10 MiB */
-        maxPayloadBytes: z.number().int().positive().default(10 * MiB),
+        maxPayloadBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(10 * MiB),
         /** Payloads above this travel through the object store instead of inline. @default 256 KiB */
-        inlinePayloadBytes: z.number().int().positive().default(256 * 1024),
+        inlinePayloadBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(256 * 1024),
         /** Most tasks in one SubmitTasks request. @default 10000 */
         maxBatchSize: z.number().int().positive().default(10_000),
         /** Most ids in one GetTasks / WatchTasks / CancelTasks request. @default 100000 */
@@ -54,7 +62,11 @@ export const BrokerConfigSchema = z
       .strict()
       .prefault({}),
     /** Seconds a task and its result are kept after their last change. @default 604800 (7 days) */
-    resultRetentionSeconds: z.number().int().positive().default(7 * 24 * 3600),
+    resultRetentionSeconds: z
+      .number()
+      .int()
+      .positive()
+      .default(7 * 24 * 3600),
     /** Seconds NATS waits for an agent's ack before redelivering a task. @default 60 */
     taskAckWaitSeconds: z.number().int().positive().default(60),
     /** An endpoint with no heartbeat for this long is shown offline. @default 20 */

@@ -59,42 +59,62 @@ export function functionService(
   log: Logger,
 ): FunctionServiceServer {
   return {
-    registerFunction: unary<RegisterFunctionRequest, RegisterFunctionResponse>(auth, log, "RegisterFunction", async (req, ctx) => {
-      const owner = userOf(ctx);
-      const v = check(registerSchema, req, "RegisterFunction request");
-      const fn: FunctionMessage = {
-        id: newId(),
-        owner,
-        name: v.name,
-        description: v.description,
-        spec: req.spec,
-        createdAtMs: Date.now(),
-      };
-      await store.functions.create(fn.id, FunctionMessage.encode(fn).finish());
-      ctx.log.info({ functionId: fn.id, owner, kind: req.spec?.kind?.$case }, "function registered");
-      return { function: fn };
-    }),
-    getFunction: unary<GetFunctionRequest, GetFunctionResponse>(auth, log, "GetFunction", async (req, ctx) => {
-      const id = check(idSchema("function"), req.functionId, "function id");
-      return { function: await registry.get(id, userOf(ctx)) };
-    }),
-    listFunctions: unary<ListFunctionsRequest, ListFunctionsResponse>(auth, log, "ListFunctions", async (_req, ctx) => {
-      const owner = userOf(ctx);
-      const functions: FunctionMessage[] = [];
-      for await (const key of await store.functions.keys()) {
-        const rec = await readRecord(store.functions, key, FunctionMessage);
-        if (rec && rec.value.owner === owner) functions.push(rec.value);
-      }
-      functions.sort((a, b) => a.createdAtMs - b.createdAtMs);
-      return { functions };
-    }),
-    deleteFunction: unary<DeleteFunctionRequest, DeleteFunctionResponse>(auth, log, "DeleteFunction", async (req, ctx) => {
-      const id = check(idSchema("function"), req.functionId, "function id");
-      await registry.get(id, userOf(ctx));
-      await store.functions.delete(id);
-      registry.forget(id);
-      ctx.log.info({ functionId: id }, "function deleted");
-      return {};
-    }),
+    registerFunction: unary<RegisterFunctionRequest, RegisterFunctionResponse>(
+      auth,
+      log,
+      "RegisterFunction",
+      async (req, ctx) => {
+        const owner = userOf(ctx);
+        const v = check(registerSchema, req, "RegisterFunction request");
+        const fn: FunctionMessage = {
+          id: newId(),
+          owner,
+          name: v.name,
+          description: v.description,
+          spec: req.spec,
+          createdAtMs: Date.now(),
+        };
+        await store.functions.create(fn.id, FunctionMessage.encode(fn).finish());
+        ctx.log.info({ functionId: fn.id, owner, kind: req.spec?.kind?.$case }, "function registered");
+        return { function: fn };
+      },
+    ),
+    getFunction: unary<GetFunctionRequest, GetFunctionResponse>(
+      auth,
+      log,
+      "GetFunction",
+      async (req, ctx) => {
+        const id = check(idSchema("function"), req.functionId, "function id");
+        return { function: await registry.get(id, userOf(ctx)) };
+      },
+    ),
+    listFunctions: unary<ListFunctionsRequest, ListFunctionsResponse>(
+      auth,
+      log,
+      "ListFunctions",
+      async (_req, ctx) => {
+        const owner = userOf(ctx);
+        const functions: FunctionMessage[] = [];
+        for await (const key of await store.functions.keys()) {
+          const rec = await readRecord(store.functions, key, FunctionMessage);
+          if (rec && rec.value.owner === owner) functions.push(rec.value);
+        }
+        functions.sort((a, b) => a.createdAtMs - b.createdAtMs);
+        return { functions };
+      },
+    ),
+    deleteFunction: unary<DeleteFunctionRequest, DeleteFunctionResponse>(
+      auth,
+      log,
+      "DeleteFunction",
+      async (req, ctx) => {
+        const id = check(idSchema("function"), req.functionId, "function id");
+        await registry.get(id, userOf(ctx));
+        await store.functions.delete(id);
+        registry.forget(id);
+        ctx.log.info({ functionId: id }, "function deleted");
+        return {};
+      },
+    ),
   };
 }

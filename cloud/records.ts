@@ -9,7 +9,11 @@ export interface Codec<T> {
 }
 
 /** Reads one record; null when absent or deleted. */
-export async function readRecord<T>(kv: KV, key: string, codec: Codec<T>): Promise<{ value: T; revision: number } | null> {
+export async function readRecord<T>(
+  kv: KV,
+  key: string,
+  codec: Codec<T>,
+): Promise<{ value: T; revision: number } | null> {
   const entry: KvEntry | null = await kv.get(key);
   if (!entry || entry.operation !== "PUT") return null;
   try {
@@ -51,7 +55,11 @@ export async function updateRecord<T>(
 }
 
 /** Runs `fn` over `items` with at most `limit` in flight, keeping order of results. */
-export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+export async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, i: number) => Promise<R>,
+): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
   const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {

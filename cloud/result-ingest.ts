@@ -57,7 +57,8 @@ export class ResultIngest {
       await mapLimit(batch.updates, 64, (u) => this.apply(endpointId, u));
       msg.ack();
     } catch (err) {
-      if (!this.stopping) this.log.warn({ err, endpointId }, "could not record results; they will be redelivered");
+      if (!this.stopping)
+        this.log.warn({ err, endpointId }, "could not record results; they will be redelivered");
       msg.nak(1_000);
     } finally {
       clearInterval(keepAlive);
@@ -65,14 +66,19 @@ export class ResultIngest {
   }
 
   private async apply(endpointId: string, update: TaskUpdate): Promise<void> {
-    const out = await updateRecord(this.store.tasks, update.taskId, Task, (t) => applyTaskUpdate(t, update, endpointId));
+    const out = await updateRecord(this.store.tasks, update.taskId, Task, (t) =>
+      applyTaskUpdate(t, update, endpointId),
+    );
     if (!out) {
       this.log.warn({ taskId: update.taskId, endpointId }, "update for an unknown or expired task dropped");
       return;
     }
     if (!out.changed) {
       if (out.value.endpointId !== endpointId) {
-        this.log.warn({ taskId: update.taskId, endpointId, owner: out.value.endpointId }, "update from the wrong endpoint rejected");
+        this.log.warn(
+          { taskId: update.taskId, endpointId, owner: out.value.endpointId },
+          "update from the wrong endpoint rejected",
+        );
       }
       return;
     }

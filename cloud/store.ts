@@ -76,14 +76,28 @@ export class FabricStore {
     const functions = await kvm.create(Bus.functionsBucket, kvOpts);
     const endpoints = await kvm.create(Bus.endpointsBucket, kvOpts);
     const tasks = await kvm.create(Bus.tasksBucket, { ...kvOpts, ttl: config.resultRetentionSeconds * 1000 });
-    const groups = await kvm.create(Bus.groupsBucket, { ...kvOpts, ttl: config.resultRetentionSeconds * 1000 });
+    const groups = await kvm.create(Bus.groupsBucket, {
+      ...kvOpts,
+      ttl: config.resultRetentionSeconds * 1000,
+    });
     const endpointStatus = await kvm.create(Bus.endpointStatusBucket, kvOpts);
     const payloads = await new Objm(js).create(Bus.payloadBucket, {
       replicas,
       storage: StorageType.File,
       ttl: retentionNs,
     });
-    return new FabricStore(nc, js, jsm, functions, endpoints, tasks, groups, endpointStatus, payloads, config);
+    return new FabricStore(
+      nc,
+      js,
+      jsm,
+      functions,
+      endpoints,
+      tasks,
+      groups,
+      endpointStatus,
+      payloads,
+      config,
+    );
   }
 
   /**
@@ -160,7 +174,10 @@ async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: Consum
 
 /** Whether a JetStream API error means "no such stream/consumer/message". */
 export function isNotFound(err: unknown): boolean {
-  if (err instanceof JetStreamApiError && (err.status === 404 || err.code === 10059 || err.code === 10014)) return true;
+  if (err instanceof JetStreamApiError && (err.status === 404 || err.code === 10059 || err.code === 10014))
+    return true;
   const e = err as { code?: unknown; message?: unknown };
-  return e.code === 404 || e.code === "404" || (typeof e.message === "string" && /not found/i.test(e.message));
+  return (
+    e.code === 404 || e.code === "404" || (typeof e.message === "string" && /not found/i.test(e.message))
+  );
 }

@@ -35,9 +35,17 @@ describe("applyTaskUpdate", () => {
     const running = applyTaskUpdate(task(), update(S.TASK_STATE_RUNNING), "ep1")!;
     expect(running.state).toBe(S.TASK_STATE_RUNNING);
     const json = new TextEncoder().encode("42");
-    const done = applyTaskUpdate(running, update(S.TASK_STATE_SUCCESS, { result: { json, objectRef: "", size: 2 } }), "ep1")!;
+    const done = applyTaskUpdate(
+      running,
+      update(S.TASK_STATE_SUCCESS, { result: { json, objectRef: "", size: 2 } }),
+      "ep1",
+    )!;
     expect(done.state).toBe(S.TASK_STATE_SUCCESS);
-    expect(done.history.map((h) => h.state)).toEqual([S.TASK_STATE_WAITING_FOR_ENDPOINT, S.TASK_STATE_RUNNING, S.TASK_STATE_SUCCESS]);
+    expect(done.history.map((h) => h.state)).toEqual([
+      S.TASK_STATE_WAITING_FOR_ENDPOINT,
+      S.TASK_STATE_RUNNING,
+      S.TASK_STATE_SUCCESS,
+    ]);
     expect(done.completedAtMs).toBe(10);
     // A duplicate result (redelivery) is absorbed.
     expect(applyTaskUpdate(done, update(S.TASK_STATE_SUCCESS), "ep1")).toBeNull();

@@ -25,7 +25,13 @@ export function applyTaskUpdate(task: Task, update: TaskUpdate, endpointId: stri
       next.result = update.result ?? { json: new TextEncoder().encode("null"), objectRef: "", size: 4 };
       next.error = undefined;
     } else {
-      next.error = update.error ?? { code: "UNKNOWN", message: "the task failed without a reason", reason: "", remote: undefined, shell: undefined };
+      next.error = update.error ?? {
+        code: "UNKNOWN",
+        message: "the task failed without a reason",
+        reason: "",
+        remote: undefined,
+        shell: undefined,
+      };
     }
   }
   return next;
@@ -37,8 +43,17 @@ export function cancelTask(task: Task, actor: string, atMs = Date.now()): Task |
   return {
     ...task,
     state: TaskState.TASK_STATE_CANCELLED,
-    history: [...task.history, { state: TaskState.TASK_STATE_CANCELLED, atMs, actor, detail: "cancelled by its owner" }],
+    history: [
+      ...task.history,
+      { state: TaskState.TASK_STATE_CANCELLED, atMs, actor, detail: "cancelled by its owner" },
+    ],
     completedAtMs: atMs,
-    error: { code: "CANCELLED", message: "the task was cancelled by its owner", reason: "cancelled", remote: undefined, shell: undefined },
+    error: {
+      code: "CANCELLED",
+      message: "the task was cancelled by its owner",
+      reason: "cancelled",
+      remote: undefined,
+      shell: undefined,
+    },
   };
 }

@@ -55,7 +55,8 @@ export class TaskBook {
 
   async submit(req: SubmitTasksRequest, owner: string): Promise<SubmitTasksResponse> {
     const { limits } = this.config;
-    if (req.tasks.length === 0) throw new FabricError("INVALID_ARGUMENT", "a submission needs at least one task");
+    if (req.tasks.length === 0)
+      throw new FabricError("INVALID_ARGUMENT", "a submission needs at least one task");
     if (req.tasks.length > limits.maxBatchSize) {
       throw resourceExhausted(
         `a batch of ${req.tasks.length} tasks exceeds the limit of ${limits.maxBatchSize}; split it into smaller batches`,
@@ -72,7 +73,9 @@ export class TaskBook {
       fnIds.add(t.functionId);
       epIds.add(t.endpointId);
     });
-    const fns = new Map(await Promise.all([...fnIds].map(async (id) => [id, await this.functions.get(id, owner)] as const)));
+    const fns = new Map(
+      await Promise.all([...fnIds].map(async (id) => [id, await this.functions.get(id, owner)] as const)),
+    );
     await Promise.all([...epIds].map((id) => this.endpoints.get(id, owner)));
 
     let groupId = req.groupId;
@@ -125,9 +128,13 @@ export class TaskBook {
         });
       } catch (err) {
         await this.store.tasks.delete(taskId).catch(() => undefined);
-        throw new FabricError("UNAVAILABLE", `the task queue is unavailable: ${(err as Error).message}; try again`, {
-          cause: err,
-        });
+        throw new FabricError(
+          "UNAVAILABLE",
+          `the task queue is unavailable: ${(err as Error).message}; try again`,
+          {
+            cause: err,
+          },
+        );
       }
     });
     this.log.info({ groupId, owner, tasks: taskIds.length }, "tasks submitted");
@@ -155,10 +162,15 @@ export class TaskBook {
     return { tasks };
   }
 
-  async watch(req: WatchTasksRequest, call: grpc.ServerWritableStream<WatchTasksRequest, WatchTasksResponse>, owner: string): Promise<void> {
+  async watch(
+    req: WatchTasksRequest,
+    call: grpc.ServerWritableStream<WatchTasksRequest, WatchTasksResponse>,
+    owner: string,
+  ): Promise<void> {
     let ids: string[];
     if (req.groupId) {
-      if (req.taskIds.length > 0) throw new FabricError("INVALID_ARGUMENT", "watch either task ids or a group, not both");
+      if (req.taskIds.length > 0)
+        throw new FabricError("INVALID_ARGUMENT", "watch either task ids or a group, not both");
       check(idSchema("group"), req.groupId, "groupId");
       ids = await this.groupMembers(req.groupId, owner);
     } else {
@@ -231,7 +243,8 @@ export class TaskBook {
     const ids: string[] = [];
     for await (const key of await this.store.groups.keys(`${groupId}.*`)) {
       const entry = await this.store.groups.get(key);
-      if (entry && entry.operation === "PUT") ids.push(...(JSON.parse(decoder.decode(entry.value)) as string[]));
+      if (entry && entry.operation === "PUT")
+        ids.push(...(JSON.parse(decoder.decode(entry.value)) as string[]));
     }
     return ids;
   }
@@ -239,14 +252,17 @@ export class TaskBook {
   private checkIds(ids: readonly string[]): string[] {
     if (ids.length === 0) throw new FabricError("INVALID_ARGUMENT", "name at least one task id");
     if (ids.length > this.config.limits.maxIdsPerRequest) {
-      throw resourceExhausted(`${ids.length} task ids exceed the limit of ${this.config.limits.maxIdsPerRequest} per request`);
+      throw resourceExhausted(
+        `${ids.length} task ids exceed the limit of ${this.config.limits.maxIdsPerRequest} per request`,
+      );
     }
     ids.forEach((id, i) => check(idSchema("task"), id, `taskIds[${i}]`));
     return [...new Set(ids)];
   }
 
   private async toPayload(json: Uint8Array, objectName: string): Promise<Payload> {
-    if (json.length <= this.config.limits.inlinePayloadBytes) return { json, objectRef: "", size: json.length };
+    if (json.length <= this.config.limits.inlinePayloadBytes)
+      return { json, objectRef: "", size: json.length };
     await this.store.payloads.putBlob({ name: objectName }, json);
     return { json: new Uint8Array(0), objectRef: objectName, size: json.length };
   }
@@ -260,7 +276,13 @@ export class TaskBook {
       return {
         ...task,
         result: undefined,
-        error: { code: "DATA_LOSS", message: `the result object ${ref} has expired or was removed`, reason: "expired", remote: undefined, shell: undefined },
+        error: {
+          code: "DATA_LOSS",
+          message: `the result object ${ref} has expired or was removed`,
+          reason: "expired",
+          remote: undefined,
+          shell: undefined,
+        },
       };
     }
     return { ...task, result: { json, objectRef: "", size: json.length } };
@@ -281,18 +303,29 @@ function checkJson(bytes: Uint8Array, shape: "array" | "object", what: string, m
   } catch (err) {
     throw new FabricError("INVALID_ARGUMENT", `${what} is not valid JSON: ${(err as Error).message}`);
   }
-  const ok = shape === "array" ? Array.isArray(value) : value !== null && typeof value === "object" && !Array.isArray(value);
+  const ok =
+    shape === "array"
+      ? Array.isArray(value)
+      : value !== null && typeof value === "object" && !Array.isArray(value);
   if (!ok) throw new FabricError("INVALID_ARGUMENT", `${what} must be a JSON ${shape}`);
 }
 
 export function taskService(book: TaskBook, auth: TokenAuthority, log: Logger): TaskServiceServer {
   return {
-    submitTasks: unary<SubmitTasksRequest, SubmitTasksResponse>(auth, log, "SubmitTasks", (req, ctx) => book.submit(req, userOf(ctx))),
-    getTasks: unary<GetTasksRequest, GetTasksResponse>(auth, log, "GetTasks", (req, ctx) => book.get(req, userOf(ctx))),
-    cancelTasks: unary<CancelTasksRequest, CancelTasksResponse>(auth, log, "CancelTasks", (req, ctx) => book.cancel(req, userOf(ctx))),
-    watchTasks: serverStream<WatchTasksRequest, WatchTasksResponse>(auth, log, "WatchTasks", (req, call, ctx) =>
-      book.watch(req, call, userOf(ctx)),
+    submitTasks: unary<SubmitTasksRequest, SubmitTasksResponse>(auth, log, "SubmitTasks", (req, ctx) =>
+      book.submit(req, userOf(ctx)),
+    ),
+    getTasks: unary<GetTasksRequest, GetTasksResponse>(auth, log, "GetTasks", (req, ctx) =>
+      book.get(req, userOf(ctx)),
+    ),
+    cancelTasks: unary<CancelTasksRequest, CancelTasksResponse>(auth, log, "CancelTasks", (req, ctx) =>
+      book.cancel(req, userOf(ctx)),
+    ),
+    watchTasks: serverStream<WatchTasksRequest, WatchTasksResponse>(
+      auth,
+      log,
+      "WatchTasks",
+      (req, call, ctx) => book.watch(req, call, userOf(ctx)),
     ),
   };
 }
-

@@ -16,32 +16,36 @@ export const descriptionSchema = z.string().max(4096, { message: "must be at mos
 const IDENT_RE = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
 export const functionSpecSchema = z.object({
-  kind: z.discriminatedUnion("$case", [
-    z.object({
-      $case: z.literal("js"),
-      value: z.object({
-        source: z
-          .string()
-          .min(1, { message: "a JS function needs its source" })
-          .max(1024 * 1024, { message: "source must be at most 1 MiB" }),
-        entryPoint: z.string().regex(IDENT_RE, { message: "entry point must be a JavaScript identifier" }),
+  kind: z.discriminatedUnion(
+    "$case",
+    [
+      z.object({
+        $case: z.literal("js"),
+        value: z.object({
+          source: z
+            .string()
+            .min(1, { message: "a JS function needs its source" })
+            .max(1024 * 1024, { message: "source must be at most 1 MiB" }),
+          entryPoint: z.string().regex(IDENT_RE, { message: "entry point must be a JavaScript identifier" }),
+        }),
       }),
-    }),
-    z.object({
-      $case: z.literal("shell"),
-      value: z.object({
-        command: z
-          .string()
-          .min(1, { message: "a shell function needs a command" })
-          .max(64 * 1024, { message: "command must be at most 64 KiB" }),
-        walltimeS: z
-          .number()
-          .int()
-          .min(0)
-          .max(30 * 24 * 3600, { message: "walltime must be at most 30 days" }),
+      z.object({
+        $case: z.literal("shell"),
+        value: z.object({
+          command: z
+            .string()
+            .min(1, { message: "a shell function needs a command" })
+            .max(64 * 1024, { message: "command must be at most 64 KiB" }),
+          walltimeS: z
+            .number()
+            .int()
+            .min(0)
+            .max(30 * 24 * 3600, { message: "walltime must be at most 30 days" }),
+        }),
       }),
-    }),
-  ], { message: "spec.kind must be js or shell" }),
+    ],
+    { message: "spec.kind must be js or shell" },
+  ),
   containerImage: z.string().max(512),
 });
 

@@ -155,7 +155,9 @@ export function errorFromInfo(info: ErrorInfo): FabricError {
   const code = isErrorCode(info.code) ? info.code : "UNKNOWN";
   return new FabricError(code, info.message, {
     reason: info.reason || undefined,
-    remote: info.remote ? { type: info.remote.type, message: info.remote.message, stack: info.remote.stack } : undefined,
+    remote: info.remote
+      ? { type: info.remote.type, message: info.remote.message, stack: info.remote.stack }
+      : undefined,
     shell: info.shell
       ? {
           exitCode: info.shell.exitCode,

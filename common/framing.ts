@@ -21,7 +21,8 @@ export class FrameDecoder {
     this.buffered.push(chunk);
     this.bufferedBytes += chunk.length;
     if (this.bufferedBytes < 4) return;
-    let buf = this.buffered.length === 1 ? this.buffered[0]! : Buffer.concat(this.buffered, this.bufferedBytes);
+    let buf =
+      this.buffered.length === 1 ? this.buffered[0]! : Buffer.concat(this.buffered, this.bufferedBytes);
     let offset = 0;
     while (buf.length - offset >= 4) {
       const len = buf.readUInt32BE(offset);

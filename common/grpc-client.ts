@@ -40,7 +40,9 @@ export function fromGrpcError(err: unknown): FabricError {
     }
   }
   if (typeof e.code === "number") {
-    return new FabricError(codeFromGrpcStatus(e.code), e.details || e.message || "gRPC call failed", { cause: err });
+    return new FabricError(codeFromGrpcStatus(e.code), e.details || e.message || "gRPC call failed", {
+      cause: err,
+    });
   }
   return new FabricError("UNKNOWN", err instanceof Error ? err.message : String(err), { cause: err });
 }

@@ -7,7 +7,10 @@ export type { Logger };
  * `log.child({ component: "endpoint.provider.local" })`.
  * Level from `FABRIC_LOG_LEVEL` (default "info"); `silent` turns it off.
  */
-export function createLogger(name: string, options: { level?: string; destination?: number | string } = {}): Logger {
+export function createLogger(
+  name: string,
+  options: { level?: string; destination?: number | string } = {},
+): Logger {
   const level = options.level ?? process.env["FABRIC_LOG_LEVEL"] ?? "info";
   const dest = options.destination ?? 2;
   return pino(
@@ -16,7 +19,16 @@ export function createLogger(name: string, options: { level?: string; destinatio
       level,
       base: { pid: process.pid },
       redact: {
-        paths: ["token", "*.token", "authorization", "*.authorization", "endpointToken", "*.endpointToken", "seed", "*.seed"],
+        paths: [
+          "token",
+          "*.token",
+          "authorization",
+          "*.authorization",
+          "endpointToken",
+          "*.endpointToken",
+          "seed",
+          "*.seed",
+        ],
         censor: "[redacted]",
       },
     },

@@ -72,7 +72,9 @@ export class NatsServer {
     });
     const exited = new Promise<never>((_, reject) => {
       proc.once("error", (err) =>
-        reject(new Error(`cannot start ${NATS_BIN}: ${err.message} (install it: apt-get install -y nats-server)`)),
+        reject(
+          new Error(`cannot start ${NATS_BIN}: ${err.message} (install it: apt-get install -y nats-server)`),
+        ),
       );
       proc.once("exit", (code) => reject(new Error(`nats-server exited with ${code}: ${stderr}`)));
     });
@@ -80,7 +82,8 @@ export class NatsServer {
     await Promise.race([waitForPort(this.port, 10_000), exited]);
     // JetStream is ready once the server says so; poll the log rather than sleep.
     const deadline = Date.now() + 10_000;
-    while (!/Server is ready/.test(stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    while (!/Server is ready/.test(stderr) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
   }
 
   /** Kills the server at once (SIGKILL), as a crash would. */

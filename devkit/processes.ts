@@ -51,7 +51,13 @@ export class ManagedProcess {
   async waitFor(re: RegExp, timeoutMs = 30_000): Promise<void> {
     if (re.test(this.output)) return;
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.name}: no ${re} after ${timeoutMs} ms. Output:\n${this.output.slice(-4000)}`)), timeoutMs);
+      const timer = setTimeout(
+        () =>
+          reject(
+            new Error(`${this.name}: no ${re} after ${timeoutMs} ms. Output:\n${this.output.slice(-4000)}`),
+          ),
+        timeoutMs,
+      );
       this.waiters.push({
         re,
         resolve: () => {
@@ -61,7 +67,11 @@ export class ManagedProcess {
       });
       void this.exited.then(({ code, signal }) => {
         clearTimeout(timer);
-        reject(new Error(`${this.name} exited (${code ?? signal}) before ${re}. Output:\n${this.output.slice(-4000)}`));
+        reject(
+          new Error(
+            `${this.name} exited (${code ?? signal}) before ${re}. Output:\n${this.output.slice(-4000)}`,
+          ),
+        );
       });
     });
   }
@@ -211,7 +221,11 @@ export class EndpointProcess {
   async launch(): Promise<void> {
     const child = spawn(process.execPath, [distEntry("endpoint/cli.js"), "start", this.opts.name], {
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, FABRIC_HOME: this.opts.home, FABRIC_LOG_LEVEL: process.env["FABRIC_LOG_LEVEL"] ?? "info" },
+      env: {
+        ...process.env,
+        FABRIC_HOME: this.opts.home,
+        FABRIC_LOG_LEVEL: process.env["FABRIC_LOG_LEVEL"] ?? "info",
+      },
     });
     this.proc = new ManagedProcess(`endpoint:${this.opts.name}`, child);
     await this.proc.waitFor(/"endpoint ready"/, 60_000);

@@ -84,11 +84,14 @@ async function main(): Promise<number> {
           if (v.stdout !== undefined && shellExample === undefined) shellExample = v;
         } else {
           failed++;
-          if (failed <= 3) say(`failed        ${outcome.taskId}: ${outcome.error.code}: ${outcome.error.message}`);
+          if (failed <= 3)
+            say(`failed        ${outcome.taskId}: ${outcome.error.code}: ${outcome.error.message}`);
         }
       }
       const seconds = (performance.now() - t0) / 1000;
-      say(`results       ${succeeded} succeeded, ${failed} failed in ${seconds.toFixed(2)} s (${Math.round(TOTAL / seconds)} tasks/s)`);
+      say(
+        `results       ${succeeded} succeeded, ${failed} failed in ${seconds.toFixed(2)} s (${Math.round(TOTAL / seconds)} tasks/s)`,
+      );
       say(`example       analyse-trace(0) = ${JSON.stringify(example)}`);
       say(`example       checksum = ${JSON.stringify(shellExample)}`);
       say(`demo: ${succeeded}/${TOTAL} tasks succeeded`);

@@ -54,7 +54,13 @@ export {
   TaskServiceClient,
 } from "./gen/fabric/v1/api.js";
 export type { FunctionServiceServer, EndpointServiceServer, TaskServiceServer } from "./gen/fabric/v1/api.js";
-export { TaskMessage, TaskUpdate, TaskUpdateBatch, BlockStatus, EndpointStatus } from "./gen/fabric/v1/bus.js";
+export {
+  TaskMessage,
+  TaskUpdate,
+  TaskUpdateBatch,
+  BlockStatus,
+  EndpointStatus,
+} from "./gen/fabric/v1/bus.js";
 export {
   WorkItem,
   WorkOutcome,

@@ -28,13 +28,19 @@ describe("end to end: SDK → broker → NATS → agent → worker → SDK", () 
     expect(await client.waitForResult(taskId, { timeoutMs: 30_000 })).toBe(42);
     const info = await client.getTask(taskId);
     expect(info.state).toBe("success");
-    expect(info.history.map((h) => h.state)).toEqual(["received", "waiting-for-endpoint", "running", "success"]);
+    expect(info.history.map((h) => h.state)).toEqual([
+      "received",
+      "waiting-for-endpoint",
+      "running",
+      "success",
+    ]);
     for (const h of info.history) expect(h.actor).not.toBe("");
   });
 
   it("runs an async JS function from a source string", async () => {
     const functionId = await client.registerFunction({
-      source: "async function greet(name) { await new Promise((r) => setTimeout(r, 5)); return { hello: name, pid: process.pid }; }",
+      source:
+        "async function greet(name) { await new Promise((r) => setTimeout(r, 5)); return { hello: name, pid: process.pid }; }",
       entryPoint: "greet",
     });
     const taskId = await client.run(functionId, endpointId, ["world"]);
@@ -45,9 +51,13 @@ describe("end to end: SDK → broker → NATS → agent → worker → SDK", () 
   });
 
   it("runs a shell function with its arguments quoted, returning exit code and output", async () => {
-    const functionId = await client.registerShellFunction("echo hello {name}; echo done >&2", { walltimeSeconds: 30 });
+    const functionId = await client.registerShellFunction("echo hello {name}; echo done >&2", {
+      walltimeSeconds: 30,
+    });
     const taskId = await client.run(functionId, endpointId, [], { name: "world; echo injected" });
-    const out = await client.waitForResult<{ exitCode: number; stdout: string; stderr: string }>(taskId, { timeoutMs: 30_000 });
+    const out = await client.waitForResult<{ exitCode: number; stdout: string; stderr: string }>(taskId, {
+      timeoutMs: 30_000,
+    });
     expect(out).toEqual({ exitCode: 0, stdout: "hello world; echo injected\n", stderr: "done\n" });
   });
 
@@ -76,7 +86,9 @@ describe("end to end: SDK → broker → NATS → agent → worker → SDK", () 
   it("a shell command with a non-zero exit fails with its code and output", async () => {
     const functionId = await client.registerShellFunction("echo partial; echo broken >&2; exit {code}");
     const taskId = await client.run(functionId, endpointId, [], { code: 3 });
-    const err = (await client.waitForResult(taskId, { timeoutMs: 30_000 }).catch((e: unknown) => e)) as TaskFailedError;
+    const err = (await client
+      .waitForResult(taskId, { timeoutMs: 30_000 })
+      .catch((e: unknown) => e)) as TaskFailedError;
     expect(err).toBeInstanceOf(TaskFailedError);
     expect(err.reason).toBe("shell_exit_nonzero");
     expect(err.shell).toMatchObject({ exitCode: 3, stdout: "partial\n", stderr: "broken\n" });

@@ -8,7 +8,11 @@ import { Client } from "../sdk/index.js";
 import { TestStack } from "./support/stack.js";
 
 /** Polls `check` every 50 ms until it returns true, or fails after `timeoutMs`. */
-async function until(check: () => Promise<boolean> | boolean, timeoutMs: number, what: string): Promise<void> {
+async function until(
+  check: () => Promise<boolean> | boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
@@ -46,7 +50,9 @@ describe("resilience: stopped endpoints, broker restarts, agent crashes", () => 
     const endpointId = ep.endpointId();
     await ep.stop();
     const functionId = await client.registerFunction((x: number) => x + 1);
-    const { groupId, taskIds } = await client.submitBatch(Array.from({ length: 50 }, (_, i) => ({ functionId, endpointId, args: [i] })));
+    const { groupId, taskIds } = await client.submitBatch(
+      Array.from({ length: 50 }, (_, i) => ({ functionId, endpointId, args: [i] })),
+    );
     const before = await client.getTasks(taskIds.slice(0, 5));
     for (const t of before) expect(t.state).toBe("waiting-for-endpoint");
     expect((await client.getEndpoint(endpointId)).status.connection).toBe("offline");
@@ -107,7 +113,9 @@ describe("resilience: stopped endpoints, broker restarts, agent crashes", () => 
     const tasks = await client.getTasks(taskIds);
     let terminalTransitions = 0;
     for (const t of tasks) {
-      const terminal = t.history.filter((h) => ["success", "failed", "cancelled", "expired"].includes(h.state));
+      const terminal = t.history.filter((h) =>
+        ["success", "failed", "cancelled", "expired"].includes(h.state),
+      );
       expect(terminal).toHaveLength(1);
       terminalTransitions += terminal.length;
     }

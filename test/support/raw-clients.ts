@@ -41,38 +41,80 @@ export class RawClients {
   }
 
   private call<Req, Res>(client: grpc.Client, method: unknown, req: Req): Promise<Res> {
-    return callUnary<Req, Res>(method as Parameters<typeof callUnary<Req, Res>>[0], client, req, this.md, { deadlineMs: 20_000 });
+    return callUnary<Req, Res>(method as Parameters<typeof callUnary<Req, Res>>[0], client, req, this.md, {
+      deadlineMs: 20_000,
+    });
   }
 
   registerFunction(req: RegisterFunctionRequest) {
-    return this.call<RegisterFunctionRequest, RegisterFunctionResponse>(this.functions, this.functions.registerFunction, req);
+    return this.call<RegisterFunctionRequest, RegisterFunctionResponse>(
+      this.functions,
+      this.functions.registerFunction.bind(this.functions),
+      req,
+    );
   }
   getFunction(req: GetFunctionRequest) {
-    return this.call<GetFunctionRequest, GetFunctionResponse>(this.functions, this.functions.getFunction, req);
+    return this.call<GetFunctionRequest, GetFunctionResponse>(
+      this.functions,
+      this.functions.getFunction.bind(this.functions),
+      req,
+    );
   }
   listFunctions() {
-    return this.call<object, ListFunctionsResponse>(this.functions, this.functions.listFunctions, {});
+    return this.call<object, ListFunctionsResponse>(
+      this.functions,
+      this.functions.listFunctions.bind(this.functions),
+      {},
+    );
   }
   deleteFunction(req: DeleteFunctionRequest) {
-    return this.call<DeleteFunctionRequest, DeleteFunctionResponse>(this.functions, this.functions.deleteFunction, req);
+    return this.call<DeleteFunctionRequest, DeleteFunctionResponse>(
+      this.functions,
+      this.functions.deleteFunction.bind(this.functions),
+      req,
+    );
   }
   registerEndpoint(req: RegisterEndpointRequest) {
-    return this.call<RegisterEndpointRequest, RegisterEndpointResponse>(this.endpoints, this.endpoints.registerEndpoint, req);
+    return this.call<RegisterEndpointRequest, RegisterEndpointResponse>(
+      this.endpoints,
+      this.endpoints.registerEndpoint.bind(this.endpoints),
+      req,
+    );
   }
   getEndpoint(req: GetEndpointRequest) {
-    return this.call<GetEndpointRequest, GetEndpointResponse>(this.endpoints, this.endpoints.getEndpoint, req);
+    return this.call<GetEndpointRequest, GetEndpointResponse>(
+      this.endpoints,
+      this.endpoints.getEndpoint.bind(this.endpoints),
+      req,
+    );
   }
   listEndpoints() {
-    return this.call<object, ListEndpointsResponse>(this.endpoints, this.endpoints.listEndpoints, {});
+    return this.call<object, ListEndpointsResponse>(
+      this.endpoints,
+      this.endpoints.listEndpoints.bind(this.endpoints),
+      {},
+    );
   }
   submit(req: SubmitTasksRequest) {
-    return this.call<SubmitTasksRequest, SubmitTasksResponse>(this.tasks, this.tasks.submitTasks, req);
+    return this.call<SubmitTasksRequest, SubmitTasksResponse>(
+      this.tasks,
+      this.tasks.submitTasks.bind(this.tasks),
+      req,
+    );
   }
   getTasks(req: GetTasksRequest) {
-    return this.call<GetTasksRequest, GetTasksResponse>(this.tasks, this.tasks.getTasks, req);
+    return this.call<GetTasksRequest, GetTasksResponse>(
+      this.tasks,
+      this.tasks.getTasks.bind(this.tasks),
+      req,
+    );
   }
   cancel(req: CancelTasksRequest) {
-    return this.call<CancelTasksRequest, CancelTasksResponse>(this.tasks, this.tasks.cancelTasks, req);
+    return this.call<CancelTasksRequest, CancelTasksResponse>(
+      this.tasks,
+      this.tasks.cancelTasks.bind(this.tasks),
+      req,
+    );
   }
 
   /** Sends raw bytes as the request of `path` (e.g. "/fabric.v1.TaskService/SubmitTasks"). */

@@ -17,7 +17,11 @@ export class TestStack {
   static async start(brokerExtra: Record<string, unknown> = {}): Promise<TestStack> {
     const dir = mkdtempSync(path.join(tmpdir(), "fabric-test-"));
     const nats = await NatsServer.start({ storeDir: path.join(dir, "nats") });
-    const broker = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "broker"), extra: brokerExtra });
+    const broker = await BrokerProcess.start({
+      natsUrl: nats.url,
+      dir: path.join(dir, "broker"),
+      extra: brokerExtra,
+    });
     return new TestStack(dir, nats, broker);
   }
 
