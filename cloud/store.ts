@@ -50,7 +50,7 @@ export class FabricStore {
       storage: StorageType.File,
       num_replicas: replicas,
       max_age: retentionNs,
-      duplicate_window: nanos(120_000),
+      duplicate_window: nanos(Math.min(120_000, config.resultRetentionSeconds * 1000)),
     });
     await ensureStream(jsm, {
       name: Bus.resultStream,

@@ -1,0 +1,117 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+import * as grpc from "@grpc/grpc-js";
+import { service as healthService } from "grpc-health-check";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { NatsServer } from "../devkit/nats-server.js";
+import { BrokerProcess, EndpointProcess } from "../devkit/processes.js";
+import { Client } from "../sdk/index.js";
+
+describe("broker operations: health, replicas, graceful stop, retention", () => {
+  let dir: string;
+  let nats: NatsServer;
+  const started: Array<{ stop(): Promise<void> }> = [];
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "fabric-ops-"));
+    nats = await NatsServer.start({ storeDir: path.join(dir, "nats") });
+  });
+
+  afterAll(async () => {
+    for (const s of started.reverse()) await s.stop().catch(() => undefined);
+    await nats?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("answers the gRPC health check", async () => {
+    const broker = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "b0") });
+    started.push(broker);
+    const Health = grpc.makeGenericClientConstructor(healthService, "Health");
+    const client = new Health(broker.address, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
+      check(req: object, cb: (err: grpc.ServiceError | null, res: { status: string }) => void): void;
+    };
+    const res = await new Promise<{ status: string }>((resolve, reject) =>
+      client.check({ service: "" }, (err, r) => (err ? reject(err) : resolve(r))),
+    );
+    expect(res.status).toBe("SERVING");
+    client.close();
+    // SIGTERM: a graceful stop that exits 0.
+    await broker.process!.stop();
+    expect((await broker.process!.exited).code).toBe(0);
+  });
+
+  it("two brokers on one NATS serve the same users: submit through one, results through the other", async () => {
+    const keyFile = path.join(dir, "shared-key.pem");
+    const a = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "ba"), keyFile });
+    const b = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "bb"), keyFile });
+    started.push(a, b);
+    const token = await a.token("dave");
+    const ep = await EndpointProcess.start({
+      home: path.join(dir, "home-dave"),
+      name: "ep",
+      broker: a.address,
+      token,
+      workers: 2,
+    });
+    started.push(ep);
+    const viaA = new Client({ address: a.address, token });
+    const viaB = new Client({ address: b.address, token });
+    try {
+      const fid = await viaA.registerFunction((x: number) => x * 2);
+      expect((await viaB.getFunction(fid)).id).toBe(fid);
+      const { groupId } = await viaA.submitBatch(
+        Array.from({ length: 200 }, (_, i) => ({ functionId: fid, endpointId: ep.endpointId(), args: [i] })),
+      );
+      let sum = 0;
+      for await (const o of viaB.results({ groupId }, { timeoutMs: 60_000 }))
+        if (o.ok) sum += o.value as number;
+      expect(sum).toBe(2 * ((199 * 200) / 2));
+    } finally {
+      viaA.close();
+      viaB.close();
+    }
+  }, 120_000);
+
+  it("forgets tasks and results after the configured retention", async () => {
+    // Retention is a property of the buckets, so this broker gets a NATS of its own.
+    const nats2 = await NatsServer.start({ storeDir: path.join(dir, "nats2") });
+    started.push(nats2);
+    const broker = await BrokerProcess.start({
+      natsUrl: nats2.url,
+      dir: path.join(dir, "br"),
+      extra: { resultRetentionSeconds: 2 },
+    });
+    started.push(broker);
+    const token = await broker.token("erin");
+    const ep = await EndpointProcess.start({
+      home: path.join(dir, "home-erin"),
+      name: "ep",
+      broker: broker.address,
+      token,
+      workers: 1,
+    });
+    started.push(ep);
+    const client = new Client({ address: broker.address, token });
+    try {
+      const fid = await client.registerFunction(() => "kept for a while");
+      const tid = await client.run(fid, ep.endpointId(), []);
+      expect(await client.waitForResult(tid, { timeoutMs: 30_000 })).toBe("kept for a while");
+      const deadline = Date.now() + 20_000;
+      let code = "";
+      while (Date.now() < deadline) {
+        code = await client.getTask(tid).then(
+          () => "",
+          (e: { code: string }) => e.code,
+        );
+        if (code) break;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      expect(code).toBe("NOT_FOUND");
+    } finally {
+      client.close();
+    }
+  }, 60_000);
+});

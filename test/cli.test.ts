@@ -1,0 +1,97 @@
+import { existsSync, statSync } from "node:fs";
+import path from "node:path";
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { runCli } from "../devkit/processes.js";
+import { TestStack } from "./support/stack.js";
+
+/** The CLIs as users type them: `fabric-endpoint ...` and `fabric ...`, against real services. */
+describe("command lines", () => {
+  let stack: TestStack;
+  let home: string;
+  let token: string;
+
+  beforeAll(async () => {
+    stack = await TestStack.start();
+    home = path.join(stack.dir, "home-cli");
+    token = await stack.broker.token("carol");
+  }, 60_000);
+
+  afterAll(async () => {
+    await runCli("endpoint/cli.js", ["stop", "lab"], home).catch(() => undefined);
+    await stack?.stop();
+  });
+
+  const endpoint = (...args: string[]) => runCli("endpoint/cli.js", args, home);
+  const fabric = (...args: string[]) => runCli("sdk/cli.js", args, home);
+
+  it("fabric-endpoint: configure, start --detach, status, list, stop, delete", async () => {
+    await endpoint("configure", "lab", "--broker", stack.broker.address, "--token", token, "--workers", "1");
+    const config = path.join(home, "endpoints", "lab", "config.yaml");
+    expect(statSync(config).mode & 0o777).toBe(0o600);
+    // An existing config is never overwritten by accident.
+    await expect(endpoint("configure", "lab", "--broker", stack.broker.address)).rejects.toThrow(
+      /exists|--force/,
+    );
+
+    const started = await endpoint("start", "lab", "--detach");
+    expect(started).toMatch(/\d+/);
+    const creds = path.join(home, "endpoints", "lab", "credentials.json");
+    expect(statSync(creds).mode & 0o777).toBe(0o600);
+
+    const status = JSON.parse(await endpoint("status", "lab", "--json")) as {
+      local: string;
+      endpointId: string;
+      broker: { connection: string; workers?: number } | null;
+    };
+    expect(status.local).toBe("running");
+    expect(status.endpointId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(status.broker?.connection).toBe("online");
+
+    const list = JSON.parse(await endpoint("list", "--json")) as Array<{ name: string; state: string }>;
+    expect(list).toContainEqual(expect.objectContaining({ name: "lab", state: "running" }));
+
+    // The user CLI sees the same endpoint and runs a shell function on it.
+    await fabric("configure", "--broker", stack.broker.address, "--token", token);
+    expect(statSync(path.join(home, "client.json")).mode & 0o777).toBe(0o600);
+    const eps = JSON.parse(await fabric("endpoint", "list", "--json")) as Array<{ id: string }>;
+    expect(eps.map((e) => e.id)).toContain(status.endpointId);
+    const { functionId } = JSON.parse(
+      await fabric("function", "register-shell", "echo hi {who}", "--json"),
+    ) as {
+      functionId: string;
+    };
+    const out = await fabric(
+      "run",
+      functionId,
+      "--endpoint",
+      status.endpointId,
+      "--kwargs",
+      '{"who":"carol"}',
+      "--wait",
+      "--json",
+    );
+    expect(out).toContain("hi carol");
+    const fns = JSON.parse(await fabric("function", "list", "--json")) as Array<{ id: string }>;
+    expect(fns.map((f) => f.id)).toContain(functionId);
+
+    await endpoint("stop", "lab");
+    const after = JSON.parse(await endpoint("status", "lab", "--json")) as { local: string };
+    expect(after.local).toBe("stopped");
+
+    await endpoint("delete", "lab");
+    expect(existsSync(path.join(home, "endpoints", "lab"))).toBe(false);
+    const gone = JSON.parse(await fabric("endpoint", "list", "--json")) as Array<{ id: string }>;
+    expect(gone.map((e) => e.id)).not.toContain(status.endpointId);
+  }, 120_000);
+
+  it("fabric: errors are one clear line and a non-zero exit", async () => {
+    await fabric("configure", "--broker", stack.broker.address, "--token", token);
+    const err = await fabric("task", "status", "00000000-0000-4000-8000-000000000000").catch(
+      (e: Error) => e.message,
+    );
+    expect(err).toMatch(/error: NOT_FOUND: task 00000000-0000-4000-8000-000000000000 not found/);
+    expect(err).not.toMatch(/\n\s+at /);
+  });
+});
