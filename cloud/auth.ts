@@ -88,8 +88,22 @@ export class TokenAuthority {
       .sign(this.privateKey);
   }
 
+  /** Tokens verified recently, so a busy caller pays for one signature check, not one per call. */
+  private readonly verified = new Map<string, { principal: Principal; expMs: number }>();
+
   /** Verifies a bearer token; anything wrong with it is UNAUTHENTICATED with the reason. */
   async verify(token: string): Promise<Principal> {
+    const hit = this.verified.get(token);
+    if (hit && hit.expMs > Date.now()) return hit.principal;
+    const principal = await this.verifyUncached(token);
+    if (this.verified.size >= 10_000) this.verified.clear();
+    const { exp } = jose.decodeJwt(token);
+    // Re-check at least every minute, and never past expiry.
+    this.verified.set(token, { principal, expMs: Math.min((exp ?? 0) * 1000, Date.now() + 60_000) });
+    return principal;
+  }
+
+  private async verifyUncached(token: string): Promise<Principal> {
     let payload: jose.JWTPayload;
     try {
       ({ payload } = await jose.jwtVerify(token, this.publicKey, {

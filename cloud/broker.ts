@@ -6,12 +6,18 @@ import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 
 import { silentLogger } from "../common/logger.js";
-import { EndpointServiceService, FunctionServiceService, TaskServiceService } from "../proto/index.js";
+import {
+  EndpointServiceService,
+  FunctionServiceService,
+  TaskServiceService,
+  type Task,
+} from "../proto/index.js";
 import { TokenAuthority } from "./auth.js";
 import type { BrokerConfig } from "./config.js";
 import { EndpointRegistry, endpointService } from "./endpoints-service.js";
 import { TaskEventHub } from "./event-hub.js";
 import { FunctionRegistry, functionService } from "./functions-service.js";
+import { RecordCache, type TaskRecordCache } from "./records.js";
 import { ResultIngest } from "./result-ingest.js";
 import { tolerantService } from "./rpc.js";
 import { FabricStore } from "./store.js";
@@ -71,6 +77,7 @@ export class Broker {
     const events = new TaskEventHub(this.nc, log.child({ component: "cloud.events" }));
     const functions = new FunctionRegistry(store);
     const endpoints = new EndpointRegistry(store, this.config);
+    const records: TaskRecordCache = new RecordCache<Task>();
     const book = new TaskBook(
       store,
       this.config,
@@ -79,9 +86,10 @@ export class Broker {
       events,
       this.brokerId,
       log.child({ component: "cloud.tasks" }),
+      records,
     );
 
-    this.ingest = new ResultIngest(store, events, log.child({ component: "cloud.ingest" }));
+    this.ingest = new ResultIngest(store, events, log.child({ component: "cloud.ingest" }), records);
     await this.ingest.start();
 
     const server = new grpc.Server({

@@ -1,4 +1,5 @@
 import type { KV, KvEntry } from "@nats-io/kv";
+import type { Task } from "../proto/index.js";
 
 import { FabricError } from "../common/errors.js";
 
@@ -30,22 +31,56 @@ export function isWrongRevision(err: unknown): boolean {
 }
 
 /**
+ * The last known value and revision of recently written records, so that a read-modify-write can
+ * skip its read. A stale entry costs one failed compare-and-set and a fresh read, never a wrong write.
+ */
+export class RecordCache<T> {
+  private readonly entries = new Map<string, { value: T; revision: number }>();
+  constructor(private readonly maxEntries = 50_000) {}
+  get(key: string): { value: T; revision: number } | undefined {
+    return this.entries.get(key);
+  }
+  remember(key: string, value: T, revision: number): void {
+    this.entries.delete(key);
+    if (this.entries.size >= this.maxEntries) {
+      const oldest = this.entries.keys().next();
+      if (!oldest.done) this.entries.delete(oldest.value);
+    }
+    this.entries.set(key, { value, revision });
+  }
+  forget(key: string): void {
+    this.entries.delete(key);
+  }
+}
+
+/** The broker's cache of task records. */
+export type TaskRecordCache = RecordCache<Task>;
+
+/**
  * Read-modify-write with compare-and-set, retried on conflicts. `mutate` returns the new value, or
  * null to leave the record as it is. Returns the record after the call (or null if absent).
+ * With a cache, the first attempt starts from the cached revision instead of a read.
  */
 export async function updateRecord<T>(
   kv: KV,
   key: string,
   codec: Codec<T>,
   mutate: (current: T) => T | null,
+  cache?: RecordCache<T>,
 ): Promise<{ value: T; changed: boolean } | null> {
+  let cached = cache?.get(key);
   for (let attempt = 0; attempt < 50; attempt++) {
-    const current = await readRecord(kv, key, codec);
-    if (!current) return null;
+    const current = cached ?? (await readRecord(kv, key, codec));
+    cached = undefined;
+    if (!current) {
+      cache?.forget(key);
+      return null;
+    }
     const next = mutate(current.value);
     if (!next) return { value: current.value, changed: false };
     try {
-      await kv.update(key, codec.encode(next).finish(), current.revision);
+      const revision = await kv.update(key, codec.encode(next).finish(), current.revision);
+      cache?.remember(key, next, revision);
       return { value: next, changed: true };
     } catch (err) {
       if (!isWrongRevision(err)) throw err;

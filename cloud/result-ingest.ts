@@ -5,7 +5,7 @@ import { Bus } from "../common/bus-layout.js";
 import { isTerminal } from "../common/task-state.js";
 import { Task, TaskUpdateBatch, type TaskUpdate } from "../proto/index.js";
 import type { TaskEventHub } from "./event-hub.js";
-import { mapLimit, updateRecord } from "./records.js";
+import { mapLimit, updateRecord, type TaskRecordCache } from "./records.js";
 import { RESULT_ACK_WAIT_MS, type FabricStore } from "./store.js";
 import { applyTaskUpdate } from "./task-transitions.js";
 
@@ -24,6 +24,7 @@ export class ResultIngest {
     private readonly store: FabricStore,
     private readonly events: TaskEventHub,
     private readonly log: Logger,
+    private readonly records: TaskRecordCache,
   ) {}
 
   async start(): Promise<void> {
@@ -54,7 +55,14 @@ export class ResultIngest {
     }
     const keepAlive = setInterval(() => msg.working(), RESULT_ACK_WAIT_MS / 3);
     try {
-      await mapLimit(batch.updates, 64, (u) => this.apply(endpointId, u));
+      const unknown = await mapLimit(batch.updates, 64, (u) =>
+        this.apply(endpointId, u, msg.info.deliveryCount),
+      );
+      if (unknown.some(Boolean)) {
+        // A record not written yet (its create is still landing): try the batch again shortly.
+        msg.nak(200);
+        return;
+      }
       msg.ack();
     } catch (err) {
       if (!this.stopping)
@@ -65,13 +73,19 @@ export class ResultIngest {
     }
   }
 
-  private async apply(endpointId: string, update: TaskUpdate): Promise<void> {
-    const out = await updateRecord(this.store.tasks, update.taskId, Task, (t) =>
-      applyTaskUpdate(t, update, endpointId),
+  /** Records one update; returns true when the task is unknown and the batch should come back later. */
+  private async apply(endpointId: string, update: TaskUpdate, deliveryCount: number): Promise<boolean> {
+    const out = await updateRecord(
+      this.store.tasks,
+      update.taskId,
+      Task,
+      (t) => applyTaskUpdate(t, update, endpointId),
+      this.records,
     );
     if (!out) {
+      if (deliveryCount < 5) return true;
       this.log.warn({ taskId: update.taskId, endpointId }, "update for an unknown or expired task dropped");
-      return;
+      return false;
     }
     if (!out.changed) {
       if (out.value.endpointId !== endpointId) {
@@ -80,12 +94,13 @@ export class ResultIngest {
           "update from the wrong endpoint rejected",
         );
       }
-      return;
+      return false;
     }
     if (isTerminal(out.value.state)) {
       this.events.publish(out.value);
       this.log.debug({ taskId: update.taskId, endpointId, state: out.value.state }, "task finished");
     }
+    return false;
   }
 
   async stop(): Promise<void> {

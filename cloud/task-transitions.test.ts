@@ -27,6 +27,8 @@ const update = (state: TaskState, extra: Partial<TaskUpdate> = {}): TaskUpdate =
   result: undefined,
   error: undefined,
   attempt: 1,
+  startedAtMs: 0,
+  startedBy: "",
   ...extra,
 });
 
@@ -51,6 +53,19 @@ describe("applyTaskUpdate", () => {
     expect(applyTaskUpdate(done, update(S.TASK_STATE_SUCCESS), "ep1")).toBeNull();
     expect(applyTaskUpdate(done, update(S.TASK_STATE_FAILED), "ep1")).toBeNull();
     expect(applyTaskUpdate(done, update(S.TASK_STATE_RUNNING), "ep1")).toBeNull();
+  });
+
+  it("records a start folded into the outcome as its own transition", () => {
+    const done = applyTaskUpdate(
+      task(),
+      update(S.TASK_STATE_SUCCESS, { startedAtMs: 7, startedBy: "manager/m1" }),
+      "ep1",
+    )!;
+    expect(done.history.map((h) => [h.state, h.atMs, h.actor])).toEqual([
+      [S.TASK_STATE_WAITING_FOR_ENDPOINT, 1, "broker/x"],
+      [S.TASK_STATE_RUNNING, 7, "manager/m1"],
+      [S.TASK_STATE_SUCCESS, 10, "endpoint/ep1"],
+    ]);
   });
 
   it("rejects updates from another endpoint than the task's", () => {

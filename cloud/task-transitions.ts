@@ -10,13 +10,30 @@ import { TaskState, type Task, type TaskUpdate } from "../proto/index.js";
 export function applyTaskUpdate(task: Task, update: TaskUpdate, endpointId: string): Task | null {
   if (task.endpointId !== endpointId) return null;
   if (!canTransition(task.state, update.state)) return null;
+  const history = [...task.history];
+  // The agent folded the task's start into its outcome: record both.
+  if (
+    update.startedAtMs > 0 &&
+    canTransition(task.state, TaskState.TASK_STATE_RUNNING) &&
+    isTerminal(update.state)
+  ) {
+    history.push({
+      state: TaskState.TASK_STATE_RUNNING,
+      atMs: update.startedAtMs,
+      actor: update.startedBy,
+      detail: "",
+    });
+  }
+  history.push({
+    state: update.state,
+    atMs: update.atMs || Date.now(),
+    actor: update.actor,
+    detail: update.detail,
+  });
   const next: Task = {
     ...task,
     state: update.state,
-    history: [
-      ...task.history,
-      { state: update.state, atMs: update.atMs || Date.now(), actor: update.actor, detail: update.detail },
-    ],
+    history,
     attempts: Math.max(task.attempts, update.attempt),
   };
   if (isTerminal(update.state)) {

@@ -25,7 +25,7 @@ import type { BrokerConfig } from "./config.js";
 import type { EndpointRegistry } from "./endpoints-service.js";
 import type { TaskEventHub } from "./event-hub.js";
 import type { FunctionRegistry } from "./functions-service.js";
-import { mapLimit, readRecord, updateRecord } from "./records.js";
+import { mapLimit, readRecord, updateRecord, type TaskRecordCache } from "./records.js";
 import { serverStream, unary, userOf } from "./rpc.js";
 import type { FabricStore } from "./store.js";
 import { cancelTask } from "./task-transitions.js";
@@ -51,6 +51,7 @@ export class TaskBook {
     private readonly events: TaskEventHub,
     private readonly brokerId: string,
     private readonly log: Logger,
+    private readonly records: TaskRecordCache,
   ) {}
 
   async submit(req: SubmitTasksRequest, owner: string): Promise<SubmitTasksResponse> {
@@ -78,21 +79,26 @@ export class TaskBook {
     );
     await Promise.all([...epIds].map((id) => this.endpoints.get(id, owner)));
 
+    const enc = new TextEncoder();
     let groupId = req.groupId;
+    let groupReady: Promise<unknown>;
     if (groupId) {
       check(idSchema("group"), groupId, "groupId");
       await this.groupMeta(groupId, owner);
+      groupReady = Promise.resolve();
     } else {
       groupId = newId();
       const meta: GroupMeta = { owner, createdAtMs: Date.now() };
-      await this.store.groups.create(groupId, new TextEncoder().encode(JSON.stringify(meta)));
+      groupReady = this.store.groups.create(groupId, enc.encode(JSON.stringify(meta)));
     }
     const taskIds = req.tasks.map(() => newId());
-    // Record membership first, so a watch on the group never misses a task.
-    await this.store.groups.put(`${groupId}.${newId()}`, new TextEncoder().encode(JSON.stringify(taskIds)));
+    // Membership is written alongside the tasks and before the answer, so a watch on the group
+    // (which can only start after the answer) never misses one.
+    const membership = this.store.groups.put(`${groupId}.${newId()}`, enc.encode(JSON.stringify(taskIds)));
 
     const actor = `broker/${this.brokerId}`;
-    await mapLimit(req.tasks, CONCURRENCY, async (spec, i) => {
+    const gid = groupId;
+    const created = mapLimit(req.tasks, CONCURRENCY, async (spec, i) => {
       const taskId = taskIds[i]!;
       const now = Date.now();
       const task: Task = {
@@ -100,7 +106,7 @@ export class TaskBook {
         owner,
         functionId: spec.functionId,
         endpointId: spec.endpointId,
-        groupId,
+        groupId: gid,
         state: TaskState.TASK_STATE_WAITING_FOR_ENDPOINT,
         history: [
           { state: TaskState.TASK_STATE_RECEIVED, atMs: now, actor: `user/${owner}`, detail: "" },
@@ -121,22 +127,39 @@ export class TaskBook {
         owner,
         submittedAtMs: now,
       };
-      await this.store.tasks.create(taskId, Task.encode(task).finish());
-      try {
-        await this.store.js.publish(Bus.taskSubject(spec.endpointId), TaskMessage.encode(message).finish(), {
+      // The record and the queue entry are written in one pipelined round trip. A result can
+      // only come back long after both landed; the ingest retries one for a record not yet seen.
+      const record = this.store.tasks.create(taskId, Task.encode(task).finish());
+      const queued = this.store.js.publish(
+        Bus.taskSubject(spec.endpointId),
+        TaskMessage.encode(message).finish(),
+        {
           msgID: taskId,
-        });
-      } catch (err) {
+        },
+      );
+      const [rec, pub] = await Promise.allSettled([record, queued]);
+      if (rec.status === "fulfilled") this.records.remember(taskId, task, rec.value);
+      if (pub.status === "rejected") {
         await this.store.tasks.delete(taskId).catch(() => undefined);
         throw new FabricError(
           "UNAVAILABLE",
-          `the task queue is unavailable: ${(err as Error).message}; try again`,
+          `the task queue is unavailable: ${(pub.reason as Error).message}; try again`,
           {
-            cause: err,
+            cause: pub.reason,
+          },
+        );
+      }
+      if (rec.status === "rejected") {
+        throw new FabricError(
+          "UNAVAILABLE",
+          `the task store is unavailable: ${(rec.reason as Error).message}; try again`,
+          {
+            cause: rec.reason,
           },
         );
       }
     });
+    await Promise.all([groupReady, membership, created]);
     this.log.info({ groupId, owner, tasks: taskIds.length }, "tasks submitted");
     return { groupId, taskIds };
   }
@@ -154,7 +177,13 @@ export class TaskBook {
     const ids = this.checkIds(req.taskIds);
     await mapLimit(ids, CONCURRENCY, (id) => this.read(id, owner));
     const tasks = await mapLimit(ids, CONCURRENCY, async (id) => {
-      const out = await updateRecord(this.store.tasks, id, Task, (t) => cancelTask(t, `user/${owner}`));
+      const out = await updateRecord(
+        this.store.tasks,
+        id,
+        Task,
+        (t) => cancelTask(t, `user/${owner}`),
+        this.records,
+      );
       if (!out) throw notFound(`task ${id} not found`);
       if (out.changed) this.events.publish(out.value);
       return { ...out.value, result: undefined };

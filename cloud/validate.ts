@@ -5,9 +5,17 @@ import { describeIssues } from "./config.js";
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-/** An id this system issued. */
-export const idSchema = (what: string) =>
-  z.string().regex(UUID_RE, { message: `expected a ${what} id (a UUID)` });
+const idSchemas = new Map<string, z.ZodString>();
+
+/** An id this system issued (schemas are built once per kind: this is on the submit hot path). */
+export function idSchema(what: string): z.ZodString {
+  let schema = idSchemas.get(what);
+  if (!schema) {
+    schema = z.string().regex(UUID_RE, { message: `expected a ${what} id (a UUID)` });
+    idSchemas.set(what, schema);
+  }
+  return schema;
+}
 
 /** A short human name. */
 export const nameSchema = z.string().max(256, { message: "must be at most 256 characters" });

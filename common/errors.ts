@@ -58,6 +58,7 @@ export const FailureReason = {
   CANCELLED: "cancelled",
   RESULT_TOO_LARGE: "result_too_large",
   INVALID_TASK: "invalid_task",
+  NO_CAPACITY: "no_capacity",
   ENDPOINT_DELETED: "endpoint_deleted",
   EXPIRED: "expired",
 } as const;

@@ -138,7 +138,7 @@ export class BrokerProcess {
   private async launch(): Promise<void> {
     const child = spawn(process.execPath, [distEntry("cloud/cli.js"), "start", "-c", this.configFile], {
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, FABRIC_LOG_LEVEL: process.env["FABRIC_LOG_LEVEL"] ?? "info" },
+      env: { ...process.env, FABRIC_LOG_LEVEL: childLogLevel() },
     });
     this.proc = new ManagedProcess(`broker:${this.port}`, child);
     await this.proc.waitFor(/"broker ready"/, 30_000);
@@ -224,7 +224,7 @@ export class EndpointProcess {
       env: {
         ...process.env,
         FABRIC_HOME: this.opts.home,
-        FABRIC_LOG_LEVEL: process.env["FABRIC_LOG_LEVEL"] ?? "info",
+        FABRIC_LOG_LEVEL: childLogLevel(),
       },
     });
     this.proc = new ManagedProcess(`endpoint:${this.opts.name}`, child);
@@ -258,4 +258,10 @@ export async function runCli(entry: string, args: string[], home: string): Promi
   const { code } = await p.exited;
   if (code !== 0) throw new Error(`${entry} ${args.join(" ")} failed (${code}):\n${p.output}`);
   return p.output;
+}
+
+/** Children log at info at least: the harness waits for their "ready" lines. */
+function childLogLevel(): string {
+  const level = process.env["FABRIC_LOG_LEVEL"];
+  return level === "debug" || level === "trace" ? level : "info";
 }

@@ -29,14 +29,18 @@ import type {
   WorkOutcome,
 } from "../proto/index.js";
 import { BlockScaler } from "./block-scaler.js";
+import type { BlockView } from "./block-scaler.js";
+import { scalingOf } from "./config.js";
 import type { EndpointConfig } from "./config.js";
 import { readCredentials, writeCredentials } from "./home.js";
 import type { EndpointCredentials, EndpointPaths } from "./home.js";
 import { ManagerServer } from "./manager-link.js";
 import type { ManagerConnection } from "./manager-link.js";
 import { isJobEnded } from "./provider.js";
-import type { ExecutionProvider } from "./provider.js";
-import { LocalProvider } from "./providers/local-provider.js";
+import type { BlockJobStatus, ExecutionProvider } from "./provider.js";
+import { parseWalltime } from "./providers/batch-script.js";
+import { blockLogTail } from "./providers/block-log.js";
+import { createProvider } from "./providers/create-provider.js";
 import { UpdatePublisher } from "./update-publisher.js";
 
 /** Version the agent reports to the broker. */
@@ -54,7 +58,7 @@ export interface EndpointAgentOptions {
   readonly provider?: ExecutionProvider;
   /** Entry file of the worker manager. @default MANAGER_MAIN */
   readonly managerMain?: string;
-  /** How often blocks are checked and replaced. @default 1000 */
+  /** How often the provider is asked for job states. @default 1000 (local), statusIntervalSeconds (batch) */
   readonly blockPollIntervalMs?: number;
 }
 
@@ -75,12 +79,28 @@ interface BlockRecord {
   readonly blockId: string;
   readonly secret: string;
   jobId: string;
-  state: "submitting" | "pending" | "running" | "connected" | "ended" | "cancelling";
+  /** What status shows; `draining`: near its walltime, takes no new tasks. */
+  state: "submitting" | "pending" | "held" | "running" | "connected" | "draining" | "ended" | "cancelling";
   sinceMs: number;
+  /** The scheduler's word on it (pending reason, why it ended). */
   reason: string;
   /** Cancelled by us: its end is not a failure. */
   cancelRequested: boolean;
+  readonly logFile: string;
+  /** When its job started running (scheduler's time if it says, else when first seen running). */
+  startedAtMs: number | undefined;
+  /** Managers of this block connected now. */
+  managers: number;
+  everConnected: boolean;
+  /** Since when none of its managers has had a task (undefined: busy). */
+  idleSinceMs: number | undefined;
+  draining: boolean;
 }
+
+/** Ended blocks stay visible in status this long, so their reasons can be read. */
+const ENDED_BLOCK_VISIBLE_MS = 10 * 60_000;
+/** How long the agent waits for a dead manager's job to show its final state. */
+const JOB_END_WAIT_MS = 4000;
 
 /** Raised when the broker refuses the endpoint for good: retrying cannot help. */
 export class EndpointRejectedError extends FabricError {
@@ -93,6 +113,7 @@ const UPDATE_OVERHEAD_BYTES = 64 * 1024;
 /** How much of a failed task's output, stack and message is kept in its ErrorInfo. */
 const ERROR_FIELD_CAP = 64 * 1024;
 const FETCH_EXPIRES_MS = 5000;
+const SCALE_TICK_MS = 200;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -163,6 +184,12 @@ export class EndpointAgent {
   private readonly recentlyDone = new Set<string>();
   private readonly blocks = new Map<string, BlockRecord>();
   private readonly scaler: BlockScaler;
+  /** Recently ended blocks, newest first, for status. */
+  private endedBlocks: BlockRecord[] = [];
+  private scaling = false;
+  private polling = false;
+  private failingWaiting = false;
+  private lastDemandCheckMs = 0;
 
   private requested = 0;
   private readonly fetches = new Set<ConsumerMessages>();
@@ -179,10 +206,10 @@ export class EndpointAgent {
   constructor(private readonly opts: EndpointAgentOptions) {
     this.cfg = opts.config;
     this.log = opts.log.child({ component: "endpoint.agent", endpoint: opts.paths.name });
-    this.provider = opts.provider ?? new LocalProvider(opts.log);
+    this.provider = opts.provider ?? createProvider(this.cfg.provider, opts.log);
     this.scaler = new BlockScaler({
-      initBlocks: this.cfg.provider.initBlocks,
-      maxBlocks: this.cfg.provider.maxBlocks,
+      ...scalingOf(this.cfg.provider),
+      failTasksAfterMs: this.cfg.provider.failTasksWithoutBlocksAfterSeconds * 1000,
     });
     this.inlineLimit = this.cfg.limits.inlinePayloadBytes;
   }
@@ -256,10 +283,12 @@ export class EndpointAgent {
     const addr = await this.managerServer.listen();
     this.managerAddress = `${addr.host}:${addr.port}`;
     this.running = true;
-    await this.maintainBlocks();
+    await this.scaleBlocks();
 
     const every = (ms: number, fn: () => void) => this.timers.push(setInterval(fn, ms));
-    every(this.opts.blockPollIntervalMs ?? 1000, () => void this.maintainBlocks());
+    every(this.statusIntervalMs(), () => void this.pollBlocks());
+    // Scaling decisions are cheap; a quick tick makes a cold start (0 blocks) quick too.
+    every(SCALE_TICK_MS, () => void this.scaleBlocks());
     every(this.cfg.heartbeatIntervalSeconds * 1000, () => void this.publishStatus("online"));
     // Extend every un-acked delivery well before the bus would hand it out again.
     every(Math.max(500, (bus.ackWaitS * 1000) / 3), () => this.extendDeliveries());
@@ -670,7 +699,8 @@ export class EndpointAgent {
   private dispatch(): void {
     if (this.ready.length === 0 || this.stopping) return;
     const managers = (this.managerServer?.managers() ?? [])
-      .filter((m) => m.idle > 0)
+      // Managers of a block near its walltime take nothing new.
+      .filter((m) => m.idle > 0 && !this.blocks.get(m.blockId)?.draining)
       .sort((a, b) => b.idle - a.idle);
     for (const m of managers) {
       if (this.ready.length === 0) break;
@@ -697,6 +727,8 @@ export class EndpointAgent {
       result: undefined,
       error: undefined,
       attempt: t.attempt,
+      startedAtMs: 0,
+      startedBy: "",
     });
   }
 
@@ -730,6 +762,8 @@ export class EndpointAgent {
         result: undefined,
         error,
         attempt: t.attempt,
+        startedAtMs: 0,
+        startedBy: "",
       };
     }
     this.finish(t, update);
@@ -737,7 +771,14 @@ export class EndpointAgent {
 
   private async successUpdate(t: InFlightTask, o: WorkOutcome, actor: string): Promise<TaskUpdate> {
     const bytes = o.resultJson;
-    const base = { taskId: t.taskId, atMs: o.finishedAtMs || Date.now(), actor, attempt: t.attempt };
+    const base = {
+      taskId: t.taskId,
+      atMs: o.finishedAtMs || Date.now(),
+      actor,
+      attempt: t.attempt,
+      startedAtMs: 0,
+      startedBy: "",
+    };
     if (bytes.length > this.cfg.limits.maxResultBytes) {
       return this.failedUpdate(
         t.taskId,
@@ -793,6 +834,8 @@ export class EndpointAgent {
       result: undefined,
       error: fitError(errorToInfo(err)),
       attempt,
+      startedAtMs: 0,
+      startedBy: "",
     };
   }
 
@@ -846,8 +889,14 @@ export class EndpointAgent {
   private onManagerReady(m: ManagerConnection): void {
     const b = this.blocks.get(m.blockId);
     if (b) {
-      b.state = "connected";
-      b.sinceMs = Date.now();
+      const now = Date.now();
+      if (!b.draining && b.state !== "cancelling") b.state = "connected";
+      b.sinceMs = now;
+      b.reason = "";
+      b.managers += 1;
+      b.everConnected = true;
+      b.startedAtMs ??= now;
+      b.idleSinceMs ??= now;
     }
     this.scaler.recordHealthy();
     if (this.stopping) {
@@ -861,45 +910,98 @@ export class EndpointAgent {
   private onManagerLost(m: ManagerConnection, why: string): void {
     const level = this.stopping ? "debug" : "warn";
     this.log[level]({ managerId: m.managerId, blockId: m.blockId, tasks: m.assigned.size }, why);
-    for (const taskId of [...m.assigned]) {
-      m.assigned.delete(taskId);
+    const taskIds = [...m.assigned];
+    m.assigned.clear();
+    const b = this.blocks.get(m.blockId);
+    if (b) b.managers = Math.max(0, b.managers - 1);
+    void this.loseTasks(b, m, taskIds, why);
+    this.pump();
+  }
+
+  /**
+   * A manager is gone with `taskIds` on it. Waits briefly for its job's final state, so the tasks
+   * fail with a reason naming the job and how it ended (or go back to the queue, when retries on
+   * block loss are configured); a job still running without its manager is cancelled.
+   */
+  private async loseTasks(
+    b: BlockRecord | undefined,
+    m: ManagerConnection,
+    taskIds: readonly string[],
+    why: string,
+  ): Promise<void> {
+    let detail = `${why} (the manager process or its node may have died)`;
+    let reason = "worker_lost";
+    if (b && !this.stopping && b.state !== "ended" && !b.cancelRequested) {
+      const final = b.jobId ? await this.awaitJobEnd(b.jobId, JOB_END_WAIT_MS) : undefined;
+      if (final && isJobEnded(final.state)) {
+        detail = `its block ended: ${this.provider.name} job ${b.jobId} (block ${b.blockId}) ${final.state}${final.reason ? ` (${final.reason})` : ""}`;
+        if (final.state === "timeout") reason = "walltime";
+        if (final.state === "out_of_memory") reason = "out_of_memory";
+        this.endBlock(b, `block ${b.blockId} (job ${b.jobId}) ended: ${final.reason ?? final.state}`, false);
+        this.lastError = detail;
+      } else {
+        detail = `${why}; its ${this.provider.name} job ${b.jobId || "(none)"} was ${final?.state ?? "in an unknown state"}, so the endpoint cancelled it`;
+        this.lastError = detail;
+        // Make sure the block is gone; the scaler replaces it if it is still needed.
+        this.cancelBlock(b, why);
+      }
+    }
+    const retries = this.cfg.provider.retriesOnBlockLoss;
+    for (const taskId of taskIds) {
       const t = this.inflight.get(taskId);
       if (!t || t.manager !== m || t.phase === "reporting") continue;
+      if (t.attempt <= retries && !this.stopping) {
+        this.giveBack(
+          t,
+          `its worker was lost (${detail}); attempt ${t.attempt} of ${retries + 1}, running it again`,
+        );
+        continue;
+      }
       this.finish(
         t,
         this.failedUpdate(
           taskId,
-          new FabricError(
-            "UNAVAILABLE",
-            `the worker running this task was lost: ${why} (the manager process or its node may have died)`,
-            { reason: "worker_lost" },
-          ),
+          new FabricError("UNAVAILABLE", `the worker running this task was lost: ${detail}`, { reason }),
           this.actor(),
           t.attempt,
         ),
       );
     }
-    const b = this.blocks.get(m.blockId);
-    if (b && !this.stopping && b.state !== "ended") {
-      // Make sure the block is gone; the next maintenance pass replaces it.
-      this.lastError = why;
-      this.cancelBlock(b, why);
-    }
     this.pump();
   }
 
-  private cancelBlock(b: BlockRecord, why: string): void {
+  /** Polls the provider until `jobId` has ended or `waitMs` passed; the last state seen. */
+  private async awaitJobEnd(jobId: string, waitMs: number): Promise<BlockJobStatus | undefined> {
+    const deadline = Date.now() + waitMs;
+    let last: BlockJobStatus | undefined;
+    for (;;) {
+      try {
+        last = (await this.provider.status([jobId])).get(jobId) ?? last;
+      } catch (err) {
+        this.log.debug({ jobId, err: (err as Error).message }, "cannot read a lost block's state");
+      }
+      if ((last && isJobEnded(last.state)) || Date.now() >= deadline || this.stopping) return last;
+      await sleep(250);
+    }
+  }
+
+  private cancelBlock(b: BlockRecord, why: string, failure = true): void {
     if (b.cancelRequested) return;
     b.cancelRequested = true;
     b.state = "cancelling";
     b.reason = why;
     b.sinceMs = Date.now();
+    // A block still being submitted is cancelled once its job id is known (see launchBlock).
     if (!b.jobId) return;
     void this.provider
       .cancel(b.jobId)
-      .catch((err: unknown) => this.log.warn({ blockId: b.blockId, err }, "cannot cancel block"))
+      .catch((err: unknown) => {
+        const msg = toFabricError(err).message;
+        this.lastError = `cannot cancel block ${b.blockId} (job ${b.jobId}): ${msg}`;
+        this.log.warn({ blockId: b.blockId, jobId: b.jobId, err: msg }, "cannot cancel block");
+      })
       .finally(() => {
-        this.endBlock(b, why, true);
+        this.endBlock(b, why, failure);
       });
   }
 
@@ -908,49 +1010,214 @@ export class EndpointAgent {
     this.blocks.delete(b.blockId);
     this.managerServer?.forgetBlock(b.blockId);
     b.state = "ended";
-    if (failure && !this.stopping) this.scaler.recordFailure(Date.now());
+    b.reason = reason;
+    b.sinceMs = Date.now();
+    this.endedBlocks = [
+      b,
+      ...this.endedBlocks.filter((e) => Date.now() - e.sinceMs < ENDED_BLOCK_VISIBLE_MS),
+    ].slice(0, 20);
+    if (failure && !this.stopping) {
+      this.scaler.recordFailure(Date.now());
+      this.lastError = reason;
+    }
     this.log.info({ blockId: b.blockId, jobId: b.jobId, reason }, "block ended");
   }
 
-  /** Notices ended blocks and launches new ones to keep the target. */
-  private async maintainBlocks(): Promise<void> {
-    if (this.maintaining || this.stopping) return;
-    this.maintaining = true;
+  private statusIntervalMs(): number {
+    const p = this.cfg.provider;
+    return this.opts.blockPollIntervalMs ?? (p.type === "local" ? 1000 : p.statusIntervalSeconds * 1000);
+  }
+
+  /** Blocks that count: not ended, not being cancelled. */
+  private liveBlocks(): BlockRecord[] {
+    return [...this.blocks.values()].filter((b) => b.state !== "ended" && b.state !== "cancelling");
+  }
+
+  /** Asks the provider for job states: notices ended, held, started and never-connecting blocks. */
+  private async pollBlocks(): Promise<void> {
+    if (this.polling || this.stopping) return;
+    const live = this.liveBlocks().filter((b) => b.jobId);
+    if (live.length === 0) return;
+    this.polling = true;
     try {
-      const live = [...this.blocks.values()].filter((b) => b.jobId && b.state !== "cancelling");
-      if (live.length > 0) {
-        const states = await this.provider.status(live.map((b) => b.jobId));
-        for (const b of live) {
-          const s = states.get(b.jobId);
-          if (!s) continue;
-          if (isJobEnded(s.state)) {
-            const why = `block ${b.blockId} (job ${b.jobId}) ended: ${s.reason ?? s.state}`;
-            if (!this.stopping) this.log.warn({ blockId: b.blockId, jobId: b.jobId }, why);
-            // Its manager, if it ever connected, is dropped by the link when the socket closes.
-            this.endBlock(b, why, !b.cancelRequested);
-            this.lastError = why;
-          } else if (s.state === "running" && b.state === "pending") {
+      const states = await this.provider.status(live.map((b) => b.jobId));
+      const now = Date.now();
+      const connectTimeoutMs = this.cfg.provider.connectTimeoutSeconds * 1000;
+      for (const b of live) {
+        const s = states.get(b.jobId);
+        if (!s || !this.blocks.has(b.blockId) || b.cancelRequested) continue;
+        const job = `${this.provider.name} job ${b.jobId}`;
+        if (isJobEnded(s.state)) {
+          if (b.managers > 0) continue; // its managers' connections drop next; loseTasks reports it
+          const tail = b.everConnected ? "" : blockLogTail(b.logFile);
+          const why = `block ${b.blockId} (${job}) ${b.everConnected ? "ended" : "ended before its manager connected"}: ${s.reason ?? s.state}${tail ? `; its log ends: ${tail}` : ""}`;
+          if (!b.everConnected) this.log.warn({ blockId: b.blockId, jobId: b.jobId, state: s.state }, why);
+          this.endBlock(b, why, !b.everConnected);
+          if (!b.everConnected) this.lastError = why;
+        } else if (s.state === "held" || s.state === "pending") {
+          const reason = s.reason ?? "";
+          if (b.state === "submitting" || b.state === "pending" || b.state === "held") {
+            if (b.state !== s.state) b.sinceMs = now;
+            b.state = s.state;
+            b.reason = reason;
+          }
+          if (s.state === "held")
+            this.lastError = `block ${b.blockId} (${job}) is held and will not start on its own: ${reason}`;
+        } else if (s.state === "running") {
+          b.startedAtMs ??= Math.min(now, s.startedAtMs ?? now);
+          if (b.state === "pending" || b.state === "held" || b.state === "submitting") {
             b.state = "running";
-            b.sinceMs = Date.now();
+            b.sinceMs = now;
+            b.reason = "";
+          }
+          if (!b.everConnected && now - b.startedAtMs > connectTimeoutMs) {
+            const tail = blockLogTail(b.logFile);
+            const why = `block ${b.blockId} (${job}) has run for ${Math.round((now - b.startedAtMs) / 1000)} s but no worker manager connected back to ${this.managerAddress}${tail ? `; its log ends: ${tail}` : ""}`;
+            this.lastError = why;
+            this.log.warn({ blockId: b.blockId, jobId: b.jobId }, why);
+            this.cancelBlock(b, why, true);
           }
         }
       }
-      const active = [...this.blocks.values()].filter(
-        (b) => b.state !== "ended" && b.state !== "cancelling",
-      ).length;
-      const n = this.scaler.blocksToLaunch(active, Date.now());
-      for (let i = 0; i < n && !this.stopping; i++) await this.launchBlock();
     } catch (err) {
-      this.lastError = `block maintenance: ${(err as Error).message}`;
-      this.log.error({ err }, "block maintenance failed");
+      const fe = toFabricError(err);
+      this.lastError = `${this.provider.name}: cannot read job states: ${fe.message}`;
+      this.log.warn({ err: fe.message }, "cannot read block job states");
     } finally {
-      this.maintaining = false;
+      this.polling = false;
+    }
+  }
+
+  /** Tasks this endpoint owes: held here plus waiting in its queue (as last read). */
+  private outstandingTasks(): number {
+    return this.inflight.size + this.numPending;
+  }
+
+  /** Reads how many tasks wait in the queue: often while no worker is up (that is a cold start). */
+  private async refreshQueued(now: number): Promise<void> {
+    const every = this.totalWorkers === 0 ? SCALE_TICK_MS : 1000;
+    if (!this.consumer || now - this.lastDemandCheckMs < every) return;
+    this.lastDemandCheckMs = now;
+    try {
+      this.numPending = (await this.consumer.info(false)).num_pending;
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, "cannot read the task queue's length");
+    }
+  }
+
+  /** Scales blocks out and in, drains blocks near their walltime, fails tasks no block can serve. */
+  private async scaleBlocks(): Promise<void> {
+    if (this.scaling || this.stopping || !this.running) return;
+    this.scaling = true;
+    try {
+      let now = Date.now();
+      await this.refreshQueued(now);
+      now = Date.now();
+      const busy = new Set<string>();
+      for (const m of this.managerServer?.managers() ?? []) if (m.assigned.size > 0) busy.add(m.blockId);
+      const p = this.cfg.provider;
+      const walltimeMs = p.type === "local" ? undefined : (parseWalltime(p.walltime) ?? 0) * 1000;
+      const drainMs = p.type === "local" ? 0 : p.drainBeforeWalltimeSeconds * 1000;
+      for (const b of this.liveBlocks()) {
+        if (busy.has(b.blockId)) b.idleSinceMs = undefined;
+        else b.idleSinceMs ??= now;
+        if (
+          walltimeMs &&
+          b.startedAtMs !== undefined &&
+          !b.draining &&
+          now >= b.startedAtMs + walltimeMs - drainMs
+        ) {
+          b.draining = true;
+          b.state = "draining";
+          b.sinceMs = now;
+          b.reason = `its walltime ends within ${Math.round(drainMs / 1000)} s: no new tasks`;
+          this.log.info({ blockId: b.blockId, jobId: b.jobId }, "block near its walltime; draining it");
+        }
+        if (b.draining && !busy.has(b.blockId)) this.cancelBlock(b, "drained before its walltime", false);
+      }
+      const views: BlockView[] = this.liveBlocks().map((b) => ({
+        blockId: b.blockId,
+        state: b.draining ? "draining" : b.everConnected ? "connected" : "pending",
+        idleSinceMs: b.idleSinceMs,
+      }));
+      const d = this.scaler.decide(now, this.outstandingTasks(), views);
+      for (const id of d.cancel) {
+        const b = this.blocks.get(id);
+        if (b) this.cancelBlock(b, `idle for ${p.idleTimeoutSeconds} s (scaling in to ${d.target})`, false);
+      }
+      if (d.launch > 0) {
+        this.log.info(
+          { launch: d.launch, target: d.target, outstanding: this.outstandingTasks() },
+          "scaling out",
+        );
+        await Promise.all(Array.from({ length: d.launch }, () => this.launchBlock()));
+      }
+      if (this.scaler.shouldFailWaitingTasks(Date.now(), this.outstandingTasks(), this.totalWorkers)) {
+        void this.failWaitingTasks();
+      }
+    } catch (err) {
+      this.lastError = `block scaling: ${(err as Error).message}`;
+      this.log.error({ err }, "block scaling failed");
+    } finally {
+      this.scaling = false;
+    }
+  }
+
+  /**
+   * No block could start for `failTasksWithoutBlocksAfterSeconds` while tasks waited: fail them
+   * (those held here and those in the queue) with the scheduler's reason, rather than let them
+   * wait forever.
+   */
+  private async failWaitingTasks(): Promise<void> {
+    if (this.failingWaiting || !this.consumer || this.stopping) return;
+    this.failingWaiting = true;
+    const bound = this.cfg.provider.failTasksWithoutBlocksAfterSeconds;
+    const why = `no block could start on this endpoint for ${bound} s: ${this.lastError || "its blocks keep failing"}`;
+    const fail = (t: InFlightTask) =>
+      this.finish(
+        t,
+        this.failedUpdate(
+          t.taskId,
+          new FabricError("UNAVAILABLE", why, { reason: "no_capacity" }),
+          this.actor(),
+          t.attempt,
+        ),
+      );
+    this.log.warn({ why }, "failing the tasks waiting for blocks");
+    try {
+      for (const t of this.ready.splice(0)) fail(t);
+      const iter = await this.consumer.fetch({ max_messages: 1000, expires: 1000 });
+      for await (const msg of iter) {
+        let taskId = "";
+        try {
+          taskId = TaskMessage.decode(msg.data).taskId;
+        } catch {
+          // Named by its header below, or terminated.
+        }
+        taskId ||= msg.headers?.get("Nats-Msg-Id") ?? "";
+        if (!taskId) {
+          msg.term("undecodable task message");
+          continue;
+        }
+        const held = this.inflight.get(taskId);
+        if (held) {
+          held.msg = msg;
+          continue;
+        }
+        fail(this.track(taskId, msg));
+      }
+      this.numPending = 0;
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, "cannot fetch the waiting tasks to fail them");
+    } finally {
+      this.failingWaiting = false;
     }
   }
 
   private async launchBlock(): Promise<void> {
     const blockId = `b-${newId().slice(0, 8)}`;
     const secret = randomBytes(24).toString("base64url");
+    const logFile = path.join(this.opts.paths.blockLogDir, `${blockId}.log`);
     const b: BlockRecord = {
       blockId,
       secret,
@@ -959,6 +1226,12 @@ export class EndpointAgent {
       sinceMs: Date.now(),
       reason: "",
       cancelRequested: false,
+      logFile,
+      startedAtMs: undefined,
+      managers: 0,
+      everConnected: false,
+      idleSinceMs: Date.now(),
+      draining: false,
     };
     this.blocks.set(blockId, b);
     this.managerServer!.expectBlock(blockId, secret);
@@ -980,10 +1253,20 @@ export class EndpointAgent {
           FABRIC_BLOCK_SECRET: secret,
           FABRIC_SHELL_WALLTIME_S: String(this.cfg.shell.defaultWalltimeSeconds),
           FABRIC_MAX_RESULT_BYTES: String(this.cfg.limits.maxResultBytes),
+          // Where the manager runs functions (bare processes unless a container runtime is set).
+          ...(this.cfg.container.runtime !== "none"
+            ? { FABRIC_CONTAINER: JSON.stringify(this.cfg.container) }
+            : {}),
         },
-        logFile: path.join(this.opts.paths.blockLogDir, `${blockId}.log`),
+        logFile,
       });
-      b.state = "pending";
+      if (b.cancelRequested) {
+        // Cancelled (the agent is stopping) while sbatch/qsub was answering.
+        b.cancelRequested = false;
+        this.cancelBlock(b, b.reason || "cancelled while being submitted", false);
+        return;
+      }
+      if (b.state === "submitting") b.state = "pending";
       b.sinceMs = Date.now();
       this.log.info({ blockId, jobId: b.jobId, workers }, "block launched");
     } catch (err) {
@@ -1008,7 +1291,7 @@ export class EndpointAgent {
     const managers = this.managerServer?.managers() ?? [];
     let running = 0;
     for (const t of this.inflight.values()) if (t.phase === "running") running++;
-    const blocks: BlockStatus[] = [...this.blocks.values()].map((b) => ({
+    const blocks: BlockStatus[] = [...this.blocks.values(), ...this.endedBlocks].map((b) => ({
       blockId: b.blockId,
       jobId: b.jobId,
       state: b.state,

@@ -4,7 +4,7 @@ import path from "node:path";
 
 import { describe, expect, it } from "vitest";
 
-import { loadConfig, resolveConfig } from "./config.js";
+import { loadConfig, resolveConfig, scalingOf } from "./config.js";
 
 function messageOf(fn: () => unknown): string {
   try {
@@ -19,7 +19,13 @@ describe("endpoint config", () => {
   it("applies defaults and freezes the result", () => {
     const c = resolveConfig({ broker: "localhost:7000" }, {});
     expect(c.heartbeatIntervalSeconds).toBe(5);
-    expect(c.provider).toEqual({ type: "local", initBlocks: 1, maxBlocks: 1, workersPerNode: 2 });
+    expect(c.provider).toMatchObject({ type: "local", maxBlocks: 1, workersPerNode: 2 });
+    expect(scalingOf(c.provider)).toMatchObject({
+      initBlocks: 1,
+      minBlocks: 1,
+      maxBlocks: 1,
+      workersPerBlock: 2,
+    });
     expect(c.managerListen).toEqual({ host: "127.0.0.1", port: 0 });
     expect(c.shell.defaultWalltimeSeconds).toBe(3600);
     expect(c.limits).toEqual({ inlinePayloadBytes: 262144, maxResultBytes: 10485760 });
@@ -47,7 +53,7 @@ describe("endpoint config", () => {
     expect(messageOf(() => resolveConfig({ broker: "h:1", limits: { foo: 1 } }, {}))).toContain(
       "limits: unknown field foo",
     );
-    expect(messageOf(() => resolveConfig({ broker: "h:1", provider: { type: "slurm" } }, {}))).toContain(
+    expect(messageOf(() => resolveConfig({ broker: "h:1", provider: { type: "sge" } }, {}))).toContain(
       "provider.type",
     );
     expect(
@@ -72,5 +78,56 @@ describe("endpoint config", () => {
     writeFileSync(bad, "broker: [unclosed\n");
     expect(messageOf(() => loadConfig(bad, {}))).toContain(`${bad} is not valid YAML`);
     expect(messageOf(() => loadConfig(path.join(dir, "none.yaml"), {}))).toContain("no config file");
+  });
+});
+
+describe("batch-scheduler provider configs", () => {
+  it("resolves a Slurm provider with scale-to-zero defaults", () => {
+    const c = resolveConfig(
+      {
+        broker: "h:1",
+        provider: { type: "slurm", partition: "debug", maxBlocks: 4, nodesPerBlock: 2, workersPerNode: 8 },
+      },
+      {},
+    );
+    expect(c.provider).toMatchObject({
+      type: "slurm",
+      partition: "debug",
+      walltime: "01:00:00",
+      exclusive: false,
+    });
+    expect(scalingOf(c.provider)).toMatchObject({
+      initBlocks: 0,
+      minBlocks: 0,
+      maxBlocks: 4,
+      workersPerBlock: 16,
+    });
+    expect(c.prefetch).toBe(16);
+  });
+
+  it("names the bad field of a batch provider", () => {
+    const msg = (doc: unknown) => {
+      try {
+        resolveConfig(doc, {});
+        return "";
+      } catch (err) {
+        return (err as Error).message;
+      }
+    };
+    expect(msg({ broker: "h:1", provider: { type: "slurm", walltime: "forever" } })).toContain(
+      'provider.walltime: expected a walltime "HH:MM:SS"',
+    );
+    expect(
+      msg({ broker: "h:1", provider: { type: "pbs", nodesPerBlock: 2, launcher: { type: "single" } } }),
+    ).toContain("provider.launcher: expected a multi-node launcher");
+    expect(msg({ broker: "h:1", provider: { type: "pbs", launcher: { type: "srun" } } })).toContain(
+      "provider.launcher",
+    );
+    expect(msg({ broker: "h:1", provider: { type: "slurm", parallelism: 2 } })).toContain(
+      "provider.parallelism: expected a number from 0 to 1",
+    );
+    expect(msg({ broker: "h:1", provider: { type: "slurm", maxBlocks: 1, minBlocks: 2 } })).toContain(
+      "provider.minBlocks",
+    );
   });
 });

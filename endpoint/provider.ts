@@ -6,24 +6,48 @@
 /** States a block's job can be in, across schedulers. */
 export const BlockJobState = {
   PENDING: "pending",
+  /** Pending and held (by the user, an admin or the scheduler): it will not start on its own. */
+  HELD: "held",
   RUNNING: "running",
   COMPLETED: "completed",
   FAILED: "failed",
   CANCELLED: "cancelled",
+  /** Killed at its walltime. */
+  TIMEOUT: "timeout",
+  NODE_FAILURE: "node_failure",
+  PREEMPTED: "preempted",
+  OUT_OF_MEMORY: "out_of_memory",
+  /** The scheduler no longer knows the job (purged from its memory, or never known). */
+  MISSING: "missing",
   UNKNOWN: "unknown",
 } as const;
 export type BlockJobState = (typeof BlockJobState)[keyof typeof BlockJobState];
 
+const endedStates: ReadonlySet<BlockJobState> = new Set([
+  "completed",
+  "failed",
+  "cancelled",
+  "timeout",
+  "node_failure",
+  "preempted",
+  "out_of_memory",
+  "missing",
+]);
+
 /** Whether a job in this state is gone for good. */
 export function isJobEnded(state: BlockJobState): boolean {
-  return state === "completed" || state === "failed" || state === "cancelled";
+  return endedStates.has(state);
 }
 
 /** What a provider reports about one job. */
 export interface BlockJobStatus {
   readonly state: BlockJobState;
-  /** Why it ended (exit code, signal, scheduler reason). */
+  /** Why it is in that state (exit code, signal, scheduler reason such as a pending reason). */
   readonly reason?: string;
+  /** The scheduler's own name for the state (`CANCELLED`, `F`, ...), for people. */
+  readonly native?: string;
+  /** When the job started running, if the scheduler says. */
+  readonly startedAtMs?: number;
 }
 
 /** What to run for a block: the manager command line and its environment. */
@@ -41,9 +65,12 @@ export interface BlockLaunch {
 export interface ExecutionProvider {
   /** Short name shown in status ("local", "slurm", "pbs"). */
   readonly name: string;
-  /** Launches a block; resolves with the provider's job id. */
+  /** Launches a block; resolves with the provider's job id. Rejects with a FabricError saying why not. */
   submitBlock(launch: BlockLaunch): Promise<string>;
-  /** Current state of each job; unknown ids map to UNKNOWN. */
+  /**
+   * Current state of each job; ids the provider does not know map to MISSING (or UNKNOWN when
+   * it cannot tell). Rejects (FabricError) when the scheduler cannot be asked at all.
+   */
   status(jobIds: readonly string[]): Promise<Map<string, BlockJobStatus>>;
   /** Ends a job (and resolves once it is gone, as far as the provider can tell). */
   cancel(jobId: string): Promise<void>;

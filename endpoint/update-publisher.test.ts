@@ -17,6 +17,8 @@ function update(taskId: string, bytes = 0): TaskUpdate {
     result: { json: Buffer.alloc(bytes, 0x31), objectRef: "", size: bytes },
     error: undefined,
     attempt: 1,
+    startedAtMs: 0,
+    startedBy: "",
   };
 }
 

@@ -1,5 +1,6 @@
 import type { Logger } from "../common/logger.js";
-import { TaskUpdate, TaskUpdateBatch } from "../proto/index.js";
+import { isTerminal } from "../common/task-state.js";
+import { TaskState, TaskUpdate, TaskUpdateBatch } from "../proto/index.js";
 
 /** Options of an {@link UpdatePublisher}. */
 export interface UpdatePublisherOptions {
@@ -7,7 +8,7 @@ export interface UpdatePublisherOptions {
   /** Publishes one encoded TaskUpdateBatch and resolves on the stream's PubAck. */
   readonly publish: (bytes: Uint8Array) => Promise<void>;
   readonly log: Logger;
-  /** @default 5 */
+  /** Wait before publishing when no publish is in flight (0: the next turn of the event loop). @default 0 */
   readonly flushDelayMs?: number;
   /** @default 500 */
   readonly maxUpdates?: number;
@@ -22,9 +23,11 @@ interface Entry {
 }
 
 /**
- * Batches task updates into TaskUpdateBatch messages: a batch leaves after `flushDelayMs`, or at
- * once when it holds `maxUpdates` or `maxBytes`. One publish is in flight at a time, so a task's
- * updates arrive in order. `onPublished` runs only after the PubAck: that is when the agent may
+ * Batches task updates into TaskUpdateBatch messages. One publish is in flight at a time, so a
+ * task's updates arrive in order; what arrives meanwhile waits and leaves in the next batch (up to
+ * `maxUpdates` or `maxBytes`). When idle, an update leaves on the next turn of the event loop: low
+ * latency when quiet, large batches under load. A task's RUNNING update still waiting when its
+ * terminal update arrives is folded into it (`startedAtMs`), saving a write at the broker. `onPublished` runs only after the PubAck: that is when the agent may
  * ack the task message. A failed publish is retried (with backoff) until it succeeds or the
  * publisher is abandoned, never dropped.
  */
@@ -40,7 +43,7 @@ export class UpdatePublisher {
   lastError = "";
 
   constructor(private readonly opts: UpdatePublisherOptions) {
-    this.flushDelayMs = opts.flushDelayMs ?? 5;
+    this.flushDelayMs = opts.flushDelayMs ?? 0;
     this.maxUpdates = opts.maxUpdates ?? 500;
     this.maxBytes = opts.maxBytes ?? 900_000;
   }
@@ -53,16 +56,25 @@ export class UpdatePublisher {
   /** Queues an update; `onPublished` runs once the stream has it. */
   add(update: TaskUpdate, onPublished?: () => void): void {
     // +8 covers the field tag and length prefix inside the batch.
+    if (update.state !== TaskState.TASK_STATE_RUNNING && isTerminal(update.state)) {
+      const i = this.queue.findIndex(
+        (e) => e.update.taskId === update.taskId && e.update.state === TaskState.TASK_STATE_RUNNING,
+      );
+      if (i >= 0) {
+        const [running] = this.queue.splice(i, 1);
+        update = { ...update, startedAtMs: running!.update.atMs, startedBy: running!.update.actor };
+        running!.onPublished?.();
+      }
+    }
     const size = TaskUpdate.encode(update).finish().length + 8;
     this.queue.push({ update, size, onPublished });
-    if (this.queue.length >= this.maxUpdates) this.kick(0);
-    else this.kick(this.flushDelayMs);
+    this.kick(this.queue.length >= this.maxUpdates ? 0 : this.flushDelayMs);
   }
 
   /** Resolves when everything queued so far has been published. */
   async flush(): Promise<void> {
     while (this.queue.length > 0 || this.running) {
-      this.kick(0);
+      this.kick(-1);
       await this.running;
     }
   }
@@ -71,22 +83,27 @@ export class UpdatePublisher {
   abandon(): void {
     this.abandoned = true;
     clearTimeout(this.timer);
+    clearImmediate(this.timer as unknown as NodeJS.Immediate);
   }
 
   private kick(delayMs: number): void {
     if (this.running || this.abandoned) return;
-    if (delayMs === 0) {
+    if (delayMs < 0) {
       clearTimeout(this.timer);
+      clearImmediate(this.timer as unknown as NodeJS.Immediate);
       this.timer = undefined;
       this.running = this.drain().finally(() => {
         this.running = undefined;
-        if (this.queue.length > 0) this.kick(this.flushDelayMs);
+        // Whatever queued up during the publish leaves at once, as the next batch.
+        if (this.queue.length > 0) this.kick(-1);
       });
     } else if (!this.timer) {
-      this.timer = setTimeout(() => {
+      const fire = () => {
         this.timer = undefined;
-        this.kick(0);
-      }, delayMs);
+        this.kick(-1);
+      };
+      this.timer =
+        delayMs === 0 ? (setImmediate(fire) as unknown as NodeJS.Timeout) : setTimeout(fire, delayMs);
     }
   }
 

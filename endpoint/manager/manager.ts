@@ -5,6 +5,8 @@ import { readFrames, writeFrame } from "../../common/framing.js";
 import type { Logger } from "../../common/logger.js";
 import { AgentMessage, ManagerMessage } from "../../proto/index.js";
 import type { WorkOutcome } from "../../proto/index.js";
+import type { ContainerConfig } from "../runtime/config.js";
+import { createWorkerLauncher } from "../runtime/runtimes.js";
 import { WorkerPool } from "./worker-pool.js";
 
 /** Options of one worker manager. */
@@ -22,6 +24,10 @@ export interface ManagerOptions {
   readonly connectTimeoutMs?: number;
   /** Worker entry file (tests). */
   readonly workerMain?: string;
+  /** Where functions run (the endpoint's `container` section); bare processes without it. */
+  readonly container?: ContainerConfig;
+  /** Environment passed to every worker (walltime default, result limit). */
+  readonly workerEnv?: Readonly<Record<string, string>>;
 }
 
 /** Largest number of outcomes sent in one frame. */
@@ -80,12 +86,17 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
     }
   };
 
+  const launcher = opts.container
+    ? createWorkerLauncher(opts.container, { managerId: opts.managerId, log })
+    : undefined;
   const pool = new WorkerPool(
     {
       size: opts.workers,
       managerId: opts.managerId,
       log,
       ...(opts.workerMain ? { workerMain: opts.workerMain } : {}),
+      ...(launcher && opts.container ? { launcher, container: opts.container } : {}),
+      ...(opts.workerEnv ? { env: opts.workerEnv } : {}),
     },
     {
       onStarted: (taskId, workerId, atMs) =>
@@ -136,6 +147,7 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
   };
   startHeartbeat(5);
 
+  let onSignal: (() => void) | undefined;
   const code = await new Promise<number>((resolve) => {
     readFrames(
       sock,
@@ -175,7 +187,18 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
       log.warn("lost the connection to the agent; stopping workers and exiting");
       resolve(1);
     });
+    // A provider cancels a block with SIGTERM: stop the workers first, so no container is left.
+    onSignal = () => {
+      log.info("terminated; stopping workers and exiting");
+      resolve(0);
+    };
+    process.once("SIGTERM", onSignal);
+    process.once("SIGINT", onSignal);
   });
+  if (onSignal) {
+    process.removeListener("SIGTERM", onSignal);
+    process.removeListener("SIGINT", onSignal);
+  }
   clearInterval(heartbeat);
   flushOutcomes();
   await pool.stop();

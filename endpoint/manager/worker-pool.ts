@@ -1,13 +1,14 @@
-import { spawn } from "node:child_process";
-import type { ChildProcess } from "node:child_process";
-import type { Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 
-import { errorToInfo, FabricError } from "../../common/errors.js";
+import { errorToInfo, FabricError, toFabricError } from "../../common/errors.js";
 import { readFrames, writeFrame } from "../../common/framing.js";
 import type { Logger } from "../../common/logger.js";
 import { WorkerRequest, WorkerResponse } from "../../proto/index.js";
 import type { WorkItem, WorkOutcome } from "../../proto/index.js";
+import type { ContainerConfig } from "../runtime/config.js";
+import { networkAllowed } from "../runtime/docker-options.js";
+import type { LaunchedWorker, WorkerExit, WorkerLauncher } from "../runtime/launcher.js";
+import { ProcessLauncher } from "../runtime/process-launcher.js";
 
 /** The worker entry, beside this file once compiled (dist/endpoint/worker/main.js). */
 export const WORKER_MAIN = fileURLToPath(new URL("../worker/main.js", import.meta.url));
@@ -22,51 +23,103 @@ export interface WorkerPoolEvents {
 
 /** Options of a {@link WorkerPool}. */
 export interface WorkerPoolOptions {
+  /** Most workers at once (the manager's task slots). */
   readonly size: number;
   readonly managerId: string;
   /** Extra environment for workers (walltime default, result limit). */
-  readonly env?: NodeJS.ProcessEnv;
+  readonly env?: Readonly<Record<string, string>>;
   readonly log: Logger;
-  /** Entry file of the worker process. @default WORKER_MAIN */
+  /** Entry file of the bare worker process. @default WORKER_MAIN */
   readonly workerMain?: string;
+  /**
+   * Starts workers in containers. Without it workers are bare processes (runtime `none`): `size`
+   * of them are kept alive whatever the demand, as before containers existed.
+   */
+  readonly launcher?: WorkerLauncher;
+  /** The endpoint's `container` section; required with a container launcher. */
+  readonly container?: ContainerConfig;
+  /** Period of the idle check. @default 1000 */
+  readonly maintenanceIntervalMs?: number;
 }
+
+type SlotState = "starting" | "ready" | "retiring";
 
 interface WorkerSlot {
   readonly id: string;
-  child: ChildProcess;
-  link: Socket;
-  ready: boolean;
+  readonly key: string;
+  readonly image: string;
+  readonly network: boolean;
+  state: SlotState;
+  worker: LaunchedWorker | undefined;
   current: WorkItem | undefined;
   startedAtMs: number;
+  idleSinceMs: number;
 }
 
+interface Placement {
+  readonly key: string;
+  readonly image: string;
+  readonly network: boolean;
+}
+
+/** After a warm-up launch fails, how long before the pool tries again. */
+const WARM_RETRY_MS = 10_000;
+
 /**
- * The worker processes of one manager: keeps `size` of them alive, runs one task at a time on
- * each, queues the rest, and turns a worker's death into a `worker_lost` outcome for its task.
+ * The workers of one manager: runs one task at a time on each, queues the rest, and turns a
+ * worker's death into a `worker_lost` (or `out_of_memory`) outcome for its task.
+ *
+ * With bare processes it keeps `size` workers alive. With containers it keeps warm pools per
+ * (image, network) placement: a task goes to an idle container of its image; otherwise a new one
+ * starts while fewer than `size` exist, or an idle container of another image makes room. Idle
+ * containers beyond `pool.keepWarm` (of the default image) are removed after `pool.idleSeconds`.
  */
 export class WorkerPool {
   private readonly slots = new Map<string, WorkerSlot>();
-  private readonly queue: WorkItem[] = [];
+  private queue: WorkItem[] = [];
   private nextWorker = 0;
   private stopping = false;
   private readonly log: Logger;
+  private readonly launcher: WorkerLauncher;
+  private readonly containers: boolean;
+  private readonly warm: Placement;
+  private readonly keepWarm: number;
+  private warmRetryAtMs = 0;
+  private maintenance: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly opts: WorkerPoolOptions,
     private readonly events: WorkerPoolEvents,
   ) {
     this.log = opts.log;
+    const main = opts.workerMain ?? WORKER_MAIN;
+    this.launcher = opts.launcher ?? new ProcessLauncher("none", () => [process.execPath, main]);
+    this.containers = opts.launcher !== undefined && opts.launcher.runtime !== "none";
+    if (this.containers && !opts.container)
+      throw new Error("a container launcher needs the container config");
+    if (this.containers) {
+      const cfg = opts.container!;
+      this.warm = this.placementOf(cfg.image, false);
+      this.keepWarm = Math.min(cfg.pool.keepWarm, opts.size);
+    } else {
+      this.warm = { key: "", image: "", network: false };
+      this.keepWarm = opts.size;
+    }
   }
 
-  /** Starts the workers. */
+  /** Starts the workers kept warm (all `size` bare processes, or `pool.keepWarm` containers). */
   start(): void {
-    for (let i = 0; i < this.opts.size; i++) this.spawnWorker();
+    this.maintain();
+    if (this.containers) {
+      this.maintenance = setInterval(() => this.maintain(), this.opts.maintenanceIntervalMs ?? 1000);
+      this.maintenance.unref();
+    }
   }
 
   /** Workers ready and without a task. */
   get idle(): number {
     let n = 0;
-    for (const s of this.slots.values()) if (s.ready && !s.current) n++;
+    for (const s of this.slots.values()) if (s.state === "ready" && !s.current) n++;
     return n;
   }
 
@@ -82,49 +135,118 @@ export class WorkerPool {
     return this.queue.length;
   }
 
-  /** Queues tasks; each goes to the next idle worker. */
+  /** Workers alive or starting, by image ("" for bare processes). */
+  workersByImage(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const s of this.slots.values()) out.set(s.image, (out.get(s.image) ?? 0) + 1);
+    return out;
+  }
+
+  /** Queues tasks; each goes to the next idle worker of its image. */
   submit(items: readonly WorkItem[]): void {
     this.queue.push(...items);
     this.dispatch();
   }
 
-  /** Stops every worker (SIGTERM, then SIGKILL after `graceMs`) and resolves when all have exited. */
+  /** Stops every worker (politely, then by force after `graceMs`) and resolves when all are gone. */
   async stop(graceMs = 2000): Promise<void> {
     this.stopping = true;
-    const exits = [...this.slots.values()].map(
-      (s) =>
-        new Promise<void>((resolve) => {
-          if (s.child.exitCode !== null || s.child.signalCode !== null) return resolve();
-          s.child.once("exit", () => resolve());
-          s.child.kill("SIGTERM");
-          setTimeout(() => s.child.kill("SIGKILL"), graceMs).unref();
-        }),
+    clearInterval(this.maintenance);
+    const pending = [...this.slots.values()];
+    await Promise.all(
+      pending.map(async (s) => {
+        // A worker still starting is stopped once its launch settles (see launchSlot).
+        if (s.worker) await s.worker.stop(graceMs).catch(() => undefined);
+      }),
     );
-    await Promise.all(exits);
+    // Wait for launches in flight: launchSlot stops what they produce.
+    const deadline = Date.now() + graceMs + 65_000;
+    while (this.slots.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await this.launcher.close();
   }
 
-  private spawnWorker(): void {
+  private placementOf(image: string, network: boolean): Placement {
+    return { key: `${image}\u0000${network ? "net" : "none"}`, image, network };
+  }
+
+  private placementFor(item: WorkItem): Placement {
+    if (!this.containers) return this.warm;
+    const cfg = this.opts.container!;
+    const fn = item.function;
+    const image = fn?.containerImage || (fn?.kind?.$case === "shell" ? cfg.shellImage : cfg.image);
+    return this.placementOf(image, networkAllowed(cfg, fn?.network ?? false));
+  }
+
+  private launchSlot(p: Placement): WorkerSlot {
     const id = `${this.opts.managerId}/w${this.nextWorker++}`;
-    const child = spawn(process.execPath, [this.opts.workerMain ?? WORKER_MAIN], {
-      stdio: ["ignore", "inherit", "inherit", "pipe"],
-      env: { ...process.env, ...this.opts.env, FABRIC_WORKER_ID: id },
-    });
-    const link = child.stdio[3] as Socket;
-    const slot: WorkerSlot = { id, child, link, ready: false, current: undefined, startedAtMs: 0 };
+    const slot: WorkerSlot = {
+      id,
+      key: p.key,
+      image: p.image,
+      network: p.network,
+      state: "starting",
+      worker: undefined,
+      current: undefined,
+      startedAtMs: 0,
+      idleSinceMs: Date.now(),
+    };
     this.slots.set(id, slot);
+    this.launcher
+      .launch({ id, image: p.image, network: p.network, env: { ...this.opts.env, FABRIC_WORKER_ID: id } })
+      .then(
+        (worker) => this.attach(slot, worker),
+        (err: unknown) => this.onLaunchFailed(slot, err),
+      );
+    return slot;
+  }
+
+  private attach(slot: WorkerSlot, worker: LaunchedWorker): void {
+    slot.worker = worker;
+    if (this.stopping) {
+      void worker.stop(500).finally(() => this.slots.delete(slot.id));
+      return;
+    }
     readFrames(
-      link,
+      worker.link,
       (frame) => this.onFrame(slot, frame),
       (err) => {
-        this.log.error({ err, workerId: id }, "protocol error from worker; killing it");
-        child.kill("SIGKILL");
+        this.log.error({ err, workerId: slot.id }, "protocol error from worker; killing it");
+        worker.kill();
       },
     );
-    link.on("error", () => {
-      // The exit handler below accounts for the worker; a broken pipe adds nothing.
+    worker.link.on("error", () => {
+      // The exit handler accounts for the worker; a broken link adds nothing.
     });
-    child.on("error", (err) => this.log.error({ err, workerId: id }, "cannot start worker process"));
-    child.on("exit", (code, signal) => this.onExit(slot, code, signal));
+    void worker.exited.then(
+      (exit) => this.onExit(slot, exit),
+      (err: unknown) => this.onExit(slot, { description: `was lost: ${String(err)}`, outOfMemory: false }),
+    );
+  }
+
+  private onLaunchFailed(slot: WorkerSlot, err: unknown): void {
+    this.slots.delete(slot.id);
+    const fe = toFabricError(err);
+    if (this.stopping) return;
+    this.log.error({ workerId: slot.id, image: slot.image, err: fe.message }, "cannot start a worker");
+    if (slot.key === this.warm.key) this.warmRetryAtMs = Date.now() + WARM_RETRY_MS;
+    // Tasks waiting for this placement would wait for ever: fail them with the reason.
+    const failed = this.queue.filter((item) => this.placementFor(item).key === slot.key);
+    if (failed.length > 0) {
+      this.queue = this.queue.filter((item) => this.placementFor(item).key !== slot.key);
+      const now = Date.now();
+      for (const item of failed) {
+        this.events.onOutcome({
+          taskId: item.taskId,
+          ok: false,
+          resultJson: Buffer.alloc(0),
+          error: errorToInfo(fe),
+          startedAtMs: now,
+          finishedAtMs: now,
+          workerId: slot.id,
+        });
+      }
+    }
+    this.dispatch();
   }
 
   private onFrame(slot: WorkerSlot, frame: Uint8Array): void {
@@ -133,13 +255,14 @@ export class WorkerPool {
       res = WorkerResponse.decode(frame);
     } catch (err) {
       this.log.error({ err, workerId: slot.id }, "undecodable frame from worker; killing it");
-      slot.child.kill("SIGKILL");
+      slot.worker?.kill();
       return;
     }
     const m = res.msg;
     if (m?.$case === "ready") {
-      slot.ready = true;
-      this.log.debug({ workerId: slot.id }, "worker ready");
+      if (slot.state === "starting") slot.state = "ready";
+      slot.idleSinceMs = Date.now();
+      this.log.debug({ workerId: slot.id, image: slot.image }, "worker ready");
       this.dispatch();
     } else if (m?.$case === "outcome") {
       const item = slot.current;
@@ -151,27 +274,34 @@ export class WorkerPool {
         return;
       }
       slot.current = undefined;
+      slot.idleSinceMs = Date.now();
       this.events.onOutcome({ ...m.value, workerId: slot.id });
       this.dispatch();
     }
   }
 
-  private onExit(slot: WorkerSlot, code: number | null, signal: NodeJS.Signals | null): void {
+  private onExit(slot: WorkerSlot, exit: WorkerExit): void {
     this.slots.delete(slot.id);
-    const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
     const item = slot.current;
+    const what = this.containers ? "worker container" : "worker process";
     if (item) {
       this.log.warn(
-        { workerId: slot.id, taskId: item.taskId, code, signal },
+        { workerId: slot.id, taskId: item.taskId, exit: exit.description },
         "worker died while running a task",
       );
-      const err = new FabricError(
-        "UNAVAILABLE",
-        `the worker process ${slot.id} ${how} while running the task`,
-        {
-          reason: "worker_lost",
-        },
-      );
+      const err = exit.outOfMemory
+        ? new FabricError(
+            "RESOURCE_EXHAUSTED",
+            `the task ran out of memory: the ${what} ${slot.id} ${exit.description}`,
+            { reason: "out_of_memory" },
+          )
+        : new FabricError(
+            "UNAVAILABLE",
+            `the ${what} ${slot.id} ${exit.description} while running the task`,
+            {
+              reason: "worker_lost",
+            },
+          );
       this.events.onOutcome({
         taskId: item.taskId,
         ok: false,
@@ -181,22 +311,107 @@ export class WorkerPool {
         finishedAtMs: Date.now(),
         workerId: slot.id,
       });
-    } else if (!this.stopping) {
-      this.log.warn({ workerId: slot.id, code, signal }, `worker ${how}; replacing it`);
+    } else if (!this.stopping && slot.state !== "retiring") {
+      this.log.warn(
+        { workerId: slot.id, exit: exit.description },
+        `${what} ${exit.description}; replacing it`,
+      );
     }
-    if (!this.stopping) this.spawnWorker();
+    if (!this.stopping) {
+      this.dispatch();
+      this.maintain();
+    }
+  }
+
+  private count(pred: (s: WorkerSlot) => boolean): number {
+    let n = 0;
+    for (const s of this.slots.values()) if (pred(s)) n++;
+    return n;
+  }
+
+  private retire(slot: WorkerSlot): void {
+    slot.state = "retiring";
+    this.log.debug({ workerId: slot.id, image: slot.image }, "removing an idle worker");
+    void slot.worker?.stop(2000);
+  }
+
+  /** Keeps the warm workers, and removes containers idle for too long. */
+  private maintain(): void {
+    if (this.stopping) return;
+    if (this.containers) {
+      const idleMs = this.opts.container!.pool.idleSeconds * 1000;
+      const now = Date.now();
+      let warmKept = 0;
+      // Oldest-idle first, so the most recently used containers stay.
+      const idle = [...this.slots.values()]
+        .filter((s) => s.state === "ready" && !s.current)
+        .sort((a, b) => b.idleSinceMs - a.idleSinceMs);
+      for (const s of idle) {
+        if (s.key === this.warm.key && warmKept < this.keepWarm) {
+          warmKept++;
+          continue;
+        }
+        if (now - s.idleSinceMs >= idleMs) this.retire(s);
+      }
+      if (now < this.warmRetryAtMs) return;
+    }
+    const live = (s: WorkerSlot) => s.state !== "retiring";
+    let warm = this.count((s) => live(s) && s.key === this.warm.key);
+    while (warm < this.keepWarm && this.count(live) < this.opts.size) {
+      this.launchSlot(this.warm);
+      warm++;
+    }
   }
 
   private dispatch(): void {
     if (this.stopping) return;
-    for (const slot of this.slots.values()) {
-      if (this.queue.length === 0) return;
-      if (!slot.ready || slot.current) continue;
-      const item = this.queue.shift()!;
+    // 1. Queued tasks go to idle workers of their placement, in order.
+    const waiting: WorkItem[] = [];
+    for (const item of this.queue) {
+      const key = this.placementFor(item).key;
+      let slot: WorkerSlot | undefined;
+      for (const s of this.slots.values()) {
+        if (s.key === key && s.state === "ready" && !s.current) {
+          slot = s;
+          break;
+        }
+      }
+      if (!slot || !slot.worker) {
+        waiting.push(item);
+        continue;
+      }
       slot.current = item;
       slot.startedAtMs = Date.now();
-      writeFrame(slot.link, WorkerRequest.encode({ item }).finish());
+      writeFrame(slot.worker.link, WorkerRequest.encode({ item }).finish());
       this.events.onStarted(item.taskId, slot.id, slot.startedAtMs);
+    }
+    this.queue = waiting;
+    if (!this.containers || waiting.length === 0) return;
+
+    // 2. Start containers for what still waits, beyond those already starting.
+    const demand = new Map<string, { p: Placement; n: number }>();
+    for (const item of waiting) {
+      const p = this.placementFor(item);
+      const d = demand.get(p.key) ?? { p, n: 0 };
+      d.n++;
+      demand.set(p.key, d);
+    }
+    for (const { p, n } of demand.values()) {
+      let starting = this.count((s) => s.key === p.key && s.state === "starting");
+      while (starting < n) {
+        if (this.count(() => true) >= this.opts.size) {
+          // Full: an idle container of a placement nobody waits for makes room.
+          const victim = [...this.slots.values()]
+            .filter((s) => s.state === "ready" && !s.current && !demand.has(s.key))
+            .sort((a, b) => a.idleSinceMs - b.idleSinceMs)[0];
+          if (!victim) return;
+          this.retire(victim);
+          // The slot is freed when the victim has exited; dispatch runs again then.
+          return;
+        }
+        this.launchSlot(p);
+        starting++;
+      }
     }
   }
 }

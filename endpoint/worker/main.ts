@@ -3,7 +3,10 @@
  * fd 3 (frames of WorkerRequest / WorkerResponse), so whatever the function prints on stdout or
  * stderr can never corrupt the protocol.
  *
- * Environment: FABRIC_WORKER_ID, FABRIC_SHELL_WALLTIME_S, FABRIC_MAX_RESULT_BYTES.
+ * In a container, fd 3 cannot be handed over: the worker connects instead to the unix socket named by
+ * FABRIC_WORKER_SOCKET, which the manager listens on in a directory mounted read-only.
+ *
+ * Environment: FABRIC_WORKER_ID, FABRIC_SHELL_WALLTIME_S, FABRIC_MAX_RESULT_BYTES, FABRIC_WORKER_SOCKET.
  */
 import net from "node:net";
 
@@ -28,7 +31,9 @@ const opts: ExecuteOptions = {
   maxResultBytes: positiveEnv("FABRIC_MAX_RESULT_BYTES", 10 * 1024 * 1024),
 };
 
-const link = new net.Socket({ fd: 3, readable: true, writable: true });
+const socketPath = process.env["FABRIC_WORKER_SOCKET"];
+const link = socketPath ? net.connect(socketPath) : new net.Socket({ fd: 3, readable: true, writable: true });
+if (socketPath) link.setNoDelay(true);
 const queue: WorkItem[] = [];
 let busy = false;
 

@@ -1,0 +1,66 @@
+import { execFileSync } from "node:child_process";
+
+import { BenchStack, percentile, round } from "./stack.js";
+
+/** 1,000 sequential no-op tasks through the whole path, after a warm-up. */
+export async function latency(n = 1_000): Promise<Record<string, number>> {
+  const stack = await BenchStack.start({ workers: 2 });
+  try {
+    const { client, endpointId } = stack;
+    const fid = await client.registerFunction(function noop() {
+      return null;
+    });
+    const once = async () => {
+      const t0 = performance.now();
+      const tid = await client.run(fid, endpointId, []);
+      await client.waitForResult(tid, { timeoutMs: 30_000 });
+      return performance.now() - t0;
+    };
+    for (let i = 0; i < 100; i++) await once();
+    const samples: number[] = [];
+    for (let i = 0; i < n; i++) samples.push(await once());
+    return { p50_ms: round(percentile(samples, 50)), p99_ms: round(percentile(samples, 99)), tasks: n };
+  } finally {
+    await stack.stop();
+  }
+}
+
+/** 100,000 no-op tasks submitted in batches; first submit to last result received by the SDK. */
+export async function throughput(n = 100_000, batch = 10_000): Promise<Record<string, number>> {
+  const stack = await BenchStack.start({ workers: 2 });
+  try {
+    const { client, endpointId } = stack;
+    const fid = await client.registerFunction(function noop() {
+      return null;
+    });
+    // Warm-up: the path, the workers' function cache.
+    const warm = await client.submitBatch(Array.from({ length: 200 }, () => ({ functionId: fid, endpointId, args: [] })));
+    for await (const _ of client.results({ groupId: warm.groupId }, { timeoutMs: 60_000 })) void _;
+
+    const t0 = performance.now();
+    const groups: Promise<number>[] = [];
+    for (let done = 0; done < n; done += batch) {
+      const size = Math.min(batch, n - done);
+      const { groupId } = await client.submitBatch(Array.from({ length: size }, () => ({ functionId: fid, endpointId, args: [] })));
+      groups.push(
+        (async () => {
+          let ok = 0;
+          for await (const o of client.results({ groupId }, { timeoutMs: 600_000 })) if (o.ok) ok++;
+          return ok;
+        })(),
+      );
+    }
+    const ok = (await Promise.all(groups)).reduce((a, b) => a + b, 0);
+    const seconds = (performance.now() - t0) / 1000;
+    return { tasks_per_s: round(n / seconds, 0), seconds: round(seconds), tasks: n, succeeded: ok };
+  } finally {
+    await stack.stop();
+  }
+}
+
+/** Resident set size of a process, in MB (Linux /proc). */
+export function rssMb(pid: number): number {
+  const status = execFileSync("cat", [`/proc/${pid}/status`], { encoding: "utf8" });
+  const m = /VmRSS:\s+(\d+) kB/.exec(status);
+  return m ? round(Number(m[1]) / 1024, 1) : NaN;
+}

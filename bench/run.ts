@@ -1,0 +1,46 @@
+/**
+ * `npm run bench -- [NAME...]`: runs the named benchmarks (all when none is named) against real
+ * services it starts itself, prints one JSON object per line, and writes them all to
+ * bench/results/latest.json.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+
+import { ROOT } from "../devkit/processes.js";
+import { latency, throughput } from "./core.js";
+
+type Bench = () => Promise<Record<string, unknown>>;
+
+const benches: Record<string, Bench> = {
+  latency: () => latency(),
+  throughput: () => throughput(),
+};
+
+async function main(): Promise<void> {
+  const names = process.argv.slice(2).filter((a) => !a.startsWith("-"));
+  const unknown = names.filter((n) => !(n in benches));
+  if (unknown.length > 0) {
+    process.stderr.write(`unknown benchmark(s): ${unknown.join(", ")}; known: ${Object.keys(benches).join(", ")}\n`);
+    process.exit(2);
+  }
+  const selected = names.length > 0 ? names : Object.keys(benches);
+  const results: Record<string, unknown>[] = [];
+  for (const name of selected) {
+    const started = new Date().toISOString();
+    try {
+      const figures = await benches[name]!();
+      const line = { bench: name, ...figures, at: started };
+      results.push(line);
+      process.stdout.write(`${JSON.stringify(line)}\n`);
+    } catch (err) {
+      const line = { bench: name, error: err instanceof Error ? err.message : String(err), at: started };
+      results.push(line);
+      process.stdout.write(`${JSON.stringify(line)}\n`);
+    }
+  }
+  const dir = path.join(ROOT, "bench", "results");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, "latest.json"), `${JSON.stringify(results, null, 2)}\n`);
+}
+
+await main();

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds the worker images without any registry, from this host's own Node.js: FROM scratch plus
+# node, the libraries ldd lists, the compiled worker and its npm packages; the shell image adds a
+# static busybox. Usage:
+#   bash containers/build-offline.sh                           # Docker, /var/run/docker.sock
+#   bash containers/build-offline.sh --engine podman --socket /run/podman/podman.sock
+#   bash containers/build-offline.sh --stage DIR               # only stage the worker (for Dockerfile)
+# Images: fabric-worker:VERSION (JS functions), fabric-worker-shell:VERSION (shell functions).
+# Rebuilt only when their content changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh >/dev/null
+exec node dist/devkit/worker-images.js "$@"

@@ -1,0 +1,208 @@
+/**
+ * Container engines for the demo, tests and benchmarks: the Docker daemon (installed with apt and
+ * started when absent; stopped afterwards only if we started it) and a Podman API service on a
+ * temporary socket with its own storage (always ours, always stopped).
+ */
+import { execFileSync, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+import Docker from "dockerode";
+
+const ROOT = (() => {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, "package.json"))) dir = path.dirname(dir);
+  return dir;
+})();
+
+/** Installs Debian packages when missing (idempotent; apt-get only when needed). */
+export function ensureSystemPackages(...packages: string[]): void {
+  execFileSync("bash", [path.join(ROOT, "scripts/ensure-system.sh"), ...packages], { stdio: "inherit" });
+}
+
+async function pingUntil(
+  docker: Docker,
+  proc: ChildProcess | undefined,
+  timeoutMs: number,
+  what: string,
+  log: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await docker.ping();
+      return;
+    } catch (err) {
+      if (proc && (proc.exitCode !== null || proc.signalCode !== null)) {
+        throw new Error(
+          `${what} exited (${proc.exitCode ?? proc.signalCode}) before answering. Log:\n${tail(log)}`,
+          {
+            cause: err,
+          },
+        );
+      }
+      if (Date.now() > deadline) {
+        throw new Error(
+          `${what} did not answer within ${timeoutMs} ms: ${(err as Error).message}. Log:\n${tail(log)}`,
+          {
+            cause: err,
+          },
+        );
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+function tail(file: string): string {
+  try {
+    return readFileSync(file, "utf8").slice(-3000);
+  } catch {
+    return "(no log)";
+  }
+}
+
+async function stopChild(proc: ChildProcess, graceMs: number): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = new Promise<void>((r) => proc.once("exit", () => r()));
+  proc.kill("SIGTERM");
+  const timer = setTimeout(() => proc.kill("SIGKILL"), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** A running container engine API. */
+export interface ContainerEngine {
+  readonly engine: "docker" | "podman";
+  readonly socketPath: string;
+  readonly docker: Docker;
+  /** Whether this process started the engine (and so stops it). */
+  readonly started: boolean;
+  /** Stops the engine if we started it. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The local Docker engine: installs docker.io if missing and starts dockerd if nothing answers on
+ * /var/run/docker.sock. Only a daemon started here is stopped by `stop()`.
+ */
+export async function ensureDockerEngine(socketPath = "/var/run/docker.sock"): Promise<ContainerEngine> {
+  const docker = new Docker({ socketPath });
+  try {
+    await docker.ping();
+    return { engine: "docker", socketPath, docker, started: false, stop: async () => {} };
+  } catch {
+    // Not running: start it below.
+  }
+  ensureSystemPackages("docker.io");
+  const dir = mkdtempSync(path.join(tmpdir(), "fabric-dockerd-"));
+  const log = path.join(dir, "dockerd.log");
+  const fd = openSync(log, "a");
+  const proc = spawn("dockerd", ["--host", `unix://${socketPath}`], { stdio: ["ignore", fd, fd] });
+  closeSync(fd);
+  try {
+    await pingUntil(docker, proc, 60_000, "dockerd", log);
+  } catch (err) {
+    await stopChild(proc, 5_000);
+    throw err;
+  }
+  return {
+    engine: "docker",
+    socketPath,
+    docker,
+    started: true,
+    stop: async () => {
+      await stopChild(proc, 20_000);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * The containers.conf this VM (and many HPC nodes) needs for Podman: cgroupfs, a file event log,
+ * rlimits the kernel accepts, and the k8s-file log driver.
+ */
+export const PODMAN_CONTAINERS_CONF = `[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+log_driver = "k8s-file"
+
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+`;
+
+/**
+ * A Podman API service of our own: installs podman if missing, then runs `podman system service`
+ * on a socket in a temporary directory with its own storage, so nothing of the host's Podman is
+ * touched. `stop()` ends the service and removes its storage.
+ */
+export async function startPodmanService(): Promise<ContainerEngine> {
+  ensureSystemPackages("podman", "catatonit");
+  const dir = mkdtempSync(path.join(tmpdir(), "fabric-podman-"));
+  const conf = path.join(dir, "containers.conf");
+  writeFileSync(conf, PODMAN_CONTAINERS_CONF);
+  const root = path.join(dir, "root");
+  const runroot = path.join(dir, "runroot");
+  mkdirSync(root);
+  mkdirSync(runroot);
+  const socketPath = path.join(dir, "podman.sock");
+  const log = path.join(dir, "podman.log");
+  const fd = openSync(log, "a");
+  const base = ["--root", root, "--runroot", runroot, "--tmpdir", path.join(dir, "tmp")];
+  const env = { ...process.env, CONTAINERS_CONF: conf };
+  const proc = spawn("podman", [...base, "system", "service", "--time=0", `unix://${socketPath}`], {
+    stdio: ["ignore", fd, fd],
+    env,
+  });
+  closeSync(fd);
+  const docker = new Docker({ socketPath });
+  try {
+    await pingUntil(docker, proc, 60_000, "podman system service", log);
+  } catch (err) {
+    await stopChild(proc, 5_000);
+    throw err;
+  }
+  return {
+    engine: "podman",
+    socketPath,
+    docker,
+    started: true,
+    stop: async () => {
+      await stopChild(proc, 10_000);
+      // Its storage holds overlay mounts and layers: let podman itself remove them.
+      try {
+        execFileSync("podman", [...base, "system", "reset", "--force"], {
+          env,
+          stdio: "ignore",
+          timeout: 60_000,
+        });
+      } catch {
+        // Best effort; the directory removal below catches the rest.
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Removes the images carrying `label` (`key=value`). */
+export async function removeImagesByLabel(docker: Docker, label: string): Promise<number> {
+  const images = await docker.listImages({ filters: { label: [label] } });
+  for (const img of images)
+    await docker
+      .getImage(img.Id)
+      .remove({ force: true })
+      .catch(() => undefined);
+  return images.length;
+}

@@ -1,0 +1,108 @@
+/**
+ * The whole path with containers: SDK → broker → NATS → agent → manager → a warm Docker container
+ * → back. The endpoint's config names the runtime; the manager gets it from the agent.
+ */
+import { hostname } from "node:os";
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { ensureDockerEngine, removeImagesByLabel } from "../devkit/docker.js";
+import type { ContainerEngine } from "../devkit/docker.js";
+import { ensureWorkerImages } from "../devkit/worker-images.js";
+import { removeContainersByLabel } from "../endpoint/runtime/docker-launcher.js";
+import { MANAGED_LABEL } from "../endpoint/runtime/docker-options.js";
+import { Client, TaskFailedError } from "../sdk/index.js";
+import { TestStack } from "./support/stack.js";
+
+const RUN = `${process.pid}-${Date.now().toString(36)}`;
+const TEST_LABEL = `org.fabric.test=${RUN}`;
+
+describe("end to end with functions in Docker containers", () => {
+  let engine: ContainerEngine;
+  let stack: TestStack;
+  let client: Client;
+  let endpointId: string;
+  let tags: { js: string; shell: string };
+
+  beforeAll(async () => {
+    engine = await ensureDockerEngine();
+    tags = await ensureWorkerImages({
+      docker: engine.docker,
+      tags: { js: `fabric-test-worker:${RUN}`, shell: `fabric-test-worker-shell:${RUN}` },
+      labels: { "org.fabric.test": RUN },
+    });
+    stack = await TestStack.start();
+    const ep = await stack.startEndpoint("alice", "in-containers", {
+      workers: 2,
+      extra: {
+        container: {
+          runtime: "docker",
+          socket: engine.socketPath,
+          image: tags.js,
+          shellImage: tags.shell,
+          limits: { memoryMiB: 128, pids: 64 },
+          pool: { keepWarm: 1 },
+        },
+      },
+    });
+    endpointId = ep.endpointId();
+    client = new Client({ address: stack.broker.address, token: await stack.broker.token("alice") });
+  }, 240_000);
+
+  afterAll(async () => {
+    client?.close();
+    await stack?.stop();
+    if (engine) {
+      // The agent's containers carry the managed label; a stopped agent removed its own already.
+      const left = await engine.docker.listContainers({ all: true, filters: { label: [MANAGED_LABEL] } });
+      for (const c of left) {
+        if (c.Image === tags.js || c.Image === tags.shell)
+          await engine.docker.getContainer(c.Id).remove({ force: true });
+      }
+      await removeContainersByLabel(engine.docker, TEST_LABEL).catch(() => undefined);
+      await removeImagesByLabel(engine.docker, TEST_LABEL).catch(() => undefined);
+      await engine.stop();
+    }
+  }, 120_000);
+
+  it("runs JS and shell functions in their containers, not on the host", async () => {
+    const fid = await client.registerFunction({
+      source: "function where() { return { host: require('node:os').hostname(), uid: process.getuid() }; }",
+      entryPoint: "where",
+    });
+    const out = await client.waitForResult<{ host: string; uid: number }>(
+      await client.run(fid, endpointId, []),
+      {
+        timeoutMs: 60_000,
+      },
+    );
+    expect(out.host).not.toBe(hostname());
+    expect(out.host).toMatch(/^fabric-/);
+    expect(out.uid).toBe(65534);
+    const sh = await client.registerShellFunction(
+      "id -u; test -e /etc/debian_version && echo host || echo container",
+      {
+        walltimeSeconds: 30,
+      },
+    );
+    const shOut = await client.waitForResult<{ stdout: string }>(await client.run(sh, endpointId, [], {}), {
+      timeoutMs: 60_000,
+    });
+    expect(shOut.stdout).toBe("65534\ncontainer\n");
+  });
+
+  it("a function naming an image the node lacks fails with a clear error", async () => {
+    const fid = await client.registerFunction(
+      { source: "function f() { return 1; }", entryPoint: "f" },
+      { containerImage: "fabric-test-missing:nope" },
+    );
+    const err = await client.waitForResult(await client.run(fid, endpointId, []), { timeoutMs: 60_000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(TaskFailedError);
+    expect((err as TaskFailedError).message).toMatch(
+      /container image fabric-test-missing:nope is not present on node/,
+    );
+  });
+});

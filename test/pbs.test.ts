@@ -1,0 +1,161 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { spawnSync } from "node:child_process";
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { Client, TaskFailedError } from "../sdk/index.js";
+import { TestStack } from "./support/stack.js";
+
+const standinBin = path.join(path.dirname(fileURLToPath(import.meta.url)), "support", "pbs");
+
+async function until<T>(
+  what: string,
+  probe: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Jobs the stand-in knows, as `{ id, state }`. */
+function standinJobs(
+  dir: string,
+): Array<{ id: string; state: string; Exit_status?: number; substate: number }> {
+  return readdirSync(dir)
+    .filter((f) => /^\d+\.json$/.test(f))
+    .map(
+      (f) =>
+        JSON.parse(readFileSync(path.join(dir, f), "utf8")) as {
+          id: string;
+          state: string;
+          substate: number;
+        },
+    );
+}
+
+describe("PBS provider end to end, through the qsub/qstat/qdel stand-in", () => {
+  let stack: TestStack;
+  let client: Client;
+  let jobsDir: string;
+
+  beforeAll(async () => {
+    jobsDir = mkdtempSync(path.join(tmpdir(), "fabric-pbs-"));
+    // The agent (a child of this process) finds the stand-in's qsub/qstat/qdel first on PATH.
+    process.env["PATH"] = `${standinBin}:${process.env["PATH"]}`;
+    process.env["PBS_STANDIN_DIR"] = jobsDir;
+    stack = await TestStack.start();
+    client = new Client({ address: stack.broker.address, token: await stack.broker.token("pat") });
+  }, 120_000);
+
+  afterAll(async () => {
+    client?.close();
+    await stack?.stop();
+    // Nothing may outlive the test: delete whatever the stand-in still runs.
+    const live = jobsDir ? standinJobs(jobsDir).filter((j) => j.state !== "F") : [];
+    for (const j of live) spawnSync(path.join(standinBin, "qdel"), [j.id], { env: process.env });
+    if (jobsDir) rmSync(jobsDir, { recursive: true, force: true });
+  }, 60_000);
+
+  it("runs tasks in a PBS job (PBS_JOBID, PBS_NODEFILE), fails the task of a qdel'd job naming it, and scales in to 0", async () => {
+    const ep = await stack.startEndpoint("pat", "pbs", {
+      extra: {
+        heartbeatIntervalSeconds: 1,
+        provider: {
+          type: "pbs",
+          initBlocks: 0,
+          maxBlocks: 1,
+          workersPerNode: 2,
+          cpusPerNode: 2,
+          queue: "workq",
+          walltime: "00:10:00",
+          statusIntervalSeconds: 0.5,
+          idleTimeoutSeconds: 3,
+          workerInit: "export FABRIC_INIT_RAN=yes",
+        },
+      },
+    });
+    const endpointId = ep.endpointId();
+    const env = await client.registerShellFunction("echo $PBS_JOBID $FABRIC_INIT_RAN; cat $PBS_NODEFILE", {
+      walltimeSeconds: 30,
+    });
+    const out = await client.waitForResult<{ stdout: string }>(await client.run(env, endpointId, []), {
+      timeoutMs: 60_000,
+    });
+    const [first, node] = out.stdout.trim().split("\n");
+    const [jobId, init] = first!.split(" ");
+    expect(jobId).toMatch(/^\d+\.standin$/);
+    expect(init).toBe("yes");
+    expect(node).toBeTruthy();
+
+    // qdel the running block while a task runs on it: the task fails naming the job and "cancelled".
+    const long = await client.registerShellFunction("sleep 60", { walltimeSeconds: 120 });
+    const taskId = await client.run(long, endpointId, []);
+    await until("the task running", async () =>
+      (await client.getTask(taskId)).state === "running" ? true : undefined,
+    );
+    const r = spawnSync(path.join(standinBin, "qdel"), [jobId!], { env: process.env });
+    expect(r.status).toBe(0);
+    const err = await client.waitForResult(taskId, { timeoutMs: 30_000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(TaskFailedError);
+    expect((err as TaskFailedError).message).toContain(`pbs job ${jobId}`);
+    expect((err as TaskFailedError).message).toMatch(/cancelled.*deleted/);
+
+    // Idle: the scaler brings it to 0 blocks; every job the stand-in ran has finished (F).
+    const again = await client.waitForResult<{ stdout: string }>(await client.run(env, endpointId, []), {
+      timeoutMs: 60_000,
+    });
+    expect(again.stdout.split(" ")[0]).not.toBe(jobId);
+    await until(
+      "no PBS job left running",
+      () => (standinJobs(jobsDir).every((j) => j.state === "F") ? true : undefined),
+      30_000,
+    );
+    const report = await until("status with no live block", async () => {
+      const last = (await client.getEndpoint(endpointId)).status.last;
+      return last && last.blocks.length > 0 && last.blocks.every((b) => b.state === "ended")
+        ? last
+        : undefined;
+    });
+    expect(report.provider).toBe("pbs");
+    expect(report.blocks.some((b) => /idle/.test(b.reason))).toBe(true);
+    await ep.stop();
+  }, 150_000);
+
+  it("a block killed at its walltime reads as timeout and its task fails with reason walltime", async () => {
+    const ep = await stack.startEndpoint("pat", "pbs-walltime", {
+      extra: {
+        heartbeatIntervalSeconds: 1,
+        provider: {
+          type: "pbs",
+          initBlocks: 0,
+          maxBlocks: 1,
+          workersPerNode: 1,
+          walltime: "00:00:06",
+          drainBeforeWalltimeSeconds: 0,
+          statusIntervalSeconds: 0.5,
+        },
+      },
+    });
+    const long = await client.registerShellFunction("sleep 60", { walltimeSeconds: 120 });
+    const taskId = await client.run(long, ep.endpointId(), []);
+    const err = await client.waitForResult(taskId, { timeoutMs: 60_000 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(TaskFailedError);
+    expect((err as TaskFailedError).reason).toBe("walltime");
+    expect((err as TaskFailedError).message).toMatch(/pbs job \d+\.standin .*timeout.*Exit_status -29/);
+    await ep.stop();
+  }, 90_000);
+});
