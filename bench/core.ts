@@ -34,14 +34,18 @@ export async function throughput(n = 100_000, batch = 10_000): Promise<Record<st
       return null;
     });
     // Warm-up: the path, the workers' function cache.
-    const warm = await client.submitBatch(Array.from({ length: 200 }, () => ({ functionId: fid, endpointId, args: [] })));
+    const warm = await client.submitBatch(
+      Array.from({ length: 200 }, () => ({ functionId: fid, endpointId, args: [] })),
+    );
     for await (const _ of client.results({ groupId: warm.groupId }, { timeoutMs: 60_000 })) void _;
 
     const t0 = performance.now();
     const groups: Promise<number>[] = [];
     for (let done = 0; done < n; done += batch) {
       const size = Math.min(batch, n - done);
-      const { groupId } = await client.submitBatch(Array.from({ length: size }, () => ({ functionId: fid, endpointId, args: [] })));
+      const { groupId } = await client.submitBatch(
+        Array.from({ length: size }, () => ({ functionId: fid, endpointId, args: [] })),
+      );
       groups.push(
         (async () => {
           let ok = 0;
@@ -63,4 +67,59 @@ export function rssMb(pid: number): number {
   const status = execFileSync("cat", [`/proc/${pid}/status`], { encoding: "utf8" });
   const m = /VmRSS:\s+(\d+) kB/.exec(status);
   return m ? round(Number(m[1]) / 1024, 1) : NaN;
+}
+
+/**
+ * Broker RSS after `brokerTasks` no-op tasks have passed through it, and agent RSS with
+ * `queuedTasks` tasks queued to it (they wait: its workers are busy with long tasks).
+ */
+export async function memory(
+  brokerTasks = Number(process.env["FABRIC_BENCH_MEMORY_TASKS"] ?? 1_000_000),
+  queuedTasks = 100_000,
+): Promise<Record<string, number>> {
+  const stack = await BenchStack.start({ workers: 2 });
+  try {
+    const { client, endpointId } = stack;
+    const noop = await client.registerFunction(function noop() {
+      return null;
+    });
+    const batch = 10_000;
+    const inFlight: Promise<void>[] = [];
+    for (let done = 0; done < brokerTasks; done += batch) {
+      const size = Math.min(batch, brokerTasks - done);
+      const { groupId } = await client.submitBatch(
+        Array.from({ length: size }, () => ({ functionId: noop, endpointId, args: [] })),
+      );
+      inFlight.push(
+        (async () => {
+          for await (const _ of client.results({ groupId }, { timeoutMs: 3_600_000 })) void _;
+        })(),
+      );
+      // Keep a bounded number of batches outstanding, as a real user's pipeline would.
+      if (inFlight.length >= 5) await inFlight.shift();
+    }
+    await Promise.all(inFlight);
+    const brokerPid = stack.broker.process!.proc.pid!;
+    const broker_rss_mb = rssMb(brokerPid);
+
+    const sleeper = await client.registerFunction({
+      source: "async function hold() { await new Promise((r) => setTimeout(r, 600000)); }",
+      entryPoint: "hold",
+    });
+    for (let done = 0; done < queuedTasks; done += batch) {
+      await client.submitBatch(
+        Array.from({ length: Math.min(batch, queuedTasks - done) }, () => ({
+          functionId: sleeper,
+          endpointId,
+          args: [],
+        })),
+      );
+    }
+    // Let the agent see the queue (heartbeats, pulls) before measuring.
+    await new Promise((r) => setTimeout(r, 10_000));
+    const agent_rss_mb = rssMb(stack.endpoint.process!.proc.pid!);
+    return { broker_rss_mb, broker_tasks: brokerTasks, agent_rss_mb, agent_queued_tasks: queuedTasks };
+  } finally {
+    await stack.stop();
+  }
 }

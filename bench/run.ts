@@ -7,20 +7,30 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
 import { ROOT } from "../devkit/processes.js";
-import { latency, throughput } from "./core.js";
+import { coldSlurm } from "./cold-slurm.js";
+import { coldContainer, warmContainer } from "./containers.js";
+import { latency, memory, throughput } from "./core.js";
+import { dask } from "./peers.js";
 
 type Bench = () => Promise<Record<string, unknown>>;
 
 const benches: Record<string, Bench> = {
   latency: () => latency(),
   throughput: () => throughput(),
+  memory: () => memory(),
+  dask: () => dask(),
+  cold_slurm: () => coldSlurm(),
+  cold_container: () => coldContainer(),
+  warm_container: () => warmContainer(),
 };
 
 async function main(): Promise<void> {
   const names = process.argv.slice(2).filter((a) => !a.startsWith("-"));
   const unknown = names.filter((n) => !(n in benches));
   if (unknown.length > 0) {
-    process.stderr.write(`unknown benchmark(s): ${unknown.join(", ")}; known: ${Object.keys(benches).join(", ")}\n`);
+    process.stderr.write(
+      `unknown benchmark(s): ${unknown.join(", ")}; known: ${Object.keys(benches).join(", ")}\n`,
+    );
     process.exit(2);
   }
   const selected = names.length > 0 ? names : Object.keys(benches);

@@ -17,7 +17,9 @@ export class BenchStack {
     readonly endpointId: string,
   ) {}
 
-  static async start(options: { workers?: number; endpointExtra?: Record<string, unknown> } = {}): Promise<BenchStack> {
+  static async start(
+    options: { workers?: number; endpointExtra?: Record<string, unknown> } = {},
+  ): Promise<BenchStack> {
     const dir = mkdtempSync(path.join(tmpdir(), "fabric-bench-"));
     const nats = await NatsServer.start({ storeDir: path.join(dir, "nats") });
     const broker = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "broker") });

@@ -65,6 +65,8 @@ export class Broker {
       name: `fabric-broker ${this.brokerId}`,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
+      // No stack captured per request: on a busy broker that was a quarter of the CPU.
+      noAsyncTraces: true,
     });
     const nc = this.nc;
     void (async () => {

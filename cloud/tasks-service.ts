@@ -35,6 +35,8 @@ const decoder = new TextDecoder();
 const CONCURRENCY = 256;
 /** While a watch waits for events, it re-reads what it still waits for this often, in case one was missed. */
 const WATCH_RECHECK_MS = 2_000;
+/** Most tasks in one WatchTasks message. */
+const WATCH_BATCH = 256;
 
 interface GroupMeta {
   owner: string;
@@ -218,19 +220,23 @@ export class TaskBook {
     call.on("cancelled", onCancel);
     try {
       await this.events.flush();
-      const send = async (task: Task): Promise<void> => {
-        if (!remaining.delete(task.id)) return;
-        const full = await this.withInlineResult(task);
-        if (!call.write({ task: full })) await new Promise<void>((r) => call.once("drain", r));
+      // Tasks that finished together leave in one message: one write per batch, not per task.
+      const send = async (tasks: Task[]): Promise<void> => {
+        const fresh = tasks.filter((t) => remaining.delete(t.id));
+        for (let i = 0; i < fresh.length; i += WATCH_BATCH) {
+          const batch = await mapLimit(fresh.slice(i, i + WATCH_BATCH), 16, (t) => this.withInlineResult(t));
+          const msg = batch.length === 1 ? { task: batch[0], tasks: [] } : { task: undefined, tasks: batch };
+          if (!call.write(msg)) await new Promise<void>((r) => call.once("drain", r));
+        }
       };
       const recheck = async (): Promise<void> => {
         const pending = [...remaining];
         const tasks = await mapLimit(pending, CONCURRENCY, (id) => this.read(id, owner));
-        for (const t of tasks) if (isTerminal(t.state)) await send(t);
+        await send(tasks.filter((t) => isTerminal(t.state)));
       };
       await recheck();
       while (remaining.size > 0 && !call.cancelled) {
-        while (ready.length > 0) await send(ready.shift()!);
+        while (ready.length > 0) await send(ready.splice(0, ready.length));
         if (remaining.size === 0) break;
         const woke = await new Promise<boolean>((resolve) => {
           const timer = setTimeout(() => resolve(false), WATCH_RECHECK_MS);

@@ -64,7 +64,14 @@ export function readFrames(
   });
 }
 
-/** Writes one frame; returns false when the stream asks the writer to wait for 'drain'. */
+/**
+ * Writes one frame; returns false when the stream asks the writer to wait for 'drain'. Frames
+ * written in the same tick leave in one system call (the stream is corked until the next tick).
+ */
 export function writeFrame(stream: Writable | Socket, body: Uint8Array): boolean {
+  if (stream.writableCorked === 0) {
+    stream.cork();
+    process.nextTick(() => stream.uncork());
+  }
   return stream.write(encodeFrame(body));
 }

@@ -136,10 +136,14 @@ export class BrokerProcess {
   }
 
   private async launch(): Promise<void> {
-    const child = spawn(process.execPath, [distEntry("cloud/cli.js"), "start", "-c", this.configFile], {
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, FABRIC_LOG_LEVEL: childLogLevel() },
-    });
+    const child = spawn(
+      process.execPath,
+      [...nodeArgs("FABRIC_BROKER_NODE_ARGS"), distEntry("cloud/cli.js"), "start", "-c", this.configFile],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: { ...process.env, FABRIC_LOG_LEVEL: childLogLevel() },
+      },
+    );
     this.proc = new ManagedProcess(`broker:${this.port}`, child);
     await this.proc.waitFor(/"broker ready"/, 30_000);
     await waitForPort(this.port, 5_000);
@@ -219,14 +223,18 @@ export class EndpointProcess {
 
   /** Starts the agent in the foreground (as a child of this process) and waits until it is ready. */
   async launch(): Promise<void> {
-    const child = spawn(process.execPath, [distEntry("endpoint/cli.js"), "start", this.opts.name], {
-      stdio: ["ignore", "pipe", "pipe"],
-      env: {
-        ...process.env,
-        FABRIC_HOME: this.opts.home,
-        FABRIC_LOG_LEVEL: childLogLevel(),
+    const child = spawn(
+      process.execPath,
+      [...nodeArgs("FABRIC_AGENT_NODE_ARGS"), distEntry("endpoint/cli.js"), "start", this.opts.name],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+        env: {
+          ...process.env,
+          FABRIC_HOME: this.opts.home,
+          FABRIC_LOG_LEVEL: childLogLevel(),
+        },
       },
-    });
+    );
     this.proc = new ManagedProcess(`endpoint:${this.opts.name}`, child);
     await this.proc.waitFor(/"endpoint ready"/, 60_000);
   }
@@ -264,4 +272,9 @@ export async function runCli(entry: string, args: string[], home: string): Promi
 function childLogLevel(): string {
   const level = process.env["FABRIC_LOG_LEVEL"];
   return level === "debug" || level === "trace" ? level : "info";
+}
+
+/** Extra node flags for a child, from an env var (e.g. FABRIC_BROKER_NODE_ARGS="--cpu-prof"), for profiling. */
+function nodeArgs(envVar: string): string[] {
+  return (process.env[envVar] ?? "").split(/\s+/).filter(Boolean);
 }

@@ -240,6 +240,8 @@ export class EndpointAgent {
       servers: bus.servers,
       name: `fabric-endpoint-${endpointId}`,
       maxReconnectAttempts: -1,
+      // No stack captured per request (ack, publish): it costs more than the request itself.
+      noAsyncTraces: true,
       ...(bus.userJwt
         ? { authenticator: jwtAuthenticator(bus.userJwt, new TextEncoder().encode(bus.userSeed)) }
         : {}),
@@ -270,6 +272,7 @@ export class EndpointAgent {
         endpointId,
         heartbeatIntervalS: this.cfg.heartbeatIntervalSeconds,
         log: this.log,
+        workerQueueDepth: this.cfg.workerQueueDepth,
       },
       {
         onManagerReady: (m) => this.onManagerReady(m),
@@ -519,7 +522,7 @@ export class EndpointAgent {
   private capacity(): number {
     const workers = this.totalWorkers;
     if (workers === 0) return 0;
-    return workers + this.cfg.prefetch - this.inflight.size - this.requested;
+    return workers * this.cfg.workerQueueDepth + this.cfg.prefetch - this.inflight.size - this.requested;
   }
 
   /** Pulls more tasks if there is room; coalesced so a burst of completions makes one request. */

@@ -352,6 +352,13 @@ export const EndpointConfigSchema = z.strictObject({
    */
   prefetch: nonNegativeInt().optional(),
   /**
+   * Tasks handed to each worker at once: 1 waits for a result before sending the next; 2 keeps one
+   * queued at its manager, hiding the round trip for short tasks. A queued task waits behind a long
+   * one only within the same manager, whose free workers take it first.
+   * @default 2
+   */
+  workerQueueDepth: positiveInt().default(2),
+  /**
    * Seconds stop() lets running tasks finish before it gives them back to the queue.
    * @default 10
    */

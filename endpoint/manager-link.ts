@@ -18,6 +18,7 @@ export class ManagerConnection {
   constructor(
     readonly hello: ManagerHello,
     private readonly sock: net.Socket,
+    private readonly queueDepth = 1,
   ) {
     this.reportedIdle = hello.workers;
   }
@@ -31,9 +32,12 @@ export class ManagerConnection {
   get workers(): number {
     return this.hello.workers;
   }
-  /** Workers without a task, by the agent's own count (it knows what it sent and what came back). */
+  /**
+   * Room for more tasks, by the agent's own count (it knows what it sent and what came back): each
+   * worker may hold `queueDepth` tasks, one running and the rest queued at the manager.
+   */
   get idle(): number {
-    return Math.max(0, this.hello.workers - this.assigned.size);
+    return Math.max(0, this.hello.workers * this.queueDepth - this.assigned.size);
   }
 
   /** Sends tasks; the caller has recorded them in {@link assigned}. */
@@ -76,6 +80,8 @@ export interface ManagerServerOptions {
   readonly log: Logger;
   /** How long a new connection has to say hello. @default 10000 */
   readonly helloTimeoutMs?: number;
+  /** Tasks each worker may hold at once (see the endpoint's `workerQueueDepth`). @default 1 */
+  readonly workerQueueDepth?: number;
 }
 
 function sameSecret(a: string, b: string): boolean {
@@ -213,7 +219,7 @@ export class ManagerServer {
           }
           clearTimeout(helloTimer);
           this.pending.delete(sock);
-          conn = new ManagerConnection(m.value, sock);
+          conn = new ManagerConnection(m.value, sock, this.opts.workerQueueDepth ?? 1);
           this.conns.add(conn);
           conn.send({
             msg: {

@@ -15,7 +15,10 @@ import { chunk } from "./codec.js";
 
 /** The part of a gRPC server stream the watcher uses (grpc-js's ClientReadableStream fits). */
 export interface WatchStream {
-  on(event: "data", listener: (msg: { task?: Task | undefined }) => void): unknown;
+  on(
+    event: "data",
+    listener: (msg: { task?: Task | undefined; tasks?: Task[] | undefined }) => void,
+  ): unknown;
   on(event: "metadata", listener: () => void): unknown;
   on(event: "error", listener: (err: unknown) => void): unknown;
   on(event: "end", listener: () => void): unknown;
@@ -163,6 +166,7 @@ export async function* watchTasks(
       stream.on("data", (msg) => {
         healthy();
         if (msg.task) deliver(msg.task);
+        for (const t of msg.tasks ?? []) deliver(t);
       });
       stream.on("end", () => {
         if (settled) return;
