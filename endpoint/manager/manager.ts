@@ -30,6 +30,9 @@ export interface ManagerOptions {
   readonly workerEnv?: Readonly<Record<string, string>>;
 }
 
+/** How long an outcome of a command killed by SIGTERM/SIGKILL waits to see whether the block is being cancelled. */
+const SIGNALLED_OUTCOME_HOLD_MS = 1_000;
+
 /** Largest number of outcomes sent in one frame. */
 const MAX_OUTCOMES_PER_FRAME = 500;
 
@@ -73,6 +76,8 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
   let sock: net.Socket | undefined;
   let outcomes: WorkOutcome[] = [];
   let flushScheduled = false;
+  // Set once the manager is told to terminate (a scheduler cancelling the block).
+  let terminating = false;
 
   const send = (msg: ManagerMessage) => {
     if (sock && !sock.destroyed) writeFrame(sock, ManagerMessage.encode(msg).finish());
@@ -102,6 +107,18 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
       onStarted: (taskId, workerId, atMs) =>
         send({ msg: { $case: "started", value: { taskId, workerId, atMs } } }),
       onOutcome: (outcome) => {
+        if (terminating) return; // the agent fails it with the block's fate, not this side effect
+        if (outcome.error?.shell?.signal === "SIGTERM" || outcome.error?.shell?.signal === "SIGKILL") {
+          // A scheduler cancelling the job signals every process in it, the user's command
+          // included, often before this manager hears of it. Hold such an outcome briefly: if the
+          // manager is terminating, the task's failure is the job's (worker lost, job cancelled).
+          setTimeout(() => {
+            if (terminating) return;
+            outcomes.push(outcome);
+            setImmediate(flushOutcomes);
+          }, SIGNALLED_OUTCOME_HOLD_MS);
+          return;
+        }
         outcomes.push(outcome);
         // Outcomes finishing in the same turn share one frame.
         if (!flushScheduled) {
@@ -189,6 +206,7 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
     });
     // A provider cancels a block with SIGTERM: stop the workers first, so no container is left.
     onSignal = () => {
+      terminating = true;
       log.info("terminated; stopping workers and exiting");
       resolve(0);
     };
