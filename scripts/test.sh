@@ -4,4 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Everything the integration tests start for real: Docker and Podman engines, a one-node Slurm.
+# Installed up front (once) so no test spends its own timeout on apt.
+bash scripts/ensure-system.sh nats-server docker.io podman catatonit slurm-wlm munge busybox-static
 exec npx --no-install vitest run "$@"
