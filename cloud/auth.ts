@@ -2,9 +2,15 @@ import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 
+import type { KV } from "@nats-io/kv";
 import * as jose from "jose";
+import type { Logger } from "pino";
 
 import { FabricError } from "../common/errors.js";
+import type { OidcVerifier } from "./oidc.js";
+
+/** KV bucket of revoked token ids (`jti` → seconds since epoch when the token expires anyway). */
+export const REVOKED_TOKENS_BUCKET = "fabric_revoked_tokens";
 
 const ALG = "EdDSA";
 
@@ -20,9 +26,14 @@ export type Principal =
 
 /**
  * Issues and verifies the broker's own JWTs (Ed25519, `alg` pinned to EdDSA). Tokens carry
- * `kind` ("user" | "endpoint"), `sub`, `iss`, `aud`, `exp`, `nbf`, `jti`.
+ * `kind` ("user" | "endpoint"), `sub`, `iss`, `aud`, `exp`, `nbf`, `jti`. Optionally also accepts
+ * an external OpenID Connect issuer's tokens as user tokens ({@link useOidc}), and refuses
+ * tokens whose id was revoked ({@link followRevocations}), cached or not.
  */
 export class TokenAuthority {
+  private oidc: OidcVerifier | undefined;
+  private readonly revoked = new Set<string>();
+
   private constructor(
     private readonly privateKey: jose.CryptoKey,
     private readonly publicKey: jose.CryptoKey,
@@ -91,10 +102,45 @@ export class TokenAuthority {
   /** Tokens verified recently, so a busy caller pays for one signature check, not one per call. */
   private readonly verified = new Map<string, { principal: Principal; expMs: number }>();
 
+  /** Accepts tokens of an external OpenID Connect issuer as user tokens. */
+  useOidc(verifier: OidcVerifier): void {
+    this.oidc = verifier;
+  }
+
+  /**
+   * Loads the revoked token ids from `kv` and follows its changes, so that a revocation made on
+   * any replica (or with `fabric-broker revoke`) applies here within moments, cache or not.
+   */
+  async followRevocations(kv: KV, log: Logger): Promise<void> {
+    for await (const key of await kv.keys()) this.revoked.add(key);
+    const watch = await kv.watch({ include: "updates" });
+    void (async () => {
+      for await (const e of watch) {
+        if (e.operation === "PUT") {
+          this.revoked.add(e.key);
+          log.info({ tokenId: e.key }, "token revoked");
+        } else this.revoked.delete(e.key);
+      }
+    })();
+  }
+
+  /** Marks a token id revoked in `kv` (every replica following it refuses the token from then on). */
+  static async revoke(kv: KV, tokenId: string, expSeconds: number): Promise<void> {
+    await kv.put(tokenId, new TextEncoder().encode(String(expSeconds)));
+  }
+
   /** Verifies a bearer token; anything wrong with it is UNAUTHENTICATED with the reason. */
   async verify(token: string): Promise<Principal> {
     const hit = this.verified.get(token);
-    if (hit && hit.expMs > Date.now()) return hit.principal;
+    const principal =
+      hit && hit.expMs > Date.now() ? hit.principal : await this.verifyAndRemember(token);
+    if (principal.tokenId && this.revoked.has(principal.tokenId)) {
+      throw new FabricError("UNAUTHENTICATED", "invalid token: it has been revoked");
+    }
+    return principal;
+  }
+
+  private async verifyAndRemember(token: string): Promise<Principal> {
     const principal = await this.verifyUncached(token);
     if (this.verified.size >= 10_000) this.verified.clear();
     const { exp } = jose.decodeJwt(token);
@@ -104,6 +150,23 @@ export class TokenAuthority {
   }
 
   private async verifyUncached(token: string): Promise<Principal> {
+    if (this.oidc) {
+      let iss: string | undefined;
+      try {
+        iss = jose.decodeJwt(token).iss;
+      } catch {
+        throw new FabricError("UNAUTHENTICATED", "invalid token: malformed token");
+      }
+      if (iss === this.oidc.issuer && iss !== this.issuer) {
+        try {
+          const { userId, tokenId } = await this.oidc.verify(token);
+          return { kind: "user", userId, tokenId };
+        } catch (err) {
+          if (err instanceof FabricError) throw err;
+          throw new FabricError("UNAUTHENTICATED", `invalid token: ${describeJoseError(err)}`);
+        }
+      }
+    }
     let payload: jose.JWTPayload;
     try {
       ({ payload } = await jose.jwtVerify(token, this.publicKey, {

@@ -1,7 +1,10 @@
+import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 
 import * as grpc from "@grpc/grpc-js";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import { StorageType } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 
@@ -12,12 +15,15 @@ import {
   TaskServiceService,
   type Task,
 } from "../proto/index.js";
-import { TokenAuthority } from "./auth.js";
+import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "./auth.js";
+import { AccessPolicy } from "./authz.js";
 import type { BrokerConfig } from "./config.js";
 import { EndpointRegistry, endpointService } from "./endpoints-service.js";
 import { TaskEventHub } from "./event-hub.js";
 import { FunctionRegistry, functionService } from "./functions-service.js";
 import { RecordCache, type TaskRecordCache } from "./records.js";
+import { accountOfUserJwt, jwtOfCredsFile, NatsCredentialMinter } from "./nats-credentials.js";
+import { OidcVerifier } from "./oidc.js";
 import { ResultIngest } from "./result-ingest.js";
 import { tolerantService } from "./rpc.js";
 import { FabricStore } from "./store.js";
@@ -60,7 +66,18 @@ export class Broker {
       this.config.auth.audience,
     );
     this.authority = auth;
+    const natsCfg = this.config.nats;
+    let minter: NatsCredentialMinter | undefined;
+    if (natsCfg.accountSigningKeyFile && natsCfg.credentials) {
+      minter = NatsCredentialMinter.fromSeed(
+        readFileSync(natsCfg.accountSigningKeyFile, "utf8"),
+        accountOfUserJwt(jwtOfCredsFile(natsCfg.credentials)),
+      );
+    }
     this.nc = await connect({
+      ...(natsCfg.credentials
+        ? { authenticator: credsAuthenticator(new Uint8Array(readFileSync(natsCfg.credentials))) }
+        : {}),
       servers: [...this.config.nats.servers],
       name: `fabric-broker ${this.brokerId}`,
       maxReconnectAttempts: -1,
@@ -76,9 +93,17 @@ export class Broker {
       }
     })();
     const store = await FabricStore.open(this.nc, this.config);
+    const revoked = await new Kvm(store.js).create(REVOKED_TOKENS_BUCKET, {
+      replicas: this.config.nats.replicas,
+      history: 1,
+      storage: StorageType.File,
+    });
+    await auth.followRevocations(revoked, log.child({ component: "cloud.auth" }));
+    if (this.config.auth.oidc) auth.useOidc(new OidcVerifier(this.config.auth.oidc));
     const events = new TaskEventHub(this.nc, log.child({ component: "cloud.events" }));
-    const functions = new FunctionRegistry(store);
-    const endpoints = new EndpointRegistry(store, this.config);
+    const policy = new AccessPolicy(this.config.groups);
+    const functions = new FunctionRegistry(store, policy);
+    const endpoints = new EndpointRegistry(store, this.config, policy);
     const records: TaskRecordCache = new RecordCache<Task>();
     const book = new TaskBook(
       store,
@@ -106,7 +131,7 @@ export class Broker {
     );
     server.addService(
       tolerantService(EndpointServiceService),
-      endpointService(store, endpoints, this.config, auth, rpcLog),
+      endpointService(store, endpoints, this.config, auth, rpcLog, minter),
     );
     server.addService(tolerantService(TaskServiceService), taskService(book, auth, rpcLog));
     this.health = new HealthImplementation({ "": "SERVING" });
@@ -118,7 +143,12 @@ export class Broker {
     });
     this.server = server;
     log.info(
-      { listen: this.config.listen, port: this.boundPort, nats: this.config.nats.servers },
+      {
+        listen: this.config.listen,
+        port: this.boundPort,
+        nats: this.config.nats.servers,
+        endpointIsolation: minter ? "per-endpoint NATS users" : "none (open NATS)",
+      },
       "broker ready",
     );
   }

@@ -1,9 +1,14 @@
 #!/usr/bin/env node
+import { readFileSync } from "node:fs";
+
+import { Kvm } from "@nats-io/kv";
+import { connect, credsAuthenticator } from "@nats-io/transport-node";
 import { Command, InvalidArgumentError } from "commander";
+import { decodeJwt } from "jose";
 
 import { FabricError, toFabricError } from "../common/errors.js";
 import { createLogger } from "../common/logger.js";
-import { TokenAuthority } from "./auth.js";
+import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "./auth.js";
 import { Broker } from "./broker.js";
 import { loadBrokerConfigFile } from "./config.js";
 
@@ -63,6 +68,44 @@ program
       throw new FabricError("INVALID_ARGUMENT", "a user id is 1-128 letters, digits or . _ @ + -");
     }
     process.stdout.write(`${await auth.issueUserToken(opts.user, opts.ttl)}\n`);
+  });
+
+program
+  .command("revoke")
+  .description(
+    "revoke a token (user or endpoint) on every replica at once, by the token itself or its id (jti)",
+  )
+  .requiredOption("-c, --config <file>", "broker config file (YAML)")
+  .option("--token <jwt>", "the token to revoke")
+  .option("--token-id <jti>", "the id (jti claim) of the token to revoke")
+  .action(async (opts: { config: string; token?: string; tokenId?: string }) => {
+    const config = loadBrokerConfigFile(opts.config);
+    let tokenId = opts.tokenId ?? "";
+    let exp = Math.floor(Date.now() / 1000) + 10 * 365 * 86400;
+    if (opts.token) {
+      const claims = decodeJwt(opts.token);
+      tokenId = claims.jti ?? "";
+      exp = claims.exp ?? exp;
+    }
+    if (!/^[\w.@:+-]{1,256}$/.test(tokenId)) {
+      throw new FabricError("INVALID_ARGUMENT", "give --token (with a jti claim) or --token-id");
+    }
+    const nc = await connect({
+      servers: [...config.nats.servers],
+      ...(config.nats.credentials
+        ? { authenticator: credsAuthenticator(new Uint8Array(readFileSync(config.nats.credentials))) }
+        : {}),
+    });
+    try {
+      const kv = await new Kvm(nc).create(REVOKED_TOKENS_BUCKET, {
+        replicas: config.nats.replicas,
+        history: 1,
+      });
+      await TokenAuthority.revoke(kv, tokenId, exp);
+    } finally {
+      await nc.close();
+    }
+    process.stdout.write(`revoked ${tokenId}\n`);
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {

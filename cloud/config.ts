@@ -28,6 +28,27 @@ export const BrokerConfigSchema = z
         agentServers: z.array(z.string().min(1)).optional(),
         /** Replicas of every stream, KV bucket and object store (1, or 3 on a cluster). @default 1 */
         replicas: z.union([z.literal(1), z.literal(3), z.literal(5)]).default(1),
+        /**
+         * The broker's own NATS user (`.creds` file) when NATS runs in operator mode.
+         * @default none (an open NATS: no per-endpoint isolation, for a laptop)
+         */
+        credentials: z.string().min(1).optional(),
+        /**
+         * File holding the seed (`SA…`) of the application account's signing key. With it, each
+         * ConnectEndpoint mints the agent a NATS user limited to that endpoint's subjects.
+         * Requires `credentials`.
+         */
+        accountSigningKeyFile: z.string().min(1).optional(),
+        /** Lifetime of an agent's NATS user; the agent gets a new one each time it connects. @default 30 days */
+        agentCredentialTtlSeconds: z
+          .number()
+          .int()
+          .positive()
+          .default(30 * 24 * 3600),
+      })
+      .refine((n) => n.accountSigningKeyFile === undefined || n.credentials !== undefined, {
+        message: "accountSigningKeyFile needs credentials (the broker's own NATS user)",
+        path: ["credentials"],
       })
       .prefault({}),
     auth: z
@@ -38,6 +59,27 @@ export const BrokerConfigSchema = z
         issuer: z.string().min(1).default("fabric-broker"),
         /** @default "fabric-api" */
         audience: z.string().min(1).default("fabric-api"),
+        /**
+         * An external OpenID Connect issuer whose access/ID tokens are accepted as user tokens.
+         * Its subject maps to a fabric user: `users[sub]` if listed, else `prefix + sub`.
+         */
+        oidc: z
+          .object({
+            /** The `iss` its tokens carry. */
+            issuer: z.string().min(1),
+            /** Where its signing keys are published (JWKS). */
+            jwksUri: z.string().url(),
+            /** The `aud` its tokens must carry. */
+            audience: z.string().min(1),
+            /** Accepted signature algorithms. @default ["RS256", "ES256", "EdDSA"] */
+            algorithms: z.array(z.string().regex(/^(RS|PS|ES)(256|384|512)$|^EdDSA$/)).min(1).default(["RS256", "ES256", "EdDSA"]),
+            /** Fabric user for a subject not listed in `users`: prefix + sub. @default "oidc:" */
+            userPrefix: z.string().default("oidc:"),
+            /** Explicit subject → fabric user mapping. @default {} */
+            users: z.record(z.string(), z.string().min(1)).default({}),
+          })
+          .strict()
+          .optional(),
       })
       .strict(),
     limits: z
@@ -58,9 +100,22 @@ export const BrokerConfigSchema = z
         maxBatchSize: z.number().int().positive().default(10_000),
         /** Most ids in one GetTasks / WatchTasks / CancelTasks request. @default 100000 */
         maxIdsPerRequest: z.number().int().positive().default(100_000),
+        /**
+         * Calls per second each caller (user or endpoint) may make, with bursts up to `burst`;
+         * beyond it calls answer RESOURCE_EXHAUSTED with a retry-after. 0 disables the limit.
+         * @default 1000
+         */
+        callsPerSecond: z.number().nonnegative().default(1000),
+        /** Burst size of the per-caller call limit. @default 2000 */
+        callBurst: z.number().int().positive().default(2000),
       })
       .strict()
       .prefault({}),
+    /**
+     * Groups of users, for sharing with `group:NAME`: group name → member user names.
+     * @default {}
+     */
+    groups: z.record(z.string().min(1), z.array(z.string().min(1))).default({}),
     /** Seconds a task and its result are kept after their last change. @default 604800 (7 days) */
     resultRetentionSeconds: z
       .number()

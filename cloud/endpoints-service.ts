@@ -19,10 +19,14 @@ import {
   type ListEndpointsResponse,
   type RegisterEndpointRequest,
   type RegisterEndpointResponse,
+  type UpdateEndpointPolicyRequest,
+  type UpdateEndpointPolicyResponse,
 } from "../proto/index.js";
+import { AccessPolicy, shareListSchema } from "./authz.js";
 import type { TokenAuthority } from "./auth.js";
 import type { BrokerConfig } from "./config.js";
-import { readRecord, TtlCache } from "./records.js";
+import type { NatsCredentialMinter } from "./nats-credentials.js";
+import { readRecord, TtlCache, updateRecord } from "./records.js";
 import { unary, userOf, type CallContext } from "./rpc.js";
 import type { FabricStore } from "./store.js";
 import { check, descriptionSchema, idSchema, nameSchema } from "./validate.js";
@@ -40,10 +44,10 @@ export class EndpointRegistry {
   constructor(
     private readonly store: FabricStore,
     private readonly config: BrokerConfig,
+    readonly policy: AccessPolicy = new AccessPolicy(),
   ) {}
 
-  /** The endpoint if `owner` owns it, else NOT_FOUND (exactly as for an unknown id). */
-  async get(endpointId: string, owner: string): Promise<Endpoint> {
+  private async read(endpointId: string): Promise<Endpoint | undefined> {
     let ep = this.cache.get(endpointId);
     if (!ep) {
       const rec = await readRecord(this.store.endpoints, endpointId, Endpoint);
@@ -52,8 +56,20 @@ export class EndpointRegistry {
         this.cache.set(endpointId, ep);
       }
     }
-    if (!ep || ep.owner !== owner) throw notFound(`endpoint ${endpointId} not found`);
     return ep;
+  }
+
+  /**
+   * The endpoint if `user` may submit to it (owns it, or it is shared with them), else NOT_FOUND
+   * exactly as for an unknown id.
+   */
+  async get(endpointId: string, user: string): Promise<Endpoint> {
+    return this.policy.usable(await this.read(endpointId), user, `endpoint ${endpointId}`);
+  }
+
+  /** The endpoint if `user` owns it (NOT_FOUND if invisible to them, PERMISSION_DENIED if only shared). */
+  async getOwned(endpointId: string, user: string, action: string): Promise<Endpoint> {
+    return this.policy.owned(await this.read(endpointId), user, `endpoint ${endpointId}`, action);
   }
 
   forget(endpointId: string): void {
@@ -75,18 +91,22 @@ export class EndpointRegistry {
   }
 }
 
-/** The endpoint a call is about: the caller's own (user) or itself (endpoint credentials). */
+/**
+ * The endpoint a call is about: one the caller may use (user; `action` set: one they own) or
+ * itself (endpoint credentials).
+ */
 async function endpointFor(
   registry: EndpointRegistry,
   endpointId: string,
   ctx: CallContext,
+  action?: string,
 ): Promise<Endpoint> {
   const p = ctx.principal;
   if (p.kind === "endpoint") {
     if (p.endpointId !== endpointId) throw notFound(`endpoint ${endpointId} not found`);
-    return registry.get(endpointId, p.owner);
+    return registry.getOwned(endpointId, p.owner, action ?? "read");
   }
-  return registry.get(endpointId, p.userId);
+  return action ? registry.getOwned(endpointId, p.userId, action) : registry.get(endpointId, p.userId);
 }
 
 export function endpointService(
@@ -95,6 +115,7 @@ export function endpointService(
   config: BrokerConfig,
   auth: TokenAuthority,
   log: Logger,
+  minter?: NatsCredentialMinter,
 ): EndpointServiceServer {
   return {
     registerEndpoint: unary<RegisterEndpointRequest, RegisterEndpointResponse>(
@@ -106,7 +127,7 @@ export function endpointService(
         const v = check(registerSchema, req, "RegisterEndpoint request");
         let endpoint: Endpoint;
         if (v.endpointId) {
-          endpoint = await registry.get(v.endpointId, owner);
+          endpoint = await registry.getOwned(v.endpointId, owner, "re-register");
         } else {
           endpoint = {
             id: newId(),
@@ -114,6 +135,8 @@ export function endpointService(
             name: v.name,
             description: v.description,
             createdAtMs: Date.now(),
+            sharedWith: [],
+            allowedFunctions: [],
           };
           await store.endpoints.create(endpoint.id, Endpoint.encode(endpoint).finish());
         }
@@ -143,7 +166,7 @@ export function endpointService(
         const endpoints: Endpoint[] = [];
         for await (const key of await store.endpoints.keys()) {
           const rec = await readRecord(store.endpoints, key, Endpoint);
-          if (rec && rec.value.owner === owner) endpoints.push(rec.value);
+          if (rec && registry.policy.lists(rec.value, owner)) endpoints.push(rec.value);
         }
         endpoints.sort((a, b) => a.createdAtMs - b.createdAtMs);
         const statuses = await Promise.all(endpoints.map((e) => registry.statusView(e.id)));
@@ -156,13 +179,40 @@ export function endpointService(
       "DeleteEndpoint",
       async (req, ctx) => {
         const id = check(idSchema("endpoint"), req.endpointId, "endpoint id");
-        await endpointFor(registry, id, ctx);
+        await endpointFor(registry, id, ctx, "delete");
         await store.endpoints.delete(id);
         registry.forget(id);
         await store.deleteEndpointConsumer(id);
+        const failed = await store.failQueuedTasks(id, `user/${ctx.principal.kind === "user" ? ctx.principal.userId : ctx.principal.owner}`);
+        if (failed > 0) ctx.log.info({ endpointId: id, failed }, "queued tasks of a deleted endpoint failed");
         await store.endpointStatus.delete(id);
         ctx.log.info({ endpointId: id }, "endpoint deleted");
         return {};
+      },
+    ),
+    updateEndpointPolicy: unary<UpdateEndpointPolicyRequest, UpdateEndpointPolicyResponse>(
+      auth,
+      log,
+      "UpdateEndpointPolicy",
+      async (req, ctx) => {
+        const owner = userOf(ctx);
+        const id = check(idSchema("endpoint"), req.endpointId, "endpoint id");
+        const sharedWith = check(shareListSchema, req.sharedWith, "sharedWith");
+        const allowedFunctions = check(
+          z.array(idSchema("function")).max(10_000).transform((xs) => [...new Set(xs)].sort()),
+          req.allowedFunctions,
+          "allowedFunctions",
+        );
+        await registry.getOwned(id, owner, "change the policy of");
+        const out = await updateRecord(store.endpoints, id, Endpoint, (ep) => ({
+          ...ep,
+          sharedWith,
+          allowedFunctions,
+        }));
+        if (!out) throw notFound(`endpoint ${id} not found`);
+        registry.forget(id);
+        ctx.log.info({ endpointId: id, sharedWith, allowedFunctions: allowedFunctions.length }, "endpoint policy changed");
+        return { endpoint: out.value };
       },
     ),
     connectEndpoint: unary<ConnectEndpointRequest, ConnectEndpointResponse>(
@@ -177,9 +227,13 @@ export function endpointService(
             "ConnectEndpoint needs endpoint credentials (from RegisterEndpoint)",
           );
         }
-        const endpoint = await registry.get(p.endpointId, p.owner);
-        // A new agent takes over: tasks the previous one held un-acked come back at once.
-        await store.ensureEndpointConsumer(endpoint.id, true);
+        const endpoint = await registry.getOwned(p.endpointId, p.owner, "connect to");
+        // A new agent takes over: tasks the previous one held un-acked come back at once, under a
+        // consumer name the previous agent's NATS user cannot use (see ensureEndpointConsumer).
+        const taskConsumer = await store.ensureEndpointConsumer(endpoint.id, true);
+        const creds = minter
+          ? await minter.mintAgent(endpoint.id, taskConsumer, config.nats.agentCredentialTtlSeconds)
+          : { userJwt: "", userSeed: "", inboxPrefix: "" };
         ctx.log.info(
           { endpointId: endpoint.id, hostname: req.hostname, agentVersion: req.agentVersion },
           "agent connected",
@@ -188,16 +242,17 @@ export function endpointService(
           endpoint,
           bus: {
             servers: [...(config.nats.agentServers ?? config.nats.servers)],
-            userJwt: "",
-            userSeed: "",
-            inboxPrefix: "",
+            userJwt: creds.userJwt,
+            userSeed: creds.userSeed,
+            inboxPrefix: creds.inboxPrefix,
             taskStream: Bus.taskStream,
-            taskConsumer: Bus.taskConsumer(endpoint.id),
+            taskConsumer,
             taskSubject: Bus.taskSubject(endpoint.id),
             resultSubject: Bus.resultSubject(endpoint.id),
             statusSubject: Bus.endpointStatusSubject(endpoint.id),
             payloadBucket: Bus.payloadBucket,
             ackWaitS: config.taskAckWaitSeconds,
+            controlSubject: Bus.controlSubject(endpoint.id),
           },
         };
       },

@@ -13,9 +13,12 @@ import {
   type ListFunctionsResponse,
   type RegisterFunctionRequest,
   type RegisterFunctionResponse,
+  type ShareFunctionRequest,
+  type ShareFunctionResponse,
 } from "../proto/index.js";
+import { AccessPolicy, shareListSchema } from "./authz.js";
 import type { TokenAuthority } from "./auth.js";
-import { readRecord, TtlCache } from "./records.js";
+import { readRecord, TtlCache, updateRecord } from "./records.js";
 import { unary, userOf } from "./rpc.js";
 import type { FabricStore } from "./store.js";
 import { check, descriptionSchema, functionSpecSchema, idSchema, nameSchema } from "./validate.js";
@@ -27,14 +30,17 @@ const registerSchema = z.object({
   spec: functionSpecSchema.optional().refine((s) => s !== undefined, { message: "spec is required" }),
 });
 
-/** Functions: immutable once registered, owned, looked up by id. */
+/** Functions: code immutable once registered, owned, shareable, looked up by id. */
 export class FunctionRegistry {
-  private readonly cache = new TtlCache<FunctionMessage>(30_000);
+  // Short: a change of sharing made through another replica shows here within this time.
+  private readonly cache = new TtlCache<FunctionMessage>(5_000);
 
-  constructor(private readonly store: FabricStore) {}
+  constructor(
+    private readonly store: FabricStore,
+    readonly policy: AccessPolicy = new AccessPolicy(),
+  ) {}
 
-  /** The caller's function, or NOT_FOUND (also for another user's function). */
-  async get(functionId: string, owner: string): Promise<FunctionMessage> {
+  private async read(functionId: string): Promise<FunctionMessage | undefined> {
     let fn = this.cache.get(functionId);
     if (!fn) {
       const rec = await readRecord(this.store.functions, functionId, FunctionMessage);
@@ -43,8 +49,20 @@ export class FunctionRegistry {
         this.cache.set(functionId, fn);
       }
     }
-    if (!fn || fn.owner !== owner) throw notFound(`function ${functionId} not found`);
     return fn;
+  }
+
+  /**
+   * A function `user` may run (theirs, public, or shared with them), or NOT_FOUND exactly as for
+   * an unknown id.
+   */
+  async get(functionId: string, user: string): Promise<FunctionMessage> {
+    return this.policy.usable(await this.read(functionId), user, `function ${functionId}`);
+  }
+
+  /** A function `user` owns (NOT_FOUND if invisible to them, PERMISSION_DENIED if only shared). */
+  async getOwned(functionId: string, user: string, action: string): Promise<FunctionMessage> {
+    return this.policy.owned(await this.read(functionId), user, `function ${functionId}`, action);
   }
 
   forget(functionId: string): void {
@@ -73,6 +91,8 @@ export function functionService(
           description: v.description,
           spec: req.spec,
           createdAtMs: Date.now(),
+          public: false,
+          sharedWith: [],
         };
         await store.functions.create(fn.id, FunctionMessage.encode(fn).finish());
         ctx.log.info({ functionId: fn.id, owner, kind: req.spec?.kind?.$case }, "function registered");
@@ -97,7 +117,7 @@ export function functionService(
         const functions: FunctionMessage[] = [];
         for await (const key of await store.functions.keys()) {
           const rec = await readRecord(store.functions, key, FunctionMessage);
-          if (rec && rec.value.owner === owner) functions.push(rec.value);
+          if (rec && registry.policy.lists(rec.value, owner)) functions.push(rec.value);
         }
         functions.sort((a, b) => a.createdAtMs - b.createdAtMs);
         return { functions };
@@ -109,11 +129,30 @@ export function functionService(
       "DeleteFunction",
       async (req, ctx) => {
         const id = check(idSchema("function"), req.functionId, "function id");
-        await registry.get(id, userOf(ctx));
+        await registry.getOwned(id, userOf(ctx), "delete");
         await store.functions.delete(id);
         registry.forget(id);
         ctx.log.info({ functionId: id }, "function deleted");
         return {};
+      },
+    ),
+    shareFunction: unary<ShareFunctionRequest, ShareFunctionResponse>(
+      auth,
+      log,
+      "ShareFunction",
+      async (req, ctx) => {
+        const id = check(idSchema("function"), req.functionId, "function id");
+        const sharedWith = check(shareListSchema, req.sharedWith, "sharedWith");
+        await registry.getOwned(id, userOf(ctx), "share");
+        const out = await updateRecord(store.functions, id, FunctionMessage, (fn) => ({
+          ...fn,
+          public: req.public,
+          sharedWith,
+        }));
+        if (!out) throw notFound(`function ${id} not found`);
+        registry.forget(id);
+        ctx.log.info({ functionId: id, public: req.public, sharedWith }, "function sharing changed");
+        return { function: out.value };
       },
     ),
   };

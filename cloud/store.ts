@@ -1,3 +1,5 @@
+import { randomBytes } from "node:crypto";
+
 import {
   AckPolicy,
   DeliverPolicy,
@@ -6,6 +8,7 @@ import {
   StorageType,
   jetstream,
   jetstreamManager,
+  type ConsumerInfo,
   type JetStreamClient,
   type JetStreamManager,
 } from "@nats-io/jetstream";
@@ -14,7 +17,10 @@ import { Objm, type ObjectStore } from "@nats-io/obj";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 
 import { Bus } from "../common/bus-layout.js";
+import { Task, TaskMessage } from "../proto/index.js";
 import type { BrokerConfig } from "./config.js";
+import { updateRecord } from "./records.js";
+import { failTask } from "./task-transitions.js";
 
 /** How long the results consumer waits for a broker's ack before another replica gets the batch. */
 export const RESULT_ACK_WAIT_MS = 5_000;
@@ -100,13 +106,48 @@ export class FabricStore {
     );
   }
 
+  /** Last known task-consumer name of each endpoint (names change on every agent connection). */
+  private readonly consumerNames = new Map<string, string>();
+
+  /** The name of the endpoint's task consumer, whatever generation it is, or undefined. */
+  async endpointConsumerName(endpointId: string): Promise<string | undefined> {
+    return (await this.endpointConsumerInfo(endpointId))?.name;
+  }
+
+  private async endpointConsumerInfo(endpointId: string): Promise<ConsumerInfo | undefined> {
+    const known = this.consumerNames.get(endpointId) ?? Bus.taskConsumer(endpointId);
+    try {
+      return await this.jsm.consumers.info(Bus.taskStream, known);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    const subject = Bus.taskSubject(endpointId);
+    for await (const ci of this.jsm.consumers.list(Bus.taskStream)) {
+      if (ci.config.filter_subject === subject) {
+        this.consumerNames.set(endpointId, ci.name);
+        return ci;
+      }
+    }
+    this.consumerNames.delete(endpointId);
+    return undefined;
+  }
+
   /**
-   * Creates an endpoint's durable task consumer. With `reset`, deletes it first: un-acked tasks of
-   * a previous agent (killed, say) are then delivered again at once instead of after the ack wait.
+   * Creates an endpoint's durable task consumer if it has none; returns its name. With `reset`
+   * (an agent connecting), deletes the current one and creates one under a new name: un-acked
+   * tasks of a previous agent are delivered again at once, and the previous agent, whose NATS
+   * user may use only the old name, can never pull another task (last connection wins).
    */
-  async ensureEndpointConsumer(endpointId: string, reset = false): Promise<void> {
-    const name = Bus.taskConsumer(endpointId);
-    if (reset) await this.deleteEndpointConsumer(endpointId);
+  async ensureEndpointConsumer(endpointId: string, reset = false): Promise<string> {
+    let name: string;
+    if (reset) {
+      await this.deleteEndpointConsumer(endpointId);
+      name = `${Bus.taskConsumer(endpointId)}-${randomBytes(6).toString("hex")}`;
+    } else {
+      const existing = await this.endpointConsumerName(endpointId);
+      if (existing) return existing;
+      name = Bus.taskConsumer(endpointId);
+    }
     await ensureConsumer(this.jsm, Bus.taskStream, {
       durable_name: name,
       filter_subject: Bus.taskSubject(endpointId),
@@ -116,25 +157,77 @@ export class FabricStore {
       max_ack_pending: 100_000,
       max_deliver: -1,
     });
+    this.consumerNames.set(endpointId, name);
+    return name;
   }
 
+  /** Deletes the endpoint's task consumer (every generation of it). */
   async deleteEndpointConsumer(endpointId: string): Promise<void> {
-    try {
-      await this.jsm.consumers.delete(Bus.taskStream, Bus.taskConsumer(endpointId));
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
+    for (let i = 0; i < 10; i++) {
+      const name = await this.endpointConsumerName(endpointId);
+      if (!name) return;
+      try {
+        await this.jsm.consumers.delete(Bus.taskStream, name);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+      this.consumerNames.delete(endpointId);
     }
+  }
+
+  /**
+   * Fails every task still queued for a deleted endpoint (reason `endpoint_deleted`) and removes
+   * its queue entries. Call after the endpoint's own consumer is gone. Returns how many failed.
+   */
+  async failQueuedTasks(endpointId: string, actor: string): Promise<number> {
+    const drain = `drain-${endpointId}`;
+    await ensureConsumer(this.jsm, Bus.taskStream, {
+      durable_name: drain,
+      filter_subject: Bus.taskSubject(endpointId),
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: nanos(30_000),
+    });
+    let failed = 0;
+    try {
+      const consumer = await this.js.consumers.get(Bus.taskStream, drain);
+      for (;;) {
+        const { num_pending } = await consumer.info();
+        if (num_pending === 0) break;
+        const batch = await consumer.fetch({ max_messages: 256, expires: 2_000 });
+        for await (const msg of batch) {
+          let taskId = "";
+          try {
+            taskId = TaskMessage.decode(msg.data).taskId;
+          } catch {
+            // not a task: just drop it
+          }
+          if (taskId) {
+            const error = {
+              code: "FAILED_PRECONDITION",
+              message: `endpoint ${endpointId} was deleted before the task ran; submit it to another endpoint`,
+              reason: "endpoint_deleted",
+              remote: undefined,
+              shell: undefined,
+            };
+            const out = await updateRecord(this.tasks, taskId, Task, (t) => failTask(t, error, actor));
+            if (out?.changed) {
+              failed++;
+              this.nc.publish(Bus.taskEventSubject(out.value.owner), Task.encode(out.value).finish());
+            }
+          }
+          msg.ack();
+        }
+      }
+    } finally {
+      await this.jsm.consumers.delete(Bus.taskStream, drain).catch(() => undefined);
+    }
+    return failed;
   }
 
   /** Tasks queued for an endpoint that its agent has not taken yet. */
   async queuedTasks(endpointId: string): Promise<number> {
-    try {
-      const info = await this.jsm.consumers.info(Bus.taskStream, Bus.taskConsumer(endpointId));
-      return info.num_pending;
-    } catch (err) {
-      if (isNotFound(err)) return 0;
-      throw err;
-    }
+    return (await this.endpointConsumerInfo(endpointId))?.num_pending ?? 0;
   }
 }
 

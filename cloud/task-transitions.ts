@@ -1,5 +1,5 @@
 import { canTransition, isTerminal } from "../common/task-state.js";
-import { TaskState, type Task, type TaskUpdate } from "../proto/index.js";
+import { TaskState, type ErrorInfo, type Task, type TaskUpdate } from "../proto/index.js";
 
 /**
  * Applies an agent's update to a task record. Pure. Returns the new record, or null when the
@@ -52,6 +52,18 @@ export function applyTaskUpdate(task: Task, update: TaskUpdate, endpointId: stri
     }
   }
   return next;
+}
+
+/** A failure decided by the broker (not by an agent), or null if the task already finished. */
+export function failTask(task: Task, error: ErrorInfo, actor: string, atMs = Date.now()): Task | null {
+  if (isTerminal(task.state)) return null;
+  return {
+    ...task,
+    state: TaskState.TASK_STATE_FAILED,
+    history: [...task.history, { state: TaskState.TASK_STATE_FAILED, atMs, actor, detail: error.reason }],
+    completedAtMs: atMs,
+    error,
+  };
 }
 
 /** A user's cancellation, or null if the task already finished. */

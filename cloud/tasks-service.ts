@@ -1,3 +1,5 @@
+import { createHash } from "node:crypto";
+
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 
@@ -6,6 +8,7 @@ import { FabricError, notFound, resourceExhausted } from "../common/errors.js";
 import { newId } from "../common/ids.js";
 import { isTerminal } from "../common/task-state.js";
 import {
+  EndpointControl,
   Task,
   TaskMessage,
   TaskState,
@@ -21,11 +24,12 @@ import {
   type WatchTasksResponse,
 } from "../proto/index.js";
 import type { TokenAuthority } from "./auth.js";
+import { assertFunctionAllowed } from "./authz.js";
 import type { BrokerConfig } from "./config.js";
 import type { EndpointRegistry } from "./endpoints-service.js";
 import type { TaskEventHub } from "./event-hub.js";
 import type { FunctionRegistry } from "./functions-service.js";
-import { mapLimit, readRecord, updateRecord, type TaskRecordCache } from "./records.js";
+import { isWrongRevision, mapLimit, readRecord, updateRecord, type TaskRecordCache } from "./records.js";
 import { serverStream, unary, userOf } from "./rpc.js";
 import type { FabricStore } from "./store.js";
 import { cancelTask } from "./task-transitions.js";
@@ -79,8 +83,14 @@ export class TaskBook {
     const fns = new Map(
       await Promise.all([...fnIds].map(async (id) => [id, await this.functions.get(id, owner)] as const)),
     );
-    await Promise.all([...epIds].map((id) => this.endpoints.get(id, owner)));
+    const eps = new Map(
+      await Promise.all([...epIds].map(async (id) => [id, await this.endpoints.get(id, owner)] as const)),
+    );
+    req.tasks.forEach((t, i) => assertFunctionAllowed(eps.get(t.endpointId)!, t.functionId, `tasks[${i}]`));
 
+    const key = req.idempotencyKey ?? "";
+    if (key.length > 256)
+      throw new FabricError("INVALID_ARGUMENT", "idempotencyKey must be at most 256 characters");
     const enc = new TextEncoder();
     let groupId = req.groupId;
     let groupReady: Promise<unknown>;
@@ -89,14 +99,24 @@ export class TaskBook {
       await this.groupMeta(groupId, owner);
       groupReady = Promise.resolve();
     } else {
-      groupId = newId();
+      groupId = key ? derivedId(owner, req.idempotencyKey ?? "", req.tasks.length, "group") : newId();
       const meta: GroupMeta = { owner, createdAtMs: Date.now() };
-      groupReady = this.store.groups.create(groupId, enc.encode(JSON.stringify(meta)));
+      groupReady = this.store.groups
+        .create(groupId, enc.encode(JSON.stringify(meta)))
+        .catch((err: unknown) => {
+          if (!(key && isWrongRevision(err))) throw err; // a retried call made it already
+        });
     }
-    const taskIds = req.tasks.map(() => newId());
+    // With an idempotency key, ids are derived from it: a retried call names the same tasks.
+    const taskIds = req.tasks.map((_, i) =>
+      key ? derivedId(owner, key, req.tasks.length, `task ${i}`) : newId(),
+    );
     // Membership is written alongside the tasks and before the answer, so a watch on the group
     // (which can only start after the answer) never misses one.
-    const membership = this.store.groups.put(`${groupId}.${newId()}`, enc.encode(JSON.stringify(taskIds)));
+    const membership = this.store.groups.put(
+      `${groupId}.${key ? derivedId(owner, key, req.tasks.length, "members") : newId()}`,
+      enc.encode(JSON.stringify(taskIds)),
+    );
 
     const actor = `broker/${this.brokerId}`;
     const gid = groupId;
@@ -128,6 +148,7 @@ export class TaskBook {
         kwargs: await this.toPayload(spec.kwargsJson, Bus.kwargsObject(taskId)),
         owner,
         submittedAtMs: now,
+        timeoutS: smallestLimit(spec.timeoutS ?? 0, fns.get(spec.functionId)!.spec?.timeoutS ?? 0),
       };
       // The record and the queue entry are written in one pipelined round trip. A result can
       // only come back long after both landed; the ingest retries one for a record not yet seen.
@@ -141,6 +162,13 @@ export class TaskBook {
       );
       const [rec, pub] = await Promise.allSettled([record, queued]);
       if (rec.status === "fulfilled") this.records.remember(taskId, task, rec.value);
+      if (rec.status === "rejected" && key && isWrongRevision(rec.reason)) {
+        // A retry of a call that created this task already. The queue entry just published is
+        // dropped by the stream's de-duplication (same message id) within its window (2 min);
+        // a retry later than that may run the task again, and its second result is absorbed.
+        const existing = await readRecord(this.store.tasks, taskId, Task);
+        if (existing && existing.value.owner === owner) return;
+      }
       if (pub.status === "rejected") {
         await this.store.tasks.delete(taskId).catch(() => undefined);
         throw new FabricError(
@@ -178,6 +206,7 @@ export class TaskBook {
   async cancel(req: CancelTasksRequest, owner: string): Promise<CancelTasksResponse> {
     const ids = this.checkIds(req.taskIds);
     await mapLimit(ids, CONCURRENCY, (id) => this.read(id, owner));
+    const control = new Map<string, string[]>();
     const tasks = await mapLimit(ids, CONCURRENCY, async (id) => {
       const out = await updateRecord(
         this.store.tasks,
@@ -187,9 +216,22 @@ export class TaskBook {
         this.records,
       );
       if (!out) throw notFound(`task ${id} not found`);
-      if (out.changed) this.events.publish(out.value);
+      if (out.changed) {
+        this.events.publish(out.value);
+        const list = control.get(out.value.endpointId) ?? [];
+        list.push(id);
+        control.set(out.value.endpointId, list);
+      }
       return { ...out.value, result: undefined };
     });
+    // Tell the agents: a queued task is dropped, a running one stopped (best effort; a task that
+    // runs anyway has its late result ignored, its state stays cancelled).
+    for (const [endpointId, cancelTaskIds] of control) {
+      this.store.nc.publish(
+        Bus.controlSubject(endpointId),
+        EndpointControl.encode({ cancelTaskIds }).finish(),
+      );
+    }
     return { tasks };
   }
 
@@ -322,6 +364,20 @@ export class TaskBook {
     }
     return { ...task, result: { json, objectRef: "", size: json.length } };
   }
+}
+
+/** A UUID-shaped id derived from an idempotency key: the same inputs give the same id. */
+function derivedId(owner: string, key: string, count: number, what: string): string {
+  const h = createHash("sha256").update(`${owner}\u0000${key}\u0000${count}\u0000${what}`).digest("hex");
+  // Version 8 (custom) and the RFC variant, so it reads as a UUID.
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-8${h.slice(13, 16)}-${((parseInt(h[16]!, 16) & 3) | 8).toString(16)}${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+/** The smaller of two limits, 0 meaning none. */
+function smallestLimit(a: number, b: number): number {
+  if (a === 0) return b;
+  if (b === 0) return a;
+  return Math.min(a, b);
 }
 
 /** Checks a JSON argument payload: size first (cheap), then that it parses to the expected shape. */

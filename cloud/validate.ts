@@ -55,6 +55,13 @@ export const functionSpecSchema = z.object({
     { message: "spec.kind must be js or shell" },
   ),
   containerImage: z.string().max(512),
+  maxRetries: z.number().int().min(0).max(100, { message: "at most 100 retries" }).optional(),
+  timeoutS: z
+    .number()
+    .int()
+    .min(0)
+    .max(30 * 24 * 3600, { message: "timeout must be at most 30 days" })
+    .optional(),
 });
 
 /** Parses `value` with `schema` or throws INVALID_ARGUMENT naming the bad fields. */

@@ -34,6 +34,9 @@ export const Bus = {
   kwargsObject: (taskId: string) => `${taskId}.kwargs`,
   resultObject: (taskId: string) => `${taskId}.result`,
 
+  /** Core NATS subject where brokers send an endpoint EndpointControl messages (cancellations). */
+  controlSubject: (endpointId: string) => `fabric.control.${endpointId}`,
+
   /** Core NATS subject on which brokers announce a task's terminal state (payload: Task). */
   taskEventSubject: (owner: string) => `fabric.events.${subjectToken(owner)}`,
 } as const;

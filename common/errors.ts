@@ -53,6 +53,7 @@ export const FailureReason = {
   FUNCTION_ERROR: "function_error",
   SHELL_EXIT_NONZERO: "shell_exit_nonzero",
   WALLTIME: "walltime",
+  TIMEOUT: "timeout",
   WORKER_LOST: "worker_lost",
   OUT_OF_MEMORY: "out_of_memory",
   CANCELLED: "cancelled",

@@ -1,8 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+
+import { createOperatorSetup, type OperatorSetup } from "../cloud/nats-credentials.js";
 
 /** A free TCP port on 127.0.0.1 (the OS picks it). */
 export async function freePort(): Promise<number> {
@@ -45,25 +47,60 @@ const NATS_BIN = process.env["NATS_SERVER_BIN"] ?? "nats-server";
  */
 export class NatsServer {
   private proc: ChildProcess | undefined;
+  /** In operator mode: the broker's credentials and the account signing key (see {@link start}). */
+  operator: OperatorSetup | undefined;
+  private configFile: string | undefined;
   private constructor(
     readonly port: number,
     readonly storeDir: string,
     private readonly ownsDir: boolean,
   ) {}
 
+  /** Broker config fields (`nats.credentials`, `nats.accountSigningKeyFile`) for operator mode; `{}` otherwise. */
+  brokerNatsConfig(): Record<string, string> {
+    if (!this.operator) return {};
+    return {
+      credentials: this.operator.brokerCredsFile,
+      accountSigningKeyFile: this.operator.signingKeyFile,
+    };
+  }
+
   get url(): string {
     return `nats://127.0.0.1:${this.port}`;
   }
 
-  static async start(options: { storeDir?: string } = {}): Promise<NatsServer> {
+  /**
+   * Starts the server. With `operator: true` it runs in operator (decentralized JWT) mode: a fresh
+   * operator, a system account and an application account with JetStream and a signing key,
+   * preloaded with `resolver: MEMORY`; the broker's creds and the signing key are written (0600)
+   * next to the store, and {@link brokerNatsConfig} names them.
+   */
+  static async start(options: { storeDir?: string; operator?: boolean } = {}): Promise<NatsServer> {
     const storeDir = options.storeDir ?? mkdtempSync(path.join(tmpdir(), "fabric-nats-"));
     const server = new NatsServer(await freePort(), storeDir, options.storeDir === undefined);
+    if (options.operator) {
+      const setup = await createOperatorSetup(path.join(storeDir, "operator"));
+      server.operator = setup;
+      server.configFile = path.join(storeDir, "operator", "nats-server.conf");
+      writeFileSync(
+        server.configFile,
+        [
+          `listen: "127.0.0.1:${server.port}"`,
+          `jetstream: { store_dir: "${path.join(storeDir, "js")}" }`,
+          setup.serverConfig,
+        ].join("\n"),
+        { mode: 0o600 },
+      );
+    }
     await server.launch();
     return server;
   }
 
   private async launch(): Promise<void> {
-    const proc = spawn(NATS_BIN, ["-js", "-a", "127.0.0.1", "-p", String(this.port), "-sd", this.storeDir], {
+    const args = this.configFile
+      ? ["-c", this.configFile]
+      : ["-js", "-a", "127.0.0.1", "-p", String(this.port), "-sd", this.storeDir];
+    const proc = spawn(NATS_BIN, args, {
       stdio: ["ignore", "ignore", "pipe"],
     });
     let stderr = "";

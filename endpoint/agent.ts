@@ -16,7 +16,13 @@ import type { ErrorCode } from "../common/errors.js";
 import { bearer, callUnary, channelFor, clientOptions } from "../common/grpc-client.js";
 import { newId } from "../common/ids.js";
 import type { Logger } from "../common/logger.js";
-import { EndpointServiceClient, EndpointStatus, TaskMessage, TaskState } from "../proto/index.js";
+import {
+  EndpointControl,
+  EndpointServiceClient,
+  EndpointStatus,
+  TaskMessage,
+  TaskState,
+} from "../proto/index.js";
 import type {
   BlockStatus,
   BusConnectInfo,
@@ -108,6 +114,9 @@ export class EndpointRejectedError extends FabricError {
 }
 
 const RECENT_DONE_LIMIT = 10_000;
+/** Backoff before a function's retry: 1 s, 2 s, 4 s, … up to 60 s. */
+const RETRY_BASE_MS = 1_000;
+const RETRY_MAX_MS = 60_000;
 /** Room kept in a NATS message for everything but an inline result. */
 const UPDATE_OVERHEAD_BYTES = 64 * 1024;
 /** How much of a failed task's output, stack and message is kept in its ErrorInfo. */
@@ -182,6 +191,8 @@ export class EndpointAgent {
   private readonly inflight = new Map<string, InFlightTask>();
   private readonly ready: InFlightTask[] = [];
   private readonly recentlyDone = new Set<string>();
+  /** Tasks cancelled by their owners before they reached this agent: dropped on arrival. */
+  private readonly cancelledIds = new Set<string>();
   private readonly blocks = new Map<string, BlockRecord>();
   private readonly scaler: BlockScaler;
   /** Recently ended blocks, newest first, for status. */
@@ -202,6 +213,8 @@ export class EndpointAgent {
   private stopped: Promise<void> | undefined;
   private running = false;
   private inlineLimit: number;
+  /** The endpoint's allowed-functions list as the broker reported it at connect (empty: any). */
+  private allowedFunctions = new Set<string>();
 
   constructor(private readonly opts: EndpointAgentOptions) {
     this.cfg = opts.config;
@@ -229,6 +242,7 @@ export class EndpointAgent {
     const endpointId = this.creds.endpointId;
     this.log = this.log.child({ endpointId });
     const res = await this.connectEndpoint();
+    this.allowedFunctions = new Set(res.endpoint?.allowedFunctions ?? []);
     const bus = res.bus;
     if (!bus || bus.servers.length === 0) {
       throw new EndpointRejectedError("FAILED_PRECONDITION", "the broker gave no NATS servers to connect to");
@@ -264,6 +278,7 @@ export class EndpointAgent {
       },
     });
     this.consumer = await this.getConsumer(bus);
+    if (bus.controlSubject) this.listenForControl(bus.controlSubject);
 
     this.managerServer = new ManagerServer(
       {
@@ -611,12 +626,29 @@ export class EndpointAgent {
       return;
     }
     const taskId = task.taskId;
+    if (this.allowedFunctions.size > 0 && !this.allowedFunctions.has(task.functionId)) {
+      // The broker checks this too; the agent does not trust a task message that slipped past it.
+      this.log.warn({ taskId, functionId: task.functionId }, "task of a function not allowed here refused");
+      const refused = new FabricError(
+        "PERMISSION_DENIED",
+        `function ${task.functionId} is not in this endpoint's allowed-functions list`,
+        { reason: "function_not_allowed" },
+      );
+      this.finish(this.track(taskId, msg), this.failedUpdate(taskId, refused, this.actor()));
+      return;
+    }
     const existing = this.inflight.get(taskId);
     if (existing) {
       // A redelivery of a task we already hold (our working() came too late, or NATS reconnected):
       // keep the newest handle so the final ack lands, and do not run it twice.
       existing.msg = msg;
       this.log.debug({ taskId }, "redelivered task already in flight");
+      return;
+    }
+    if (this.cancelledIds.has(taskId)) {
+      // Cancelled while queued: the broker recorded it already; only the message is left.
+      this.cancelledIds.delete(taskId);
+      msg.ack();
       return;
     }
     if (this.recentlyDone.has(taskId)) {
@@ -675,6 +707,7 @@ export class EndpointAgent {
         argsJson,
         kwargsJson,
         attempt: t.attempt,
+        timeoutS: task.timeoutS ?? 0,
       };
     } catch (err) {
       const fe = toFabricError(err);
@@ -756,6 +789,7 @@ export class EndpointAgent {
       const error = fitError(
         o.error ?? errorToInfo(new FabricError("UNKNOWN", "the task failed without an error")),
       );
+      if (this.retryAfterFailure(t, error, actor)) return;
       update = {
         taskId: t.taskId,
         state: TaskState.TASK_STATE_FAILED,
@@ -770,6 +804,35 @@ export class EndpointAgent {
       };
     }
     this.finish(t, update);
+  }
+
+  /**
+   * Runs a failed task again when its function asks for retries and attempts remain: the attempt's
+   * failure is recorded in the task's history, and the message goes back to the queue with a
+   * backoff (its delivery count is the attempt number, so it survives an agent restart).
+   */
+  private retryAfterFailure(t: InFlightTask, error: ErrorInfo, actor: string): boolean {
+    const maxRetries = t.item?.function?.maxRetries ?? 0;
+    const final = error.reason === "cancelled" || error.reason === "invalid_task";
+    if (final || t.attempt > maxRetries || this.stopping) return false;
+    const delayMs = Math.min(RETRY_BASE_MS * 2 ** (t.attempt - 1), RETRY_MAX_MS);
+    const detail = `attempt ${t.attempt} of ${maxRetries + 1} failed (${error.reason || error.code}: ${error.message}); retrying in ${delayMs / 1000} s`;
+    this.publisher!.add({
+      taskId: t.taskId,
+      state: TaskState.TASK_STATE_RUNNING,
+      atMs: Date.now(),
+      actor,
+      detail: detail.slice(0, 2000),
+      result: undefined,
+      error: undefined,
+      attempt: t.attempt,
+      startedAtMs: 0,
+      startedBy: "",
+    });
+    this.giveBack(t, detail, delayMs);
+    this.dispatch();
+    this.pump();
+    return true;
   }
 
   private async successUpdate(t: InFlightTask, o: WorkOutcome, actor: string): Promise<TaskUpdate> {
@@ -856,6 +919,59 @@ export class EndpointAgent {
   }
 
   /** Returns a task to the queue for immediate (or delayed) redelivery. */
+  /** Follows the broker's control messages (cancellations) for this endpoint. */
+  private listenForControl(subject: string): void {
+    this.nc!.subscribe(subject, {
+      callback: (err, m) => {
+        if (err) {
+          this.log.warn({ err: err.message }, "control subscription failed");
+          return;
+        }
+        let control: EndpointControl;
+        try {
+          control = EndpointControl.decode(m.data);
+        } catch (e) {
+          this.log.warn({ err: (e as Error).message }, "undecodable control message dropped");
+          return;
+        }
+        if (control.cancelTaskIds.length > 0) this.cancelTasks(control.cancelTaskIds);
+      },
+    });
+  }
+
+  /** Drops cancelled tasks that wait here and stops those that run; remembers the others. */
+  private cancelTasks(taskIds: readonly string[]): void {
+    const byManager = new Map<ManagerConnection, string[]>();
+    for (const taskId of taskIds) {
+      const t = this.inflight.get(taskId);
+      if (!t) {
+        this.cancelledIds.add(taskId);
+        if (this.cancelledIds.size > RECENT_DONE_LIMIT)
+          this.cancelledIds.delete(this.cancelledIds.values().next().value!);
+        continue;
+      }
+      this.log.info({ taskId, phase: t.phase }, "task cancelled by its owner");
+      if (t.phase === "queued" || t.phase === "resolving") {
+        const i = this.ready.indexOf(t);
+        if (i >= 0) this.ready.splice(i, 1);
+        this.finish(
+          t,
+          this.failedUpdate(
+            taskId,
+            new FabricError("CANCELLED", "the task was cancelled by its owner", { reason: "cancelled" }),
+            this.actor(),
+            t.attempt,
+          ),
+        );
+      } else if ((t.phase === "dispatched" || t.phase === "running") && t.manager) {
+        const list = byManager.get(t.manager) ?? [];
+        list.push(taskId);
+        byManager.set(t.manager, list);
+      }
+    }
+    for (const [m, ids] of byManager) m.send({ msg: { $case: "cancel", value: { taskIds: ids } } });
+  }
+
   private giveBack(t: InFlightTask, why: string, delayMs?: number): void {
     if (this.inflight.get(t.taskId) === t) this.inflight.delete(t.taskId);
     t.manager?.assigned.delete(t.taskId);

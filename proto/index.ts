@@ -23,6 +23,8 @@ export {
   ListFunctionsResponse,
   DeleteFunctionRequest,
   DeleteFunctionResponse,
+  ShareFunctionRequest,
+  ShareFunctionResponse,
   Endpoint,
   EndpointStatusView,
   RegisterEndpointRequest,
@@ -35,6 +37,8 @@ export {
   DeleteEndpointResponse,
   ConnectEndpointRequest,
   ConnectEndpointResponse,
+  UpdateEndpointPolicyRequest,
+  UpdateEndpointPolicyResponse,
   TaskSpec,
   Task,
   SubmitTasksRequest,
@@ -60,6 +64,7 @@ export {
   TaskUpdateBatch,
   BlockStatus,
   EndpointStatus,
+  EndpointControl,
 } from "./gen/fabric/v1/bus.js";
 export {
   WorkItem,
@@ -73,6 +78,7 @@ export {
   AgentWelcome,
   Shutdown,
   AgentMessage,
+  CancelTasks,
   WorkerRequest,
   WorkerResponse,
 } from "./gen/fabric/v1/worker.js";

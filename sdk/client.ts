@@ -1,3 +1,5 @@
+import { randomUUID } from "node:crypto";
+
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 
@@ -5,7 +7,7 @@ import { FabricError } from "../common/errors.js";
 import { bearer, callUnary, channelFor, clientOptions } from "../common/grpc-client.js";
 import { silentLogger } from "../common/logger.js";
 import { EndpointServiceClient, FunctionServiceClient, TaskServiceClient } from "../proto/index.js";
-import type { FunctionSpec, Task } from "../proto/index.js";
+import type { FunctionSpec, Task, TaskSpec } from "../proto/index.js";
 import { chunk, encodeTaskSpec, taskOutcome, toEndpointInfo, toFunctionInfo, toTaskInfo } from "./codec.js";
 import type { TaskInput } from "./codec.js";
 import { loadClientSettings, resolveClientOptions } from "./config.js";
@@ -19,6 +21,26 @@ import type { EndpointInfo, FunctionInfo, TaskInfo, TaskOutcome } from "./types.
 import { watchTasks } from "./watch.js";
 import type { WatchTarget } from "./watch.js";
 
+/** How long a submission keeps retrying while the broker is unreachable (e.g. restarting). */
+const SUBMIT_RETRY_WINDOW_MS = 60_000;
+
+/** The retry and timeout fields of a FunctionSpec, checked. */
+function limitsOf(options: RegisterOptions): Pick<FunctionSpec, "maxRetries" | "timeoutS"> {
+  const out: { maxRetries?: number; timeoutS?: number } = {};
+  for (const [field, value] of [
+    ["maxRetries", options.maxRetries],
+    ["timeoutSeconds", options.timeoutSeconds],
+  ] as const) {
+    if (value === undefined) continue;
+    if (!Number.isInteger(value) || value < 0) {
+      throw new FabricError("INVALID_ARGUMENT", `${field} must be a whole number >= 0, got ${value}`);
+    }
+  }
+  if (options.maxRetries) out.maxRetries = options.maxRetries;
+  if (options.timeoutSeconds) out.timeoutS = options.timeoutSeconds;
+  return out;
+}
+
 /** Any JavaScript function (the SDK sends its source, never calls it). */
 export type AnyFunction = (...args: never[]) => unknown;
 
@@ -29,6 +51,13 @@ export interface RegisterOptions {
   readonly description?: string;
   /** Container image the function needs. Default: the endpoint's default image. */
   readonly containerImage?: string;
+  /**
+   * Times a failed task runs again, with backoff (1 s, 2 s, 4 s, …). Default 0: functions may not
+   * be idempotent. Every attempt shows in the task's history.
+   */
+  readonly maxRetries?: number;
+  /** Seconds a task may run before it is stopped (reason `timeout`). Default: no limit. */
+  readonly timeoutSeconds?: number;
 }
 
 /** Options of {@link Client.registerShellFunction}. */
@@ -168,6 +197,7 @@ export class Client {
       {
         kind: { $case: "js", value: { source: js.source, entryPoint: js.entryPoint } },
         containerImage: options.containerImage ?? "",
+        ...limitsOf(options),
       },
       options.name ?? js.entryPoint,
       options.description ?? "",
@@ -200,6 +230,7 @@ export class Client {
       {
         kind: { $case: "shell", value: { command, walltimeS: walltime } },
         containerImage: options.containerImage ?? "",
+        ...limitsOf(options),
       },
       options.name ?? command.slice(0, 256),
       options.description ?? "",
@@ -314,10 +345,7 @@ export class Client {
     const taskIds: string[] = [];
     for (const part of chunk(specs, this.options.submitChunkSize)) {
       try {
-        const res = await this.unary(this.tasks.submitTasks.bind(this.tasks), this.tasks, {
-          tasks: part,
-          groupId,
-        });
+        const res = await this.submitChunk(part, groupId);
         groupId = res.groupId;
         taskIds.push(...res.taskIds);
       } catch (err) {
@@ -329,6 +357,34 @@ export class Client {
     this.remember(groupId, taskIds);
     this.log.debug({ groupId, tasks: taskIds.length }, "submitted tasks");
     return { groupId, taskIds };
+  }
+
+  /**
+   * One SubmitTasks call, retried while the broker is unreachable. Each chunk carries an
+   * idempotency key, so a retry after a lost answer never creates the tasks twice.
+   */
+  private async submitChunk(
+    tasks: TaskSpec[],
+    groupId: string,
+  ): Promise<{ groupId: string; taskIds: string[] }> {
+    const idempotencyKey = randomUUID();
+    const deadline = Date.now() + SUBMIT_RETRY_WINDOW_MS;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.unary(this.tasks.submitTasks.bind(this.tasks), this.tasks, {
+          tasks,
+          groupId,
+          idempotencyKey,
+        });
+      } catch (err) {
+        const fe = err as FabricError;
+        const transient =
+          fe.code === "UNAVAILABLE" || fe.code === "DEADLINE_EXCEEDED" || fe.code === "ABORTED";
+        if (!transient || Date.now() > deadline || this.closed) throw err;
+        this.log.debug({ attempt, code: fe.code }, "submit failed; retrying with the same idempotency key");
+        await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 2_000)));
+      }
+    }
   }
 
   private remember(groupId: string, ids: readonly string[]): void {

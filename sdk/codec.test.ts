@@ -207,12 +207,17 @@ describe("toFunctionInfo / toEndpointInfo", () => {
         description: "",
         createdAtMs: 5,
         spec: { kind: { $case: "shell", value: { command: "echo {x}", walltimeS: 30 } }, containerImage: "" },
+        public: false,
+        sharedWith: [],
       }),
     ).toMatchObject({ kind: "shell", command: "echo {x}", walltimeSeconds: 30, createdAt: new Date(5) });
   });
 
   it("an endpoint that never connected says so", () => {
-    const e = toEndpointInfo({ id: "e", owner: "o", name: "n", description: "", createdAtMs: 1 }, undefined);
+    const e = toEndpointInfo(
+      { id: "e", owner: "o", name: "n", description: "", createdAtMs: 1, sharedWith: [], allowedFunctions: [] },
+      undefined,
+    );
     expect(e.status).toEqual({ connection: "never-connected", queuedTasks: 0, last: undefined });
   });
 });

@@ -32,6 +32,8 @@ export interface TaskInput {
   readonly args?: readonly unknown[];
   /** Keyword arguments: fill a shell template's `{name}`s; a JS function gets them as a last argument. */
   readonly kwargs?: Readonly<Record<string, unknown>>;
+  /** Seconds this task may run before it is stopped (the function's own limit still applies). */
+  readonly timeoutSeconds?: number;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -61,9 +63,14 @@ export function encodeTaskSpec(input: TaskInput, index = 0): TaskSpec {
   if (input.kwargs !== undefined && !isPlainObject(input.kwargs)) {
     throw new FabricError("INVALID_ARGUMENT", `${where}: kwargs must be a plain object`);
   }
+  const timeout = input.timeoutSeconds ?? 0;
+  if (!Number.isInteger(timeout) || timeout < 0) {
+    throw new FabricError("INVALID_ARGUMENT", `${where}: timeoutSeconds must be a whole number >= 0`);
+  }
   return {
     functionId: input.functionId,
     endpointId: input.endpointId,
+    ...(timeout > 0 ? { timeoutS: timeout } : {}),
     argsJson: encodeJson(args, `${where} args`),
     // Empty means "not set": a JS function then gets no extra last argument.
     kwargsJson: input.kwargs === undefined ? EMPTY : encodeJson(input.kwargs, `${where} kwargs`),

@@ -186,6 +186,9 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
           case "work":
             pool.submit(m.value.items);
             break;
+          case "cancel":
+            pool.cancel(m.value.taskIds);
+            break;
           case "shutdown":
             log.info({ reason: m.value.reason }, "shutdown requested by the agent");
             resolve(0);

@@ -54,6 +54,10 @@ interface WorkerSlot {
   current: WorkItem | undefined;
   startedAtMs: number;
   idleSinceMs: number;
+  /** Fires when the current task exceeds its timeout. */
+  deadline?: NodeJS.Timeout | undefined;
+  /** Why the pool itself stopped this worker's task (timeout, cancellation): its outcome. */
+  stoppedBecause?: FabricError | undefined;
 }
 
 interface Placement {
@@ -146,6 +150,44 @@ export class WorkerPool {
   submit(items: readonly WorkItem[]): void {
     this.queue.push(...items);
     this.dispatch();
+  }
+
+  /**
+   * Stops tasks: queued ones are dropped, running ones have their worker stopped (and replaced).
+   * Each ends with a CANCELLED outcome.
+   */
+  cancel(taskIds: readonly string[]): void {
+    const ids = new Set(taskIds);
+    const dropped = this.queue.filter((item) => ids.has(item.taskId));
+    this.queue = this.queue.filter((item) => !ids.has(item.taskId));
+    const now = Date.now();
+    const cancelled = () =>
+      new FabricError("CANCELLED", "the task was cancelled by its owner", { reason: "cancelled" });
+    for (const item of dropped) {
+      this.events.onOutcome({
+        taskId: item.taskId,
+        ok: false,
+        resultJson: Buffer.alloc(0),
+        error: errorToInfo(cancelled()),
+        startedAtMs: now,
+        finishedAtMs: now,
+        workerId: "",
+      });
+    }
+    for (const slot of this.slots.values()) {
+      if (slot.current && ids.has(slot.current.taskId)) this.stopTask(slot, cancelled());
+    }
+  }
+
+  /** Ends the task running on `slot` by stopping its worker; the outcome is `why`. */
+  private stopTask(slot: WorkerSlot, why: FabricError): void {
+    if (!slot.current || slot.stoppedBecause) return;
+    slot.stoppedBecause = why;
+    this.log.info(
+      { workerId: slot.id, taskId: slot.current.taskId, why: why.message },
+      "stopping a task's worker",
+    );
+    slot.worker?.kill();
   }
 
   /** Stops every worker (politely, then by force after `graceMs`) and resolves when all are gone. */
@@ -273,6 +315,9 @@ export class WorkerPool {
         );
         return;
       }
+      // A task the pool is stopping ends with the stop's reason, when the worker exits.
+      if (slot.stoppedBecause) return;
+      clearTimeout(slot.deadline);
       slot.current = undefined;
       slot.idleSinceMs = Date.now();
       this.events.onOutcome({ ...m.value, workerId: slot.id });
@@ -283,8 +328,19 @@ export class WorkerPool {
   private onExit(slot: WorkerSlot, exit: WorkerExit): void {
     this.slots.delete(slot.id);
     const item = slot.current;
+    clearTimeout(slot.deadline);
     const what = this.containers ? "worker container" : "worker process";
-    if (item) {
+    if (item && slot.stoppedBecause) {
+      this.events.onOutcome({
+        taskId: item.taskId,
+        ok: false,
+        resultJson: Buffer.alloc(0),
+        error: errorToInfo(slot.stoppedBecause),
+        startedAtMs: slot.startedAtMs,
+        finishedAtMs: Date.now(),
+        workerId: slot.id,
+      });
+    } else if (item) {
       this.log.warn(
         { workerId: slot.id, taskId: item.taskId, exit: exit.description },
         "worker died while running a task",
@@ -382,6 +438,24 @@ export class WorkerPool {
       }
       slot.current = item;
       slot.startedAtMs = Date.now();
+      const timeoutS = item.timeoutS ?? 0;
+      if (timeoutS > 0) {
+        const s = slot;
+        s.deadline = setTimeout(
+          () =>
+            this.stopTask(
+              s,
+              new FabricError(
+                "DEADLINE_EXCEEDED",
+                `the task ran longer than its ${timeoutS} s timeout and was stopped`,
+                {
+                  reason: "timeout",
+                },
+              ),
+            ),
+          timeoutS * 1000,
+        );
+      }
       writeFrame(slot.worker.link, WorkerRequest.encode({ item }).finish());
       this.events.onStarted(item.taskId, slot.id, slot.startedAtMs);
     }

@@ -14,13 +14,23 @@ export class TestStack {
     readonly broker: BrokerProcess,
   ) {}
 
-  static async start(brokerExtra: Record<string, unknown> = {}): Promise<TestStack> {
+  /**
+   * With `operator: true`, NATS runs in operator mode and the broker mints each agent its own
+   * NATS user (per-endpoint isolation), as in production.
+   */
+  static async start(
+    brokerExtra: Record<string, unknown> = {},
+    options: { operator?: boolean } = {},
+  ): Promise<TestStack> {
     const dir = mkdtempSync(path.join(tmpdir(), "fabric-test-"));
-    const nats = await NatsServer.start({ storeDir: path.join(dir, "nats") });
+    const nats = await NatsServer.start({ storeDir: path.join(dir, "nats"), operator: options.operator });
+    const natsExtra = options.operator
+      ? { nats: { servers: [nats.url], ...nats.brokerNatsConfig(), ...(brokerExtra["nats"] as object) } }
+      : {};
     const broker = await BrokerProcess.start({
       natsUrl: nats.url,
       dir: path.join(dir, "broker"),
-      extra: brokerExtra,
+      extra: { ...brokerExtra, ...natsExtra },
     });
     return new TestStack(dir, nats, broker);
   }

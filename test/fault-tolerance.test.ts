@@ -1,0 +1,147 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+
+import { Bus } from "../common/bus-layout.js";
+import { NatsServer } from "../devkit/nats-server.js";
+import { BrokerProcess, EndpointProcess } from "../devkit/processes.js";
+import { Client } from "../sdk/index.js";
+import { countingSource, expectEachOnce, expectRanAtLeastOnce, lines, until } from "./support/fault.js";
+import { TcpProxy } from "./support/tcp-proxy.js";
+
+/**
+ * Issue 5, "nothing lost": the core invariant (every accepted task reaches exactly one terminal
+ * state, with at most one visible result) under a NATS crash, a network cut between the agent and
+ * NATS, and repeated agent crashes. Every part is real: nats-server (file store), the broker and
+ * the agent run as processes; agents reach NATS through a TCP proxy the test can cut.
+ */
+describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
+  let dir: string;
+  let nats: NatsServer;
+  let proxy: TcpProxy;
+  let broker: BrokerProcess;
+  let client: Client;
+  let functionId: string;
+  const endpoints: EndpointProcess[] = [];
+  /** Figures for the report, printed at the end. */
+  const report: Record<string, unknown> = {};
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "fabric-fault-"));
+    nats = await NatsServer.start({ storeDir: path.join(dir, "nats") });
+    proxy = await TcpProxy.start(nats.port);
+    broker = await BrokerProcess.start({
+      natsUrl: nats.url,
+      dir: path.join(dir, "broker"),
+      extra: {
+        // The broker reaches NATS directly; agents go through the proxy.
+        nats: { servers: [nats.url], agentServers: [proxy.natsUrl] },
+        endpointOfflineAfterSeconds: 3,
+      },
+    });
+    client = new Client({ address: broker.address, token: await broker.token("alice") });
+    functionId = await client.registerFunction({ source: countingSource, entryPoint: "work" });
+  }, 60_000);
+
+  afterAll(async () => {
+    client?.close();
+    for (const ep of endpoints) await ep.stop().catch(() => undefined);
+    await broker?.stop().catch(() => undefined);
+    await proxy?.stop().catch(() => undefined);
+    await nats?.stop().catch(() => undefined);
+    console.log(`fault-tolerance figures: ${JSON.stringify(report)}`);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function startEndpoint(name: string, workers: number): Promise<EndpointProcess> {
+    const ep = await EndpointProcess.start({
+      home: path.join(dir, "home-alice"),
+      name,
+      broker: broker.address,
+      token: await broker.token("alice"),
+      workers,
+      blocks: 1,
+      extra: { heartbeatIntervalSeconds: 1 },
+    });
+    endpoints.push(ep);
+    return ep;
+  }
+
+  /** On failure: what states the tasks are in, and the ends of the broker's and agent's logs. */
+  async function diagnose(taskIds: readonly string[], ep: EndpointProcess): Promise<void> {
+    const states = new Map<string, number>();
+    for (let i = 0; i < taskIds.length; i += 5_000) {
+      for (const t of await client.getTasks(taskIds.slice(i, i + 5_000)))
+        states.set(t.state, (states.get(t.state) ?? 0) + 1);
+    }
+    console.log(`task states: ${JSON.stringify(Object.fromEntries(states))}`);
+    const nc = await connect({ servers: nats.url });
+    try {
+      const jsm = await jetstreamManager(nc);
+      const info = await jsm.consumers.info(Bus.taskStream, Bus.taskConsumer(ep.endpointId()));
+      const { num_pending, num_ack_pending, num_waiting, num_redelivered, delivered, ack_floor } = info;
+      console.log(
+        `task consumer: ${JSON.stringify({ num_pending, num_ack_pending, num_waiting, num_redelivered, delivered, ack_floor })}`,
+      );
+    } finally {
+      await nc.close();
+    }
+    console.log(`broker log:\n${broker.process?.output.slice(-6000) ?? ""}`);
+    console.log(`agent log:\n${ep.process?.output.slice(-6000) ?? ""}`);
+  }
+
+  /** `n` tasks of the counting function, keyed `prefix-i`. */
+  function tasks(endpointId: string, logFile: string, prefix: string, from: number, n: number, sleepMs: number) {
+    return Array.from({ length: n }, (_, k) => ({
+      functionId,
+      endpointId,
+      args: [`${prefix}-${from + k}`, logFile, sleepMs],
+    }));
+  }
+
+  it("A: nats-server SIGKILLed and restarted mid-batch: every accepted task completes exactly once", async () => {
+    const ep = await startEndpoint("fault-a", 2);
+    const endpointId = ep.endpointId();
+    const logFile = path.join(dir, "a.log");
+    const accepted: string[] = [];
+    let refused = 0;
+    let next = 0;
+    let submitting = true;
+    // Users keep submitting through the crash: only what the broker acknowledged counts as accepted.
+    const submitter = (async () => {
+      while (submitting) {
+        try {
+          const { taskIds } = await client.submitBatch(tasks(endpointId, logFile, "a", next, 100, 1));
+          accepted.push(...taskIds);
+        } catch {
+          refused++;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        next += 100;
+      }
+    })();
+    await until(() => lines(logFile).length >= 300, 60_000, "300 executions before the crash");
+    await nats.kill();
+    const acceptedAtCrash = accepted.length;
+    // Down until a user has been refused (or a few submissions went by), then back on the same store.
+    const downSince = Date.now();
+    await until(() => refused > 0 || Date.now() - downSince > 3_000, 10_000, "a refused submission");
+    await nats.restart();
+    await until(() => accepted.length >= acceptedAtCrash + 500, 60_000, "500 tasks accepted after the restart");
+    submitting = false;
+    await submitter;
+
+    const tally = await expectEachOnce(client, accepted, 120_000).catch(async (err: unknown) => {
+      await diagnose(accepted, ep);
+      throw err;
+    });
+    const extraRuns = expectRanAtLeastOnce(tally, logFile);
+    report["A"] = { accepted: accepted.length, refused, visible: tally.seen.size, reExecuted: extraRuns };
+    await ep.stop();
+  }, 240_000);
+}, 600_000);

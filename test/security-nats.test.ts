@@ -1,0 +1,242 @@
+import { cpSync, readFileSync } from "node:fs";
+import path from "node:path";
+
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import {
+  connect,
+  credsAuthenticator,
+  jwtAuthenticator,
+  type NatsConnection,
+} from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { Bus } from "../common/bus-layout.js";
+import { EndpointProcess } from "../devkit/processes.js";
+import { TaskState, TaskUpdateBatch, type BusConnectInfo } from "../proto/index.js";
+import { Client } from "../sdk/index.js";
+import { RawClients } from "./support/raw-clients.js";
+import { TestStack } from "./support/stack.js";
+
+const enc = new TextEncoder();
+
+/** Polls `fn` until it returns true, or fails after `timeoutMs`. */
+async function until(what: string, fn: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A NATS connection as an agent would open it with the credentials ConnectEndpoint handed out. */
+async function connectAs(bus: BusConnectInfo): Promise<{ nc: NatsConnection; errors: string[] }> {
+  const nc = await connect({
+    servers: bus.servers,
+    authenticator: jwtAuthenticator(bus.userJwt, enc.encode(bus.userSeed)),
+    inboxPrefix: bus.inboxPrefix,
+  });
+  const errors: string[] = [];
+  void (async () => {
+    for await (const s of nc.status()) if (s.type === "error") errors.push(s.error.message);
+  })();
+  return { nc, errors };
+}
+
+describe("isolation on NATS: per-endpoint users in operator mode", () => {
+  let stack: TestStack;
+  let admin: NatsConnection;
+  let alice: Client;
+  let aliceRaw: RawClients;
+  let bobRaw: RawClients;
+  let agentA: EndpointProcess;
+  let endpointA: string;
+  const opened: NatsConnection[] = [];
+
+  beforeAll(async () => {
+    stack = await TestStack.start({ limits: { inlinePayloadBytes: 4096 } }, { operator: true });
+    admin = await connect({
+      servers: stack.nats.url,
+      authenticator: credsAuthenticator(readFileSync(stack.nats.operator!.brokerCredsFile)),
+    });
+    agentA = await stack.startEndpoint("alice", "iso-a", { workers: 2 });
+    endpointA = agentA.endpointId();
+    alice = new Client({ address: stack.broker.address, token: await stack.broker.token("alice") });
+    aliceRaw = new RawClients(stack.broker.address, await stack.broker.token("alice"));
+    bobRaw = new RawClients(stack.broker.address, await stack.broker.token("bob"));
+  }, 120_000);
+
+  afterAll(async () => {
+    for (const nc of opened) await nc.close().catch(() => undefined);
+    await admin?.close();
+    alice?.close();
+    aliceRaw?.close();
+    bobRaw?.close();
+    await stack?.stop();
+  });
+
+  /** Registers an endpoint without an agent and connects to NATS with the credentials it is handed. */
+  async function rawEndpoint(owner: RawClients, name: string) {
+    const reg = await owner.registerEndpoint({ name, description: "", endpointId: "" });
+    const id = reg.endpoint!.id;
+    const asEndpoint = new RawClients(stack.broker.address, reg.endpointToken);
+    const res = await new Promise<{ bus?: BusConnectInfo }>((resolve, reject) =>
+      asEndpoint.endpoints.connectEndpoint(
+        { agentVersion: "test", hostname: "test" },
+        asEndpoint.md,
+        (err, r) => (err ? reject(err) : resolve(r)),
+      ),
+    );
+    asEndpoint.close();
+    const bus = res.bus!;
+    const conn = await connectAs(bus);
+    opened.push(conn.nc);
+    return { id, bus, ...conn };
+  }
+
+  it("the broker hands each agent its own NATS user; tasks with large payloads run through it", async () => {
+    const fid = await alice.registerFunction(function echoLength(s: string) {
+      return s.length + ":" + "y".repeat(20_000);
+    });
+    // Arguments and result both above the inline limit: they travel through the object store.
+    const tid = await alice.run(fid, endpointA, ["x".repeat(50_000)]);
+    const out = await alice.waitForResult<string>(tid, { timeoutMs: 30_000 });
+    expect(out.startsWith("50000:")).toBe(true);
+    expect(out.length).toBe(6 + 20_000);
+    expect(agentA.process!.output).not.toMatch(/Permissions Violation/);
+  });
+
+  it("an endpoint's NATS user cannot read another endpoint's tasks, inbox or results", async () => {
+    const a = await rawEndpoint(aliceRaw, "raw-a");
+    const b = await rawEndpoint(bobRaw, "raw-b");
+    expect(a.bus.userJwt).not.toBe("");
+    expect(a.bus.userJwt).not.toBe(b.bus.userJwt);
+    expect(a.bus.inboxPrefix).toBe(`_INBOX_${a.id}`);
+
+    // Its own consumer works (positive control) …
+    const js = jetstream(a.nc);
+    const own = await js.consumers.get(a.bus.taskStream, a.bus.taskConsumer);
+    expect((await own.info()).name).toBe(a.bus.taskConsumer);
+
+    // … B's does not: pulling from it, looking it up, subscribing to B's subjects or inbox.
+    await expect(js.consumers.get(b.bus.taskStream, b.bus.taskConsumer)).rejects.toThrow(
+      /permission|timeout/i,
+    );
+    await expect(
+      a.nc.request(`$JS.API.CONSUMER.MSG.NEXT.${Bus.taskStream}.${b.bus.taskConsumer}`, "1", { timeout: 2000 }),
+    ).rejects.toThrow(/permission|timeout/i);
+    for (const subject of [Bus.taskSubject(b.id), `${b.bus.inboxPrefix}.>`, "_INBOX.>", Bus.resultSubjects]) {
+      a.nc.subscribe(subject);
+    }
+    await until("the server's refusals", () =>
+      [Bus.taskSubject(b.id), `${b.bus.inboxPrefix}.>`, "_INBOX.>", Bus.resultSubjects].every((s) =>
+        a.errors.some((e) => e.includes("Subscription") && e.includes(`"${s}"`)),
+      ),
+    );
+    // Publishing B's results or status is refused too.
+    a.nc.publish(Bus.resultSubject(b.id), enc.encode("forged"));
+    a.nc.publish(Bus.endpointStatusSubject(b.id), enc.encode("forged"));
+    await until("the server's publish refusals", () =>
+      [Bus.resultSubject(b.id), Bus.endpointStatusSubject(b.id)].every((s) =>
+        a.errors.some((e) => e.includes("Publish") && e.includes(`"${s}"`)),
+      ),
+    );
+    // A cannot manage streams either (delete B's consumer, purge the task stream).
+    const jsmA = await jetstreamManager(a.nc, { checkAPI: false }).catch((e: Error) => e);
+    if (!(jsmA instanceof Error)) {
+      await expect(jsmA.consumers.delete(Bus.taskStream, b.bus.taskConsumer)).rejects.toThrow();
+      await expect(jsmA.streams.purge(Bus.taskStream)).rejects.toThrow();
+    }
+    const stillThere = await jetstreamManager(admin);
+    expect((await stillThere.consumers.info(Bus.taskStream, b.bus.taskConsumer)).name).toBe(
+      b.bus.taskConsumer,
+    );
+  });
+
+  it("a result forged for another endpoint's task, on the forger's own subject, is rejected", async () => {
+    const a = await rawEndpoint(aliceRaw, "forger");
+    const bEp = await bobRaw.registerEndpoint({ name: "victim", description: "", endpointId: "" });
+    const victimId = bEp.endpoint!.id;
+    const fnB = await bobRaw.registerFunction({
+      name: "f",
+      description: "",
+      spec: { kind: { $case: "js", value: { source: "const f = () => 1;", entryPoint: "f" } }, containerImage: "" },
+    });
+    const victim = await bobRaw.submit({
+      tasks: [{ functionId: fnB.function!.id, endpointId: victimId, argsJson: enc.encode("[]"), kwargsJson: new Uint8Array(), timeoutS: 0 }],
+      groupId: "",
+      idempotencyKey: "",
+    });
+    const victimTask = victim.taskIds[0]!;
+    // A legitimate task of the forger's own endpoint, to know when the forged batch was processed.
+    const fnA = await aliceRaw.registerFunction({
+      name: "g",
+      description: "",
+      spec: { kind: { $case: "js", value: { source: "const g = () => 2;", entryPoint: "g" } }, containerImage: "" },
+    });
+    const ownSub = await aliceRaw.submit({
+      tasks: [{ functionId: fnA.function!.id, endpointId: a.id, argsJson: enc.encode("[]"), kwargsJson: new Uint8Array(), timeoutS: 0 }],
+      groupId: "",
+      idempotencyKey: "",
+    });
+    const ownTask = ownSub.taskIds[0]!;
+    const result = { json: enc.encode('"forged"'), objectRef: "", size: 8 };
+    const now = Date.now();
+    const batch = TaskUpdateBatch.encode({
+      endpointId: victimId, // a lie: the broker trusts the subject, which NATS guarantees
+      updates: [victimTask, ownTask].map((taskId) => ({
+        taskId,
+        state: TaskState.TASK_STATE_SUCCESS,
+        atMs: now,
+        actor: `endpoint/${a.id}`,
+        detail: "",
+        result,
+        error: undefined,
+        attempt: 1,
+        startedAtMs: now,
+        startedBy: `endpoint/${a.id}`,
+      })),
+    }).finish();
+    await jetstream(a.nc).publish(Bus.resultSubject(a.id), batch);
+    await until("the forger's own task to be recorded", async () => {
+      const t = (await aliceRaw.getTasks({ taskIds: [ownTask], omitResults: true })).tasks[0];
+      return t?.state === TaskState.TASK_STATE_SUCCESS;
+    });
+    const t = (await bobRaw.getTasks({ taskIds: [victimTask], omitResults: false })).tasks[0]!;
+    expect(t.state).toBe(TaskState.TASK_STATE_WAITING_FOR_ENDPOINT);
+    expect(t.result).toBeUndefined();
+    await stack.broker.process!.waitFor(/update from the wrong endpoint rejected/, 10_000);
+  });
+
+  it("a second agent started with the same endpoint id takes over; the first never gets another task", async () => {
+    // The same endpoint (same credentials.json) copied into a second FABRIC_HOME.
+    const home2 = path.join(stack.dir, "home-alice-2");
+    const second = await EndpointProcess.configure({
+      home: home2,
+      name: "iso-a",
+      broker: stack.broker.address,
+      token: await stack.broker.token("alice"),
+      workers: 2,
+      blocks: 1,
+    });
+    stack.endpoints.push(second);
+    cpSync(
+      path.join(stack.dir, "home-alice", "endpoints", "iso-a", "credentials.json"),
+      path.join(home2, "endpoints", "iso-a", "credentials.json"),
+    );
+    await second.launch();
+    expect(second.endpointId()).toBe(endpointA);
+    const fid = await alice.registerFunction(function whereAmI() {
+      return process.env["FABRIC_HOME"] ?? "";
+    });
+    const homes = await Promise.all(
+      Array.from({ length: 20 }, async (_, i) => {
+        const tid = await alice.run(fid, endpointA, [], undefined);
+        void i;
+        return alice.waitForResult<string>(tid, { timeoutMs: 30_000 });
+      }),
+    );
+    expect(new Set(homes)).toEqual(new Set([home2]));
+    // The first agent is still running, and NATS refuses its pulls on the new consumer.
+    expect(agentA.process!.running).toBe(true);
+  });
+});

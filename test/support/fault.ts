@@ -1,0 +1,102 @@
+import { readFileSync } from "node:fs";
+
+import { expect } from "vitest";
+
+import type { Client, TaskInfo } from "../../sdk/index.js";
+
+/** Polls `check` every 50 ms until it returns true, or fails after `timeoutMs`. */
+export async function until(
+  check: () => Promise<boolean> | boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * A function that appends its argument to a file on each execution, so duplicate executions show
+ * (the file is the ground truth of what ran, independent of what the fabric reports).
+ */
+export const countingSource = `
+async function work(key, logFile, sleepMs) {
+  require("node:fs").appendFileSync(logFile, key + "\\n");
+  if (sleepMs > 0) await new Promise((r) => setTimeout(r, sleepMs));
+  return key;
+}`;
+
+/** The lines of a file, or none when it does not exist yet. */
+export function lines(file: string): string[] {
+  try {
+    return readFileSync(file, "utf8").split("\n").filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+/** How many times each key was executed, from a counting function's log. */
+export function executions(file: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const l of lines(file)) out.set(l, (out.get(l) ?? 0) + 1);
+  return out;
+}
+
+/** What a fault scenario saw, for its assertions and its report. */
+export interface Tally {
+  /** Results streamed to the user, by task id. */
+  readonly seen: Set<string>;
+  /** Results streamed more than once (must stay 0). */
+  duplicatesSeen: number;
+  ok: number;
+  /** Each task's returned value (the counting function returns its key). */
+  readonly values: Map<string, unknown>;
+}
+
+/**
+ * Streams the results of `taskIds` and asserts the core invariant as a user sees it: each task
+ * yields exactly one result, it is a success, and its history holds exactly one terminal state.
+ */
+export async function expectEachOnce(
+  client: Client,
+  taskIds: readonly string[],
+  timeoutMs: number,
+): Promise<Tally> {
+  const tally: Tally = { seen: new Set(), duplicatesSeen: 0, ok: 0, values: new Map() };
+  for await (const o of client.results(taskIds, { timeoutMs })) {
+    if (tally.seen.has(o.taskId)) tally.duplicatesSeen++;
+    tally.seen.add(o.taskId);
+    if (o.ok) {
+      tally.ok++;
+      tally.values.set(o.taskId, o.value);
+    } else throw new Error(`task ${o.taskId} failed: ${o.error.code} ${o.error.message}`);
+  }
+  expect(tally.duplicatesSeen).toBe(0);
+  expect(tally.seen.size).toBe(taskIds.length);
+  expect(tally.ok).toBe(taskIds.length);
+  const infos: TaskInfo[] = [];
+  for (let i = 0; i < taskIds.length; i += 5_000) infos.push(...(await client.getTasks(taskIds.slice(i, i + 5_000))));
+  for (const t of infos) {
+    expect(t.state).toBe("success");
+    const terminal = t.history.filter((h) => ["success", "failed", "cancelled", "expired"].includes(h.state));
+    expect(terminal).toHaveLength(1);
+  }
+  return tally;
+}
+
+/**
+ * Checks that every task's key ran at least once according to the counting function's log and
+ * returns how many extra executions there were (at-least-once delivery: allowed, but reported).
+ */
+export function expectRanAtLeastOnce(tally: Tally, logFile: string): number {
+  const ran = executions(logFile);
+  let extra = 0;
+  for (const value of tally.values.values()) {
+    const n = ran.get(String(value)) ?? 0;
+    expect(n, `executions of ${String(value)}`).toBeGreaterThanOrEqual(1);
+    extra += n - 1;
+  }
+  return extra;
+}
