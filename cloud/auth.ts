@@ -8,6 +8,7 @@ import type { Logger } from "pino";
 
 import { FabricError } from "../common/errors.js";
 import type { OidcVerifier } from "./oidc.js";
+import type { RateLimiter } from "./rate-limit.js";
 
 /** KV bucket of revoked token ids (`jti` → seconds since epoch when the token expires anyway). */
 export const REVOKED_TOKENS_BUCKET = "fabric_revoked_tokens";
@@ -33,6 +34,8 @@ export type Principal =
 export class TokenAuthority {
   private oidc: OidcVerifier | undefined;
   private readonly revoked = new Set<string>();
+  /** Admits authenticated calls per caller (set by the broker from `limits.callsPerSecond`). */
+  rateLimiter: RateLimiter | undefined;
 
   private constructor(
     private readonly privateKey: jose.CryptoKey,

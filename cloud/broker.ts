@@ -24,6 +24,7 @@ import { FunctionRegistry, functionService } from "./functions-service.js";
 import { RecordCache, type TaskRecordCache } from "./records.js";
 import { accountOfUserJwt, jwtOfCredsFile, NatsCredentialMinter } from "./nats-credentials.js";
 import { OidcVerifier } from "./oidc.js";
+import { RateLimiter } from "./rate-limit.js";
 import { ResultIngest } from "./result-ingest.js";
 import { tolerantService } from "./rpc.js";
 import { FabricStore } from "./store.js";
@@ -100,6 +101,7 @@ export class Broker {
     });
     await auth.followRevocations(revoked, log.child({ component: "cloud.auth" }));
     if (this.config.auth.oidc) auth.useOidc(new OidcVerifier(this.config.auth.oidc));
+    auth.rateLimiter = new RateLimiter(this.config.limits.callsPerSecond, this.config.limits.callBurst);
     const events = new TaskEventHub(this.nc, log.child({ component: "cloud.events" }));
     const policy = new AccessPolicy(this.config.groups);
     const functions = new FunctionRegistry(store, policy);

@@ -11,6 +11,7 @@ import {
 } from "../common/errors.js";
 import { ErrorInfo } from "../proto/index.js";
 import type { Principal, TokenAuthority } from "./auth.js";
+import { RateLimitedError } from "./rate-limit.js";
 
 /** A request that could not be decoded; handlers answer it with INVALID_ARGUMENT. */
 export class MalformedRequest {
@@ -43,6 +44,7 @@ export function tolerantService<S extends grpc.ServiceDefinition>(service: S): S
 export function toServiceError(err: FabricError): Partial<grpc.ServiceError> {
   const metadata = new grpc.Metadata();
   metadata.set(ERROR_INFO_METADATA_KEY, Buffer.from(ErrorInfo.encode(errorToInfo(err)).finish()));
+  if (err instanceof RateLimitedError) metadata.set("retry-after-ms", String(Math.ceil(err.retryAfterMs)));
   return { code: grpcStatusOf[err.code], details: err.message, metadata };
 }
 
@@ -52,8 +54,14 @@ export interface CallContext {
   readonly log: Logger;
 }
 
-/** Reads and verifies the bearer token of a call. */
+/** Reads and verifies the bearer token of a call, then admits it under the caller's rate limit. */
 export async function authenticate(auth: TokenAuthority, metadata: grpc.Metadata): Promise<Principal> {
+  const principal = await verifyBearer(auth, metadata);
+  auth.rateLimiter?.take(principal.kind === "user" ? `user:${principal.userId}` : `endpoint:${principal.endpointId}`);
+  return principal;
+}
+
+async function verifyBearer(auth: TokenAuthority, metadata: grpc.Metadata): Promise<Principal> {
   const values = metadata.get("authorization");
   if (values.length === 0) {
     throw unauthenticated("no token: pass `authorization: Bearer <token>` (see `fabric configure`)");

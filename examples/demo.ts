@@ -7,11 +7,15 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
+import { ensureDockerEngine, type ContainerEngine } from "../devkit/docker.js";
 import { NatsServer } from "../devkit/nats-server.js";
+import { ensureWorkerImages } from "../devkit/worker-images.js";
 import { BrokerProcess, EndpointProcess } from "../devkit/processes.js";
 import { Client } from "../sdk/index.js";
 
 const TOTAL = 1_000;
+/** `npm run demo -- --containers`: every function runs in a warm, hardened Docker container. */
+const CONTAINERS = process.argv.includes("--containers");
 const SHELL_TASKS = 100;
 
 /** A small analysis step: statistics of a synthetic detector trace. */
@@ -43,6 +47,14 @@ async function main(): Promise<number> {
     started.push(broker);
     say(`broker        ${broker.address}`);
     const token = await broker.token("demo-user");
+    let container: Record<string, unknown> | undefined;
+    if (CONTAINERS) {
+      const engine: ContainerEngine = await ensureDockerEngine();
+      started.push(engine);
+      const tags = await ensureWorkerImages({ docker: engine.docker, onProgress: (l) => say(`images        ${l}`) });
+      container = { runtime: "docker", socket: engine.socketPath, image: tags.js, shellImage: tags.shell };
+      say(`containers    docker (${engine.socketPath}), images ${tags.js}, ${tags.shell}`);
+    }
     const endpoint = await EndpointProcess.start({
       home: path.join(dir, "home"),
       name: "demo",
@@ -50,6 +62,7 @@ async function main(): Promise<number> {
       token,
       workers: 2,
       blocks: 1,
+      ...(container ? { extra: { container } } : {}),
     });
     started.push(endpoint);
     const endpointId = endpoint.endpointId();

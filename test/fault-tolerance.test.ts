@@ -83,11 +83,12 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
     const nc = await connect({ servers: nats.url });
     try {
       const jsm = await jetstreamManager(nc);
-      const info = await jsm.consumers.info(Bus.taskStream, Bus.taskConsumer(ep.endpointId()));
-      const { num_pending, num_ack_pending, num_waiting, num_redelivered, delivered, ack_floor } = info;
-      console.log(
-        `task consumer: ${JSON.stringify({ num_pending, num_ack_pending, num_waiting, num_redelivered, delivered, ack_floor })}`,
-      );
+      for await (const info of jsm.consumers.list(Bus.taskStream)) {
+        const { num_pending, num_ack_pending, num_waiting, num_redelivered, delivered, ack_floor } = info;
+        console.log(
+          `task consumer ${info.name}: ${JSON.stringify({ num_pending, num_ack_pending, num_waiting, num_redelivered, delivered, ack_floor })}`,
+        );
+      }
     } finally {
       await nc.close();
     }

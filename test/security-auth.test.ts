@@ -1,0 +1,257 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+import * as grpc from "@grpc/grpc-js";
+import * as jose from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { TokenAuthority } from "../cloud/auth.js";
+import { FabricError } from "../common/errors.js";
+import { fromGrpcError } from "../common/grpc-client.js";
+import { NatsServer } from "../devkit/nats-server.js";
+import { BrokerProcess, runCli } from "../devkit/processes.js";
+import { RawClients } from "./support/raw-clients.js";
+
+const jsSpec = {
+  kind: { $case: "js" as const, value: { source: "const f = () => 1;", entryPoint: "f" } },
+  containerImage: "",
+};
+
+async function outcome(p: Promise<unknown>): Promise<{ code: string; message: string; err: unknown }> {
+  try {
+    await p;
+  } catch (err) {
+    const fe = err instanceof FabricError ? err : fromGrpcError(err);
+    return { code: fe.code, message: fe.message, err };
+  }
+  return { code: "OK", message: "", err: undefined };
+}
+
+/** A tiny OpenID Connect issuer: an RS256 key published as a JWKS on 127.0.0.1. */
+class TestIdp {
+  private constructor(
+    readonly server: Server,
+    readonly issuer: string,
+    private readonly key: jose.CryptoKey,
+  ) {}
+
+  static async start(): Promise<TestIdp> {
+    const { privateKey, publicKey } = await jose.generateKeyPair("RS256", { extractable: true });
+    const jwk = { ...(await jose.exportJWK(publicKey)), kid: "k1", alg: "RS256", use: "sig" };
+    const server = createServer((req, res) => {
+      if (req.url === "/jwks") {
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ keys: [jwk] }));
+      } else {
+        res.writeHead(404).end();
+      }
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const port = (server.address() as AddressInfo).port;
+    return new TestIdp(server, `http://127.0.0.1:${port}`, privateKey);
+  }
+
+  get jwksUri(): string {
+    return `${this.issuer}/jwks`;
+  }
+
+  token(sub: string, over: { aud?: string; iss?: string; exp?: number; key?: jose.CryptoKey } = {}): Promise<string> {
+    const now = Math.floor(Date.now() / 1000);
+    return new jose.SignJWT({ kind: "endpoint", owner: "alice" }) // kind claims of an IdP mean nothing
+      .setProtectedHeader({ alg: "RS256", kid: "k1" })
+      .setIssuer(over.iss ?? this.issuer)
+      .setAudience(over.aud ?? "fabric")
+      .setSubject(sub)
+      .setIssuedAt(now)
+      .setExpirationTime(over.exp ?? now + 600)
+      .setJti(`idp-${sub}-${now}-${Math.random()}`)
+      .sign(over.key ?? this.key);
+  }
+
+  async stop(): Promise<void> {
+    this.server.closeAllConnections();
+    await new Promise((r) => this.server.close(r));
+  }
+}
+
+describe("authentication: pinned algorithms, claims, kinds, revocation, external OIDC, rate limits", () => {
+  let dir: string;
+  let nats: NatsServer;
+  let broker: BrokerProcess;
+  let idp: TestIdp;
+  let authority: TokenAuthority;
+  const clients: RawClients[] = [];
+  const as = (token: string) => {
+    const c = new RawClients(broker.address, token);
+    clients.push(c);
+    return c;
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "fabric-auth-"));
+    idp = await TestIdp.start();
+    nats = await NatsServer.start({ storeDir: path.join(dir, "nats") });
+    const keyFile = path.join(dir, "broker", "broker-key.pem");
+    broker = await BrokerProcess.start({
+      natsUrl: nats.url,
+      dir: path.join(dir, "broker"),
+      keyFile,
+      extra: {
+        auth: {
+          keyFile,
+          oidc: { issuer: idp.issuer, jwksUri: idp.jwksUri, audience: "fabric", users: { "sub-alice": "alice" } },
+        },
+        limits: { callsPerSecond: 20, callBurst: 20 },
+      },
+    });
+    authority = await TokenAuthority.fromKeyFile(keyFile, "fabric-broker", "fabric-api");
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const c of clients) c.close();
+    await broker?.stop();
+    await nats?.stop();
+    await idp?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A token signed with the broker's real key but with chosen header and claims. */
+  async function brokerSigned(claims: jose.JWTPayload, header: jose.JWTHeaderParameters = { alg: "EdDSA" }) {
+    const pem = readFileSync(path.join(dir, "broker", "broker-key.pem"), "utf8");
+    const key = await jose.importPKCS8(pem, "EdDSA");
+    const now = Math.floor(Date.now() / 1000);
+    return new jose.SignJWT({
+      kind: "user",
+      iss: "fabric-broker",
+      aud: "fabric-api",
+      sub: "mallory",
+      exp: now + 600,
+      nbf: now - 5,
+      jti: `t-${Math.random()}`,
+      ...claims,
+    })
+      .setProtectedHeader(header)
+      .sign(key);
+  }
+
+  it("rejects alg none, algorithm confusion, and wrong iss / aud / exp / nbf / kind", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const payload = { kind: "user", iss: "fabric-broker", aud: "fabric-api", sub: "mallory", exp: now + 600 };
+    const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString("base64url");
+    const none = `${b64({ alg: "none", typ: "JWT" })}.${b64(payload)}.`;
+    // HS256 keyed with the broker's public key: the classic confusion attack.
+    const pub = await jose.exportSPKI(
+      (await jose.importJWK({ ...(await jose.exportJWK(await jose.importPKCS8(readFileSync(path.join(dir, "broker", "broker-key.pem"), "utf8"), "EdDSA", { extractable: true }))), d: undefined }, "EdDSA")) as jose.CryptoKey,
+    );
+    const confused = await new jose.SignJWT(payload)
+      .setProtectedHeader({ alg: "HS256" })
+      .sign(new TextEncoder().encode(pub));
+    const cases: Array<[string, string, RegExp]> = [
+      ["alg none", none, /algorithm|malformed|unsupported/i],
+      ["HS256 with the public key", confused, /algorithm/i],
+      ["wrong issuer", await brokerSigned({ iss: "evil" }), /iss/],
+      ["wrong audience", await brokerSigned({ aud: "other-api" }), /aud/],
+      ["expired", await brokerSigned({ exp: now - 120 }), /expired/],
+      ["not yet valid", await brokerSigned({ nbf: now + 3600 }), /nbf/],
+      ["unknown kind", await brokerSigned({ kind: "admin" }), /kind/],
+      ["endpoint kind without owner", await brokerSigned({ kind: "endpoint" }), /kind/],
+      ["garbage", "not.a.jwt", /malformed|invalid/i],
+    ];
+    for (const [what, token, re] of cases) {
+      const o = await outcome(as(token).listFunctions());
+      expect(o.code, what).toBe("UNAUTHENTICATED");
+      expect(o.message, what).toMatch(re);
+    }
+    expect((await outcome(as(await authority.issueUserToken("alice", 60)).listFunctions())).code).toBe("OK");
+  });
+
+  it("user tokens and endpoint credentials are different kinds; neither works as the other", async () => {
+    const alice = as(await authority.issueUserToken("alice", 600));
+    const reg = await alice.registerEndpoint({ name: "kinds", description: "", endpointId: "" });
+    const epToken = reg.endpointToken;
+    const ep = as(epToken);
+    // Endpoint credentials make no user calls …
+    for (const call of [
+      ep.registerFunction({ name: "x", description: "", spec: jsSpec }),
+      ep.listFunctions(),
+      ep.listEndpoints(),
+      ep.registerEndpoint({ name: "y", description: "", endpointId: "" }),
+      ep.submit({ tasks: [], groupId: "", idempotencyKey: "" }),
+    ]) {
+      expect((await outcome(call)).code).toBe("PERMISSION_DENIED");
+    }
+    // … and see only their own endpoint.
+    const other = await alice.registerEndpoint({ name: "other", description: "", endpointId: "" });
+    expect((await ep.getEndpoint({ endpointId: reg.endpoint!.id })).endpoint?.id).toBe(reg.endpoint!.id);
+    expect((await outcome(ep.getEndpoint({ endpointId: other.endpoint!.id }))).code).toBe("NOT_FOUND");
+    // A user token cannot connect as an endpoint.
+    const connect = (c: RawClients) =>
+      new Promise((resolve, reject) =>
+        c.endpoints.connectEndpoint({ agentVersion: "t", hostname: "t" }, c.md, (err, r) =>
+          err ? reject(err) : resolve(r),
+        ),
+      );
+    expect((await outcome(connect(alice))).code).toBe("PERMISSION_DENIED");
+    expect((await outcome(connect(ep))).code).toBe("OK");
+  });
+
+  it("a revoked token is refused at once, even though it was verified (and cached) before", async () => {
+    const token = await authority.issueUserToken("bob", 600);
+    const bob = as(token);
+    expect((await outcome(bob.listFunctions())).code).toBe("OK");
+    const out = await runCli("cloud/cli.js", ["revoke", "-c", broker.configFile, "--token", token], dir);
+    expect(out).toMatch(/revoked/);
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const o = await outcome(bob.listFunctions());
+      if (o.code === "UNAUTHENTICATED") {
+        expect(o.message).toMatch(/revoked/);
+        break;
+      }
+      if (Date.now() > deadline) throw new Error("revocation did not apply");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // Other tokens of the same user still work.
+    expect((await outcome(as(await authority.issueUserToken("bob", 600)).listFunctions())).code).toBe("OK");
+  });
+
+  it("accepts an external OIDC issuer's tokens, verified against its JWKS, mapped to a fabric user", async () => {
+    const alice = as(await authority.issueUserToken("alice", 600));
+    const fid = (await alice.registerFunction({ name: "mine", description: "", spec: jsSpec })).function!.id;
+    // sub-alice maps to alice: same functions.
+    const viaIdp = as(await idp.token("sub-alice"));
+    expect((await viaIdp.getFunction({ functionId: fid })).function?.owner).toBe("alice");
+    // Another subject is its own user, "oidc:<sub>"; the IdP's `kind` claim gives it no endpoint powers.
+    const carol = as(await idp.token("carol-123"));
+    const reg = await carol.registerFunction({ name: "c", description: "", spec: jsSpec });
+    expect(reg.function?.owner).toBe("oidc:carol-123");
+    expect((await outcome(carol.getFunction({ functionId: fid }))).code).toBe("NOT_FOUND");
+    // Wrong audience, expired, or signed by another key: refused.
+    const otherKey = (await jose.generateKeyPair("RS256")).privateKey;
+    for (const token of [
+      await idp.token("sub-alice", { aud: "someone-else" }),
+      await idp.token("sub-alice", { exp: Math.floor(Date.now() / 1000) - 120 }),
+      await idp.token("sub-alice", { key: otherKey }),
+    ]) {
+      expect((await outcome(as(token).listFunctions())).code).toBe("UNAUTHENTICATED");
+    }
+  });
+
+  it("rate limits each caller with RESOURCE_EXHAUSTED and a retry-after; other callers are unaffected", async () => {
+    const flood = as(await authority.issueUserToken("flood", 600));
+    const calm = as(await authority.issueUserToken("calm", 600));
+    const results = await Promise.all(Array.from({ length: 40 }, () => outcome(flood.listFunctions())));
+    const limited = results.filter((r) => r.code === "RESOURCE_EXHAUSTED");
+    expect(limited.length).toBeGreaterThan(0);
+    expect(limited[0]!.message).toMatch(/retry after \d+ ms/);
+    const md = (limited[0]!.err as grpc.ServiceError).metadata;
+    expect(Number(md.get("retry-after-ms")[0])).toBeGreaterThan(0);
+    expect((await outcome(calm.listFunctions())).code).toBe("OK");
+    // After the advertised wait, the flooder is admitted again.
+    await new Promise((r) => setTimeout(r, Number(md.get("retry-after-ms")[0]) + 100));
+    expect((await outcome(flood.listFunctions())).code).toBe("OK");
+  });
+});
