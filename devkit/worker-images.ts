@@ -31,15 +31,9 @@ import { parseArgs } from "node:util";
 
 import Docker from "dockerode";
 
+import { ROOT } from "./processes.js";
 import { DEFAULT_SHELL_WORKER_IMAGE, DEFAULT_WORKER_IMAGE } from "../endpoint/runtime/config.js";
 import { DEFAULT_ENGINE_SOCKET } from "../endpoint/runtime/docker-launcher.js";
-
-/** The repository root (this file is devkit/ or dist/devkit/). */
-const ROOT = (() => {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(path.join(dir, "package.json"))) dir = path.dirname(dir);
-  return dir;
-})();
 
 /** Label holding the hash of an image's content: an image with the same hash is not rebuilt. */
 export const IMAGE_HASH_LABEL = "org.fabric.image-hash";
