@@ -68,7 +68,9 @@ export class NatsClusterNode {
         ),
       );
       proc.once("exit", (code, signal) =>
-        reject(new Error(`nats-server ${this.serverName} exited (${code ?? signal}): ${this.log.slice(-4000)}`)),
+        reject(
+          new Error(`nats-server ${this.serverName} exited (${code ?? signal}): ${this.log.slice(-4000)}`),
+        ),
       );
     });
     // Keep an early exit from becoming an unhandled rejection once we stop waiting on it.
@@ -191,7 +193,11 @@ export class NatsCluster {
   async waitForJetStream(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     const ready = () =>
-      this.nodes.some((n) => n.running && /JetStream cluster new metadata leader|Self is new JetStream cluster metadata leader/.test(n.log)) ;
+      this.nodes.some(
+        (n) =>
+          n.running &&
+          /JetStream cluster new metadata leader|Self is new JetStream cluster metadata leader/.test(n.log),
+      );
     while (!ready()) {
       if (Date.now() > deadline) {
         throw new Error(

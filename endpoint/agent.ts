@@ -548,7 +548,11 @@ export class EndpointAgent {
       this.pumpScheduled = false;
       if (this.stopping || !this.running || !this.consumer || this.nc?.isClosed()) return;
       const want = this.capacity();
-      if (want > 0) void this.fetchBatch(want);
+      // Pull in batches: a request per finished task would cost more than the tasks. A quarter of
+      // the window is enough to ask for, unless nothing at all is held or asked for.
+      const window = this.totalWorkers * this.cfg.workerQueueDepth + this.cfg.prefetch;
+      const idle = this.inflight.size === 0 && this.requested === 0;
+      if (want > 0 && (idle || want >= Math.max(1, Math.floor(window / 4)))) void this.fetchBatch(want);
     });
   }
 

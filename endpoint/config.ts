@@ -348,7 +348,7 @@ export const EndpointConfigSchema = z.strictObject({
     .prefault({}),
   /**
    * Tasks pulled beyond the idle workers, so a worker finds its next task waiting.
-   * @default the number of workers (initBlocks × workersPerNode, at least 1)
+   * @default twice the number of workers (initBlocks × workersPerNode), at least 16: tasks are pulled in batches
    */
   prefetch: nonNegativeInt().optional(),
   /**
@@ -431,7 +431,7 @@ export function resolveConfig(
   const resolved = {
     ...c,
     ...(token ? { token } : {}),
-    prefetch: c.prefetch ?? Math.max(1, workers),
+    prefetch: c.prefetch ?? Math.max(16, 2 * workers),
     provider: Object.freeze({ ...c.provider }),
     managerListen: Object.freeze({ ...c.managerListen }),
     shell: Object.freeze({ ...c.shell }),

@@ -1,3 +1,4 @@
+import { createPublicKey } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -143,9 +144,9 @@ describe("authentication: pinned algorithms, claims, kinds, revocation, external
     const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString("base64url");
     const none = `${b64({ alg: "none", typ: "JWT" })}.${b64(payload)}.`;
     // HS256 keyed with the broker's public key: the classic confusion attack.
-    const pub = await jose.exportSPKI(
-      (await jose.importJWK({ ...(await jose.exportJWK(await jose.importPKCS8(readFileSync(path.join(dir, "broker", "broker-key.pem"), "utf8"), "EdDSA", { extractable: true }))), d: undefined }, "EdDSA")) as jose.CryptoKey,
-    );
+    const pub = createPublicKey(readFileSync(path.join(dir, "broker", "broker-key.pem"), "utf8"))
+      .export({ type: "spki", format: "pem" })
+      .toString();
     const confused = await new jose.SignJWT(payload)
       .setProtectedHeader({ alg: "HS256" })
       .sign(new TextEncoder().encode(pub));
@@ -243,11 +244,16 @@ describe("authentication: pinned algorithms, claims, kinds, revocation, external
   it("rate limits each caller with RESOURCE_EXHAUSTED and a retry-after; other callers are unaffected", async () => {
     const flood = as(await authority.issueUserToken("flood", 600));
     const calm = as(await authority.issueUserToken("calm", 600));
-    const results = await Promise.all(Array.from({ length: 40 }, () => outcome(flood.listFunctions())));
-    const limited = results.filter((r) => r.code === "RESOURCE_EXHAUSTED");
+    // The generated client directly, to see the gRPC status and metadata as any client would.
+    const raw = () =>
+      new Promise<grpc.ServiceError | null>((resolve) =>
+        flood.functions.listFunctions({}, flood.md, (err) => resolve(err)),
+      );
+    const results = await Promise.all(Array.from({ length: 40 }, raw));
+    const limited = results.filter((e): e is grpc.ServiceError => e?.code === grpc.status.RESOURCE_EXHAUSTED);
     expect(limited.length).toBeGreaterThan(0);
-    expect(limited[0]!.message).toMatch(/retry after \d+ ms/);
-    const md = (limited[0]!.err as grpc.ServiceError).metadata;
+    expect(limited[0]!.details).toMatch(/retry after \d+ ms/);
+    const md = limited[0]!.metadata;
     expect(Number(md.get("retry-after-ms")[0])).toBeGreaterThan(0);
     expect((await outcome(calm.listFunctions())).code).toBe("OK");
     // After the advertised wait, the flooder is admitted again.

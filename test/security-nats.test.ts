@@ -1,4 +1,4 @@
-import { cpSync, readFileSync } from "node:fs";
+import { cpSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
@@ -207,6 +207,41 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     await stack.broker.process!.waitFor(/update from the wrong endpoint rejected/, 10_000);
   });
 
+  it("secrets: credential and key files are 0600; no token, NATS JWT or seed appears in any log", async () => {
+    const epDir = path.join(stack.dir, "home-alice", "endpoints", "iso-a");
+    const creds = JSON.parse(readFileSync(path.join(epDir, "credentials.json"), "utf8")) as {
+      endpointToken: string;
+    };
+    for (const file of [
+      path.join(epDir, "credentials.json"),
+      path.join(epDir, "config.yaml"),
+      stack.broker.keyFile,
+      stack.nats.operator!.brokerCredsFile,
+      stack.nats.operator!.signingKeyFile,
+    ]) {
+      expect((statSync(file).mode & 0o777).toString(8), file).toBe("600");
+    }
+    const config = readFileSync(path.join(epDir, "config.yaml"), "utf8");
+    const userToken = /token: (\S+)/.exec(config)?.[1] ?? "";
+    const secrets = [
+      creds.endpointToken,
+      userToken,
+      readFileSync(stack.nats.operator!.signingKeyFile, "utf8").trim(),
+      ...readFileSync(stack.nats.operator!.brokerCredsFile, "utf8").match(/^(eyJ\S+|SU[A-Z2-7]{50,})$/gm)!,
+    ].filter((s) => s.length > 20);
+    expect(secrets.length).toBeGreaterThanOrEqual(4);
+    // The NATS user the broker minted for a raw connect is a secret too.
+    const a = await rawEndpoint(aliceRaw, "secret-check");
+    secrets.push(a.bus.userJwt, a.bus.userSeed);
+    const logs = [stack.broker.process!.output, agentA.process!.output];
+    for (const log of logs) {
+      expect(log.length).toBeGreaterThan(100);
+      for (const secret of secrets) expect(log.includes(secret)).toBe(false);
+      // Nor a piece of one (a signature, a seed prefix).
+      expect(log).not.toMatch(/SU[A-Z2-7]{40,}|eyJ[\w-]{20,}\.eyJ/);
+    }
+  });
+
   it("a second agent started with the same endpoint id takes over; the first never gets another task", async () => {
     // The same endpoint (same credentials.json) copied into a second FABRIC_HOME.
     const home2 = path.join(stack.dir, "home-alice-2");
@@ -236,7 +271,9 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
       }),
     );
     expect(new Set(homes)).toEqual(new Set([home2]));
-    // The first agent is still running, and NATS refuses its pulls on the new consumer.
+    // The first agent is still running, but its pulls now fail: its consumer is gone, and its
+    // NATS user may not use the new one.
+    await agentA.process!.waitFor(/fetching tasks failed/, 15_000);
     expect(agentA.process!.running).toBe(true);
   });
 });
