@@ -135,8 +135,7 @@ export class TokenAuthority {
   /** Verifies a bearer token; anything wrong with it is UNAUTHENTICATED with the reason. */
   async verify(token: string): Promise<Principal> {
     const hit = this.verified.get(token);
-    const principal =
-      hit && hit.expMs > Date.now() ? hit.principal : await this.verifyAndRemember(token);
+    const principal = hit && hit.expMs > Date.now() ? hit.principal : await this.verifyAndRemember(token);
     if (principal.tokenId && this.revoked.has(principal.tokenId)) {
       throw new FabricError("UNAUTHENTICATED", "invalid token: it has been revoked");
     }

@@ -47,7 +47,9 @@ export class AccessPolicy {
     if (obj.sharedWith.length === 0) return false;
     if (obj.sharedWith.includes(user)) return true;
     const groups = this.groupsOf.get(user);
-    return groups !== undefined && obj.sharedWith.some((s) => s.startsWith("group:") && groups.has(s.slice(6)));
+    return (
+      groups !== undefined && obj.sharedWith.some((s) => s.startsWith("group:") && groups.has(s.slice(6)))
+    );
   }
 
   /**
@@ -70,7 +72,8 @@ export class AccessPolicy {
    */
   owned<T extends Shareable>(obj: T | undefined, user: string, what: string, action: string): T {
     const o = this.usable(obj, user, what);
-    if (o.owner !== user) throw new FabricError("PERMISSION_DENIED", `only the owner of ${what} may ${action} it`);
+    if (o.owner !== user)
+      throw new FabricError("PERMISSION_DENIED", `only the owner of ${what} may ${action} it`);
     return o;
   }
 }

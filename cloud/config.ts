@@ -72,7 +72,10 @@ export const BrokerConfigSchema = z
             /** The `aud` its tokens must carry. */
             audience: z.string().min(1),
             /** Accepted signature algorithms. @default ["RS256", "ES256", "EdDSA"] */
-            algorithms: z.array(z.string().regex(/^(RS|PS|ES)(256|384|512)$|^EdDSA$/)).min(1).default(["RS256", "ES256", "EdDSA"]),
+            algorithms: z
+              .array(z.string().regex(/^(RS|PS|ES)(256|384|512)$|^EdDSA$/))
+              .min(1)
+              .default(["RS256", "ES256", "EdDSA"]),
             /** Fabric user for a subject not listed in `users`: prefix + sub. @default "oidc:" */
             userPrefix: z.string().default("oidc:"),
             /** Explicit subject → fabric user mapping. @default {} */

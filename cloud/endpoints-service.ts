@@ -183,7 +183,10 @@ export function endpointService(
         await store.endpoints.delete(id);
         registry.forget(id);
         await store.deleteEndpointConsumer(id);
-        const failed = await store.failQueuedTasks(id, `user/${ctx.principal.kind === "user" ? ctx.principal.userId : ctx.principal.owner}`);
+        const failed = await store.failQueuedTasks(
+          id,
+          `user/${ctx.principal.kind === "user" ? ctx.principal.userId : ctx.principal.owner}`,
+        );
         if (failed > 0) ctx.log.info({ endpointId: id, failed }, "queued tasks of a deleted endpoint failed");
         await store.endpointStatus.delete(id);
         ctx.log.info({ endpointId: id }, "endpoint deleted");
@@ -199,7 +202,10 @@ export function endpointService(
         const id = check(idSchema("endpoint"), req.endpointId, "endpoint id");
         const sharedWith = check(shareListSchema, req.sharedWith, "sharedWith");
         const allowedFunctions = check(
-          z.array(idSchema("function")).max(10_000).transform((xs) => [...new Set(xs)].sort()),
+          z
+            .array(idSchema("function"))
+            .max(10_000)
+            .transform((xs) => [...new Set(xs)].sort()),
           req.allowedFunctions,
           "allowedFunctions",
         );
@@ -211,7 +217,10 @@ export function endpointService(
         }));
         if (!out) throw notFound(`endpoint ${id} not found`);
         registry.forget(id);
-        ctx.log.info({ endpointId: id, sharedWith, allowedFunctions: allowedFunctions.length }, "endpoint policy changed");
+        ctx.log.info(
+          { endpointId: id, sharedWith, allowedFunctions: allowedFunctions.length },
+          "endpoint policy changed",
+        );
         return { endpoint: out.value };
       },
     ),

@@ -167,7 +167,9 @@ export async function createOperatorSetup(dir: string): Promise<OperatorSetup> {
     { signer: operator },
   );
   const broker = createUser();
-  const brokerJwt = await encodeUser("fabric-broker", broker, signing, { issuer_account: app.getPublicKey() });
+  const brokerJwt = await encodeUser("fabric-broker", broker, signing, {
+    issuer_account: app.getPublicKey(),
+  });
   const brokerCredsFile = path.join(dir, "broker.creds");
   writeFileSync(brokerCredsFile, fmtCreds(brokerJwt, broker), { mode: 0o600 });
   const signingKeyFile = path.join(dir, "account-signing.nk");

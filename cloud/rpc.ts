@@ -57,7 +57,9 @@ export interface CallContext {
 /** Reads and verifies the bearer token of a call, then admits it under the caller's rate limit. */
 export async function authenticate(auth: TokenAuthority, metadata: grpc.Metadata): Promise<Principal> {
   const principal = await verifyBearer(auth, metadata);
-  auth.rateLimiter?.take(principal.kind === "user" ? `user:${principal.userId}` : `endpoint:${principal.endpointId}`);
+  auth.rateLimiter?.take(
+    principal.kind === "user" ? `user:${principal.userId}` : `endpoint:${principal.endpointId}`,
+  );
   return principal;
 }
 

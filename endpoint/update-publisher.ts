@@ -14,6 +14,11 @@ export interface UpdatePublisherOptions {
   readonly maxUpdates?: number;
   /** Largest encoded batch (stay under the server's max_payload). @default 900000 */
   readonly maxBytes?: number;
+  /**
+   * How long a RUNNING update is held back: a task that finishes sooner sends one update instead of
+   * two (one write fewer at the broker). Long tasks show as running this much later. @default 50
+   */
+  readonly startDelayMs?: number;
 }
 
 interface Entry {
@@ -33,6 +38,9 @@ interface Entry {
  */
 export class UpdatePublisher {
   private queue: Entry[] = [];
+  /** RUNNING updates held back (see `startDelayMs`), by task id. */
+  private readonly held = new Map<string, { entry: Entry; timer: NodeJS.Timeout }>();
+  private readonly startDelayMs: number;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private abandoned = false;
@@ -46,16 +54,33 @@ export class UpdatePublisher {
     this.flushDelayMs = opts.flushDelayMs ?? 0;
     this.maxUpdates = opts.maxUpdates ?? 500;
     this.maxBytes = opts.maxBytes ?? 900_000;
+    this.startDelayMs = opts.startDelayMs ?? 50;
   }
 
   /** Updates waiting to be published. */
   get pending(): number {
-    return this.queue.length;
+    return this.queue.length + this.held.size;
   }
 
   /** Queues an update; `onPublished` runs once the stream has it. */
   add(update: TaskUpdate, onPublished?: () => void): void {
     // +8 covers the field tag and length prefix inside the batch.
+    if (update.state === TaskState.TASK_STATE_RUNNING && this.startDelayMs > 0) {
+      this.release(update.taskId); // an earlier RUNNING of the same task (a retry) goes first
+      const entry: Entry = { update, size: 0, onPublished };
+      const timer = setTimeout(() => this.release(update.taskId), this.startDelayMs);
+      this.held.set(update.taskId, { entry, timer });
+      return;
+    }
+    const held = this.held.get(update.taskId);
+    if (held && isTerminal(update.state)) {
+      this.held.delete(update.taskId);
+      clearTimeout(held.timer);
+      update = { ...update, startedAtMs: held.entry.update.atMs, startedBy: held.entry.update.actor };
+      held.entry.onPublished?.();
+    } else if (held) {
+      this.release(update.taskId);
+    }
     if (update.state !== TaskState.TASK_STATE_RUNNING && isTerminal(update.state)) {
       const i = this.queue.findIndex(
         (e) => e.update.taskId === update.taskId && e.update.state === TaskState.TASK_STATE_RUNNING,
@@ -71,8 +96,20 @@ export class UpdatePublisher {
     this.kick(this.queue.length >= this.maxUpdates ? 0 : this.flushDelayMs);
   }
 
+  /** Moves a held RUNNING update into the queue. */
+  private release(taskId: string): void {
+    const held = this.held.get(taskId);
+    if (!held) return;
+    this.held.delete(taskId);
+    clearTimeout(held.timer);
+    const { update, onPublished } = held.entry;
+    this.queue.push({ update, size: TaskUpdate.encode(update).finish().length + 8, onPublished });
+    this.kick(this.flushDelayMs);
+  }
+
   /** Resolves when everything queued so far has been published. */
   async flush(): Promise<void> {
+    for (const taskId of [...this.held.keys()]) this.release(taskId);
     while (this.queue.length > 0 || this.running) {
       this.kick(-1);
       await this.running;
@@ -83,6 +120,7 @@ export class UpdatePublisher {
   abandon(): void {
     this.abandoned = true;
     clearTimeout(this.timer);
+    for (const { timer } of this.held.values()) clearTimeout(timer);
     clearImmediate(this.timer as unknown as NodeJS.Immediate);
   }
 

@@ -215,7 +215,15 @@ describe("toFunctionInfo / toEndpointInfo", () => {
 
   it("an endpoint that never connected says so", () => {
     const e = toEndpointInfo(
-      { id: "e", owner: "o", name: "n", description: "", createdAtMs: 1, sharedWith: [], allowedFunctions: [] },
+      {
+        id: "e",
+        owner: "o",
+        name: "n",
+        description: "",
+        createdAtMs: 1,
+        sharedWith: [],
+        allowedFunctions: [],
+      },
       undefined,
     );
     expect(e.status).toEqual({ connection: "never-connected", queuedTasks: 0, last: undefined });

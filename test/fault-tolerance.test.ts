@@ -97,7 +97,14 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
   }
 
   /** `n` tasks of the counting function, keyed `prefix-i`. */
-  function tasks(endpointId: string, logFile: string, prefix: string, from: number, n: number, sleepMs: number) {
+  function tasks(
+    endpointId: string,
+    logFile: string,
+    prefix: string,
+    from: number,
+    n: number,
+    sleepMs: number,
+  ) {
     return Array.from({ length: n }, (_, k) => ({
       functionId,
       endpointId,
@@ -133,7 +140,11 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
     const downSince = Date.now();
     await until(() => refused > 0 || Date.now() - downSince > 3_000, 10_000, "a refused submission");
     await nats.restart();
-    await until(() => accepted.length >= acceptedAtCrash + 500, 60_000, "500 tasks accepted after the restart");
+    await until(
+      () => accepted.length >= acceptedAtCrash + 500,
+      60_000,
+      "500 tasks accepted after the restart",
+    );
     submitting = false;
     await submitter;
 
@@ -143,6 +154,68 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
     });
     const extraRuns = expectRanAtLeastOnce(tally, logFile);
     report["A"] = { accepted: accepted.length, refused, visible: tally.seen.size, reExecuted: extraRuns };
+    await ep.stop();
+  }, 240_000);
+
+  it("B: the agent cut off from NATS for a while: users keep submitting, everything completes after the link returns", async () => {
+    const ep = await startEndpoint("fault-b", 2);
+    const endpointId = ep.endpointId();
+    const logFile = path.join(dir, "b.log");
+    const accepted: string[] = [];
+    accepted.push(...(await client.submitBatch(tasks(endpointId, logFile, "b", 0, 1_000, 1))).taskIds);
+    await until(() => lines(logFile).length >= 200, 60_000, "200 executions before the cut");
+    proxy.cut();
+    await ep.process!.waitFor(/disconnected from NATS/, 15_000);
+    // The broker shows the endpoint offline once its heartbeats stop; users can still submit.
+    await until(
+      async () => (await client.getEndpoint(endpointId)).status.connection === "offline",
+      20_000,
+      "the endpoint shown offline",
+    );
+    const ranDuringCut = lines(logFile).length;
+    for (let k = 0; k < 5; k++) {
+      accepted.push(
+        ...(await client.submitBatch(tasks(endpointId, logFile, "b", 1_000 + k * 200, 200, 1))).taskIds,
+      );
+    }
+    // Nothing new starts while the agent cannot reach its queue (at most what it already held).
+    expect(lines(logFile).length - ranDuringCut).toBeLessThanOrEqual(20);
+    const cutMs = Date.now();
+    proxy.restore();
+    await until(
+      () => lines(logFile).length > ranDuringCut + 20,
+      30_000,
+      "tasks flowing after the link returned",
+    );
+    report["B"] = { linkRestoredToFlowingMs: Date.now() - cutMs };
+    const tally = await expectEachOnce(client, accepted, 120_000);
+    const extraRuns = expectRanAtLeastOnce(tally, logFile);
+    report["B"] = { ...(report["B"] as object), accepted: accepted.length, reExecuted: extraRuns };
+    await ep.stop();
+  }, 180_000);
+
+  it("C: the agent SIGKILLed twice during 5,000 tasks: each reaches exactly one terminal state; recovery is quick", async () => {
+    const ep = await startEndpoint("fault-c", 4);
+    const endpointId = ep.endpointId();
+    const logFile = path.join(dir, "c.log");
+    const n = 5_000;
+    const { taskIds } = await client.submitBatch(tasks(endpointId, logFile, "c", 0, n, 0));
+    const recoveries: Array<{ readyMs: number; flowingMs: number }> = [];
+    for (const at of [1_200, 3_000]) {
+      await until(() => lines(logFile).length >= at, 90_000, `${at} executions`);
+      await ep.kill();
+      // Its managers notice the lost agent and exit; once they are gone nothing more runs for it.
+      const t0 = Date.now();
+      const before = lines(logFile).length;
+      await ep.launch();
+      const readyMs = Date.now() - t0;
+      await until(() => lines(logFile).length >= before + 20, 30_000, "tasks flowing after the restart");
+      recoveries.push({ readyMs, flowingMs: Date.now() - t0 });
+    }
+    const tally = await expectEachOnce(client, taskIds, 120_000);
+    const extraRuns = expectRanAtLeastOnce(tally, logFile);
+    report["C"] = { tasks: n, recoveries, reExecuted: extraRuns };
+    for (const r of recoveries) expect(r.flowingMs).toBeLessThanOrEqual(10_000);
     await ep.stop();
   }, 240_000);
 }, 600_000);

@@ -168,20 +168,37 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
         const useMd = i % 10 === 9 ? badAuth[i % 3]! : md;
         const code = await rawCall(fuzzer, m.path, m.stream, bytes, useMd);
         codes.set(code, (codes.get(code) ?? 0) + 1);
-        if (!CLEAR.has(code)) unclear.push(`${m.path} → ${grpc.status[code]} for ${Buffer.from(bytes).toString("hex").slice(0, 80)}`);
+        if (!CLEAR.has(code))
+          unclear.push(
+            `${m.path} → ${grpc.status[code]} for ${Buffer.from(bytes).toString("hex").slice(0, 80)}`,
+          );
       }
     };
     await Promise.all(Array.from({ length: 16 }, worker));
     expect(sent).toBeGreaterThanOrEqual(1200);
     // Oversized: past the payload limit (the broker's own check) and past the transport's limit.
     const big = SubmitTasksRequest.encode({
-      tasks: [{ functionId: randomUUID(), endpointId, argsJson: Buffer.alloc(11 * 1024 * 1024, 0x31), kwargsJson: Buffer.alloc(0), timeoutS: 0 }],
+      tasks: [
+        {
+          functionId: randomUUID(),
+          endpointId,
+          argsJson: Buffer.alloc(11 * 1024 * 1024, 0x31),
+          kwargsJson: Buffer.alloc(0),
+          timeoutS: 0,
+        },
+      ],
       groupId: "",
       idempotencyKey: "",
     }).finish();
     const bigCode = await rawCall(fuzzer, "/fabric.v1.TaskService/SubmitTasks", false, big, md);
     expect([grpc.status.INVALID_ARGUMENT, grpc.status.RESOURCE_EXHAUSTED]).toContain(bigCode);
-    const huge = await rawCall(fuzzer, "/fabric.v1.FunctionService/RegisterFunction", false, randomBytes(70 * 1024 * 1024), md);
+    const huge = await rawCall(
+      fuzzer,
+      "/fabric.v1.FunctionService/RegisterFunction",
+      false,
+      randomBytes(70 * 1024 * 1024),
+      md,
+    );
     expect(huge).toBe(grpc.status.RESOURCE_EXHAUSTED);
     expect(unclear).toEqual([]);
     expect(codes.get(grpc.status.INVALID_ARGUMENT) ?? 0).toBeGreaterThan(100);

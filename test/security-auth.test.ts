@@ -59,7 +59,10 @@ class TestIdp {
     return `${this.issuer}/jwks`;
   }
 
-  token(sub: string, over: { aud?: string; iss?: string; exp?: number; key?: jose.CryptoKey } = {}): Promise<string> {
+  token(
+    sub: string,
+    over: { aud?: string; iss?: string; exp?: number; key?: jose.CryptoKey } = {},
+  ): Promise<string> {
     const now = Math.floor(Date.now() / 1000);
     return new jose.SignJWT({ kind: "endpoint", owner: "alice" }) // kind claims of an IdP mean nothing
       .setProtectedHeader({ alg: "RS256", kid: "k1" })
@@ -103,7 +106,12 @@ describe("authentication: pinned algorithms, claims, kinds, revocation, external
       extra: {
         auth: {
           keyFile,
-          oidc: { issuer: idp.issuer, jwksUri: idp.jwksUri, audience: "fabric", users: { "sub-alice": "alice" } },
+          oidc: {
+            issuer: idp.issuer,
+            jwksUri: idp.jwksUri,
+            audience: "fabric",
+            users: { "sub-alice": "alice" },
+          },
         },
         limits: { callsPerSecond: 20, callBurst: 20 },
       },

@@ -18,7 +18,10 @@ const enc = new TextEncoder();
 const UNKNOWN = "00000000-0000-4000-8000-000000000000";
 
 function jsSpec(body: string): FunctionSpec {
-  return { kind: { $case: "js", value: { source: `const f = ${body};`, entryPoint: "f" } }, containerImage: "" };
+  return {
+    kind: { $case: "js", value: { source: `const f = ${body};`, entryPoint: "f" } },
+    containerImage: "",
+  };
 }
 
 /** The error a call fails with (code and message), or OK. */
@@ -67,7 +70,9 @@ describe("authorization: owners, sharing, allowed functions", () => {
 
   const submitOne = (c: RawClients, functionId: string, endpointId: string) =>
     c.submit({
-      tasks: [{ functionId, endpointId, argsJson: enc.encode("[]"), kwargsJson: new Uint8Array(), timeoutS: 0 }],
+      tasks: [
+        { functionId, endpointId, argsJson: enc.encode("[]"), kwargsJson: new Uint8Array(), timeoutS: 0 },
+      ],
       groupId: "",
       idempotencyKey: "",
     });
@@ -75,7 +80,8 @@ describe("authorization: owners, sharing, allowed functions", () => {
     (await c.registerEndpoint({ name, description: "", endpointId: "" })).endpoint!.id;
   const newFunction = async (c: RawClients, name: string) =>
     (await c.registerFunction({ name, description: "", spec: jsSpec("() => 1") })).function!.id;
-  const listed = async (c: RawClients) => (await c.listFunctions()).functions.map((f: FunctionMessage) => f.id);
+  const listed = async (c: RawClients) =>
+    (await c.listFunctions()).functions.map((f: FunctionMessage) => f.id);
 
   it("another user's function answers NOT_FOUND exactly like an unknown id, until it is shared", async () => {
     const fid = await newFunction(u("alice"), "private");
@@ -87,9 +93,9 @@ describe("authorization: owners, sharing, allowed functions", () => {
     expect((await outcome(submitOne(u("bob"), fid, bobEp))).code).toBe("NOT_FOUND");
     expect(await listed(u("bob"))).not.toContain(fid);
     // Sharing is the owner's: others cannot share it (NOT_FOUND: they cannot see it).
-    expect((await outcome(share(u("bob"), { functionId: fid, public: false, sharedWith: ["bob"] }))).code).toBe(
-      "NOT_FOUND",
-    );
+    expect(
+      (await outcome(share(u("bob"), { functionId: fid, public: false, sharedWith: ["bob"] }))).code,
+    ).toBe("NOT_FOUND");
 
     const shared = await share(u("alice"), { functionId: fid, public: false, sharedWith: ["bob"] });
     expect(shared.function?.sharedWith).toEqual(["bob"]);
@@ -134,27 +140,36 @@ describe("authorization: owners, sharing, allowed functions", () => {
     const bobFn = await newFunction(u("bob"), "bobs");
     expect((await outcome(submitOne(u("bob"), bobFn, ep))).code).toBe("NOT_FOUND");
     expect((await outcome(u("bob").getEndpoint({ endpointId: ep }))).code).toBe("NOT_FOUND");
-    expect((await outcome(setPolicy(u("bob"), { endpointId: ep, sharedWith: ["bob"], allowedFunctions: [] }))).code).toBe(
-      "NOT_FOUND",
-    );
+    expect(
+      (await outcome(setPolicy(u("bob"), { endpointId: ep, sharedWith: ["bob"], allowedFunctions: [] })))
+        .code,
+    ).toBe("NOT_FOUND");
 
-    await setPolicy(u("alice"), { endpointId: ep, sharedWith: ["bob", "group:physics"], allowedFunctions: [] });
+    await setPolicy(u("alice"), {
+      endpointId: ep,
+      sharedWith: ["bob", "group:physics"],
+      allowedFunctions: [],
+    });
     expect((await submitOne(u("bob"), bobFn, ep)).taskIds).toHaveLength(1);
     expect((await u("bob").getEndpoint({ endpointId: ep })).endpoint?.owner).toBe("alice");
     expect((await u("bob").listEndpoints()).endpoints.map((e) => e.id)).toContain(ep);
     expect((await u("dave").listEndpoints()).endpoints.map((e) => e.id)).not.toContain(ep);
-    expect((await outcome(u("bob").registerEndpoint({ name: "x", description: "", endpointId: ep }))).code).toBe(
-      "PERMISSION_DENIED",
-    );
-    expect((await outcome(setPolicy(u("bob"), { endpointId: ep, sharedWith: [], allowedFunctions: [] }))).code).toBe(
-      "PERMISSION_DENIED",
-    );
+    expect(
+      (await outcome(u("bob").registerEndpoint({ name: "x", description: "", endpointId: ep }))).code,
+    ).toBe("PERMISSION_DENIED");
+    expect(
+      (await outcome(setPolicy(u("bob"), { endpointId: ep, sharedWith: [], allowedFunctions: [] }))).code,
+    ).toBe("PERMISSION_DENIED");
     // Bob's tasks stay bob's: alice (the endpoint's owner) cannot read them through the API.
     const tid = (await submitOne(u("bob"), bobFn, ep)).taskIds[0]!;
-    expect((await outcome(u("alice").getTasks({ taskIds: [tid], omitResults: true }))).code).toBe("NOT_FOUND");
+    expect((await outcome(u("alice").getTasks({ taskIds: [tid], omitResults: true }))).code).toBe(
+      "NOT_FOUND",
+    );
     const carolFn = await newFunction(u("carol"), "carols");
     expect((await submitOne(u("carol"), carolFn, ep)).taskIds).toHaveLength(1);
-    expect((await outcome(submitOne(u("dave"), await newFunction(u("dave"), "d"), ep))).code).toBe("NOT_FOUND");
+    expect((await outcome(submitOne(u("dave"), await newFunction(u("dave"), "d"), ep))).code).toBe(
+      "NOT_FOUND",
+    );
   });
 
   it("an endpoint's allowed-functions list is enforced by the broker (PERMISSION_DENIED)", async () => {
@@ -167,7 +182,9 @@ describe("authorization: owners, sharing, allowed functions", () => {
     const denied = await outcome(submitOne(u("alice"), other, ep));
     expect(denied.code).toBe("PERMISSION_DENIED");
     expect(denied.message).toMatch(/allowed-functions/);
-    const bad = await outcome(setPolicy(u("alice"), { endpointId: ep, sharedWith: [], allowedFunctions: ["nope"] }));
+    const bad = await outcome(
+      setPolicy(u("alice"), { endpointId: ep, sharedWith: [], allowedFunctions: ["nope"] }),
+    );
     expect(bad.code).toBe("INVALID_ARGUMENT");
   });
 
@@ -194,7 +211,8 @@ describe("authorization: owners, sharing, allowed functions", () => {
         expect(b.history.at(-1)?.actor).toBe(`endpoint/${ep}`);
         break;
       }
-      if (Date.now() > deadline) throw new Error(`tasks did not finish: ${JSON.stringify(tasks.map((t) => t.state))}`);
+      if (Date.now() > deadline)
+        throw new Error(`tasks did not finish: ${JSON.stringify(tasks.map((t) => t.state))}`);
       await new Promise((r) => setTimeout(r, 100));
     }
   });

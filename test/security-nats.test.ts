@@ -2,12 +2,7 @@ import { cpSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import {
-  connect,
-  credsAuthenticator,
-  jwtAuthenticator,
-  type NatsConnection,
-} from "@nats-io/transport-node";
+import { connect, credsAuthenticator, jwtAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { Bus } from "../common/bus-layout.js";
@@ -122,7 +117,9 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
       /permission|timeout/i,
     );
     await expect(
-      a.nc.request(`$JS.API.CONSUMER.MSG.NEXT.${Bus.taskStream}.${b.bus.taskConsumer}`, "1", { timeout: 2000 }),
+      a.nc.request(`$JS.API.CONSUMER.MSG.NEXT.${Bus.taskStream}.${b.bus.taskConsumer}`, "1", {
+        timeout: 2000,
+      }),
     ).rejects.toThrow(/permission|timeout/i);
     for (const subject of [Bus.taskSubject(b.id), `${b.bus.inboxPrefix}.>`, "_INBOX.>", Bus.resultSubjects]) {
       a.nc.subscribe(subject);
@@ -159,10 +156,21 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     const fnB = await bobRaw.registerFunction({
       name: "f",
       description: "",
-      spec: { kind: { $case: "js", value: { source: "const f = () => 1;", entryPoint: "f" } }, containerImage: "" },
+      spec: {
+        kind: { $case: "js", value: { source: "const f = () => 1;", entryPoint: "f" } },
+        containerImage: "",
+      },
     });
     const victim = await bobRaw.submit({
-      tasks: [{ functionId: fnB.function!.id, endpointId: victimId, argsJson: enc.encode("[]"), kwargsJson: new Uint8Array(), timeoutS: 0 }],
+      tasks: [
+        {
+          functionId: fnB.function!.id,
+          endpointId: victimId,
+          argsJson: enc.encode("[]"),
+          kwargsJson: new Uint8Array(),
+          timeoutS: 0,
+        },
+      ],
       groupId: "",
       idempotencyKey: "",
     });
@@ -171,10 +179,21 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     const fnA = await aliceRaw.registerFunction({
       name: "g",
       description: "",
-      spec: { kind: { $case: "js", value: { source: "const g = () => 2;", entryPoint: "g" } }, containerImage: "" },
+      spec: {
+        kind: { $case: "js", value: { source: "const g = () => 2;", entryPoint: "g" } },
+        containerImage: "",
+      },
     });
     const ownSub = await aliceRaw.submit({
-      tasks: [{ functionId: fnA.function!.id, endpointId: a.id, argsJson: enc.encode("[]"), kwargsJson: new Uint8Array(), timeoutS: 0 }],
+      tasks: [
+        {
+          functionId: fnA.function!.id,
+          endpointId: a.id,
+          argsJson: enc.encode("[]"),
+          kwargsJson: new Uint8Array(),
+          timeoutS: 0,
+        },
+      ],
       groupId: "",
       idempotencyKey: "",
     });

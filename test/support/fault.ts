@@ -77,7 +77,8 @@ export async function expectEachOnce(
   expect(tally.seen.size).toBe(taskIds.length);
   expect(tally.ok).toBe(taskIds.length);
   const infos: TaskInfo[] = [];
-  for (let i = 0; i < taskIds.length; i += 5_000) infos.push(...(await client.getTasks(taskIds.slice(i, i + 5_000))));
+  for (let i = 0; i < taskIds.length; i += 5_000)
+    infos.push(...(await client.getTasks(taskIds.slice(i, i + 5_000))));
   for (const t of infos) {
     expect(t.state).toBe("success");
     const terminal = t.history.filter((h) => ["success", "failed", "cancelled", "expired"].includes(h.state));

@@ -1,0 +1,159 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { Bus } from "../common/bus-layout.js";
+import { NatsCluster } from "../devkit/nats-cluster.js";
+import { BrokerProcess, EndpointProcess } from "../devkit/processes.js";
+import { Client } from "../sdk/index.js";
+import { countingSource, expectEachOnce, expectRanAtLeastOnce, lines, until } from "./support/fault.js";
+
+/**
+ * Issue 5, scale-out: a 3-node NATS cluster (JetStream on each, R3 streams, buckets and object
+ * store) and two broker replicas sharing one signing key. A batch keeps flowing while the node
+ * leading the task stream and one broker are killed (SIGKILL); nothing accepted is lost.
+ */
+describe("fault tolerance on a NATS cluster with two broker replicas", () => {
+  let dir: string;
+  let cluster: NatsCluster;
+  let brokerA: BrokerProcess;
+  let brokerB: BrokerProcess;
+  let clientA: Client;
+  let clientB: Client;
+  let endpoint: EndpointProcess | undefined;
+  const report: Record<string, unknown> = {};
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "fabric-fault-cluster-"));
+    cluster = await NatsCluster.start({ size: 3, dir: path.join(dir, "nats") });
+    const nats = { servers: cluster.urls, replicas: 3 };
+    brokerA = await BrokerProcess.start({
+      natsUrl: cluster.urls,
+      dir: path.join(dir, "broker"),
+      extra: { nats },
+    });
+    brokerB = await BrokerProcess.start({
+      natsUrl: cluster.urls,
+      dir: path.join(dir, "broker"),
+      keyFile: brokerA.keyFile,
+      extra: { nats },
+    });
+    // A real deployment puts one address (load balancer or DNS name) in front of the replicas;
+    // here each client names one replica so the test controls which one it loses.
+    const token = await brokerA.token("alice");
+    clientA = new Client({ address: brokerA.address, token });
+    clientB = new Client({ address: brokerB.address, token });
+  }, 90_000);
+
+  afterAll(async () => {
+    clientA?.close();
+    clientB?.close();
+    await endpoint?.stop().catch(() => undefined);
+    await brokerA?.stop().catch(() => undefined);
+    await brokerB?.stop().catch(() => undefined);
+    await cluster?.stop().catch(() => undefined);
+    console.log(`fault-cluster figures: ${JSON.stringify(report)}`);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("streams, buckets and the object store are replicated three times", async () => {
+    const nc = await connect({ servers: cluster.urls });
+    try {
+      const jsm = await jetstreamManager(nc);
+      for (const stream of [
+        Bus.taskStream,
+        Bus.resultStream,
+        `KV_${Bus.tasksBucket}`,
+        `OBJ_${Bus.payloadBucket}`,
+      ]) {
+        const info = await jsm.streams.info(stream);
+        expect(info.config.num_replicas, stream).toBe(3);
+        expect(info.cluster?.replicas?.length ?? 0, stream).toBe(2);
+      }
+    } finally {
+      await nc.close();
+    }
+  }, 30_000);
+
+  it("one NATS node and one broker killed mid-batch: the batch keeps flowing and nothing accepted is lost", async () => {
+    endpoint = await EndpointProcess.start({
+      home: path.join(dir, "home-alice"),
+      name: "cluster-ep",
+      broker: brokerA.address,
+      token: await brokerA.token("alice"),
+      workers: 2,
+      blocks: 1,
+    });
+    const endpointId = endpoint.endpointId();
+    const functionId = await clientA.registerFunction({ source: countingSource, entryPoint: "work" });
+    const logFile = path.join(dir, "cluster.log");
+    const accepted: string[] = [];
+    let refused = 0;
+    let next = 0;
+    let submitting = true;
+    let brokerADown = false;
+    const submitter = (async () => {
+      for (let round = 0; submitting; round++) {
+        // Alternate between the replicas while both are up, then use the survivor.
+        const client = brokerADown || round % 2 === 1 ? clientB : clientA;
+        const batch = Array.from({ length: 100 }, (_, k) => ({
+          functionId,
+          endpointId,
+          args: [`d-${next + k}`, logFile, 1],
+        }));
+        next += 100;
+        try {
+          accepted.push(...(await client.submitBatch(batch)).taskIds);
+        } catch {
+          refused++;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        if (accepted.length >= 6_000) await new Promise((r) => setTimeout(r, 50));
+      }
+    })();
+    await until(() => lines(logFile).length >= 300, 60_000, "300 executions before the faults");
+
+    // Kill the node leading the task stream: its replicas must elect a new leader.
+    const nc = await connect({ servers: cluster.urls });
+    let leader: string | undefined;
+    try {
+      leader = (await (await jetstreamManager(nc)).streams.info(Bus.taskStream)).cluster?.leader;
+    } finally {
+      await nc.close();
+    }
+    const victim = cluster.nodes.find((n) => n.serverName === leader) ?? cluster.nodes[0]!;
+    await victim.kill();
+    const acceptedAtNodeKill = accepted.length;
+    const ranAtNodeKill = lines(logFile).length;
+    await until(
+      () => lines(logFile).length >= ranAtNodeKill + 100,
+      60_000,
+      "tasks flowing after the node loss",
+    );
+
+    brokerADown = true;
+    await brokerA.kill();
+    const ranAtBrokerKill = lines(logFile).length;
+    await until(
+      () => lines(logFile).length >= ranAtBrokerKill + 100,
+      60_000,
+      "tasks flowing after the broker loss",
+    );
+    await until(() => accepted.length >= acceptedAtNodeKill + 500, 60_000, "500 more tasks accepted");
+    submitting = false;
+    await submitter;
+
+    const tally = await expectEachOnce(clientB, accepted, 150_000);
+    const extraRuns = expectRanAtLeastOnce(tally, logFile);
+    report["D"] = {
+      accepted: accepted.length,
+      refused,
+      killedNode: victim.serverName,
+      reExecuted: extraRuns,
+    };
+  }, 240_000);
+}, 400_000);
