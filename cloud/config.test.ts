@@ -20,4 +20,26 @@ describe("broker config", () => {
       /lissen|Unrecognized/,
     );
   });
+
+  it("checks the security fields: operator-mode NATS, OIDC, groups, rate limits", () => {
+    const k = { keyFile: "/k.pem" };
+    expect(() => resolveBrokerConfig({ auth: k, nats: { accountSigningKeyFile: "/s.nk" } })).toThrow(
+      /nats\.credentials: accountSigningKeyFile needs credentials/,
+    );
+    expect(() =>
+      resolveBrokerConfig({ auth: { ...k, oidc: { issuer: "x", jwksUri: "not a url", audience: "a" } } }),
+    ).toThrow(/auth\.oidc\.jwksUri/);
+    expect(() =>
+      resolveBrokerConfig({
+        auth: {
+          ...k,
+          oidc: { issuer: "x", jwksUri: "https://x/jwks", audience: "a", algorithms: ["HS256"] },
+        },
+      }),
+    ).toThrow(/auth\.oidc\.algorithms\.0/);
+    expect(() => resolveBrokerConfig({ auth: k, groups: { physics: "alice" } })).toThrow(/groups\.physics/);
+    const c = resolveBrokerConfig({ auth: k });
+    expect(c.limits.callsPerSecond).toBe(1000);
+    expect(c.nats.credentials).toBeUndefined();
+  });
 });

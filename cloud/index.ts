@@ -5,6 +5,12 @@
 export { Broker } from "./broker.js";
 export { BrokerConfigSchema, resolveBrokerConfig, loadBrokerConfigFile } from "./config.js";
 export type { BrokerConfig, BrokerConfigInput } from "./config.js";
-export { TokenAuthority } from "./auth.js";
+export { TokenAuthority, REVOKED_TOKENS_BUCKET } from "./auth.js";
 export type { Principal } from "./auth.js";
+export { AccessPolicy, assertFunctionAllowed } from "./authz.js";
+export { NatsCredentialMinter, agentPermissions, createOperatorSetup } from "./nats-credentials.js";
+export type { AgentNatsCredentials, OperatorSetup } from "./nats-credentials.js";
+export { OidcVerifier } from "./oidc.js";
+export type { OidcOptions } from "./oidc.js";
+export { RateLimiter, RateLimitedError } from "./rate-limit.js";
 export { applyTaskUpdate, cancelTask } from "./task-transitions.js";

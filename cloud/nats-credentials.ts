@@ -22,8 +22,9 @@ export function agentInboxPrefix(endpointId: string): string {
 
 /**
  * The exact NATS permissions of an endpoint's agent: its own task consumer (pull, ack, info), its
- * own result and status subjects, its control subject (cancellations), its inbox, and the payload object store by object name (chunk
- * consumers only: it cannot list the bucket).
+ * own result and status subjects, its control subject (cancellations), its inbox, and the payload
+ * object store: chunk consumers filtered to one object's chunks, metadata by name — though the
+ * stream message get that the object-store client needs also answers by sequence number.
  */
 export function agentPermissions(endpointId: string, consumer: string): Permissions {
   const stream = Bus.taskStream;
@@ -40,6 +41,8 @@ export function agentPermissions(endpointId: string, consumer: string): Permissi
         Bus.endpointStatusSubject(endpointId),
         // Payload objects: read the metadata of a named object, then its chunks with an ordered
         // consumer filtered to one chunk subject; write new chunks and metadata.
+        // NB: MSG.GET cannot be limited by subject (the body may ask for any sequence): the
+        // @nats-io/obj client needs it for metadata lookups. See README "Not yet".
         `$JS.API.STREAM.INFO.${obj}`,
         `$JS.API.STREAM.MSG.GET.${obj}`,
         `$JS.API.DIRECT.GET.${obj}.${o}.M.*`,

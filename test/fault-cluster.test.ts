@@ -96,6 +96,8 @@ describe("fault tolerance on a NATS cluster with two broker replicas", () => {
     let next = 0;
     let submitting = true;
     let brokerADown = false;
+    let lastRefusal = "";
+    let current = "";
     const submitter = (async () => {
       for (let round = 0; submitting; round++) {
         // Alternate between the replicas while both are up, then use the survivor.
@@ -107,9 +109,11 @@ describe("fault tolerance on a NATS cluster with two broker replicas", () => {
         }));
         next += 100;
         try {
+          current = `${client === clientA ? "A" : "B"} since ${Date.now()}`;
           accepted.push(...(await client.submitBatch(batch)).taskIds);
-        } catch {
+        } catch (err) {
           refused++;
+          lastRefusal = `${client === clientA ? "A" : "B"}: ${(err as Error).message}`;
           await new Promise((r) => setTimeout(r, 100));
         }
         if (accepted.length >= 6_000) await new Promise((r) => setTimeout(r, 50));
@@ -126,6 +130,7 @@ describe("fault tolerance on a NATS cluster with two broker replicas", () => {
       await nc.close();
     }
     const victim = cluster.nodes.find((n) => n.serverName === leader) ?? cluster.nodes[0]!;
+    const tNode = Date.now();
     await victim.kill();
     const acceptedAtNodeKill = accepted.length;
     const ranAtNodeKill = lines(logFile).length;
@@ -135,7 +140,9 @@ describe("fault tolerance on a NATS cluster with two broker replicas", () => {
       "tasks flowing after the node loss",
     );
 
+    const nodeLossToFlowingMs = Date.now() - tNode;
     brokerADown = true;
+    const tBroker = Date.now();
     await brokerA.kill();
     const ranAtBrokerKill = lines(logFile).length;
     await until(
@@ -143,17 +150,28 @@ describe("fault tolerance on a NATS cluster with two broker replicas", () => {
       60_000,
       "tasks flowing after the broker loss",
     );
-    await until(() => accepted.length >= acceptedAtNodeKill + 500, 60_000, "500 more tasks accepted");
+    const brokerLossToFlowingMs = Date.now() - tBroker;
+    await until(() => accepted.length >= acceptedAtNodeKill + 500, 60_000, "500 more tasks accepted").catch(
+      (err: Error) => {
+        throw new Error(`${err.message}; ${refused} refused, the last: ${lastRefusal}; in flight: ${current} (now ${Date.now()})`);
+      },
+    );
     submitting = false;
     await submitter;
 
+    const tDrain = Date.now();
     const tally = await expectEachOnce(clientB, accepted, 150_000);
+    const drainMs = Date.now() - tDrain;
     const extraRuns = expectRanAtLeastOnce(tally, logFile);
     report["D"] = {
       accepted: accepted.length,
       refused,
+      lastRefusal,
       killedNode: victim.serverName,
       reExecuted: extraRuns,
+      nodeLossToFlowingMs,
+      brokerLossToFlowingMs,
+      drainMs,
     };
   }, 240_000);
 }, 400_000);

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -94,6 +94,7 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
     }
     console.log(`broker log:\n${broker.process?.output.slice(-6000) ?? ""}`);
     console.log(`agent log:\n${ep.process?.output.slice(-6000) ?? ""}`);
+    writeFileSync(path.join(tmpdir(), `fabric-fault-agent-${Date.now()}.log`), ep.process?.output ?? "");
   }
 
   /** `n` tasks of the counting function, keyed `prefix-i`. */
@@ -131,6 +132,8 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
           await new Promise((r) => setTimeout(r, 100));
         }
         next += 100;
+        // About 1,000 tasks/s offered: more than two workers run, without piling up a long tail.
+        await new Promise((r) => setTimeout(r, 100));
       }
     })();
     await until(() => lines(logFile).length >= 300, 60_000, "300 executions before the crash");
@@ -140,6 +143,10 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
     const downSince = Date.now();
     await until(() => refused > 0 || Date.now() - downSince > 3_000, 10_000, "a refused submission");
     await nats.restart();
+    const restartedAt = Date.now();
+    const ranAtRestart = lines(logFile).length;
+    await until(() => lines(logFile).length >= ranAtRestart + 20, 30_000, "tasks flowing after the restart");
+    const restartToFlowingMs = Date.now() - restartedAt;
     await until(
       () => accepted.length >= acceptedAtCrash + 500,
       60_000,
@@ -153,7 +160,13 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
       throw err;
     });
     const extraRuns = expectRanAtLeastOnce(tally, logFile);
-    report["A"] = { accepted: accepted.length, refused, visible: tally.seen.size, reExecuted: extraRuns };
+    report["A"] = {
+      accepted: accepted.length,
+      refused,
+      visible: tally.seen.size,
+      reExecuted: extraRuns,
+      restartToFlowingMs,
+    };
     await ep.stop();
   }, 240_000);
 
@@ -188,7 +201,10 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
       "tasks flowing after the link returned",
     );
     report["B"] = { linkRestoredToFlowingMs: Date.now() - cutMs };
-    const tally = await expectEachOnce(client, accepted, 120_000);
+    const tally = await expectEachOnce(client, accepted, 120_000).catch(async (err: unknown) => {
+      await diagnose(accepted, ep);
+      throw err;
+    });
     const extraRuns = expectRanAtLeastOnce(tally, logFile);
     report["B"] = { ...(report["B"] as object), accepted: accepted.length, reExecuted: extraRuns };
     await ep.stop();
@@ -212,7 +228,10 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
       await until(() => lines(logFile).length >= before + 20, 30_000, "tasks flowing after the restart");
       recoveries.push({ readyMs, flowingMs: Date.now() - t0 });
     }
-    const tally = await expectEachOnce(client, taskIds, 120_000);
+    const tally = await expectEachOnce(client, taskIds, 120_000).catch(async (err: unknown) => {
+      await diagnose(taskIds, ep);
+      throw err;
+    });
     const extraRuns = expectRanAtLeastOnce(tally, logFile);
     report["C"] = { tasks: n, recoveries, reExecuted: extraRuns };
     for (const r of recoveries) expect(r.flowingMs).toBeLessThanOrEqual(10_000);

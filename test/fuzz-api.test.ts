@@ -12,7 +12,6 @@ import {
   FunctionServiceService,
   SubmitTasksRequest,
   TaskServiceService,
-  type FunctionSpec,
 } from "../proto/index.js";
 import { Client } from "../sdk/index.js";
 import { RawClients } from "./support/raw-clients.js";
@@ -133,11 +132,6 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
   }
 
   it("answers 1,200 malformed, random and oversized requests with clear errors while valid tasks run", async () => {
-    const spec: FunctionSpec = {
-      kind: { $case: "js", value: { source: "const f = () => 1;", entryPoint: "f" } },
-      containerImage: "",
-    };
-    void spec;
     const valid = SubmitTasksRequest.encode({
       tasks: [
         {
