@@ -127,9 +127,28 @@ export function isErrorCode(value: string): value is ErrorCode {
   return Object.hasOwn(ErrorCode, value);
 }
 
-/** Turns anything thrown into a {@link FabricError}; unknown errors become INTERNAL. */
+/**
+ * NATS client errors (by name, so this module needs no NATS import) that mean the bus is briefly
+ * out of reach: a server restarting, a cluster electing a leader, a connection being re-made.
+ */
+const NATS_UNAVAILABLE_ERRORS = new Set([
+  "TimeoutError",
+  "NoResponders",
+  "RequestError",
+  "ConnectionError",
+  "ClosedConnectionError",
+  "DrainingConnectionError",
+  "JetStreamNotEnabled",
+]);
+
+/**
+ * Turns anything thrown into a {@link FabricError}. NATS being briefly out of reach becomes
+ * UNAVAILABLE (callers retry that, with the same idempotency key); other unknown errors INTERNAL.
+ */
 export function toFabricError(err: unknown): FabricError {
   if (err instanceof FabricError) return err;
+  if (err instanceof Error && NATS_UNAVAILABLE_ERRORS.has(err.name))
+    return new FabricError("UNAVAILABLE", `the message bus is unavailable: ${err.message}`, { cause: err });
   if (err instanceof Error) return new FabricError("INTERNAL", err.message, { cause: err });
   return new FabricError("INTERNAL", String(err));
 }

@@ -1410,6 +1410,9 @@ export class EndpointAgent {
       } catch {
         // Keep the last known figure: status must not fail because consumer info is refused.
       }
+      // A heartbeat that was waiting on consumer info while the agent stopped must not land
+      // after the "offline" status and make a stopped endpoint look online.
+      if (this.stopping) return;
     }
     const managers = this.managerServer?.managers() ?? [];
     let running = 0;

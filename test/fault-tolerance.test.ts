@@ -119,6 +119,7 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
     const logFile = path.join(dir, "a.log");
     const accepted: string[] = [];
     let refused = 0;
+    let lastRefusal = "";
     let next = 0;
     let submitting = true;
     // Users keep submitting through the crash: only what the broker acknowledged counts as accepted.
@@ -127,8 +128,9 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
         try {
           const { taskIds } = await client.submitBatch(tasks(endpointId, logFile, "a", next, 100, 1));
           accepted.push(...taskIds);
-        } catch {
+        } catch (err) {
           refused++;
+          lastRefusal = (err as Error).message;
           await new Promise((r) => setTimeout(r, 100));
         }
         next += 100;
@@ -163,6 +165,7 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
     report["A"] = {
       accepted: accepted.length,
       refused,
+      lastRefusal,
       visible: tally.seen.size,
       reExecuted: extraRuns,
       restartToFlowingMs,
