@@ -145,8 +145,13 @@ export class BrokerProcess {
       },
     );
     this.proc = new ManagedProcess(`broker:${this.port}`, child);
-    await this.proc.waitFor(/"broker ready"/, 30_000);
-    await waitForPort(this.port, 5_000);
+    try {
+      await this.proc.waitFor(/"broker ready"/, 30_000);
+      await waitForPort(this.port, 5_000);
+    } catch (err) {
+      await this.proc.kill(); // never leave a half-started broker behind
+      throw err;
+    }
   }
 
   async kill(): Promise<void> {
@@ -236,7 +241,12 @@ export class EndpointProcess {
       },
     );
     this.proc = new ManagedProcess(`endpoint:${this.opts.name}`, child);
-    await this.proc.waitFor(/"endpoint ready"/, 60_000);
+    try {
+      await this.proc.waitFor(/"endpoint ready"/, 60_000);
+    } catch (err) {
+      await this.proc.kill(); // never leave a half-started agent behind
+      throw err;
+    }
   }
 
   /** The endpoint id the agent saved after registering. */

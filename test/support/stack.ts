@@ -51,8 +51,10 @@ export class TestStack {
       blocks: 1,
       ...rest,
     };
-    const ep = launch ? await EndpointProcess.start(options) : await EndpointProcess.configure(options);
+    const ep = await EndpointProcess.configure(options);
+    // Tracked before it starts: an agent that never gets ready is still stopped with the stack.
     this.endpoints.push(ep);
+    if (launch) await ep.launch();
     return ep;
   }
 
