@@ -11,11 +11,15 @@ export async function dask(workers = 2): Promise<Record<string, number>> {
   });
   // Debian's python3 has python3-distributed; a pyenv shim earlier on PATH would not.
   const python = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-  const out = execFileSync(python, [path.join(ROOT, "bench", "dask_peer.py"), String(workers), "1000", "20000"], {
-    encoding: "utf8",
-    stdio: ["ignore", "pipe", "ignore"],
-    timeout: 600_000,
-  });
+  const out = execFileSync(
+    python,
+    [path.join(ROOT, "bench", "dask_peer.py"), String(workers), "1000", "20000"],
+    {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+      timeout: 600_000,
+    },
+  );
   const line = out.trim().split("\n").pop() ?? "{}";
   return JSON.parse(line) as Record<string, number>;
 }

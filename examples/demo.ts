@@ -51,7 +51,10 @@ async function main(): Promise<number> {
     if (CONTAINERS) {
       const engine: ContainerEngine = await ensureDockerEngine();
       started.push(engine);
-      const tags = await ensureWorkerImages({ docker: engine.docker, onProgress: (l) => say(`images        ${l}`) });
+      const tags = await ensureWorkerImages({
+        docker: engine.docker,
+        onProgress: (l) => say(`images        ${l}`),
+      });
       container = { runtime: "docker", socket: engine.socketPath, image: tags.js, shellImage: tags.shell };
       say(`containers    docker (${engine.socketPath}), images ${tags.js}, ${tags.shell}`);
     }
