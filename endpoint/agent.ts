@@ -256,6 +256,9 @@ export class EndpointAgent {
       maxReconnectAttempts: -1,
       // No stack captured per request (ack, publish): it costs more than the request itself.
       noAsyncTraces: true,
+      // A silent network hole is noticed within ~30 s (the client default is minutes).
+      pingInterval: 10_000,
+      maxPingOut: 3,
       ...(bus.userJwt
         ? { authenticator: jwtAuthenticator(bus.userJwt, new TextEncoder().encode(bus.userSeed)) }
         : {}),

@@ -6,19 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { Client } from "../sdk/index.js";
 import { TestStack } from "./support/stack.js";
-
-/** Polls `check` every 50 ms until it returns true, or fails after `timeoutMs`. */
-async function until(
-  check: () => Promise<boolean> | boolean,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { until } from "./support/wait.js";
 
 /** A function that records each execution in a file, so duplicate executions show. */
 const countingSource = `

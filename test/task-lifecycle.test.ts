@@ -11,18 +11,7 @@ import { TaskMessage } from "../proto/index.js";
 import { Client, TaskFailedError } from "../sdk/index.js";
 import { RawClients } from "./support/raw-clients.js";
 import { TestStack } from "./support/stack.js";
-
-async function until(
-  check: () => Promise<boolean> | boolean,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { until } from "./support/wait.js";
 
 const lines = (file: string) =>
   existsSync(file) ? readFileSync(file, "utf8").split("\n").filter(Boolean) : [];

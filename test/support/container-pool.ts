@@ -6,6 +6,7 @@ import type { ContainerConfig } from "../../endpoint/runtime/config.js";
 import { MANAGER_LABEL } from "../../endpoint/runtime/docker-options.js";
 import { createWorkerLauncher } from "../../endpoint/runtime/runtimes.js";
 import type { FunctionSpec, WorkItem, WorkOutcome } from "../../proto/index.js";
+export { until } from "./wait.js";
 
 const enc = new TextEncoder();
 let seq = 0;
@@ -120,18 +121,5 @@ export class PoolHarness {
 
   async stop(): Promise<void> {
     await this.pool.stop(2000);
-  }
-}
-
-/** Polls `check` until it holds, failing after `timeoutMs`. */
-export async function until(
-  check: () => Promise<boolean> | boolean,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }

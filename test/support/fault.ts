@@ -3,19 +3,7 @@ import { readFileSync } from "node:fs";
 import { expect } from "vitest";
 
 import type { Client, TaskInfo } from "../../sdk/index.js";
-
-/** Polls `check` every 50 ms until it returns true, or fails after `timeoutMs`. */
-export async function until(
-  check: () => Promise<boolean> | boolean,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+export { until } from "./wait.js";
 
 /**
  * A function that appends its argument to a file on each execution, so duplicate executions show
