@@ -114,6 +114,32 @@ describe("resilience: stopped endpoints, broker restarts, agent crashes", () => 
     expect(executed.size).toBe(n);
     await ep.stop();
   }, 300_000);
+
+  it("the broker killed in the middle of a submit: the SDK's retry with the same idempotency key creates no task twice", async () => {
+    const ep = await stack.startEndpoint("alice", "submitted");
+    const endpointId = ep.endpointId();
+    const logFile = path.join(scratch, "submit-kill.log");
+    const functionId = await client.registerFunction({ source: countingSource, entryPoint: "work" });
+    const n = 5_000;
+    const submitting = client.submitBatch(
+      Array.from({ length: n }, (_, i) => ({ functionId, endpointId, args: [i, logFile, 0] })),
+    );
+    // Kill the broker while the call is in flight, then bring it back on the same address.
+    await new Promise((r) => setTimeout(r, 150));
+    await stack.broker.kill();
+    const restarted = stack.broker.restart();
+    const { groupId, taskIds } = await submitting;
+    await restarted;
+    expect(new Set(taskIds).size).toBe(n);
+    let ok = 0;
+    for await (const o of client.results({ groupId }, { timeoutMs: 120_000 })) if (o.ok) ok++;
+    expect(ok).toBe(n);
+    // Every task ran exactly once: none was created (and queued) twice.
+    const runs = lines(logFile);
+    expect(runs).toHaveLength(n);
+    expect(new Set(runs).size).toBe(n);
+    await ep.stop();
+  }, 240_000);
 });
 
 function lines(file: string): string[] {
