@@ -3,22 +3,10 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 
+import { nonNegativeInt, positiveInt } from "./config-fields.js";
+
 import { FabricError } from "../common/errors.js";
 import { ContainerConfigSchema } from "./runtime/config.js";
-
-/** A positive integer field, with an error message that names what was expected. */
-const positiveInt = () =>
-  z
-    .number({ error: "expected a positive integer" })
-    .int({ error: "expected a positive integer" })
-    .positive({ error: "expected a positive integer" });
-
-/** A non-negative integer field. */
-const nonNegativeInt = () =>
-  z
-    .number({ error: "expected a non-negative integer" })
-    .int({ error: "expected a non-negative integer" })
-    .nonnegative({ error: "expected a non-negative integer" });
 
 /** Elastic scaling, shared by every provider. */
 const scalingShape = {

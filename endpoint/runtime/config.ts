@@ -1,22 +1,13 @@
 import { z } from "zod";
 
+import { nonNegativeInt, positiveInt } from "../config-fields.js";
+
 /** Version tag of the worker images this code builds and expects. */
 export const WORKER_IMAGE_VERSION = "0.1.0";
 /** The image for JavaScript functions (node and the worker only). */
 export const DEFAULT_WORKER_IMAGE = `fabric-worker:${WORKER_IMAGE_VERSION}`;
 /** The image for shell functions (the worker plus a POSIX shell and its tools). */
 export const DEFAULT_SHELL_WORKER_IMAGE = `fabric-worker-shell:${WORKER_IMAGE_VERSION}`;
-
-const positiveInt = () =>
-  z
-    .number({ error: "expected a positive integer" })
-    .int({ error: "expected a positive integer" })
-    .positive({ error: "expected a positive integer" });
-const nonNegativeInt = () =>
-  z
-    .number({ error: "expected a non-negative integer" })
-    .int({ error: "expected a non-negative integer" })
-    .nonnegative({ error: "expected a non-negative integer" });
 
 /** A host path mounted into every container. Nothing else of the host is. */
 export const ContainerMountSchema = z.strictObject({
