@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
-import { freePort, waitForPort } from "./nats-server.js";
+import { endChild, freePort, waitForPort } from "./nats-server.js";
 
 const NATS_BIN = process.env["NATS_SERVER_BIN"] ?? "nats-server";
 
@@ -81,11 +81,7 @@ export class NatsClusterNode {
 
   /** Kills the node at once (SIGKILL), as a crash of its machine would. */
   async kill(): Promise<void> {
-    const proc = this.proc;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    const gone = new Promise((r) => proc.once("exit", r));
-    proc.kill("SIGKILL");
-    await gone;
+    await endChild(this.proc, "SIGKILL");
   }
 
   /** Kills the node and starts it again on the same ports and store. */
@@ -96,13 +92,7 @@ export class NatsClusterNode {
 
   /** SIGTERM (lame duck), then SIGKILL after `graceMs`. */
   async stop(graceMs = 5_000): Promise<void> {
-    const proc = this.proc;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    const gone = new Promise((r) => proc.once("exit", r));
-    proc.kill("SIGTERM");
-    const timer = setTimeout(() => proc.kill("SIGKILL"), graceMs);
-    await gone;
-    clearTimeout(timer);
+    await endChild(this.proc, "SIGTERM", graceMs);
   }
 }
 

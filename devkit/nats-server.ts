@@ -125,11 +125,7 @@ export class NatsServer {
 
   /** Kills the server at once (SIGKILL), as a crash would. */
   async kill(): Promise<void> {
-    const proc = this.proc;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    const gone = new Promise((r) => proc.once("exit", r));
-    proc.kill("SIGKILL");
-    await gone;
+    await endChild(this.proc, "SIGKILL");
   }
 
   async restart(): Promise<void> {
@@ -138,14 +134,24 @@ export class NatsServer {
   }
 
   async stop(): Promise<void> {
-    const proc = this.proc;
-    if (proc && proc.exitCode === null && proc.signalCode === null) {
-      const gone = new Promise((r) => proc.once("exit", r));
-      proc.kill("SIGTERM");
-      const timer = setTimeout(() => proc.kill("SIGKILL"), 5_000);
-      await gone;
-      clearTimeout(timer);
-    }
+    await endChild(this.proc, "SIGTERM", 5_000);
     if (this.ownsDir) rmSync(this.storeDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Ends a child process and resolves once it has exited: `signal` first, then SIGKILL after
+ * `graceMs` (for a signal other than SIGKILL). A process already gone resolves at once.
+ */
+export async function endChild(
+  proc: ChildProcess | undefined,
+  signal: NodeJS.Signals,
+  graceMs = 5_000,
+): Promise<void> {
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+  const gone = new Promise((r) => proc.once("exit", r));
+  proc.kill(signal);
+  const timer = signal === "SIGKILL" ? undefined : setTimeout(() => proc.kill("SIGKILL"), graceMs);
+  await gone;
+  clearTimeout(timer);
 }
