@@ -183,14 +183,15 @@ describe("authentication: pinned algorithms, claims, kinds, revocation, external
     const epToken = reg.endpointToken;
     const ep = as(epToken);
     // Endpoint credentials make no user calls …
+    // (Thunks, so each call starts only when it is awaited: a rejection never waits unobserved.)
     for (const call of [
-      ep.registerFunction({ name: "x", description: "", spec: jsSpec }),
-      ep.listFunctions(),
-      ep.listEndpoints(),
-      ep.registerEndpoint({ name: "y", description: "", endpointId: "" }),
-      ep.submit({ tasks: [], groupId: "", idempotencyKey: "" }),
+      () => ep.registerFunction({ name: "x", description: "", spec: jsSpec }),
+      () => ep.listFunctions(),
+      () => ep.listEndpoints(),
+      () => ep.registerEndpoint({ name: "y", description: "", endpointId: "" }),
+      () => ep.submit({ tasks: [], groupId: "", idempotencyKey: "" }),
     ]) {
-      expect((await outcome(call)).code).toBe("PERMISSION_DENIED");
+      expect((await outcome(call())).code).toBe("PERMISSION_DENIED");
     }
     // … and see only their own endpoint.
     const other = await alice.registerEndpoint({ name: "other", description: "", endpointId: "" });
