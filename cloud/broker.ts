@@ -30,6 +30,8 @@ import { tolerantService } from "./rpc.js";
 import { FabricStore } from "./store.js";
 import { TaskBook, taskService } from "./tasks-service.js";
 
+/** How often a broker removes the payload buckets of deleted endpoints once they are empty. */
+const PAYLOAD_SWEEP_INTERVAL_MS = 3_600_000;
 /**
  * The cloud broker: a stateless gRPC front to the fabric's state in NATS JetStream. Several
  * replicas may serve one NATS (cluster).
@@ -42,6 +44,7 @@ export class Broker {
   private nc: NatsConnection | undefined;
   private server: grpc.Server | undefined;
   private ingest: ResultIngest | undefined;
+  private sweeper: NodeJS.Timeout | undefined;
   private health: HealthImplementation | undefined;
   private boundPort = 0;
   readonly brokerId: string;
@@ -121,6 +124,23 @@ export class Broker {
     this.ingest = new ResultIngest(store, events, log.child({ component: "cloud.ingest" }), records);
     await this.ingest.start();
 
+    // Housekeeping: payload buckets of deleted endpoints go once their last object has expired;
+    // revocations of tokens that have expired anyway are forgotten.
+    const sweep = () =>
+      Promise.all([
+        store.sweepPayloadBuckets().then(
+          (n) => n > 0 && log.info({ deleted: n }, "payload buckets of deleted endpoints removed"),
+          (err: unknown) => log.warn({ err }, "cannot sweep the payload buckets; will try again"),
+        ),
+        auth.pruneRevocations().then(
+          (n) => n > 0 && log.info({ pruned: n }, "revocations of expired tokens forgotten"),
+          (err: unknown) => log.warn({ err }, "cannot prune the token revocations; will try again"),
+        ),
+      ]);
+    void sweep();
+    this.sweeper = setInterval(() => void sweep(), PAYLOAD_SWEEP_INTERVAL_MS);
+    this.sweeper.unref();
+
     const server = new grpc.Server({
       "grpc.max_receive_message_length": 64 * 1024 * 1024,
       "grpc.max_send_message_length": 64 * 1024 * 1024,
@@ -171,6 +191,7 @@ export class Broker {
         });
       });
     }
+    clearInterval(this.sweeper);
     await this.ingest?.stop();
     await this.nc?.drain().catch(() => undefined);
     this.log.info({ brokerId: this.brokerId }, "broker stopped");

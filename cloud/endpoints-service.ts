@@ -142,9 +142,23 @@ export function endpointService(
         }
         // The queue exists from now on: tasks sent before the agent first starts wait in it.
         await store.ensureEndpointConsumer(endpoint.id);
-        const endpointToken = await auth.issueEndpointToken(endpoint.id, owner);
+        const cred = await auth.issueEndpointCredential(endpoint.id, owner);
+        // One live credential per endpoint: a re-registration revokes the one it replaces (a
+        // copied or leaked credentials file stops working at once, on every replica).
+        const previous = endpoint.credentialId;
+        const out = await updateRecord(store.endpoints, endpoint.id, Endpoint, (ep) => ({
+          ...ep,
+          credentialId: cred.tokenId,
+        }));
+        if (!out) throw notFound(`endpoint ${endpoint.id} not found`);
+        endpoint = out.value;
+        registry.forget(endpoint.id);
+        if (previous && previous !== cred.tokenId) {
+          await auth.revokeTokenId(previous, cred.expSeconds);
+          ctx.log.info({ endpointId: endpoint.id }, "the endpoint's previous credential revoked");
+        }
         ctx.log.info({ endpointId: endpoint.id, owner }, "endpoint registered");
-        return { endpoint, endpointToken };
+        return { endpoint, endpointToken: cred.token };
       },
     ),
     getEndpoint: unary<GetEndpointRequest, GetEndpointResponse>(
@@ -240,6 +254,8 @@ export function endpointService(
         // A new agent takes over: tasks the previous one held un-acked come back at once, under a
         // consumer name the previous agent's NATS user cannot use (see ensureEndpointConsumer).
         const taskConsumer = await store.ensureEndpointConsumer(endpoint.id, true);
+        // The bucket its large results go to (also created by the first large argument).
+        await store.payloads(endpoint.id);
         const creds = minter
           ? await minter.mintAgent(endpoint.id, taskConsumer, config.nats.agentCredentialTtlSeconds)
           : { userJwt: "", userSeed: "", inboxPrefix: "" };
@@ -259,7 +275,7 @@ export function endpointService(
             taskSubject: Bus.taskSubject(endpoint.id),
             resultSubject: Bus.resultSubject(endpoint.id),
             statusSubject: Bus.endpointStatusSubject(endpoint.id),
-            payloadBucket: Bus.payloadBucket,
+            payloadBucket: Bus.payloadBucket(endpoint.id),
             ackWaitS: config.taskAckWaitSeconds,
             controlSubject: Bus.controlSubject(endpoint.id),
           },

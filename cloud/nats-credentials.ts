@@ -22,14 +22,13 @@ export function agentInboxPrefix(endpointId: string): string {
 
 /**
  * The exact NATS permissions of an endpoint's agent: its own task consumer (pull, ack, info), its
- * own result and status subjects, its control subject (cancellations), its inbox, and the payload
- * object store: chunk consumers filtered to one object's chunks, metadata by name — though the
- * stream message get that the object-store client needs also answers by sequence number.
+ * own result and status subjects, its control subject (cancellations), its inbox, and its own
+ * payload bucket (a stream of its own: no other endpoint's objects are reachable through it).
  */
 export function agentPermissions(endpointId: string, consumer: string): Permissions {
   const stream = Bus.taskStream;
-  const obj = `OBJ_${Bus.payloadBucket}`;
-  const o = `$O.${Bus.payloadBucket}`;
+  const obj = `OBJ_${Bus.payloadBucket(endpointId)}`;
+  const o = `$O.${Bus.payloadBucket(endpointId)}`;
   return {
     pub: {
       allow: [
@@ -39,18 +38,19 @@ export function agentPermissions(endpointId: string, consumer: string): Permissi
         `$JS.ACK.${stream}.${consumer}.>`,
         Bus.resultSubject(endpointId),
         Bus.endpointStatusSubject(endpointId),
-        // Payload objects: read the metadata of a named object, then its chunks with an ordered
-        // consumer filtered to one chunk subject; write new chunks and metadata.
-        // NB: MSG.GET cannot be limited by subject (the body may ask for any sequence): the
-        // @nats-io/obj client needs it for metadata lookups. See README "Not yet".
+        // Its payload bucket: object metadata and chunks (read with short-lived ordered
+        // consumers), written chunk by chunk; a rewritten object's old chunks are purged.
         `$JS.API.STREAM.INFO.${obj}`,
         `$JS.API.STREAM.MSG.GET.${obj}`,
-        `$JS.API.DIRECT.GET.${obj}.${o}.M.*`,
-        `$JS.API.CONSUMER.CREATE.${obj}.*.${o}.C.*`,
-        `$JS.API.CONSUMER.MSG.NEXT.${obj}.*`,
-        `$JS.API.CONSUMER.DELETE.${obj}.*`,
-        `${o}.C.*`,
-        `${o}.M.*`,
+        `$JS.API.STREAM.PURGE.${obj}`,
+        `$JS.API.DIRECT.GET.${obj}`,
+        `$JS.API.DIRECT.GET.${obj}.>`,
+        `$JS.API.CONSUMER.CREATE.${obj}.>`,
+        `$JS.API.CONSUMER.INFO.${obj}.>`,
+        `$JS.API.CONSUMER.MSG.NEXT.${obj}.>`,
+        `$JS.API.CONSUMER.DELETE.${obj}.>`,
+        `$JS.ACK.${obj}.>`,
+        `${o}.>`,
       ],
     },
     sub: { allow: [`${agentInboxPrefix(endpointId)}.>`, Bus.controlSubject(endpointId)] },

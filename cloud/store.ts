@@ -39,7 +39,6 @@ export class FabricStore {
     readonly tasks: KV,
     readonly groups: KV,
     readonly endpointStatus: KV,
-    readonly payloads: ObjectStore,
     private readonly config: BrokerConfig,
   ) {}
 
@@ -87,23 +86,56 @@ export class FabricStore {
       ttl: config.resultRetentionSeconds * 1000,
     });
     const endpointStatus = await kvm.create(Bus.endpointStatusBucket, kvOpts);
-    const payloads = await new Objm(js).create(Bus.payloadBucket, {
-      replicas,
-      storage: StorageType.File,
-      ttl: retentionNs,
-    });
-    return new FabricStore(
-      nc,
-      js,
-      jsm,
-      functions,
-      endpoints,
-      tasks,
-      groups,
-      endpointStatus,
-      payloads,
-      config,
-    );
+    return new FabricStore(nc, js, jsm, functions, endpoints, tasks, groups, endpointStatus, config);
+  }
+
+  /** Open payload buckets by endpoint id. */
+  private readonly payloadStores = new Map<string, Promise<ObjectStore>>();
+
+  /**
+   * The endpoint's payload bucket (large arguments and results), created if it does not exist:
+   * one per endpoint, so that an agent's NATS user can be allowed its own bucket's stream and no
+   * other. Objects expire with the results' retention.
+   */
+  payloads(endpointId: string): Promise<ObjectStore> {
+    let p = this.payloadStores.get(endpointId);
+    if (!p) {
+      const created = new Objm(this.js).create(Bus.payloadBucket(endpointId), {
+        replicas: this.config.nats.replicas,
+        storage: StorageType.File,
+        ttl: nanos(this.config.resultRetentionSeconds * 1000),
+      });
+      p = created;
+      this.payloadStores.set(endpointId, p);
+      created.catch(() => {
+        if (this.payloadStores.get(endpointId) === created) this.payloadStores.delete(endpointId);
+      });
+    }
+    return p;
+  }
+
+  /**
+   * Deletes the payload buckets whose endpoint is gone and whose objects have all expired (a
+   * deleted endpoint's finished tasks keep their large results until the retention ends).
+   * Returns how many it deleted. Safe to run on several broker replicas at once.
+   */
+  async sweepPayloadBuckets(): Promise<number> {
+    const prefix = `OBJ_${Bus.payloadBucketPrefix}`;
+    let deleted = 0;
+    for await (const si of this.jsm.streams.list()) {
+      const name = si.config.name;
+      if (!name.startsWith(prefix) || si.state.messages > 0) continue;
+      const endpointId = name.slice(prefix.length);
+      if ((await this.endpoints.get(endpointId))?.operation === "PUT") continue;
+      try {
+        await this.jsm.streams.delete(name);
+        this.payloadStores.delete(endpointId);
+        deleted++;
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+    }
+    return deleted;
   }
 
   /** Last known task-consumer name of each endpoint (names change on every agent connection). */

@@ -1,3 +1,4 @@
+import { Bus } from "../common/bus-layout.js";
 import { canTransition, isTerminal } from "../common/task-state.js";
 import { TaskState, type ErrorInfo, type Task, type TaskUpdate } from "../proto/index.js";
 
@@ -38,7 +39,20 @@ export function applyTaskUpdate(task: Task, update: TaskUpdate, endpointId: stri
   };
   if (isTerminal(update.state)) {
     next.completedAtMs = update.atMs || Date.now();
-    if (update.state === TaskState.TASK_STATE_SUCCESS) {
+    const ref = update.result?.objectRef;
+    if (update.state === TaskState.TASK_STATE_SUCCESS && ref && ref !== Bus.resultObject(task.id)) {
+      // A large result lives in the endpoint's bucket under the task's own name, never another
+      // object (a forged reference would make the broker hand out some other task's payload).
+      next.state = TaskState.TASK_STATE_FAILED;
+      history[history.length - 1] = { ...history[history.length - 1]!, state: next.state };
+      next.error = {
+        code: "INTERNAL",
+        message: `the endpoint sent a result that refers to object "${ref}"; a task's result object must be "${Bus.resultObject(task.id)}"`,
+        reason: "",
+        remote: undefined,
+        shell: undefined,
+      };
+    } else if (update.state === TaskState.TASK_STATE_SUCCESS) {
       next.result = update.result ?? { json: new TextEncoder().encode("null"), objectRef: "", size: 4 };
       next.error = undefined;
     } else {

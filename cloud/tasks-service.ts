@@ -144,8 +144,8 @@ export class TaskBook {
         taskId,
         functionId: spec.functionId,
         function: fns.get(spec.functionId)!.spec,
-        args: await this.toPayload(spec.argsJson, Bus.argsObject(taskId)),
-        kwargs: await this.toPayload(spec.kwargsJson, Bus.kwargsObject(taskId)),
+        args: await this.toPayload(spec.argsJson, spec.endpointId, Bus.argsObject(taskId)),
+        kwargs: await this.toPayload(spec.kwargsJson, spec.endpointId, Bus.kwargsObject(taskId)),
         owner,
         submittedAtMs: now,
         timeoutS: smallestLimit(spec.timeoutS ?? 0, fns.get(spec.functionId)!.spec?.timeoutS ?? 0),
@@ -337,10 +337,10 @@ export class TaskBook {
     return [...new Set(ids)];
   }
 
-  private async toPayload(json: Uint8Array, objectName: string): Promise<Payload> {
+  private async toPayload(json: Uint8Array, endpointId: string, objectName: string): Promise<Payload> {
     if (json.length <= this.config.limits.inlinePayloadBytes)
       return { json, objectRef: "", size: json.length };
-    await this.store.payloads.putBlob({ name: objectName }, json);
+    await (await this.store.payloads(endpointId)).putBlob({ name: objectName }, json);
     return { json: new Uint8Array(0), objectRef: objectName, size: json.length };
   }
 
@@ -348,7 +348,7 @@ export class TaskBook {
   private async withInlineResult(task: Task): Promise<Task> {
     const ref = task.result?.objectRef;
     if (!ref) return task;
-    const json = await this.store.payloads.getBlob(ref);
+    const json = await (await this.store.payloads(task.endpointId)).getBlob(ref);
     if (!json) {
       return {
         ...task,

@@ -5,6 +5,8 @@ import { createHash } from "node:crypto";
  * The broker creates them; agents only use the ones of their own endpoint, as told by the broker
  * in `ConnectEndpointResponse.bus`.
  */
+const PAYLOAD_BUCKET_PREFIX = "fabric_payloads_";
+
 export const Bus = {
   /** Work-queue stream holding each endpoint's pending tasks (TaskMessage), one subject per endpoint. */
   taskStream: "FABRIC_TASKS",
@@ -28,8 +30,12 @@ export const Bus = {
   /** An agent publishes its EndpointStatus here (a KV put is a publish on this subject). */
   endpointStatusSubject: (endpointId: string) => `$KV.fabric_endpoint_status.${endpointId}`,
 
-  /** Object store for payloads (arguments, results) too large to travel inline. */
-  payloadBucket: "fabric_payloads",
+  /**
+   * Object store of one endpoint's payloads (arguments, results) too large to travel inline. One
+   * bucket per endpoint: an agent's NATS user may read and write only its own bucket's stream.
+   */
+  payloadBucket: (endpointId: string) => `${PAYLOAD_BUCKET_PREFIX}${endpointId}`,
+  payloadBucketPrefix: PAYLOAD_BUCKET_PREFIX,
   argsObject: (taskId: string) => `${taskId}.args`,
   kwargsObject: (taskId: string) => `${taskId}.kwargs`,
   resultObject: (taskId: string) => `${taskId}.result`,

@@ -4,7 +4,11 @@ import path from "node:path";
 
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { Bus } from "../common/bus-layout.js";
 
 import { NatsServer } from "../devkit/nats-server.js";
 import { BrokerProcess, EndpointProcess } from "../devkit/processes.js";
@@ -110,6 +114,23 @@ describe("broker operations: health, replicas, graceful stop, retention", () => 
         await new Promise((r) => setTimeout(r, 250));
       }
       expect(code).toBe("NOT_FOUND");
+
+      // A deleted endpoint's payload bucket, once empty, is removed by a broker's sweep (at start).
+      const endpointId = ep.endpointId();
+      const bucket = `OBJ_${Bus.payloadBucket(endpointId)}`;
+      const nc = await connect({ servers: nats2.url });
+      try {
+        const jsm = await jetstreamManager(nc);
+        expect((await jsm.streams.info(bucket)).config.name).toBe(bucket);
+        await ep.stop();
+        await client.deleteEndpoint(endpointId);
+        const another = await BrokerProcess.start({ natsUrl: nats2.url, dir: path.join(dir, "br2") });
+        started.push(another);
+        await another.process!.waitFor(/payload buckets of deleted endpoints removed/, 10_000);
+        await expect(jsm.streams.info(bucket)).rejects.toThrow(/not found/);
+      } finally {
+        await nc.close();
+      }
     } finally {
       client.close();
     }

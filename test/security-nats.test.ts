@@ -1,13 +1,14 @@
 import { cpSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Objm } from "@nats-io/obj";
 import { connect, credsAuthenticator, jwtAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { Bus } from "../common/bus-layout.js";
 import { EndpointProcess } from "../devkit/processes.js";
-import { TaskState, TaskUpdateBatch, type BusConnectInfo } from "../proto/index.js";
+import { TaskState, TaskUpdateBatch, type BusConnectInfo, type Task } from "../proto/index.js";
 import { Client } from "../sdk/index.js";
 import { RawClients } from "./support/raw-clients.js";
 import { TestStack } from "./support/stack.js";
@@ -222,6 +223,82 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     expect(t.state).toBe(TaskState.TASK_STATE_WAITING_FOR_ENDPOINT);
     expect(t.result).toBeUndefined();
     await stack.broker.process!.waitFor(/update from the wrong endpoint rejected/, 10_000);
+  });
+
+  it("large payloads are isolated: an endpoint reads only its own bucket and cannot forge a reference", async () => {
+    const a = await rawEndpoint(aliceRaw, "peeker");
+    const b = await rawEndpoint(bobRaw, "payload-victim");
+    const secret = JSON.stringify(["s".repeat(10_000)]); // above the 4 KiB inline limit
+    const submitTo = async (owner: RawClients, endpointId: string, source: string) => {
+      const fn = await owner.registerFunction({
+        name: "f",
+        description: "",
+        spec: { kind: { $case: "js", value: { source, entryPoint: "f" } }, containerImage: "" },
+      });
+      const sub = await owner.submit({
+        tasks: [
+          {
+            functionId: fn.function!.id,
+            endpointId,
+            argsJson: enc.encode(secret),
+            kwargsJson: new Uint8Array(),
+            timeoutS: 0,
+          },
+        ],
+        groupId: "",
+        idempotencyKey: "",
+      });
+      return sub.taskIds[0]!;
+    };
+    const victimTask = await submitTo(bobRaw, b.id, "const f = (s) => s.length;");
+    const ownTask = await submitTo(aliceRaw, a.id, "const f = (s) => s.length;");
+    expect(b.bus.payloadBucket).toBe(Bus.payloadBucket(b.id));
+    expect(a.bus.payloadBucket).not.toBe(b.bus.payloadBucket);
+
+    // Positive control: A reads its own task's large argument from its own bucket.
+    const own = await new Objm(a.nc).open(a.bus.payloadBucket, false);
+    expect(new TextDecoder().decode((await own.getBlob(Bus.argsObject(ownTask))))).toBe(secret);
+    // B's bucket answers nothing to A: by name, by sequence number, or by a consumer on its chunks.
+    const theirs = await new Objm(a.nc).open(b.bus.payloadBucket, false);
+    await expect(theirs.getBlob(Bus.argsObject(victimTask))).rejects.toThrow(/permission|timeout/i);
+    const jsmA = await jetstreamManager(a.nc, { checkAPI: false });
+    await expect(jsmA.streams.getMessage(`OBJ_${b.bus.payloadBucket}`, { seq: 1 })).rejects.toThrow(
+      /permission|timeout/i,
+    );
+    await expect(
+      jsmA.consumers.add(`OBJ_${b.bus.payloadBucket}`, { ack_policy: AckPolicy.None }),
+    ).rejects.toThrow(/permission|timeout/i);
+    // The bytes are still there for B's own agent.
+    const asB = await new Objm(b.nc).open(b.bus.payloadBucket, false);
+    expect((await asB.getBlob(Bus.argsObject(victimTask)))?.length).toBe(secret.length);
+
+    // A result naming any object but the task's own result object is refused, and nothing leaks.
+    const now = Date.now();
+    const forged = TaskUpdateBatch.encode({
+      endpointId: a.id,
+      updates: [
+        {
+          taskId: ownTask,
+          state: TaskState.TASK_STATE_SUCCESS,
+          atMs: now,
+          actor: `endpoint/${a.id}`,
+          detail: "",
+          result: { json: new Uint8Array(), objectRef: Bus.argsObject(ownTask), size: secret.length },
+          error: undefined,
+          attempt: 1,
+          startedAtMs: now,
+          startedBy: `endpoint/${a.id}`,
+        },
+      ],
+    }).finish();
+    await jetstream(a.nc).publish(Bus.resultSubject(a.id), forged);
+    let t: Task | undefined;
+    await until("the forged result to be recorded", async () => {
+      t = (await aliceRaw.getTasks({ taskIds: [ownTask], omitResults: false })).tasks[0];
+      return t?.state === TaskState.TASK_STATE_FAILED;
+    });
+    expect(t!.result).toBeUndefined();
+    expect(t!.error?.message).toMatch(/must be ".*\.result"/);
   });
 
   it("secrets: credential and key files are 0600; no token, NATS JWT or seed appears in any log", async () => {
