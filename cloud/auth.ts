@@ -85,21 +85,41 @@ export class TokenAuthority {
     owner: string,
     ttlSeconds = 10 * 365 * 24 * 3600,
   ): Promise<string> {
-    return this.sign({ kind: "endpoint", owner }, endpointId, ttlSeconds);
+    return (await this.issueEndpointCredential(endpointId, owner, ttlSeconds)).token;
+  }
+
+  /** An endpoint credential with its id and expiry (to revoke it when it is replaced). */
+  async issueEndpointCredential(
+    endpointId: string,
+    owner: string,
+    ttlSeconds = 10 * 365 * 24 * 3600,
+  ): Promise<{ token: string; tokenId: string; expSeconds: number }> {
+    return this.signed({ kind: "endpoint", owner }, endpointId, ttlSeconds);
   }
 
   private async sign(claims: Record<string, string>, subject: string, ttlSeconds: number): Promise<string> {
+    return (await this.signed(claims, subject, ttlSeconds)).token;
+  }
+
+  private async signed(
+    claims: Record<string, string>,
+    subject: string,
+    ttlSeconds: number,
+  ): Promise<{ token: string; tokenId: string; expSeconds: number }> {
     const now = Math.floor(Date.now() / 1000);
-    return new jose.SignJWT(claims)
+    const tokenId = randomUUID();
+    const expSeconds = now + ttlSeconds;
+    const token = await new jose.SignJWT(claims)
       .setProtectedHeader({ alg: ALG, typ: "JWT" })
       .setIssuer(this.issuer)
       .setAudience(this.audience)
       .setSubject(subject)
       .setIssuedAt(now)
       .setNotBefore(now - 5)
-      .setExpirationTime(now + ttlSeconds)
-      .setJti(randomUUID())
+      .setExpirationTime(expSeconds)
+      .setJti(tokenId)
       .sign(this.privateKey);
+    return { token, tokenId, expSeconds };
   }
 
   /** Tokens verified recently, so a busy caller pays for one signature check, not one per call. */
@@ -115,6 +135,7 @@ export class TokenAuthority {
    * any replica (or with `fabric-broker revoke`) applies here within moments, cache or not.
    */
   async followRevocations(kv: KV, log: Logger): Promise<void> {
+    this.revocations = kv;
     for await (const key of await kv.keys()) this.revoked.add(key);
     const watch = await kv.watch({ include: "updates" });
     void (async () => {
@@ -125,6 +146,35 @@ export class TokenAuthority {
         } else this.revoked.delete(e.key);
       }
     })();
+  }
+
+  private revocations: KV | undefined;
+
+  /** Revokes a token id in the bucket this authority follows (see {@link followRevocations}). */
+  async revokeTokenId(tokenId: string, expSeconds: number): Promise<void> {
+    if (!this.revocations) throw new FabricError("INTERNAL", "token revocation is not set up");
+    await TokenAuthority.revoke(this.revocations, tokenId, expSeconds);
+  }
+
+  /**
+   * Forgets revocations of tokens that have expired anyway (they fail verification by `exp`);
+   * returns how many. Keeps the revocation list as small as the set of live revoked tokens.
+   */
+  async pruneRevocations(nowSeconds = Math.floor(Date.now() / 1000)): Promise<number> {
+    const kv = this.revocations;
+    if (!kv) return 0;
+    let pruned = 0;
+    for await (const key of await kv.keys()) {
+      const e = await kv.get(key);
+      if (!e || e.operation !== "PUT") continue;
+      const exp = Number(new TextDecoder().decode(e.value));
+      // A minute past `exp`, beyond any clock skew the verifier tolerates.
+      if (Number.isFinite(exp) && exp > 0 && exp + 60 < nowSeconds) {
+        await kv.purge(key);
+        pruned++;
+      }
+    }
+    return pruned;
   }
 
   /** Marks a token id revoked in `kv` (every replica following it refuses the token from then on). */

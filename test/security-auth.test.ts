@@ -6,10 +6,13 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 
 import * as grpc from "@grpc/grpc-js";
+import { Kvm } from "@nats-io/kv";
+import { connect } from "@nats-io/transport-node";
 import * as jose from "jose";
+import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { TokenAuthority } from "../cloud/auth.js";
+import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "../cloud/auth.js";
 import { FabricError } from "../common/errors.js";
 import { fromGrpcError } from "../common/grpc-client.js";
 import { NatsServer } from "../devkit/nats-server.js";
@@ -226,6 +229,47 @@ describe("authentication: pinned algorithms, claims, kinds, revocation, external
     }
     // Other tokens of the same user still work.
     expect((await outcome(as(await authority.issueUserToken("bob", 600)).listFunctions())).code).toBe("OK");
+  });
+
+  it("re-registering an endpoint revokes its previous credential; the new one works", async () => {
+    const alice = as(await authority.issueUserToken("alice", 600));
+    const first = await alice.registerEndpoint({ name: "rotated", description: "", endpointId: "" });
+    const id = first.endpoint!.id;
+    const old = as(first.endpointToken);
+    expect((await outcome(old.getEndpoint({ endpointId: id }))).code).toBe("OK");
+    const second = await alice.registerEndpoint({ name: "rotated", description: "", endpointId: id });
+    expect(second.endpoint!.id).toBe(id);
+    expect(second.endpointToken).not.toBe(first.endpointToken);
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const o = await outcome(old.getEndpoint({ endpointId: id }));
+      if (o.code === "UNAUTHENTICATED") {
+        expect(o.message).toMatch(/revoked/);
+        break;
+      }
+      if (Date.now() > deadline) throw new Error("the previous credential still works");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect((await outcome(as(second.endpointToken).getEndpoint({ endpointId: id }))).code).toBe("OK");
+  });
+
+  it("revocations of tokens that have expired anyway are pruned; live ones are kept", async () => {
+    const nc = await connect({ servers: nats.url });
+    try {
+      const kv = await new Kvm(nc).open(REVOKED_TOKENS_BUCKET);
+      const now = Math.floor(Date.now() / 1000);
+      await TokenAuthority.revoke(kv, "long-expired", now - 3600);
+      await TokenAuthority.revoke(kv, "still-live", now + 3600);
+      const own = await TokenAuthority.fromKeyFile(path.join(dir, "prune-key.pem"), "i", "a");
+      await own.followRevocations(kv, pino({ level: "silent" }));
+      expect(await own.pruneRevocations()).toBeGreaterThanOrEqual(1);
+      const keys: string[] = [];
+      for await (const k of await kv.keys()) keys.push(k);
+      expect(keys).toContain("still-live");
+      expect(keys).not.toContain("long-expired");
+    } finally {
+      await nc.close();
+    }
   });
 
   it("accepts an external OIDC issuer's tokens, verified against its JWKS, mapped to a fabric user", async () => {
