@@ -6,6 +6,7 @@ import { FabricError, notFound } from "../common/errors.js";
 import { newId } from "../common/ids.js";
 import {
   Endpoint,
+  EndpointControl,
   EndpointStatus,
   type ConnectEndpointRequest,
   type ConnectEndpointResponse,
@@ -231,6 +232,14 @@ export function endpointService(
         }));
         if (!out) throw notFound(`endpoint ${id} not found`);
         registry.forget(id);
+        // The agent enforces the list too: tell it now (it also re-reads it after a reconnect).
+        store.nc.publish(
+          Bus.controlSubject(id),
+          EndpointControl.encode({
+            cancelTaskIds: [],
+            allowedFunctions: { functionIds: allowedFunctions },
+          }).finish(),
+        );
         ctx.log.info(
           { endpointId: id, sharedWith, allowedFunctions: allowedFunctions.length },
           "endpoint policy changed",

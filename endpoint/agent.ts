@@ -28,6 +28,7 @@ import type {
   BusConnectInfo,
   ConnectEndpointResponse,
   ErrorInfo,
+  GetEndpointResponse,
   Payload,
   RegisterEndpointResponse,
   TaskUpdate,
@@ -242,7 +243,7 @@ export class EndpointAgent {
     const endpointId = this.creds.endpointId;
     this.log = this.log.child({ endpointId });
     const res = await this.connectEndpoint();
-    this.allowedFunctions = new Set(res.endpoint?.allowedFunctions ?? []);
+    this.setAllowedFunctions(res.endpoint?.allowedFunctions ?? []);
     const bus = res.bus;
     if (!bus || bus.servers.length === 0) {
       throw new EndpointRejectedError("FAILED_PRECONDITION", "the broker gave no NATS servers to connect to");
@@ -450,6 +451,32 @@ export class EndpointAgent {
     }
   }
 
+  private setAllowedFunctions(ids: readonly string[]): void {
+    const next = new Set(ids);
+    const same = next.size === this.allowedFunctions.size && ids.every((id) => this.allowedFunctions.has(id));
+    this.allowedFunctions = next;
+    if (!same) this.log.info({ allowedFunctions: next.size }, "the endpoint's allowed functions changed");
+  }
+
+  /** Re-reads the endpoint's policy (allowed functions) from the broker; best effort. */
+  private async refreshPolicy(): Promise<void> {
+    const client = this.client();
+    try {
+      const res = await callUnary<{ endpointId: string }, GetEndpointResponse>(
+        client.getEndpoint.bind(client),
+        client,
+        { endpointId: this.creds!.endpointId },
+        bearer(this.creds!.endpointToken),
+        { deadlineMs: 15_000 },
+      );
+      if (res.endpoint) this.setAllowedFunctions(res.endpoint.allowedFunctions);
+    } catch (err) {
+      this.log.warn({ err: toFabricError(err).message }, "cannot re-read the endpoint's policy");
+    } finally {
+      client.close();
+    }
+  }
+
   private async connectEndpoint(): Promise<ConnectEndpointResponse> {
     const client = this.client();
     const token = this.creds!.endpointToken;
@@ -488,6 +515,8 @@ export class EndpointAgent {
         this.lastError = "";
         this.log.info({ server: s.server }, "reconnected to NATS");
         this.pump();
+        // A policy change published while the link was down never arrived: ask for it.
+        void this.refreshPolicy();
       } else if (s.type === "error") {
         this.lastError = `NATS: ${s.error.message}`;
         this.log.warn({ err: s.error.message }, "NATS error");
@@ -942,6 +971,7 @@ export class EndpointAgent {
           return;
         }
         if (control.cancelTaskIds.length > 0) this.cancelTasks(control.cancelTaskIds);
+        if (control.allowedFunctions) this.setAllowedFunctions(control.allowedFunctions.functionIds);
       },
     });
   }

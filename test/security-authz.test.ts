@@ -188,6 +188,14 @@ describe("authorization: owners, sharing, allowed functions", () => {
     expect(bad.code).toBe("INVALID_ARGUMENT");
   });
 
+  it("a running agent learns of a policy change at once, without reconnecting", async () => {
+    const agent = await stack.startEndpoint("alice", "agent-live-policy", { workers: 1 });
+    const ok = await newFunction(u("alice"), "ok");
+    await setPolicy(u("alice"), { endpointId: agent.endpointId(), sharedWith: [], allowedFunctions: [ok] });
+    await agent.process!.waitFor(/"allowedFunctions":1,.*the endpoint's allowed functions changed/, 10_000);
+    await agent.stop();
+  });
+
   it("the agent refuses tasks of functions outside its allowed list, even ones the broker queued earlier", async () => {
     const agent = await stack.startEndpoint("alice", "agent-restricted", { workers: 1 });
     const ep = agent.endpointId();
