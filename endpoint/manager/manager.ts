@@ -3,10 +3,13 @@ import { hostname } from "node:os";
 
 import { readFrames, writeFrame } from "../../common/framing.js";
 import type { Logger } from "../../common/logger.js";
-import { AgentMessage, ManagerMessage } from "../../proto/index.js";
 import type { WorkOutcome } from "../../proto/index.js";
+// The worker protocol alone: the proto/index barrel also loads the gRPC service definitions and
+// @grpc/grpc-js, which a manager never uses and which would slow every block's start.
+import { AgentMessage, ManagerMessage } from "../../proto/gen/fabric/v1/worker.js";
 import type { ContainerConfig } from "../runtime/config.js";
-import { createWorkerLauncher } from "../runtime/runtimes.js";
+import type { WorkerLauncher } from "../runtime/launcher.js";
+import type { EarlyWorkerLauncher } from "./early-workers.js";
 import { WorkerPool } from "./worker-pool.js";
 
 /** Options of one worker manager. */
@@ -26,6 +29,11 @@ export interface ManagerOptions {
   readonly workerMain?: string;
   /** Where functions run (the endpoint's `container` section); bare processes without it. */
   readonly container?: ContainerConfig;
+  /**
+   * Bare workers already started by the manager process (ignored with a container runtime): the
+   * pool takes them instead of starting its own. See early-workers.ts.
+   */
+  readonly earlyWorkers?: EarlyWorkerLauncher;
   /** Environment passed to every worker (walltime default, result limit). */
   readonly workerEnv?: Readonly<Record<string, string>>;
 }
@@ -91,16 +99,24 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
     }
   };
 
-  const launcher = opts.container
-    ? createWorkerLauncher(opts.container, { managerId: opts.managerId, log })
-    : undefined;
+  // Container runtimes (dockerode and its dependencies) are loaded only when configured: bare
+  // processes, the common case, start without them.
+  const launcher: WorkerLauncher | undefined =
+    opts.container && opts.container.runtime !== "none"
+      ? (await import("../runtime/runtimes.js")).createWorkerLauncher(opts.container, {
+          managerId: opts.managerId,
+          log,
+        })
+      : opts.earlyWorkers;
+  if (opts.earlyWorkers && launcher !== opts.earlyWorkers) void opts.earlyWorkers.close();
   const pool = new WorkerPool(
     {
       size: opts.workers,
       managerId: opts.managerId,
       log,
       ...(opts.workerMain ? { workerMain: opts.workerMain } : {}),
-      ...(launcher && opts.container ? { launcher, container: opts.container } : {}),
+      ...(launcher ? { launcher } : {}),
+      ...(opts.container ? { container: opts.container } : {}),
       ...(opts.workerEnv ? { env: opts.workerEnv } : {}),
     },
     {

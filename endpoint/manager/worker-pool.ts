@@ -1,17 +1,16 @@
-import { fileURLToPath } from "node:url";
-
 import { errorToInfo, FabricError, toFabricError } from "../../common/errors.js";
 import { readFrames, writeFrame } from "../../common/framing.js";
 import type { Logger } from "../../common/logger.js";
-import { WorkerRequest, WorkerResponse } from "../../proto/index.js";
+// The worker protocol alone, not the proto/index barrel (which loads @grpc/grpc-js too).
+import { WorkerRequest, WorkerResponse } from "../../proto/gen/fabric/v1/worker.js";
 import type { WorkItem, WorkOutcome } from "../../proto/index.js";
 import type { ContainerConfig } from "../runtime/config.js";
 import { networkAllowed } from "../runtime/docker-options.js";
 import type { LaunchedWorker, WorkerExit, WorkerLauncher } from "../runtime/launcher.js";
 import { ProcessLauncher } from "../runtime/process-launcher.js";
+import { WORKER_MAIN, workerEnvOf, workerIdOf } from "./early-workers.js";
 
-/** The worker entry, beside this file once compiled (dist/endpoint/worker/main.js). */
-export const WORKER_MAIN = fileURLToPath(new URL("../worker/main.js", import.meta.url));
+export { WORKER_MAIN };
 
 /** What a pool tells its owner. */
 export interface WorkerPoolEvents {
@@ -32,8 +31,9 @@ export interface WorkerPoolOptions {
   /** Entry file of the bare worker process. @default WORKER_MAIN */
   readonly workerMain?: string;
   /**
-   * Starts workers in containers. Without it workers are bare processes (runtime `none`): `size`
-   * of them are kept alive whatever the demand, as before containers existed.
+   * Starts workers in containers. Without it, or with a launcher of runtime `none` (such as an
+   * `EarlyWorkerLauncher` holding workers started before the pool), workers are bare
+   * processes: `size` of them are kept alive whatever the demand, as before containers existed.
    */
   readonly launcher?: WorkerLauncher;
   /** The endpoint's `container` section; required with a container launcher. */
@@ -220,7 +220,7 @@ export class WorkerPool {
   }
 
   private launchSlot(p: Placement): WorkerSlot {
-    const id = `${this.opts.managerId}/w${this.nextWorker++}`;
+    const id = workerIdOf(this.opts.managerId, this.nextWorker++);
     const slot: WorkerSlot = {
       id,
       key: p.key,
@@ -234,7 +234,7 @@ export class WorkerPool {
     };
     this.slots.set(id, slot);
     this.launcher
-      .launch({ id, image: p.image, network: p.network, env: { ...this.opts.env, FABRIC_WORKER_ID: id } })
+      .launch({ id, image: p.image, network: p.network, env: workerEnvOf(this.opts.env, id) })
       .then(
         (worker) => this.attach(slot, worker),
         (err: unknown) => this.onLaunchFailed(slot, err),

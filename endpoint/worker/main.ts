@@ -11,8 +11,10 @@
 import net from "node:net";
 
 import { readFrames, writeFrame } from "../../common/framing.js";
-import { createLogger } from "../../common/logger.js";
-import { WorkerRequest, WorkerResponse } from "../../proto/index.js";
+import type { Logger } from "../../common/logger.js";
+// The worker protocol alone: the proto/index barrel also loads @grpc/grpc-js, which would slow
+// every worker's start.
+import { WorkerRequest, WorkerResponse } from "../../proto/gen/fabric/v1/worker.js";
 import type { WorkItem } from "../../proto/index.js";
 import { executeWorkItem } from "./execute.js";
 import type { ExecuteOptions } from "./execute.js";
@@ -24,7 +26,17 @@ function positiveEnv(name: string, fallback: number): number {
 }
 
 const workerId = process.env["FABRIC_WORKER_ID"] || `worker-${process.pid}`;
-const log = createLogger("fabric-worker").child({ component: "endpoint.worker", workerId });
+/**
+ * The logger, loaded at its first use: a worker logs only trouble, and loading the logging library
+ * up front would slow every worker's start, which is on the path of a new block's first task.
+ */
+let logger: Promise<Logger> | undefined;
+function log(): Promise<Logger> {
+  logger ??= import("../../common/logger.js").then(({ createLogger }) =>
+    createLogger("fabric-worker").child({ component: "endpoint.worker", workerId }),
+  );
+  return logger;
+}
 const opts: ExecuteOptions = {
   workerId,
   defaultWalltimeS: positiveEnv("FABRIC_SHELL_WALLTIME_S", 3600),
@@ -59,24 +71,36 @@ function exitNow(code: number): never {
   process.exit(code);
 }
 
+/** Set once the worker is leaving because of a broken link: nothing more is read. */
+let failing = false;
+
+/** Logs why the manager link is unusable, then exits with code 2. */
+function fail(err: unknown, why: string): void {
+  if (failing) return;
+  failing = true;
+  link.pause();
+  void log()
+    .then((l) => l.error({ err }, why))
+    .catch(() => undefined)
+    .finally(() => exitNow(2));
+}
+
 readFrames(
   link,
   (frame) => {
+    if (failing) return;
     let req: WorkerRequest;
     try {
       req = WorkerRequest.decode(frame);
     } catch (err) {
-      log.error({ err }, "undecodable frame from the manager; exiting");
-      exitNow(2);
+      fail(err, "undecodable frame from the manager; exiting");
+      return;
     }
     if (!req.item) return;
     queue.push(req.item);
     void drain();
   },
-  (err) => {
-    log.error({ err }, "protocol error on the manager link; exiting");
-    exitNow(2);
-  },
+  (err) => fail(err, "protocol error on the manager link; exiting"),
 );
 // The manager is gone (or closed our pipe to stop us): nothing more to do.
 link.on("close", () => exitNow(0));
@@ -84,8 +108,8 @@ link.on("error", () => exitNow(0));
 process.on("SIGTERM", () => exitNow(0));
 process.on("SIGINT", () => exitNow(0));
 // A user function's stray rejection must not kill the worker between tasks.
-process.on("unhandledRejection", (reason) =>
-  log.warn({ reason: String(reason) }, "unhandled rejection in user code"),
-);
+process.on("unhandledRejection", (reason) => {
+  void log().then((l) => l.warn({ reason: String(reason) }, "unhandled rejection in user code"));
+});
 
 send({ msg: { $case: "ready", value: workerId } });
