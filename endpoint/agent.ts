@@ -694,6 +694,8 @@ export class EndpointAgent {
     }
     const t = this.track(taskId, msg);
     void this.prepare(t, task);
+    // A task while no worker is up is a cold start: decide on blocks now, not at the next tick.
+    if (this.totalWorkers === 0) void this.scaleBlocks();
   }
 
   private track(taskId: string, msg: JsMsg): InFlightTask {
