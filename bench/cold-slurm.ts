@@ -5,6 +5,13 @@
  * beside the bare `sbatch --wrap=true` submit-to-COMPLETED round trip measured on the same
  * one-node cluster in the same run.
  *
+ * Slurm's own share is reported apart, from slurmctld's log (to the millisecond): how long each
+ * job waited between being accepted and being started (`slurm_queue_*`, `sbatch_queue_*`), and
+ * the cold start without the wait of its block (`ours_*`). Slurm starts batch jobs in scheduling
+ * passes at least `batch_sched_delay` (3 s by default) apart, so that wait depends on when the
+ * last pass ran: the bare sbatch just before each cold start starts one, which leaves the cold
+ * start's block ~2.4 s to wait whatever the endpoint does.
+ *
  * `node dist/bench/cold-slurm.js` prints one JSON line `{"bench":"cold_slurm",...}`.
  */
 import { mkdtempSync, rmSync } from "node:fs";
@@ -38,13 +45,27 @@ async function waitUntil(
 }
 
 /** One bare `sbatch --wrap=true`, submit to COMPLETED as squeue reports it (polled every 20 ms). */
-async function bareSbatch(slurm: SlurmCluster): Promise<number> {
+async function bareSbatch(slurm: SlurmCluster): Promise<{ seconds: number; jobId: string }> {
   const t0 = performance.now();
   const r = slurm.command(["sbatch", "--parsable", "--wrap=true", "-o", "/dev/null"]);
   const id = r.stdout.trim();
   if (r.code !== 0 || !id) throw new Error(`sbatch failed: ${r.stderr}`);
   await waitUntil(`job ${id} COMPLETED`, () => slurm.jobState(id) === "COMPLETED", 60_000);
-  return (performance.now() - t0) / 1000;
+  return { seconds: (performance.now() - t0) / 1000, jobId: id };
+}
+
+/** Seconds slurmctld held a job between accepting and starting it, from its log. */
+async function queueSeconds(slurm: SlurmCluster, jobId: string): Promise<number> {
+  let t: { submittedAtMs?: number; startedAtMs?: number } = {};
+  await waitUntil(
+    `slurmctld's log lines of job ${jobId}`,
+    () => {
+      t = slurm.jobTimes(jobId);
+      return t.submittedAtMs !== undefined && t.startedAtMs !== undefined;
+    },
+    5_000,
+  );
+  return (t.startedAtMs! - t.submittedAtMs!) / 1000;
 }
 
 /** Runs the benchmark: `{ median_s, min_s, max_s, runs, sbatch_median_s, ... }` (seconds). */
@@ -93,21 +114,30 @@ export async function coldSlurm(): Promise<Record<string, number>> {
     };
     const cold: number[] = [];
     const bare: number[] = [];
+    const coldQueue: number[] = [];
+    const bareQueue: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       await waitUntil(
         "an idle cluster",
         async () => slurm.jobs("PENDING,RUNNING,COMPLETING").length === 0,
         60_000,
       );
-      bare.push(await bareSbatch(slurm));
+      const b = await bareSbatch(slurm);
+      bare.push(b.seconds);
+      bareQueue.push(await queueSeconds(slurm, b.jobId));
       // The endpoint is back to 0 blocks and Slurm has nothing running: a real cold start.
       await waitUntil("the endpoint at 0 blocks", idle, 60_000);
       await sleep(500);
+      const before = new Set(slurm.jobs());
       const t0 = performance.now();
       const taskId = await client.run(noop, endpointId, []);
       await client.waitForResult(taskId, { timeoutMs: 60_000 });
       cold.push((performance.now() - t0) / 1000);
+      const blocks = slurm.jobs().filter((id) => !before.has(id));
+      if (blocks.length !== 1) throw new Error(`cold_slurm: expected one block job, saw ${blocks.length}`);
+      coldQueue.push(await queueSeconds(slurm, blocks[0]!));
     }
+    const ours = cold.map((c, i) => c - coldQueue[i]!);
     return {
       median_s: round(median(cold)),
       min_s: round(Math.min(...cold)),
@@ -116,6 +146,11 @@ export async function coldSlurm(): Promise<Record<string, number>> {
       sbatch_median_s: round(median(bare)),
       sbatch_min_s: round(Math.min(...bare)),
       sbatch_max_s: round(Math.max(...bare)),
+      slurm_queue_median_s: round(median(coldQueue)),
+      ours_median_s: round(median(ours)),
+      ours_min_s: round(Math.min(...ours)),
+      ours_max_s: round(Math.max(...ours)),
+      sbatch_queue_median_s: round(median(bareQueue)),
     };
   } finally {
     client?.close();

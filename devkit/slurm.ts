@@ -156,6 +156,26 @@ export class SlurmCluster {
     return this.command(["squeue", "-h", "-t", "all", "-j", jobId, "-o", "%T"]).stdout.trim();
   }
 
+  /**
+   * When slurmctld accepted a job and when it started it (allocated its nodes), from its log, to
+   * the millisecond: `squeue` shows start times to the second only. Undefined while not logged.
+   */
+  jobTimes(jobId: string): { submittedAtMs?: number; startedAtMs?: number } {
+    const file = path.join(this.dir, "slurmctld.log");
+    const text = existsSync(file) ? readFileSync(file, "utf8") : "";
+    const out: { submittedAtMs?: number; startedAtMs?: number } = {};
+    const id = new RegExp(`\\bJobId=${jobId}\\b`);
+    for (const line of text.split("\n")) {
+      const m = /^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})\] (.*)$/.exec(line);
+      if (!m || !id.test(m[2]!)) continue;
+      // slurmctld logs local time without a zone, as Date reads such a string.
+      const at = new Date(m[1]!).getTime();
+      if (/_slurm_rpc_submit_batch_job:/.test(m[2]!)) out.submittedAtMs ??= at;
+      else if (/sched: Allocate JobId=|_start_job: Started JobId=/.test(m[2]!)) out.startedAtMs ??= at;
+    }
+    return out;
+  }
+
   /** Ids of this cluster's jobs in the given states (`squeue -t`). */
   jobs(states = "all"): string[] {
     return this.command(["squeue", "-h", "-t", states, "-o", "%i"])
