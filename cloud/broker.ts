@@ -45,6 +45,7 @@ export class Broker {
   private server: grpc.Server | undefined;
   private ingest: ResultIngest | undefined;
   private sweeper: NodeJS.Timeout | undefined;
+  private store: FabricStore | undefined;
   private health: HealthImplementation | undefined;
   private boundPort = 0;
   readonly brokerId: string;
@@ -97,6 +98,7 @@ export class Broker {
       }
     })();
     const store = await FabricStore.open(this.nc, this.config);
+    this.store = store;
     const revoked = await new Kvm(store.js).create(REVOKED_TOKENS_BUCKET, {
       replicas: this.config.nats.replicas,
       history: 1,
@@ -193,6 +195,7 @@ export class Broker {
     }
     clearInterval(this.sweeper);
     await this.ingest?.stop();
+    this.store?.close();
     await this.nc?.drain().catch(() => undefined);
     this.log.info({ brokerId: this.brokerId }, "broker stopped");
   }

@@ -59,7 +59,8 @@ export type TaskRecordCache = RecordCache<Task>;
 /**
  * Read-modify-write with compare-and-set, retried on conflicts. `mutate` returns the new value, or
  * null to leave the record as it is. Returns the record after the call (or null if absent).
- * With a cache, the first attempt starts from the cached revision instead of a read.
+ * With a cache, the first attempt starts from the cached revision instead of a read; `write`
+ * replaces the KV client's update (the broker's hot path uses its own publisher).
  */
 export async function updateRecord<T>(
   kv: KV,
@@ -67,6 +68,8 @@ export async function updateRecord<T>(
   codec: Codec<T>,
   mutate: (current: T) => T | null,
   cache?: RecordCache<T>,
+  write: (key: string, bytes: Uint8Array, revision: number) => Promise<number> = (k, b, r) =>
+    kv.update(k, b, r),
 ): Promise<{ value: T; changed: boolean } | null> {
   let cached = cache?.get(key);
   for (let attempt = 0; attempt < 50; attempt++) {
@@ -79,7 +82,7 @@ export async function updateRecord<T>(
     const next = mutate(current.value);
     if (!next) return { value: current.value, changed: false };
     try {
-      const revision = await kv.update(key, codec.encode(next).finish(), current.revision);
+      const revision = await write(key, codec.encode(next).finish(), current.revision);
       cache?.remember(key, next, revision);
       return { value: next, changed: true };
     } catch (err) {

@@ -81,6 +81,7 @@ export class ResultIngest {
       Task,
       (t) => applyTaskUpdate(t, update, endpointId),
       this.records,
+      (key, bytes, revision) => this.store.updateTaskRecord(key, bytes, revision),
     );
     if (!out) {
       if (deliveryCount < 5) return true;

@@ -17,6 +17,7 @@ import { Objm, type ObjectStore } from "@nats-io/obj";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 
 import { Bus } from "../common/bus-layout.js";
+import { JetStreamPublisher } from "../common/js-publisher.js";
 import { Task, TaskMessage } from "../proto/index.js";
 import type { BrokerConfig } from "./config.js";
 import { updateRecord } from "./records.js";
@@ -40,7 +41,29 @@ export class FabricStore {
     readonly groups: KV,
     readonly endpointStatus: KV,
     private readonly config: BrokerConfig,
-  ) {}
+  ) {
+    this.publisher = new JetStreamPublisher(nc);
+  }
+
+  /** The hot path's JetStream writes (task records, queue entries, record updates). */
+  readonly publisher: JetStreamPublisher;
+
+  /** Creates a task record (fails with "wrong last sequence" if it exists); resolves its revision. */
+  createTaskRecord(taskId: string, bytes: Uint8Array): Promise<number> {
+    return this.publisher.publish(`$KV.${Bus.tasksBucket}.${taskId}`, bytes, { expectedLastSubjectSeq: 0 });
+  }
+
+  /** Replaces a task record at `revision` (compare-and-set); resolves the new revision. */
+  updateTaskRecord(taskId: string, bytes: Uint8Array, revision: number): Promise<number> {
+    return this.publisher.publish(`$KV.${Bus.tasksBucket}.${taskId}`, bytes, {
+      expectedLastSubjectSeq: revision,
+    });
+  }
+
+  /** Stops the publisher (what still waits for an acknowledgement fails). */
+  close(): void {
+    this.publisher.close();
+  }
 
   static async open(nc: NatsConnection, config: BrokerConfig): Promise<FabricStore> {
     const jsm = await jetstreamManager(nc);

@@ -36,6 +36,21 @@ import { cancelTask } from "./task-transitions.js";
 import { check, idSchema } from "./validate.js";
 
 const decoder = new TextDecoder();
+
+/** {@link mapLimit} that lets every call finish, then rejects with the first error, if any. */
+async function settleAll<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, i: number) => Promise<void>,
+): Promise<void> {
+  let first: { err: unknown } | undefined;
+  await mapLimit(items, limit, (item, i) =>
+    fn(item, i).catch((err: unknown) => {
+      first ??= { err };
+    }),
+  );
+  if (first) throw first.err;
+}
 const CONCURRENCY = 256;
 /** While a watch waits for events, it re-reads what it still waits for this often, in case one was missed. */
 const WATCH_RECHECK_MS = 2_000;
@@ -120,7 +135,9 @@ export class TaskBook {
 
     const actor = `broker/${this.brokerId}`;
     const gid = groupId;
-    const created = mapLimit(req.tasks, CONCURRENCY, async (spec, i) => {
+    // Every task's writes settle before the call answers, even when one fails: a retry of this
+    // call must never overlap stragglers of this attempt.
+    const created = settleAll(req.tasks, CONCURRENCY, async (spec, i) => {
       const taskId = taskIds[i]!;
       const now = Date.now();
       const task: Task = {
@@ -152,13 +169,11 @@ export class TaskBook {
       };
       // The record and the queue entry are written in one pipelined round trip. A result can
       // only come back long after both landed; the ingest retries one for a record not yet seen.
-      const record = this.store.tasks.create(taskId, Task.encode(task).finish());
-      const queued = this.store.js.publish(
+      const record = this.store.createTaskRecord(taskId, Task.encode(task).finish());
+      const queued = this.store.publisher.publish(
         Bus.taskSubject(spec.endpointId),
         TaskMessage.encode(message).finish(),
-        {
-          msgID: taskId,
-        },
+        { msgId: taskId },
       );
       const [rec, pub] = await Promise.allSettled([record, queued]);
       if (rec.status === "fulfilled") this.records.remember(taskId, task, rec.value);
@@ -170,7 +185,9 @@ export class TaskBook {
         if (existing && existing.value.owner === owner) return;
       }
       if (pub.status === "rejected") {
-        await this.store.tasks.delete(taskId).catch(() => undefined);
+        // Not queued. Without a key nobody else can name this task: remove its record. With one,
+        // a retry of this call may already have found the record and answered for it: keep it.
+        if (!key) await this.store.tasks.delete(taskId).catch(() => undefined);
         throw new FabricError(
           "UNAVAILABLE",
           `the task queue is unavailable: ${(pub.reason as Error).message}; try again`,
@@ -189,7 +206,8 @@ export class TaskBook {
         );
       }
     });
-    await Promise.all([groupReady, membership, created]);
+    for (const r of await Promise.allSettled([groupReady, membership, created]))
+      if (r.status === "rejected") throw r.reason;
     this.log.info({ groupId, owner, tasks: taskIds.length }, "tasks submitted");
     return { groupId, taskIds };
   }

@@ -1,0 +1,147 @@
+import { JetStreamApiError } from "@nats-io/jetstream";
+import {
+  TimeoutError,
+  createInbox,
+  headers,
+  type Msg,
+  type NatsConnection,
+  type MsgHdrs,
+  type Subscription,
+} from "@nats-io/transport-node";
+
+/** Options of one JetStream publish. */
+export interface PublishOptions {
+  /** `Nats-Msg-Id`: the stream drops a second message with the same id within its window. */
+  readonly msgId?: string;
+  /** `Nats-Expected-Last-Subject-Sequence`: compare-and-set on the subject (0: must not exist). */
+  readonly expectedLastSubjectSeq?: number;
+}
+
+interface Pending {
+  readonly resolve: (seq: number) => void;
+  readonly reject: (err: Error) => void;
+  readonly deadline: number;
+}
+
+interface PubAckJson {
+  stream?: string;
+  seq?: number;
+  duplicate?: boolean;
+  error?: { code: number; err_code?: number; description?: string };
+}
+
+/**
+ * Publishes to JetStream streams and collects their acknowledgements on one wildcard inbox
+ * subscription, with one timer for all of them. Same semantics as `js.publish()`, without the
+ * request object, timer, promise wrapper and error (with a stack) that the client library
+ * allocates per message: on a busy broker those were a fifth of its CPU.
+ *
+ * Rejects with {@link JetStreamApiError} when the stream refuses the message (a failed
+ * compare-and-set says "wrong last sequence"), and with a `TimeoutError` when no acknowledgement
+ * came in time (the message may or may not have been stored).
+ */
+export class JetStreamPublisher {
+  private readonly prefix: string;
+  private readonly sub: Subscription;
+  private readonly pending = new Map<number, Pending>();
+  private readonly sweeper: NodeJS.Timeout;
+  private next = 0;
+
+  /**
+   * @param inboxPrefix the connection's inbox prefix, if it was given one (agents' NATS users may
+   *   subscribe only below theirs)
+   */
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly timeoutMs = 10_000,
+    inboxPrefix?: string,
+  ) {
+    this.prefix = createInbox(inboxPrefix);
+    this.sub = nc.subscribe(`${this.prefix}.*`, { callback: (err, msg) => this.onAck(err, msg) });
+    this.sweeper = setInterval(() => this.expire(), Math.min(250, timeoutMs));
+    this.sweeper.unref();
+  }
+
+  /** Publishes `data` on `subject`; resolves with the message's stream sequence. */
+  publish(subject: string, data: Uint8Array, opts: PublishOptions = {}): Promise<number> {
+    const id = ++this.next;
+    let h: MsgHdrs | undefined;
+    if (opts.msgId !== undefined || opts.expectedLastSubjectSeq !== undefined) {
+      h = headers();
+      if (opts.msgId !== undefined) h.set("Nats-Msg-Id", opts.msgId);
+      if (opts.expectedLastSubjectSeq !== undefined)
+        h.set("Nats-Expected-Last-Subject-Sequence", String(opts.expectedLastSubjectSeq));
+    }
+    return new Promise<number>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, deadline: Date.now() + this.timeoutMs });
+      this.outbox.push({ id, subject, data, headers: h });
+      if (this.outbox.length === 1) setImmediate(this.flush);
+    });
+  }
+
+  /** Publishes waiting to be written: sent together, so the connection writes them at once. */
+  private outbox: Array<{ id: number; subject: string; data: Uint8Array; headers: MsgHdrs | undefined }> = [];
+
+  private readonly flush = (): void => {
+    const batch = this.outbox;
+    this.outbox = [];
+    for (const m of batch) {
+      try {
+        this.nc.publish(m.subject, m.data, { reply: `${this.prefix}.${m.id}`, headers: m.headers });
+      } catch (err) {
+        const p = this.pending.get(m.id);
+        this.pending.delete(m.id);
+        p?.reject(err as Error);
+      }
+    }
+  };
+
+  /** Fails whatever still waits, and stops. */
+  close(): void {
+    clearInterval(this.sweeper);
+    this.sub.unsubscribe();
+    for (const [id, p] of this.pending) {
+      this.pending.delete(id);
+      p.reject(new TimeoutError());
+    }
+  }
+
+  private onAck(err: Error | null, msg: Msg): void {
+    if (err) return; // the subscription closed; close() or the sweeper fail what waits
+    const id = Number(msg.subject.slice(this.prefix.length + 1));
+    const p = this.pending.get(id);
+    if (!p) return; // already timed out
+    this.pending.delete(id);
+    if (msg.headers?.code === 503) {
+      p.reject(Object.assign(new Error("no stream accepts this subject"), { name: "NoResponders" }));
+      return;
+    }
+    let ack: PubAckJson;
+    try {
+      ack = msg.json<PubAckJson>();
+    } catch (e) {
+      p.reject(new Error(`undecodable JetStream acknowledgement: ${(e as Error).message}`));
+      return;
+    }
+    if (ack.error) {
+      p.reject(
+        new JetStreamApiError({
+          code: ack.error.code,
+          err_code: ack.error.err_code ?? 0,
+          description: ack.error.description ?? "",
+        }),
+      );
+    } else p.resolve(ack.seq ?? 0);
+  }
+
+  private expire(): void {
+    if (this.pending.size === 0) return;
+    const now = Date.now();
+    // Insertion order is publish order, and every deadline is publish time + the same timeout.
+    for (const [id, p] of this.pending) {
+      if (p.deadline > now) break;
+      this.pending.delete(id);
+      p.reject(new TimeoutError());
+    }
+  }
+}
