@@ -75,11 +75,11 @@ export class JetStreamPublisher {
     return new Promise<number>((resolve, reject) => {
       this.pending.set(id, { resolve, reject, deadline: Date.now() + this.timeoutMs });
       this.outbox.push({ id, subject, data, headers: h });
-      if (this.outbox.length === 1) setImmediate(this.flush);
+      if (this.outbox.length === 1) queueMicrotask(this.flush);
     });
   }
 
-  /** Publishes waiting to be written: sent together, so the connection writes them at once. */
+  /** Publishes of this turn of the event loop, handed to the connection together at its end. */
   private outbox: Array<{ id: number; subject: string; data: Uint8Array; headers: MsgHdrs | undefined }> = [];
 
   private readonly flush = (): void => {
