@@ -8,9 +8,10 @@
  * Slurm's own share is reported apart, from slurmctld's log (to the millisecond): how long each
  * job waited between being accepted and being started (`slurm_queue_*`, `sbatch_queue_*`), and
  * the cold start without the wait of its block (`ours_*`). Slurm starts batch jobs in scheduling
- * passes at least `batch_sched_delay` (3 s by default) apart, so that wait depends on when the
- * last pass ran: the bare sbatch just before each cold start starts one, which leaves the cold
- * start's block ~2.4 s to wait whatever the endpoint does.
+ * passes at least `batch_sched_delay` (3 s by default) apart, so that wait depends on when in
+ * that cycle a job arrives: runs start at offsets spread evenly over it (see below). (An earlier
+ * version ran a bare sbatch 0.5 s before every cold start, which left every cold start's block
+ * waiting ~2.4 s for the next pass whatever the endpoint did.)
  *
  * `node dist/bench/cold-slurm.js` prints one JSON line `{"bench":"cold_slurm",...}`.
  */
@@ -25,6 +26,8 @@ import { SlurmCluster } from "../devkit/slurm.js";
 import { Client } from "../sdk/index.js";
 
 const RUNS = 5;
+/** Slurm's default `batch_sched_delay`: batch jobs start in passes at least this far apart. */
+const SCHED_CYCLE_MS = 3_000;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const median = (xs: readonly number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -116,18 +119,15 @@ export async function coldSlurm(): Promise<Record<string, number>> {
     const bare: number[] = [];
     const coldQueue: number[] = [];
     const bareQueue: number[] = [];
+    // Slurm starts batch jobs in passes a few seconds apart, so a job's wait depends on when it
+    // arrives in that cycle. A real idle endpoint's first task comes at any moment: each run
+    // (cold start or bare sbatch alike) starts at a different offset after the cluster went idle,
+    // spread evenly over the cycle, and neither kind of run follows the other at a fixed delay.
+    const offsetMs = (i: number) => 500 + Math.round((i * SCHED_CYCLE_MS) / RUNS);
     for (let i = 0; i < RUNS; i++) {
-      await waitUntil(
-        "an idle cluster",
-        async () => slurm.jobs("PENDING,RUNNING,COMPLETING").length === 0,
-        60_000,
-      );
-      const b = await bareSbatch(slurm);
-      bare.push(b.seconds);
-      bareQueue.push(await queueSeconds(slurm, b.jobId));
       // The endpoint is back to 0 blocks and Slurm has nothing running: a real cold start.
       await waitUntil("the endpoint at 0 blocks", idle, 60_000);
-      await sleep(500);
+      await sleep(offsetMs(i));
       const before = new Set(slurm.jobs());
       const t0 = performance.now();
       const taskId = await client.run(noop, endpointId, []);
@@ -136,6 +136,18 @@ export async function coldSlurm(): Promise<Record<string, number>> {
       const blocks = slurm.jobs().filter((id) => !before.has(id));
       if (blocks.length !== 1) throw new Error(`cold_slurm: expected one block job, saw ${blocks.length}`);
       coldQueue.push(await queueSeconds(slurm, blocks[0]!));
+    }
+    await waitUntil("the endpoint at 0 blocks", idle, 60_000);
+    for (let i = 0; i < RUNS; i++) {
+      await waitUntil(
+        "an idle cluster",
+        async () => slurm.jobs("PENDING,RUNNING,COMPLETING").length === 0,
+        60_000,
+      );
+      await sleep(offsetMs(i));
+      const b = await bareSbatch(slurm);
+      bare.push(b.seconds);
+      bareQueue.push(await queueSeconds(slurm, b.jobId));
     }
     const ours = cold.map((c, i) => c - coldQueue[i]!);
     return {
