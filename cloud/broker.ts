@@ -9,12 +9,7 @@ import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 
 import { silentLogger } from "../common/logger.js";
-import {
-  EndpointServiceService,
-  FunctionServiceService,
-  TaskServiceService,
-  type Task,
-} from "../proto/index.js";
+import { EndpointServiceService, FunctionServiceService, TaskServiceService, Task } from "../proto/index.js";
 import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "./auth.js";
 import { AccessPolicy } from "./authz.js";
 import type { BrokerConfig } from "./config.js";
@@ -111,7 +106,7 @@ export class Broker {
     const policy = new AccessPolicy(this.config.groups);
     const functions = new FunctionRegistry(store, policy);
     const endpoints = new EndpointRegistry(store, this.config, policy);
-    const records: TaskRecordCache = new RecordCache<Task>();
+    const records: TaskRecordCache = new RecordCache<Task>(Task);
     const book = new TaskBook(
       store,
       this.config,

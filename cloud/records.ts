@@ -33,20 +33,33 @@ export function isWrongRevision(err: unknown): boolean {
 /**
  * The last known value and revision of recently written records, so that a read-modify-write can
  * skip its read. A stale entry costs one failed compare-and-set and a fresh read, never a wrong write.
+ * Entries are kept encoded (one small buffer each rather than an object graph): tens of thousands
+ * of them cost a few MB and nothing to the garbage collector's marking.
  */
 export class RecordCache<T> {
-  private readonly entries = new Map<string, { value: T; revision: number }>();
-  constructor(private readonly maxEntries = 50_000) {}
+  private readonly entries = new Map<string, { bytes: Uint8Array; revision: number }>();
+  constructor(
+    private readonly codec: Codec<T>,
+    private readonly maxEntries = 50_000,
+  ) {}
   get(key: string): { value: T; revision: number } | undefined {
-    return this.entries.get(key);
+    const e = this.entries.get(key);
+    if (!e) return undefined;
+    try {
+      return { value: this.codec.decode(e.bytes), revision: e.revision };
+    } catch {
+      this.entries.delete(key);
+      return undefined;
+    }
   }
-  remember(key: string, value: T, revision: number): void {
+  /** Remembers a record by its encoded form (as written at `revision`). */
+  remember(key: string, bytes: Uint8Array, revision: number): void {
     this.entries.delete(key);
     if (this.entries.size >= this.maxEntries) {
       const oldest = this.entries.keys().next();
       if (!oldest.done) this.entries.delete(oldest.value);
     }
-    this.entries.set(key, { value, revision });
+    this.entries.set(key, { bytes, revision });
   }
   forget(key: string): void {
     this.entries.delete(key);
@@ -82,8 +95,9 @@ export async function updateRecord<T>(
     const next = mutate(current.value);
     if (!next) return { value: current.value, changed: false };
     try {
-      const revision = await write(key, codec.encode(next).finish(), current.revision);
-      cache?.remember(key, next, revision);
+      const bytes = codec.encode(next).finish();
+      const revision = await write(key, bytes, current.revision);
+      cache?.remember(key, bytes, revision);
       return { value: next, changed: true };
     } catch (err) {
       if (!isWrongRevision(err)) throw err;

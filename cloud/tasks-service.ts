@@ -169,14 +169,15 @@ export class TaskBook {
       };
       // The record and the queue entry are written in one pipelined round trip. A result can
       // only come back long after both landed; the ingest retries one for a record not yet seen.
-      const record = this.store.createTaskRecord(taskId, Task.encode(task).finish());
+      const recordBytes = Task.encode(task).finish();
+      const record = this.store.createTaskRecord(taskId, recordBytes);
       const queued = this.store.publisher.publish(
         Bus.taskSubject(spec.endpointId),
         TaskMessage.encode(message).finish(),
         { msgId: taskId },
       );
       const [rec, pub] = await Promise.allSettled([record, queued]);
-      if (rec.status === "fulfilled") this.records.remember(taskId, task, rec.value);
+      if (rec.status === "fulfilled") this.records.remember(taskId, recordBytes, rec.value);
       if (rec.status === "rejected" && key && isWrongRevision(rec.reason)) {
         // A retry of a call that created this task already. The queue entry just published is
         // dropped by the stream's de-duplication (same message id) within its window (2 min);
