@@ -182,8 +182,10 @@ export class TaskBook {
         // A retry of a call that created this task already. The queue entry just published is
         // dropped by the stream's de-duplication (same message id) within its window (2 min);
         // a retry later than that may run the task again, and its second result is absorbed.
+        // Only once this attempt's queue entry is in too: the earlier attempt may have stored the
+        // record and lost its queue entry.
         const existing = await readRecord(this.store.tasks, taskId, Task);
-        if (existing && existing.value.owner === owner) return;
+        if (existing && existing.value.owner === owner && pub.status === "fulfilled") return;
       }
       if (pub.status === "rejected") {
         // Not queued. Without a key nobody else can name this task: remove its record. With one,

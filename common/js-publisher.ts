@@ -17,11 +17,22 @@ export interface PublishOptions {
   readonly expectedLastSubjectSeq?: number;
 }
 
+interface Outgoing {
+  readonly id: number;
+  readonly subject: string;
+  readonly data: Uint8Array;
+  readonly headers: MsgHdrs | undefined;
+}
+
 interface Pending {
   readonly resolve: (seq: number) => void;
   readonly reject: (err: Error) => void;
   readonly deadline: number;
+  readonly message: Outgoing;
 }
+
+/** A stream without a leader (an election, a restart) answers "no responders": try again after this. */
+const NO_RESPONDERS_RETRY_MS = 250;
 
 interface PubAckJson {
   stream?: string;
@@ -73,10 +84,15 @@ export class JetStreamPublisher {
         h.set("Nats-Expected-Last-Subject-Sequence", String(opts.expectedLastSubjectSeq));
     }
     return new Promise<number>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, deadline: Date.now() + this.timeoutMs });
-      this.outbox.push({ id, subject, data, headers: h });
-      if (this.outbox.length === 1) queueMicrotask(this.flush);
+      const message = { id, subject, data, headers: h };
+      this.pending.set(id, { resolve, reject, deadline: Date.now() + this.timeoutMs, message });
+      this.send(message);
     });
+  }
+
+  private send(message: Outgoing): void {
+    this.outbox.push(message);
+    if (this.outbox.length === 1) queueMicrotask(this.flush);
   }
 
   /** Publishes of this turn of the event loop, handed to the connection together at its end. */
@@ -111,11 +127,20 @@ export class JetStreamPublisher {
     const id = Number(msg.subject.slice(this.prefix.length + 1));
     const p = this.pending.get(id);
     if (!p) return; // already timed out
-    this.pending.delete(id);
     if (msg.headers?.code === 503) {
+      // Nothing stored: the stream has no leader right now (or does not exist). Try again while
+      // the deadline allows, as the client library does.
+      if (Date.now() + NO_RESPONDERS_RETRY_MS < p.deadline) {
+        setTimeout(() => {
+          if (this.pending.get(id) === p) this.send(p.message);
+        }, NO_RESPONDERS_RETRY_MS).unref();
+        return;
+      }
+      this.pending.delete(id);
       p.reject(Object.assign(new Error("no stream accepts this subject"), { name: "NoResponders" }));
       return;
     }
+    this.pending.delete(id);
     let ack: PubAckJson;
     try {
       ack = msg.json<PubAckJson>();

@@ -87,12 +87,12 @@ describe("fault tolerance on a NATS cluster with two broker replicas", () => {
     });
     const endpointId = endpoint.endpointId();
     // Its payload bucket (created when it connected) is replicated too.
-    const nc = await connect({ servers: cluster.urls });
+    const admin = await connect({ servers: cluster.urls });
     try {
-      const info = await (await jetstreamManager(nc)).streams.info(`OBJ_${Bus.payloadBucket(endpointId)}`);
+      const info = await (await jetstreamManager(admin)).streams.info(`OBJ_${Bus.payloadBucket(endpointId)}`);
       expect(info.config.num_replicas).toBe(3);
     } finally {
-      await nc.close();
+      await admin.close();
     }
     const functionId = await clientA.registerFunction({ source: countingSource, entryPoint: "work" });
     const logFile = path.join(dir, "cluster.log");
@@ -168,7 +168,32 @@ describe("fault tolerance on a NATS cluster with two broker replicas", () => {
     await submitter;
 
     const tDrain = Date.now();
-    const tally = await expectEachOnce(clientB, accepted, 150_000);
+    const tally = await expectEachOnce(clientB, accepted, 150_000).catch(async (err: unknown) => {
+      const states = new Map<string, number>();
+      const stuck: string[] = [];
+      for (let i = 0; i < accepted.length; i += 1000)
+        for (const t of await clientB.getTasks(accepted.slice(i, i + 1000))) {
+          states.set(t.state, (states.get(t.state) ?? 0) + 1);
+          if (t.state !== "success" && stuck.length < 3) stuck.push(JSON.stringify(t));
+        }
+      console.log("DEBUG states", JSON.stringify([...states]), "refused", refused, lastRefusal);
+      console.log("DEBUG stuck", stuck.join("\n"));
+      const logs = [
+        brokerA.process?.output ?? "",
+        brokerB.process?.output ?? "",
+        endpoint.process?.output ?? "",
+      ];
+      for (const l of logs)
+        console.log(
+          "DEBUG log",
+          l
+            .split("\n")
+            .filter((x) => /"level":(40|50)/.test(x))
+            .slice(-15)
+            .join("\n"),
+        );
+      throw err;
+    });
     const drainMs = Date.now() - tDrain;
     const extraRuns = expectRanAtLeastOnce(tally, logFile);
     report["D"] = {
