@@ -18,9 +18,15 @@ export class TaskEventHub {
     private readonly log: Logger,
   ) {}
 
-  /** Announces a task's terminal state to every broker's watchers. */
+  /**
+   * Announces a task's terminal state to every broker's watchers. This broker's own watchers hear
+   * it at once, without the round trip through NATS (they hear the NATS copy too, and drop it: a
+   * watch delivers each task once).
+   */
   publish(task: Task): void {
     this.nc.publish(Bus.taskEventSubject(task.owner), Task.encode(task).finish());
+    const local = this.owners.get(task.owner);
+    if (local) for (const l of local.listeners) l(task);
   }
 
   /** Calls `listener` for each terminal task of `owner` until the returned function is called. */
