@@ -27,7 +27,7 @@ import { AccessPolicy, shareListSchema } from "./authz.js";
 import type { TokenAuthority } from "./auth.js";
 import type { BrokerConfig } from "./config.js";
 import type { NatsCredentialMinter } from "./nats-credentials.js";
-import { readRecord, TtlCache, updateRecord } from "./records.js";
+import { mapLimit, readRecord, TtlCache, updateRecord } from "./records.js";
 import { unary, userOf, type CallContext } from "./rpc.js";
 import type { FabricStore } from "./store.js";
 import { check, descriptionSchema, idSchema, nameSchema } from "./validate.js";
@@ -127,37 +127,41 @@ export function endpointService(
         const owner = userOf(ctx);
         const v = check(registerSchema, req, "RegisterEndpoint request");
         let endpoint: Endpoint;
+        let cred: { token: string; tokenId: string; expSeconds: number };
         if (v.endpointId) {
-          endpoint = await registry.getOwned(v.endpointId, owner, "re-register");
+          const current = await registry.getOwned(v.endpointId, owner, "re-register");
+          cred = await auth.issueEndpointCredential(current.id, owner);
+          // One live credential per endpoint: a re-registration revokes the one it replaces (a
+          // copied or leaked credentials file stops working at once, on every replica).
+          const out = await updateRecord(store.endpoints, current.id, Endpoint, (ep) => ({
+            ...ep,
+            credentialId: cred.tokenId,
+          }));
+          if (!out) throw notFound(`endpoint ${current.id} not found`);
+          endpoint = out.value;
+          registry.forget(endpoint.id);
+          const previous = current.credentialId;
+          if (previous && previous !== cred.tokenId) {
+            await auth.revokeTokenId(previous, cred.expSeconds);
+            ctx.log.info({ endpointId: endpoint.id }, "the endpoint's previous credential revoked");
+          }
         } else {
+          const id = newId();
+          cred = await auth.issueEndpointCredential(id, owner);
           endpoint = {
-            id: newId(),
+            id,
             owner,
             name: v.name,
             description: v.description,
             createdAtMs: Date.now(),
             sharedWith: [],
             allowedFunctions: [],
+            credentialId: cred.tokenId,
           };
           await store.endpoints.create(endpoint.id, Endpoint.encode(endpoint).finish());
         }
         // The queue exists from now on: tasks sent before the agent first starts wait in it.
         await store.ensureEndpointConsumer(endpoint.id);
-        const cred = await auth.issueEndpointCredential(endpoint.id, owner);
-        // One live credential per endpoint: a re-registration revokes the one it replaces (a
-        // copied or leaked credentials file stops working at once, on every replica).
-        const previous = endpoint.credentialId;
-        const out = await updateRecord(store.endpoints, endpoint.id, Endpoint, (ep) => ({
-          ...ep,
-          credentialId: cred.tokenId,
-        }));
-        if (!out) throw notFound(`endpoint ${endpoint.id} not found`);
-        endpoint = out.value;
-        registry.forget(endpoint.id);
-        if (previous && previous !== cred.tokenId) {
-          await auth.revokeTokenId(previous, cred.expSeconds);
-          ctx.log.info({ endpointId: endpoint.id }, "the endpoint's previous credential revoked");
-        }
         ctx.log.info({ endpointId: endpoint.id, owner }, "endpoint registered");
         return { endpoint, endpointToken: cred.token };
       },
@@ -178,13 +182,15 @@ export function endpointService(
       "ListEndpoints",
       async (_req, ctx) => {
         const owner = userOf(ctx);
-        const endpoints: Endpoint[] = [];
-        for await (const key of await store.endpoints.keys()) {
-          const rec = await readRecord(store.endpoints, key, Endpoint);
-          if (rec && registry.policy.lists(rec.value, owner)) endpoints.push(rec.value);
-        }
+        const keys: string[] = [];
+        for await (const key of await store.endpoints.keys()) keys.push(key);
+        // Read in parallel: one round trip per record, not one after another.
+        const records = await mapLimit(keys, 64, (key) => readRecord(store.endpoints, key, Endpoint));
+        const endpoints = records
+          .filter((rec) => rec !== null && registry.policy.lists(rec.value, owner))
+          .map((rec) => rec!.value);
         endpoints.sort((a, b) => a.createdAtMs - b.createdAtMs);
-        const statuses = await Promise.all(endpoints.map((e) => registry.statusView(e.id)));
+        const statuses = await mapLimit(endpoints, 64, (e) => registry.statusView(e.id));
         return { endpoints, statuses };
       },
     ),
