@@ -181,7 +181,7 @@ describe("fault tolerance on a NATS cluster with two broker replicas", () => {
       const logs = [
         brokerA.process?.output ?? "",
         brokerB.process?.output ?? "",
-        endpoint.process?.output ?? "",
+        endpoint?.process?.output ?? "",
       ];
       for (const l of logs)
         console.log(

@@ -257,7 +257,7 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
 
     // Positive control: A reads its own task's large argument from its own bucket.
     const own = await new Objm(a.nc).open(a.bus.payloadBucket, false);
-    expect(new TextDecoder().decode((await own.getBlob(Bus.argsObject(ownTask))))).toBe(secret);
+    expect(new TextDecoder().decode(await own.getBlob(Bus.argsObject(ownTask)))).toBe(secret);
     // B's bucket answers nothing to A: by name, by sequence number, or by a consumer on its chunks.
     const theirs = await new Objm(a.nc).open(b.bus.payloadBucket, false);
     await expect(theirs.getBlob(Bus.argsObject(victimTask))).rejects.toThrow(/permission|timeout/i);
