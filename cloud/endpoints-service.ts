@@ -27,7 +27,7 @@ import { AccessPolicy, shareListSchema } from "./authz.js";
 import type { TokenAuthority } from "./auth.js";
 import type { BrokerConfig } from "./config.js";
 import type { NatsCredentialMinter } from "./nats-credentials.js";
-import { mapLimit, readRecord, TtlCache, updateRecord } from "./records.js";
+import { listRecords, mapLimit, readRecord, TtlCache, updateRecord } from "./records.js";
 import { unary, userOf, type CallContext } from "./rpc.js";
 import type { FabricStore } from "./store.js";
 import { check, descriptionSchema, idSchema, nameSchema } from "./validate.js";
@@ -182,14 +182,9 @@ export function endpointService(
       "ListEndpoints",
       async (_req, ctx) => {
         const owner = userOf(ctx);
-        const keys: string[] = [];
-        for await (const key of await store.endpoints.keys()) keys.push(key);
-        // Read in parallel: one round trip per record, not one after another.
-        const records = await mapLimit(keys, 64, (key) => readRecord(store.endpoints, key, Endpoint));
-        const endpoints = records
-          .filter((rec) => rec !== null && registry.policy.lists(rec.value, owner))
-          .map((rec) => rec!.value);
-        endpoints.sort((a, b) => a.createdAtMs - b.createdAtMs);
+        const endpoints = await listRecords(store.endpoints, Endpoint, (e) =>
+          registry.policy.lists(e, owner),
+        );
         const statuses = await mapLimit(endpoints, 64, (e) => registry.statusView(e.id));
         return { endpoints, statuses };
       },

@@ -18,7 +18,7 @@ import {
 } from "../proto/index.js";
 import { AccessPolicy, shareListSchema } from "./authz.js";
 import type { TokenAuthority } from "./auth.js";
-import { mapLimit, readRecord, TtlCache, updateRecord } from "./records.js";
+import { listRecords, readRecord, TtlCache, updateRecord } from "./records.js";
 import { unary, userOf } from "./rpc.js";
 import type { FabricStore } from "./store.js";
 import { check, descriptionSchema, functionSpecSchema, idSchema, nameSchema } from "./validate.js";
@@ -114,13 +114,9 @@ export function functionService(
       "ListFunctions",
       async (_req, ctx) => {
         const owner = userOf(ctx);
-        const keys: string[] = [];
-        for await (const key of await store.functions.keys()) keys.push(key);
-        const records = await mapLimit(keys, 64, (key) => readRecord(store.functions, key, FunctionMessage));
-        const functions = records
-          .filter((rec) => rec !== null && registry.policy.lists(rec.value, owner))
-          .map((rec) => rec!.value);
-        functions.sort((a, b) => a.createdAtMs - b.createdAtMs);
+        const functions = await listRecords(store.functions, FunctionMessage, (f) =>
+          registry.policy.lists(f, owner),
+        );
         return { functions };
       },
     ),

@@ -24,6 +24,23 @@ export async function readRecord<T>(
   }
 }
 
+/**
+ * Every record of a bucket that `keep` accepts, oldest first by `createdAtMs`. Records are read in
+ * parallel: one round trip per record, not one after another.
+ */
+export async function listRecords<T extends { createdAtMs: number }>(
+  kv: KV,
+  codec: Codec<T>,
+  keep: (value: T) => boolean,
+): Promise<T[]> {
+  const keys: string[] = [];
+  for await (const key of await kv.keys()) keys.push(key);
+  const records = await mapLimit(keys, 64, (key) => readRecord(kv, key, codec));
+  const out: T[] = [];
+  for (const rec of records) if (rec && keep(rec.value)) out.push(rec.value);
+  return out.sort((a, b) => a.createdAtMs - b.createdAtMs);
+}
+
 /** Whether a KV write failed because the revision moved on (a concurrent writer). */
 export function isWrongRevision(err: unknown): boolean {
   const msg = err instanceof Error ? err.message : String(err);
