@@ -84,6 +84,9 @@ export class Broker {
       reconnectTimeWait: 500,
       // No stack captured per request: on a busy broker that was a quarter of the CPU.
       noAsyncTraces: true,
+      // The broker's own task events reach its watchers directly (see TaskEventHub.publish), so
+      // the server need not send them back. Nothing else it subscribes to is published by itself.
+      noEcho: true,
     });
     const nc = this.nc;
     void (async () => {
@@ -150,7 +153,7 @@ export class Broker {
     );
     server.addService(
       tolerantService(EndpointServiceService),
-      endpointService(store, endpoints, this.config, auth, rpcLog, minter),
+      endpointService(store, endpoints, this.config, auth, rpcLog, events, minter),
     );
     server.addService(tolerantService(TaskServiceService), taskService(book, auth, rpcLog));
     this.health = new HealthImplementation({ "": "SERVING" });

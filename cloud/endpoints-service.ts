@@ -29,6 +29,7 @@ import type { BrokerConfig } from "./config.js";
 import type { NatsCredentialMinter } from "./nats-credentials.js";
 import { listRecords, mapLimit, readRecord, TtlCache, updateRecord } from "./records.js";
 import { unary, userOf, type CallContext } from "./rpc.js";
+import type { TaskEventHub } from "./event-hub.js";
 import type { FabricStore } from "./store.js";
 import { check, descriptionSchema, idSchema, nameSchema } from "./validate.js";
 
@@ -116,6 +117,7 @@ export function endpointService(
   config: BrokerConfig,
   auth: TokenAuthority,
   log: Logger,
+  events: TaskEventHub,
   minter?: NatsCredentialMinter,
 ): EndpointServiceServer {
   return {
@@ -202,6 +204,7 @@ export function endpointService(
         const failed = await store.failQueuedTasks(
           id,
           `user/${ctx.principal.kind === "user" ? ctx.principal.userId : ctx.principal.owner}`,
+          (task) => events.publish(task),
         );
         if (failed > 0) ctx.log.info({ endpointId: id, failed }, "queued tasks of a deleted endpoint failed");
         await store.endpointStatus.delete(id);

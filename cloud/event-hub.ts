@@ -20,8 +20,8 @@ export class TaskEventHub {
 
   /**
    * Announces a task's terminal state to every broker's watchers. This broker's own watchers hear
-   * it at once, without the round trip through NATS (they hear the NATS copy too, and drop it: a
-   * watch delivers each task once).
+   * it at once, without the round trip through NATS (the broker's connection is `noEcho`: the
+   * server does not send it back).
    */
   publish(task: Task): void {
     this.nc.publish(Bus.taskEventSubject(task.owner), Task.encode(task).finish());

@@ -9,16 +9,40 @@ export interface Codec<T> {
   decode(bytes: Uint8Array): T;
 }
 
+/** How records are read and written: through a KV client by default; the broker's hot path uses its own. */
+export interface RecordIo {
+  /** The record's bytes and revision; null when absent or deleted. */
+  read(key: string): Promise<{ bytes: Uint8Array; revision: number } | null>;
+  /** Writes at `revision` (compare-and-set); resolves the new revision. */
+  write(key: string, bytes: Uint8Array, revision: number): Promise<number>;
+}
+
+/** {@link RecordIo} through a KV bucket's client. */
+export function kvRecordIo(kv: KV): RecordIo {
+  return {
+    read: async (key) => {
+      const entry: KvEntry | null = await kv.get(key);
+      return entry && entry.operation === "PUT" ? { bytes: entry.value, revision: entry.revision } : null;
+    },
+    write: (key, bytes, revision) => kv.update(key, bytes, revision),
+  };
+}
+
+function ioOf(source: KV | RecordIo): RecordIo {
+  return "get" in source ? kvRecordIo(source) : source;
+}
+
 /** Reads one record; null when absent or deleted. */
 export async function readRecord<T>(
-  kv: KV,
+  source: KV | RecordIo,
   key: string,
   codec: Codec<T>,
 ): Promise<{ value: T; revision: number } | null> {
-  const entry: KvEntry | null = await kv.get(key);
-  if (!entry || entry.operation !== "PUT") return null;
+  const io = ioOf(source);
+  const raw = await io.read(key);
+  if (!raw) return null;
   try {
-    return { value: codec.decode(entry.value), revision: entry.revision };
+    return { value: codec.decode(raw.bytes), revision: raw.revision };
   } catch (err) {
     throw new FabricError("DATA_LOSS", `stored record ${key} cannot be decoded: ${(err as Error).message}`);
   }
@@ -89,21 +113,19 @@ export type TaskRecordCache = RecordCache<Task>;
 /**
  * Read-modify-write with compare-and-set, retried on conflicts. `mutate` returns the new value, or
  * null to leave the record as it is. Returns the record after the call (or null if absent).
- * With a cache, the first attempt starts from the cached revision instead of a read; `write`
- * replaces the KV client's update (the broker's hot path uses its own publisher).
+ * With a cache, the first attempt starts from the cached revision instead of a read.
  */
 export async function updateRecord<T>(
-  kv: KV,
+  source: KV | RecordIo,
   key: string,
   codec: Codec<T>,
   mutate: (current: T) => T | null,
   cache?: RecordCache<T>,
-  write: (key: string, bytes: Uint8Array, revision: number) => Promise<number> = (k, b, r) =>
-    kv.update(k, b, r),
 ): Promise<{ value: T; changed: boolean } | null> {
+  const io = ioOf(source);
   let cached = cache?.get(key);
   for (let attempt = 0; attempt < 50; attempt++) {
-    const current = cached ?? (await readRecord(kv, key, codec));
+    const current = cached ?? (await readRecord(io, key, codec));
     cached = undefined;
     if (!current) {
       cache?.forget(key);
@@ -113,7 +135,7 @@ export async function updateRecord<T>(
     if (!next) return { value: current.value, changed: false };
     try {
       const bytes = codec.encode(next).finish();
-      const revision = await write(key, bytes, current.revision);
+      const revision = await io.write(key, bytes, current.revision);
       cache?.remember(key, bytes, revision);
       return { value: next, changed: true };
     } catch (err) {

@@ -76,12 +76,11 @@ export class ResultIngest {
   /** Records one update; returns true when the task is unknown and the batch should come back later. */
   private async apply(endpointId: string, update: TaskUpdate, deliveryCount: number): Promise<boolean> {
     const out = await updateRecord(
-      this.store.tasks,
+      this.store.taskIo,
       update.taskId,
       Task,
       (t) => applyTaskUpdate(t, update, endpointId),
       this.records,
-      (key, bytes, revision) => this.store.updateTaskRecord(key, bytes, revision),
     );
     if (!out) {
       if (deliveryCount < 5) return true;

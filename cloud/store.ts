@@ -20,7 +20,7 @@ import { Bus } from "../common/bus-layout.js";
 import { JetStreamPublisher } from "../common/js-publisher.js";
 import { Task, TaskMessage } from "../proto/index.js";
 import type { BrokerConfig } from "./config.js";
-import { updateRecord } from "./records.js";
+import { updateRecord, type RecordIo } from "./records.js";
 import { failTask } from "./task-transitions.js";
 
 /** How long the results consumer waits for a broker's ack before another replica gets the batch. */
@@ -47,6 +47,15 @@ export class FabricStore {
 
   /** The hot path's JetStream writes (task records, queue entries, record updates). */
   readonly publisher: JetStreamPublisher;
+
+  /** Task records read and written through the publisher (the hot path), not the KV client. */
+  readonly taskIo: RecordIo = {
+    read: async (taskId) => {
+      const m = await this.publisher.getLast(`KV_${Bus.tasksBucket}`, `$KV.${Bus.tasksBucket}.${taskId}`);
+      return m && m.operation === "PUT" ? { bytes: m.data, revision: m.seq } : null;
+    },
+    write: (taskId, bytes, revision) => this.updateTaskRecord(taskId, bytes, revision),
+  };
 
   /** Creates a task record (fails with "wrong last sequence" if it exists); resolves its revision. */
   createTaskRecord(taskId: string, bytes: Uint8Array): Promise<number> {
@@ -232,9 +241,10 @@ export class FabricStore {
 
   /**
    * Fails every task still queued for a deleted endpoint (reason `endpoint_deleted`) and removes
-   * its queue entries. Call after the endpoint's own consumer is gone. Returns how many failed.
+   * its queue entries, calling `announce` with each task it failed. Call after the endpoint's own
+   * consumer is gone. Returns how many failed.
    */
-  async failQueuedTasks(endpointId: string, actor: string): Promise<number> {
+  async failQueuedTasks(endpointId: string, actor: string, announce: (task: Task) => void): Promise<number> {
     const drain = `drain-${endpointId}`;
     await ensureConsumer(this.jsm, Bus.taskStream, {
       durable_name: drain,
@@ -265,10 +275,10 @@ export class FabricStore {
               remote: undefined,
               shell: undefined,
             };
-            const out = await updateRecord(this.tasks, taskId, Task, (t) => failTask(t, error, actor));
+            const out = await updateRecord(this.taskIo, taskId, Task, (t) => failTask(t, error, actor));
             if (out?.changed) {
               failed++;
-              this.nc.publish(Bus.taskEventSubject(out.value.owner), Task.encode(out.value).finish());
+              announce(out.value);
             }
           }
           msg.ack();

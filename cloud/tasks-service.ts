@@ -184,7 +184,7 @@ export class TaskBook {
         // a retry later than that may run the task again, and its second result is absorbed.
         // Only once this attempt's queue entry is in too: the earlier attempt may have stored the
         // record and lost its queue entry.
-        const existing = await readRecord(this.store.tasks, taskId, Task);
+        const existing = await readRecord(this.store.taskIo, taskId, Task);
         if (existing && existing.value.owner === owner && pub.status === "fulfilled") return;
       }
       if (pub.status === "rejected") {
@@ -230,7 +230,7 @@ export class TaskBook {
     const control = new Map<string, string[]>();
     const tasks = await mapLimit(ids, CONCURRENCY, async (id) => {
       const out = await updateRecord(
-        this.store.tasks,
+        this.store.taskIo,
         id,
         Task,
         (t) => cancelTask(t, `user/${owner}`),
@@ -319,7 +319,7 @@ export class TaskBook {
 
   /** The caller's task, or NOT_FOUND (also for another user's task or an expired one). */
   private async read(taskId: string, owner: string): Promise<Task> {
-    const rec = await readRecord(this.store.tasks, taskId, Task);
+    const rec = await readRecord(this.store.taskIo, taskId, Task);
     if (!rec || rec.value.owner !== owner) {
       throw notFound(
         `task ${taskId} not found (unknown id, or its record expired after ${this.config.resultRetentionSeconds} s)`,

@@ -817,6 +817,8 @@ export class EndpointAgent {
       this.dispatch();
       return;
     }
+    // The manager sends no "started" notice for a task that finishes quickly: the outcome says it.
+    const unstarted = t.phase === "dispatched";
     t.phase = "reporting";
     this.dispatch();
     const actor = `manager/${m.managerId}`;
@@ -841,6 +843,8 @@ export class EndpointAgent {
         startedBy: "",
       };
     }
+    if (unstarted && o.startedAtMs > 0 && update.startedAtMs === 0)
+      update = { ...update, startedAtMs: o.startedAtMs, startedBy: actor };
     this.finish(t, update);
   }
 

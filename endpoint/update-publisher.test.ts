@@ -1,9 +1,8 @@
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 
-import { TaskState, TaskUpdateBatch } from "../proto/index.js";
-import type { TaskUpdate } from "../proto/index.js";
-import { UpdatePublisher } from "./update-publisher.js";
+import { TaskState, TaskUpdate, TaskUpdateBatch } from "../proto/index.js";
+import { UpdatePublisher, encodedSizeBound } from "./update-publisher.js";
 
 const log = pino({ level: "silent" });
 
@@ -83,5 +82,29 @@ describe("UpdatePublisher", () => {
     expect(calls).toBe(2);
     expect(done).toBe(true);
     expect(p.lastError).toBe("");
+  });
+
+  it("bounds an update's encoded size from above without encoding it, closely", () => {
+    const failed: TaskUpdate = {
+      ...update("0b6f8a1e-5c1d-4c0e-9d0e-3f7e1d2c4b5a"),
+      state: TaskState.TASK_STATE_FAILED,
+      detail: "shell_exit_nonzero",
+      result: undefined,
+      error: {
+        code: "ABORTED",
+        message: "the command exited with code 2 — déjà vu ✓",
+        reason: "shell_exit_nonzero",
+        remote: { type: "Error", message: "x".repeat(300), stack: "at f (a.js:1:1)\n".repeat(40) },
+        shell: { exitCode: 2, stdout: "ü".repeat(5000), stderr: "warn\n".repeat(100), signal: "" },
+      },
+      startedAtMs: 1_763_000_000_000,
+      startedBy: "manager/vm-7de2cf07",
+      attempt: 3,
+    };
+    for (const u of [update("t"), update("t", 100_000), failed]) {
+      const actual = TaskUpdate.encode(u).finish().length + 8;
+      expect(encodedSizeBound(u)).toBeGreaterThanOrEqual(actual);
+      expect(encodedSizeBound(u)).toBeLessThan(actual + 300);
+    }
   });
 });

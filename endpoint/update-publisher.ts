@@ -1,6 +1,6 @@
 import type { Logger } from "../common/logger.js";
 import { isTerminal } from "../common/task-state.js";
-import { TaskState, TaskUpdate, TaskUpdateBatch } from "../proto/index.js";
+import { TaskState, TaskUpdateBatch, type ErrorInfo, type TaskUpdate } from "../proto/index.js";
 
 /** Options of an {@link UpdatePublisher}. */
 export interface UpdatePublisherOptions {
@@ -91,8 +91,7 @@ export class UpdatePublisher {
         running!.onPublished?.();
       }
     }
-    const size = TaskUpdate.encode(update).finish().length + 8;
-    this.queue.push({ update, size, onPublished });
+    this.queue.push({ update, size: encodedSizeBound(update), onPublished });
     this.kick(this.queue.length >= this.maxUpdates ? 0 : this.flushDelayMs);
   }
 
@@ -103,7 +102,7 @@ export class UpdatePublisher {
     this.held.delete(taskId);
     clearTimeout(held.timer);
     const { update, onPublished } = held.entry;
-    this.queue.push({ update, size: TaskUpdate.encode(update).finish().length + 8, onPublished });
+    this.queue.push({ update, size: encodedSizeBound(update), onPublished });
     this.kick(this.flushDelayMs);
   }
 
@@ -195,4 +194,24 @@ export class UpdatePublisher {
       }
     }
   }
+}
+
+/**
+ * An upper bound of an update's encoded size inside a batch, without encoding it: every field's
+ * bytes plus generous room for tags, lengths and numbers. Strings count as UTF-8.
+ */
+export function encodedSizeBound(u: TaskUpdate): number {
+  const str = (x: string) => (x.length === 0 ? 0 : Buffer.byteLength(x) + 6);
+  let n = 96 + str(u.taskId) + str(u.actor) + str(u.detail) + str(u.startedBy);
+  if (u.result) n += u.result.json.length + str(u.result.objectRef) + 24;
+  if (u.error) n += errorSizeBound(u.error);
+  return n;
+}
+
+function errorSizeBound(e: ErrorInfo): number {
+  const str = (x: string) => (x.length === 0 ? 0 : Buffer.byteLength(x) + 6);
+  let n = 24 + str(e.code) + str(e.message) + str(e.reason);
+  if (e.remote) n += 18 + str(e.remote.type) + str(e.remote.message) + str(e.remote.stack);
+  if (e.shell) n += 30 + str(e.shell.stdout) + str(e.shell.stderr) + str(e.shell.signal);
+  return n;
 }

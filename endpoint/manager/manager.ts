@@ -41,6 +41,12 @@ export interface ManagerOptions {
 /** How long an outcome of a command killed by SIGTERM/SIGKILL waits to see whether the block is being cancelled. */
 const SIGNALLED_OUTCOME_HOLD_MS = 1_000;
 
+/**
+ * How long a task's "started" notice waits before it goes to the agent: a task that finishes
+ * sooner sends only its outcome (which carries when and where it started), one frame instead of two.
+ */
+const STARTED_HOLD_MS = 25;
+
 /** Largest number of outcomes sent in one frame. */
 const MAX_OUTCOMES_PER_FRAME = 500;
 
@@ -84,6 +90,8 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
   let sock: net.Socket | undefined;
   let outcomes: WorkOutcome[] = [];
   let flushScheduled = false;
+  /** "Started" notices held back (see STARTED_HOLD_MS), by task id. */
+  const heldStarts = new Map<string, NodeJS.Timeout>();
   // Set once the manager is told to terminate (a scheduler cancelling the block).
   let terminating = false;
 
@@ -120,9 +128,22 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
       ...(opts.workerEnv ? { env: opts.workerEnv } : {}),
     },
     {
-      onStarted: (taskId, workerId, atMs) =>
-        send({ msg: { $case: "started", value: { taskId, workerId, atMs } } }),
+      onStarted: (taskId, workerId, atMs) => {
+        clearTimeout(heldStarts.get(taskId));
+        heldStarts.set(
+          taskId,
+          setTimeout(() => {
+            heldStarts.delete(taskId);
+            send({ msg: { $case: "started", value: { taskId, workerId, atMs } } });
+          }, STARTED_HOLD_MS),
+        );
+      },
       onOutcome: (outcome) => {
+        const held = heldStarts.get(outcome.taskId);
+        if (held) {
+          clearTimeout(held);
+          heldStarts.delete(outcome.taskId);
+        }
         if (terminating) return; // the agent fails it with the block's fate, not this side effect
         if (outcome.error?.shell?.signal === "SIGTERM" || outcome.error?.shell?.signal === "SIGKILL") {
           // A scheduler cancelling the job signals every process in it, the user's command
@@ -237,6 +258,7 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
     process.removeListener("SIGINT", onSignal);
   }
   clearInterval(heartbeat);
+  for (const t of heldStarts.values()) clearTimeout(t);
   flushOutcomes();
   await pool.stop();
   sock.end();

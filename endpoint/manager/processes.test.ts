@@ -285,8 +285,12 @@ describe("manager process against a stand-in agent", () => {
       expect(resultOf(byId.get("c")!)).toBe(16);
       expect(byId.get("b")!.error).toMatchObject({ code: "UNAVAILABLE", reason: "worker_lost" });
       expect(byId.get("b")!.error?.message).toMatch(/exited with code 7/);
-      const started = agent.messages.filter((m) => m.msg?.$case === "started");
-      expect(started).toHaveLength(3);
+      // Quick tasks send no "started" notice: their outcomes say when and where they started.
+      expect(agent.messages.filter((m) => m.msg?.$case === "started")).toHaveLength(0);
+      for (const id of ["a", "c"]) {
+        expect(byId.get(id)!.startedAtMs).toBeGreaterThan(0);
+        expect(byId.get(id)!.workerId).not.toBe("");
+      }
 
       // The replacement worker takes new work.
       agent.send({
@@ -296,12 +300,21 @@ describe("manager process against a stand-in agent", () => {
             items: [
               jsItem("d", "function sq(x) { return x * x; }", "sq", [5]),
               jsItem("e", "function sq(x) { return x * x; }", "sq", [6]),
+              jsItem(
+                "f",
+                "function slow() { const t = Date.now(); while (Date.now() - t < 300); return 1; }",
+                "slow",
+                [],
+              ),
             ],
           },
         },
       });
-      await agent.until(() => agent.outcomes().length === 5);
-      expect(agent.outcomes().filter((o) => o.ok)).toHaveLength(4);
+      await agent.until(() => agent.outcomes().length === 6);
+      expect(agent.outcomes().filter((o) => o.ok)).toHaveLength(5);
+      // A task still running after a moment is reported as started, before its outcome.
+      const started = agent.messages.filter((m) => m.msg?.$case === "started");
+      expect(started.map((m) => (m.msg?.$case === "started" ? m.msg.value.taskId : ""))).toEqual(["f"]);
       await agent.until(() => agent.messages.some((m) => m.msg?.$case === "heartbeat"));
 
       agent.send({ msg: { $case: "shutdown", value: { reason: "test over" } } });
