@@ -48,6 +48,7 @@ import type { BlockJobStatus, ExecutionProvider } from "./provider.js";
 import { parseWalltime } from "./providers/batch-script.js";
 import { blockLogTail } from "./providers/block-log.js";
 import { createProvider } from "./providers/create-provider.js";
+import { QueueSizer } from "./queue-sizing.js";
 import { UpdatePublisher } from "./update-publisher.js";
 
 /** Version the agent reports to the broker. */
@@ -216,6 +217,8 @@ export class EndpointAgent {
   private inlineLimit: number;
   /** The endpoint's allowed-functions list as the broker reported it at connect (empty: any). */
   private allowedFunctions = new Set<string>();
+  /** Queue depths, from task run times unless the config fixes them. */
+  private readonly sizer: QueueSizer;
 
   constructor(private readonly opts: EndpointAgentOptions) {
     this.cfg = opts.config;
@@ -226,6 +229,7 @@ export class EndpointAgent {
       failTasksAfterMs: this.cfg.provider.failTasksWithoutBlocksAfterSeconds * 1000,
     });
     this.inlineLimit = this.cfg.limits.inlinePayloadBytes;
+    this.sizer = new QueueSizer(this.cfg);
   }
 
   /** The endpoint's id, once known. */
@@ -291,7 +295,7 @@ export class EndpointAgent {
         endpointId,
         heartbeatIntervalS: this.cfg.heartbeatIntervalSeconds,
         log: this.log,
-        workerQueueDepth: this.cfg.workerQueueDepth,
+        workerQueueDepth: () => this.sizer.workerQueueDepth(),
       },
       {
         onManagerReady: (m) => this.onManagerReady(m),
@@ -569,7 +573,15 @@ export class EndpointAgent {
   private capacity(): number {
     const workers = this.totalWorkers;
     if (workers === 0) return 0;
-    return workers * this.cfg.workerQueueDepth + this.cfg.prefetch - this.inflight.size - this.requested;
+    return this.window(workers) - this.inflight.size - this.requested;
+  }
+
+  /** Tasks the agent may hold with `workers` connected: what they hold, plus the prefetch. */
+  private window(workers: number): number {
+    // At least one block's worth of prefetch, so an endpoint whose blocks come and go still pulls.
+    const scaling = scalingOf(this.cfg.provider);
+    const configured = Math.max(1, scaling.initBlocks) * scaling.workersPerBlock;
+    return workers * this.sizer.workerQueueDepth() + this.sizer.prefetch(Math.max(workers, configured));
   }
 
   /** Pulls more tasks if there is room; coalesced so a burst of completions makes one request. */
@@ -582,7 +594,7 @@ export class EndpointAgent {
       const want = this.capacity();
       // Pull in batches: a request per finished task would cost more than the tasks. A quarter of
       // the window is enough to ask for, unless nothing at all is held or asked for.
-      const window = this.totalWorkers * this.cfg.workerQueueDepth + this.cfg.prefetch;
+      const window = this.window(this.totalWorkers);
       const idle = this.inflight.size === 0 && this.requested === 0;
       if (want > 0 && (idle || want >= Math.max(1, Math.floor(window / 4)))) void this.fetchBatch(want);
     });
@@ -792,6 +804,8 @@ export class EndpointAgent {
     const t = this.inflight.get(taskId);
     if (!t || t.manager !== m || t.phase !== "dispatched") return;
     t.phase = "running";
+    // Started notices come only for tasks still running after a moment: tasks are not all short.
+    this.sizer.observeRunning(Math.max(0, Date.now() - atMs));
     this.publisher!.add({
       taskId,
       state: TaskState.TASK_STATE_RUNNING,
@@ -817,6 +831,8 @@ export class EndpointAgent {
       this.dispatch();
       return;
     }
+    if (o.startedAtMs > 0 && o.finishedAtMs >= o.startedAtMs)
+      this.sizer.observe(o.finishedAtMs - o.startedAtMs);
     // The manager sends no "started" notice for a task that finishes quickly: the outcome says it.
     const unstarted = t.phase === "dispatched";
     t.phase = "reporting";
@@ -1112,6 +1128,12 @@ export class EndpointAgent {
     for (const taskId of taskIds) {
       const t = this.inflight.get(taskId);
       if (!t || t.manager !== m || t.phase === "reporting") continue;
+      if (t.phase === "dispatched" && !this.stopping) {
+        // Never reported started: it waited in the manager's queue (or had started only moments
+        // before, see the manager's STARTED_HOLD_MS). It runs elsewhere, not failed.
+        this.giveBack(t, `its manager was lost before the task started (${detail}); it will run again`);
+        continue;
+      }
       if (t.attempt <= retries && !this.stopping) {
         this.giveBack(
           t,

@@ -29,7 +29,8 @@ describe("endpoint config", () => {
     expect(c.managerListen).toEqual({ host: "127.0.0.1", port: 0 });
     expect(c.shell.defaultWalltimeSeconds).toBe(3600);
     expect(c.limits).toEqual({ inlinePayloadBytes: 262144, maxResultBytes: 10485760 });
-    expect(c.prefetch).toBe(16);
+    expect(c.prefetch).toBeUndefined(); // sized from task run times (queue-sizing.ts)
+    expect(c.workerQueueDepth).toBeUndefined();
     expect(c.stopGraceSeconds).toBe(10);
     expect(Object.isFrozen(c)).toBe(true);
     expect(Object.isFrozen(c.provider)).toBe(true);
@@ -102,7 +103,6 @@ describe("batch-scheduler provider configs", () => {
       maxBlocks: 4,
       workersPerBlock: 16,
     });
-    expect(c.prefetch).toBe(32);
   });
 
   it("names the bad field of a batch provider", () => {

@@ -336,16 +336,17 @@ export const EndpointConfigSchema = z.strictObject({
     .prefault({}),
   /**
    * Tasks pulled beyond the idle workers, so a worker finds its next task waiting.
-   * @default twice the number of workers (initBlocks × workersPerNode), at least 16: tasks are pulled in batches
+   * @default sized from task run times (see queue-sizing.ts): twice the workers, at least 16, for
+   * long tasks; up to 1,024 for very short ones
    */
   prefetch: nonNegativeInt().optional(),
   /**
-   * Tasks handed to each worker at once: 1 waits for a result before sending the next; 2 keeps one
-   * queued at its manager, hiding the round trip for short tasks. A queued task waits behind a long
-   * one only within the same manager, whose free workers take it first.
-   * @default 2
+   * Tasks handed to each worker at once: 1 waits for a result before sending the next; more keep
+   * tasks queued at its manager, hiding the round trip for short tasks. A queued task waits behind
+   * a long one only within the same manager, whose free workers take it first.
+   * @default sized from task run times: 2 for tasks of 10 ms or more, up to 32 for very short ones
    */
-  workerQueueDepth: positiveInt().default(2),
+  workerQueueDepth: positiveInt().optional(),
   /**
    * Seconds stop() lets running tasks finish before it gives them back to the queue.
    * @default 10
@@ -363,12 +364,7 @@ export const EndpointConfigSchema = z.strictObject({
 export type EndpointConfigInput = z.input<typeof EndpointConfigSchema>;
 
 /** The resolved, frozen configuration the agent runs with (defaults applied, env merged). */
-export type EndpointConfig = Readonly<
-  Omit<z.output<typeof EndpointConfigSchema>, "prefetch"> & {
-    /** Resolved: never undefined. */
-    prefetch: number;
-  }
->;
+export type EndpointConfig = Readonly<z.output<typeof EndpointConfigSchema>>;
 
 /** The provider part of the config. */
 export type ProviderConfig = z.output<typeof ProviderConfigSchema>;
@@ -412,14 +408,10 @@ export function resolveConfig(
     throw new FabricError("INVALID_ARGUMENT", `${source} is invalid:\n  ${lines.join("\n  ")}`);
   }
   const c = parsed.data;
-  const scaling = scalingOf(c.provider);
-  // At least one block's worth, so a batch endpoint that starts with no blocks still prefetches.
-  const workers = Math.max(1, scaling.initBlocks) * scaling.workersPerBlock;
   const token = env["FABRIC_TOKEN"] || c.token;
   const resolved = {
     ...c,
     ...(token ? { token } : {}),
-    prefetch: c.prefetch ?? Math.max(16, 2 * workers),
     provider: Object.freeze({ ...c.provider }),
     managerListen: Object.freeze({ ...c.managerListen }),
     shell: Object.freeze({ ...c.shell }),

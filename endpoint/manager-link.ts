@@ -18,7 +18,7 @@ export class ManagerConnection {
   constructor(
     readonly hello: ManagerHello,
     private readonly sock: net.Socket,
-    private readonly queueDepth = 1,
+    private readonly queueDepth: () => number = () => 1,
   ) {
     this.reportedIdle = hello.workers;
   }
@@ -37,7 +37,7 @@ export class ManagerConnection {
    * worker may hold `queueDepth` tasks, one running and the rest queued at the manager.
    */
   get idle(): number {
-    return Math.max(0, this.hello.workers * this.queueDepth - this.assigned.size);
+    return Math.max(0, this.hello.workers * this.queueDepth() - this.assigned.size);
   }
 
   /** Sends tasks; the caller has recorded them in {@link assigned}. */
@@ -80,8 +80,8 @@ export interface ManagerServerOptions {
   readonly log: Logger;
   /** How long a new connection has to say hello. @default 10000 */
   readonly helloTimeoutMs?: number;
-  /** Tasks each worker may hold at once (see the endpoint's `workerQueueDepth`). @default 1 */
-  readonly workerQueueDepth?: number;
+  /** Tasks each worker may hold at once, asked whenever it matters (see queue-sizing.ts). @default 1 */
+  readonly workerQueueDepth?: () => number;
 }
 
 function sameSecret(a: string, b: string): boolean {
@@ -219,7 +219,7 @@ export class ManagerServer {
           }
           clearTimeout(helloTimer);
           this.pending.delete(sock);
-          conn = new ManagerConnection(m.value, sock, this.opts.workerQueueDepth ?? 1);
+          conn = new ManagerConnection(m.value, sock, this.opts.workerQueueDepth);
           this.conns.add(conn);
           conn.send({
             msg: {
