@@ -204,7 +204,7 @@ export function endpointService(
         const failed = await store.failQueuedTasks(
           id,
           `user/${ctx.principal.kind === "user" ? ctx.principal.userId : ctx.principal.owner}`,
-          (task) => events.publish(task),
+          (task, encoded) => events.publish(task, encoded),
         );
         if (failed > 0) ctx.log.info({ endpointId: id, failed }, "queued tasks of a deleted endpoint failed");
         await store.endpointStatus.delete(id);

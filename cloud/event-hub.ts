@@ -2,9 +2,12 @@ import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 
 import { Bus } from "../common/bus-layout.js";
-import { Task } from "../proto/index.js";
+import { Task, TaskEventBatch } from "../proto/index.js";
 
 type Listener = (task: Task) => void;
+
+/** Largest TaskEventBatch payload (stays under NATS's default 1 MB max_payload). */
+const MAX_BATCH_BYTES = 512 * 1024;
 
 /**
  * Terminal-state announcements, fanned out to the WatchTasks calls of this broker. One NATS
@@ -12,6 +15,9 @@ type Listener = (task: Task) => void;
  */
 export class TaskEventHub {
   private readonly owners = new Map<string, { sub: Subscription; listeners: Set<Listener> }>();
+  /** Encoded tasks announced this turn of the event loop, by owner; they leave together. */
+  private outgoing = new Map<string, Uint8Array[]>();
+  private readonly subjects = new Map<string, string>();
 
   constructor(
     private readonly nc: NatsConnection,
@@ -21,12 +27,54 @@ export class TaskEventHub {
   /**
    * Announces a task's terminal state to every broker's watchers. This broker's own watchers hear
    * it at once, without the round trip through NATS (the broker's connection is `noEcho`: the
-   * server does not send it back).
+   * server does not send it back). Other replicas hear it in a TaskEventBatch with the other
+   * tasks of the same owner announced in this turn. `encoded` is the task as already encoded,
+   * if the caller has it (a record just written).
    */
-  publish(task: Task): void {
-    this.nc.publish(Bus.taskEventSubject(task.owner), Task.encode(task).finish());
+  publish(task: Task, encoded?: Uint8Array): void {
+    let list = this.outgoing.get(task.owner);
+    if (!list) {
+      if (this.outgoing.size === 0) queueMicrotask(this.sendOutgoing);
+      list = [];
+      this.outgoing.set(task.owner, list);
+    }
+    list.push(encoded ?? Task.encode(task).finish());
     const local = this.owners.get(task.owner);
     if (local) for (const l of local.listeners) l(task);
+  }
+
+  private readonly sendOutgoing = (): void => {
+    const outgoing = this.outgoing;
+    this.outgoing = new Map();
+    for (const [owner, tasks] of outgoing) {
+      const subject = this.subjectOf(owner);
+      let from = 0;
+      while (from < tasks.length) {
+        let size = 0;
+        let to = from;
+        while (to < tasks.length && (to === from || size + tasks[to]!.length + 6 <= MAX_BATCH_BYTES)) {
+          size += tasks[to]!.length + 6;
+          to++;
+        }
+        try {
+          this.nc.publish(subject, repeatedField(1, tasks.slice(from, to)));
+        } catch (err) {
+          // Best effort, like every core NATS publish: a watch re-reads what it still waits for.
+          this.log.warn({ err, owner }, "cannot announce finished tasks");
+        }
+        from = to;
+      }
+    }
+  };
+
+  private subjectOf(owner: string): string {
+    let s = this.subjects.get(owner);
+    if (s === undefined) {
+      s = Bus.taskEventSubject(owner);
+      if (this.subjects.size >= 10_000) this.subjects.clear();
+      this.subjects.set(owner, s);
+    }
+    return s;
   }
 
   /** Calls `listener` for each terminal task of `owner` until the returned function is called. */
@@ -34,20 +82,20 @@ export class TaskEventHub {
     let entry = this.owners.get(owner);
     if (!entry) {
       const listeners = new Set<Listener>();
-      const sub = this.nc.subscribe(Bus.taskEventSubject(owner), {
+      const sub = this.nc.subscribe(this.subjectOf(owner), {
         callback: (err, msg) => {
           if (err) {
             this.log.warn({ err }, "task event subscription failed");
             return;
           }
-          let task: Task;
+          let batch: TaskEventBatch;
           try {
-            task = Task.decode(msg.data);
+            batch = TaskEventBatch.decode(msg.data);
           } catch (e) {
             this.log.warn({ err: e }, "undecodable task event dropped");
             return;
           }
-          for (const l of listeners) l(task);
+          for (const task of batch.tasks) for (const l of listeners) l(task);
         },
       });
       entry = { sub, listeners };
@@ -68,4 +116,38 @@ export class TaskEventHub {
   async flush(): Promise<void> {
     await this.nc.flush();
   }
+}
+
+/**
+ * A message whose only field, `field`, is repeated and holds already-encoded messages: each is
+ * written as tag, length, bytes (what encoding the objects would give, without encoding them).
+ */
+export function repeatedField(field: number, encoded: readonly Uint8Array[]): Uint8Array {
+  if (field < 1 || field > 15) throw new RangeError("repeatedField writes one-byte tags: fields 1 to 15");
+  const tag = (field << 3) | 2;
+  let size = 0;
+  for (const e of encoded) size += 1 + varintSize(e.length) + e.length;
+  const out = new Uint8Array(size);
+  let pos = 0;
+  for (const e of encoded) {
+    out[pos++] = tag;
+    let n = e.length;
+    while (n > 0x7f) {
+      out[pos++] = (n & 0x7f) | 0x80;
+      n >>>= 7;
+    }
+    out[pos++] = n;
+    out.set(e, pos);
+    pos += e.length;
+  }
+  return out;
+}
+
+function varintSize(n: number): number {
+  let size = 1;
+  while (n > 0x7f) {
+    n >>>= 7;
+    size++;
+  }
+  return size;
 }

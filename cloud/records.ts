@@ -112,7 +112,8 @@ export type TaskRecordCache = RecordCache<Task>;
 
 /**
  * Read-modify-write with compare-and-set, retried on conflicts. `mutate` returns the new value, or
- * null to leave the record as it is. Returns the record after the call (or null if absent).
+ * null to leave the record as it is. Returns the record after the call (or null if absent), and
+ * its encoding if this call wrote it.
  * With a cache, the first attempt starts from the cached revision instead of a read.
  */
 export async function updateRecord<T>(
@@ -121,7 +122,7 @@ export async function updateRecord<T>(
   codec: Codec<T>,
   mutate: (current: T) => T | null,
   cache?: RecordCache<T>,
-): Promise<{ value: T; changed: boolean } | null> {
+): Promise<{ value: T; changed: boolean; bytes?: Uint8Array } | null> {
   const io = ioOf(source);
   let cached = cache?.get(key);
   for (let attempt = 0; attempt < 50; attempt++) {
@@ -137,7 +138,7 @@ export async function updateRecord<T>(
       const bytes = codec.encode(next).finish();
       const revision = await io.write(key, bytes, current.revision);
       cache?.remember(key, bytes, revision);
-      return { value: next, changed: true };
+      return { value: next, changed: true, bytes };
     } catch (err) {
       if (!isWrongRevision(err)) throw err;
     }

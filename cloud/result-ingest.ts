@@ -97,7 +97,7 @@ export class ResultIngest {
       return false;
     }
     if (isTerminal(out.value.state)) {
-      this.events.publish(out.value);
+      this.events.publish(out.value, out.bytes);
       this.log.debug({ taskId: update.taskId, endpointId, state: out.value.state }, "task finished");
     }
     return false;

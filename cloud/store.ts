@@ -244,7 +244,11 @@ export class FabricStore {
    * its queue entries, calling `announce` with each task it failed. Call after the endpoint's own
    * consumer is gone. Returns how many failed.
    */
-  async failQueuedTasks(endpointId: string, actor: string, announce: (task: Task) => void): Promise<number> {
+  async failQueuedTasks(
+    endpointId: string,
+    actor: string,
+    announce: (task: Task, encoded?: Uint8Array) => void,
+  ): Promise<number> {
     const drain = `drain-${endpointId}`;
     await ensureConsumer(this.jsm, Bus.taskStream, {
       durable_name: drain,
@@ -278,7 +282,7 @@ export class FabricStore {
             const out = await updateRecord(this.taskIo, taskId, Task, (t) => failTask(t, error, actor));
             if (out?.changed) {
               failed++;
-              announce(out.value);
+              announce(out.value, out.bytes);
             }
           }
           msg.ack();

@@ -41,6 +41,7 @@ export {
   UpdateEndpointPolicyResponse,
   TaskSpec,
   Task,
+  TaskEventBatch,
   SubmitTasksRequest,
   SubmitTasksResponse,
   GetTasksRequest,
