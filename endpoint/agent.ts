@@ -724,8 +724,7 @@ export class EndpointAgent {
   }
 
   private async resolvePayload(p: Payload | undefined, what: string): Promise<Buffer> {
-    if (!p) return Buffer.alloc(0);
-    if (!p.objectRef) return Buffer.from(p.json);
+    if (!p?.objectRef) return inlinePayload(p);
     const store = await this.objectStore();
     const data = await store.getBlob(p.objectRef);
     if (data === null) {
@@ -739,17 +738,20 @@ export class EndpointAgent {
   }
 
   private async prepare(t: InFlightTask, task: TaskMessage): Promise<void> {
-    const log = this.log.child({ taskId: t.taskId });
     try {
       if (!task.function?.kind) {
         throw new FabricError("INVALID_ARGUMENT", "the task carries no function to run", {
           reason: "invalid_task",
         });
       }
-      const [argsJson, kwargsJson] = await Promise.all([
-        this.resolvePayload(task.args, "args"),
-        this.resolvePayload(task.kwargs, "kwargs"),
-      ]);
+      // Inline payloads (the common case) need no round trip: no await, no extra turn.
+      const inline = !task.args?.objectRef && !task.kwargs?.objectRef;
+      const [argsJson, kwargsJson] = inline
+        ? [inlinePayload(task.args), inlinePayload(task.kwargs)]
+        : await Promise.all([
+            this.resolvePayload(task.args, "args"),
+            this.resolvePayload(task.kwargs, "kwargs"),
+          ]);
       t.item = {
         taskId: t.taskId,
         functionId: task.functionId,
@@ -761,6 +763,7 @@ export class EndpointAgent {
       };
     } catch (err) {
       const fe = toFabricError(err);
+      const log = this.log.child({ taskId: t.taskId });
       if (fe.code === "INVALID_ARGUMENT") {
         log.warn({ err: fe.message }, "invalid task");
         this.finish(t, this.failedUpdate(t.taskId, fe, this.actor()));
@@ -781,8 +784,22 @@ export class EndpointAgent {
     this.dispatch();
   }
 
-  /** Hands queued tasks to managers with idle workers, the idlest first. */
+  /**
+   * Hands queued tasks to managers with room, the idlest first. Calls made in one go (a burst of
+   * pulled tasks, a frame of outcomes) are coalesced: one pass, one WorkBatch per manager.
+   */
   private dispatch(): void {
+    if (this.dispatchScheduled) return;
+    this.dispatchScheduled = true;
+    queueMicrotask(() => {
+      this.dispatchScheduled = false;
+      this.dispatchNow();
+    });
+  }
+
+  private dispatchScheduled = false;
+
+  private dispatchNow(): void {
     if (this.ready.length === 0 || this.stopping) return;
     const managers = (this.managerServer?.managers() ?? [])
       // Managers of a block near its walltime take nothing new.
@@ -840,7 +857,11 @@ export class EndpointAgent {
     const actor = `manager/${m.managerId}`;
     let update: TaskUpdate;
     if (o.ok) {
-      update = await this.successUpdate(t, o, actor);
+      // Small results (the common case) are reported without waiting a turn.
+      update =
+        o.resultJson.length <= this.inlineLimit && o.resultJson.length <= this.cfg.limits.maxResultBytes
+          ? this.inlineSuccess(t, o, actor)
+          : await this.successUpdate(t, o, actor);
     } else {
       const error = fitError(
         o.error ?? errorToInfo(new FabricError("UNKNOWN", "the task failed without an error")),
@@ -891,6 +912,23 @@ export class EndpointAgent {
     this.dispatch();
     this.pump();
     return true;
+  }
+
+  /** The update of a task whose result travels inline. */
+  private inlineSuccess(t: InFlightTask, o: WorkOutcome, actor: string): TaskUpdate {
+    const bytes = o.resultJson;
+    return {
+      taskId: t.taskId,
+      state: TaskState.TASK_STATE_SUCCESS,
+      atMs: o.finishedAtMs || Date.now(),
+      actor,
+      detail: "",
+      result: { json: bytes, objectRef: "", size: bytes.length },
+      error: undefined,
+      attempt: t.attempt,
+      startedAtMs: 0,
+      startedBy: "",
+    };
   }
 
   private async successUpdate(t: InFlightTask, o: WorkOutcome, actor: string): Promise<TaskUpdate> {
@@ -1508,4 +1546,9 @@ export class EndpointAgent {
       this.log.warn({ err: (err as Error).message, state }, "cannot publish endpoint status");
     }
   }
+}
+
+/** An inline payload's JSON bytes, copied out of the message (empty when there is none). */
+function inlinePayload(p: Payload | undefined): Buffer {
+  return p ? Buffer.from(p.json) : Buffer.alloc(0);
 }

@@ -38,6 +38,8 @@ interface Entry {
  */
 export class UpdatePublisher {
   private queue: Entry[] = [];
+  /** RUNNING updates in `queue`, by task id: a terminal update arriving before they leave absorbs them. */
+  private readonly queuedRunning = new Map<string, Entry>();
   /** RUNNING updates held back (see `startDelayMs`), by task id. */
   private readonly held = new Map<string, { entry: Entry; timer: NodeJS.Timeout }>();
   private readonly startDelayMs: number;
@@ -81,17 +83,19 @@ export class UpdatePublisher {
     } else if (held) {
       this.release(update.taskId);
     }
-    if (update.state !== TaskState.TASK_STATE_RUNNING && isTerminal(update.state)) {
-      const i = this.queue.findIndex(
-        (e) => e.update.taskId === update.taskId && e.update.state === TaskState.TASK_STATE_RUNNING,
-      );
-      if (i >= 0) {
-        const [running] = this.queue.splice(i, 1);
-        update = { ...update, startedAtMs: running!.update.atMs, startedBy: running!.update.actor };
-        running!.onPublished?.();
+    if (isTerminal(update.state) && this.queuedRunning.size > 0) {
+      const running = this.queuedRunning.get(update.taskId);
+      const i = running ? this.queue.indexOf(running) : -1;
+      if (running && i >= 0) {
+        this.queue.splice(i, 1);
+        this.queuedRunning.delete(update.taskId);
+        update = { ...update, startedAtMs: running.update.atMs, startedBy: running.update.actor };
+        running.onPublished?.();
       }
     }
-    this.queue.push({ update, size: encodedSizeBound(update), onPublished });
+    const entry = { update, size: encodedSizeBound(update), onPublished };
+    this.queue.push(entry);
+    if (update.state === TaskState.TASK_STATE_RUNNING) this.queuedRunning.set(update.taskId, entry);
     this.kick(this.queue.length >= this.maxUpdates ? 0 : this.flushDelayMs);
   }
 
@@ -102,7 +106,9 @@ export class UpdatePublisher {
     this.held.delete(taskId);
     clearTimeout(held.timer);
     const { update, onPublished } = held.entry;
-    this.queue.push({ update, size: encodedSizeBound(update), onPublished });
+    const entry = { update, size: encodedSizeBound(update), onPublished };
+    this.queue.push(entry);
+    this.queuedRunning.set(taskId, entry);
     this.kick(this.flushDelayMs);
   }
 
@@ -154,7 +160,11 @@ export class UpdatePublisher {
       bytes += size;
       n++;
     }
-    return this.queue.splice(0, n);
+    const batch = this.queue.splice(0, n);
+    if (this.queuedRunning.size > 0)
+      for (const e of batch)
+        if (this.queuedRunning.get(e.update.taskId) === e) this.queuedRunning.delete(e.update.taskId);
+    return batch;
   }
 
   private async drain(): Promise<void> {
