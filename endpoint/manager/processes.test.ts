@@ -325,6 +325,60 @@ describe("manager process against a stand-in agent", () => {
     }
   });
 
+  it("pipelines short tasks to busy workers without losing, repeating or mis-cancelling one", async () => {
+    const agent = new FakeAgent();
+    const port = await agent.listen();
+    const proc = startManager(port, 2);
+    const work = (items: WorkItem[]) => agent.send({ msg: { $case: "work", value: { items } } });
+    const byId = () => {
+      const m = new Map<string, WorkOutcome[]>();
+      for (const o of agent.outcomes()) m.set(o.taskId, [...(m.get(o.taskId) ?? []), o]);
+      return m;
+    };
+    const id = "function id(x) { return x; }";
+    try {
+      await agent.until(() => agent.messages.length > 0);
+      agent.send({ msg: { $case: "welcome", value: { endpointId: "ep", heartbeatIntervalS: 5 } } });
+      // Many no-op tasks: the pool learns they are short and pipelines them.
+      work(Array.from({ length: 400 }, (_, i) => jsItem(`n${i}`, id, "id", [i])));
+      await agent.until(() => agent.outcomes().length === 400);
+      for (let i = 0; i < 400; i++) expect(resultOf(byId().get(`n${i}`)![0]!)).toBe(i);
+
+      // A worker dies with tasks pipelined behind its task: they run elsewhere, once each.
+      work([
+        jsItem("die", "function die() { process.exit(7); }", "die", []),
+        ...Array.from({ length: 20 }, (_, i) => jsItem(`p${i}`, id, "id", [i])),
+      ]);
+      await agent.until(() => agent.outcomes().length === 421);
+      expect(byId().get("die")![0]!.error).toMatchObject({ reason: "worker_lost" });
+      for (let i = 0; i < 20; i++) expect(byId().get(`p${i}`)!.map(resultOf)).toEqual([i]);
+
+      // A task pipelined behind a long one is cancelled: one CANCELLED outcome, nothing else.
+      const busy = "function busy() { const t = Date.now(); while (Date.now() - t < 400); return 1; }";
+      work([
+        jsItem("s1", busy, "busy", []),
+        jsItem("s2", busy, "busy", []),
+        jsItem("c1", id, "id", [1]),
+        jsItem("c2", id, "id", [2]),
+      ]);
+      await new Promise((r) => setTimeout(r, 100));
+      agent.send({ msg: { $case: "cancel", value: { taskIds: ["c1"] } } });
+      await agent.until(() => agent.outcomes().length === 425);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(agent.outcomes()).toHaveLength(425);
+      expect(
+        byId()
+          .get("c1")!
+          .map((o) => o.error?.reason),
+      ).toEqual(["cancelled"]);
+      expect(byId().get("c2")!.map(resultOf)).toEqual([2]);
+      expect(byId().get("s1")!.map(resultOf)).toEqual([1]);
+    } finally {
+      proc.kill("SIGKILL");
+      agent.server.close();
+    }
+  });
+
   it("exits, taking its workers along, when the agent connection drops", async () => {
     const agent = new FakeAgent();
     const port = await agent.listen();
