@@ -21,20 +21,30 @@ export class BenchStack {
     options: { workers?: number; endpointExtra?: Record<string, unknown> } = {},
   ): Promise<BenchStack> {
     const dir = mkdtempSync(path.join(tmpdir(), "fabric-bench-"));
-    const nats = await NatsServer.start({ storeDir: path.join(dir, "nats") });
-    const broker = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "broker") });
-    const token = await broker.token("bench");
-    const endpoint = await EndpointProcess.start({
-      home: path.join(dir, "home"),
-      name: "bench",
-      broker: broker.address,
-      token,
-      workers: options.workers ?? 2,
-      blocks: 1,
-      ...(options.endpointExtra ? { extra: options.endpointExtra } : {}),
-    });
-    const client = new Client({ address: broker.address, token });
-    return new BenchStack(dir, nats, broker, endpoint, client, endpoint.endpointId());
+    const started: { stop(): Promise<void> }[] = [];
+    try {
+      const nats = await NatsServer.start({ storeDir: path.join(dir, "nats") });
+      started.push(nats);
+      const broker = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "broker") });
+      started.push(broker);
+      const token = await broker.token("bench");
+      const endpoint = await EndpointProcess.start({
+        home: path.join(dir, "home"),
+        name: "bench",
+        broker: broker.address,
+        token,
+        workers: options.workers ?? 2,
+        blocks: 1,
+        ...(options.endpointExtra ? { extra: options.endpointExtra } : {}),
+      });
+      const client = new Client({ address: broker.address, token });
+      return new BenchStack(dir, nats, broker, endpoint, client, endpoint.endpointId());
+    } catch (err) {
+      // Leave nothing running behind a failed start.
+      for (const s of started.reverse()) await s.stop().catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
   }
 
   async stop(): Promise<void> {

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 
 import { endChild, freePort, waitForPort } from "./nats-server.js";
+import { reapOnExit } from "./reaper.js";
 
 const NATS_BIN = process.env["NATS_SERVER_BIN"] ?? "nats-server";
 
@@ -56,6 +57,7 @@ export class NatsClusterNode {
   /** Starts the node and resolves once it accepts clients; the cluster's JetStream readiness is checked separately. */
   async launch(timeoutMs = 15_000): Promise<void> {
     const proc = spawn(NATS_BIN, ["-c", this.configFile], { stdio: ["ignore", "ignore", "pipe"] });
+    reapOnExit(proc);
     this.log = "";
     proc.stderr?.on("data", (d: Buffer) => {
       this.log += d.toString();

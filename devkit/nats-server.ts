@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 
 import { createOperatorSetup, type OperatorSetup } from "../cloud/nats-credentials.js";
+import { reapOnExit } from "./reaper.js";
 
 /** A free TCP port on 127.0.0.1 (the OS picks it). */
 export async function freePort(): Promise<number> {
@@ -116,6 +117,7 @@ export class NatsServer {
       proc.once("exit", (code) => reject(new Error(`nats-server exited with ${code}: ${stderr}`)));
     });
     this.proc = proc;
+    reapOnExit(proc);
     await Promise.race([waitForPort(this.port, 10_000), exited]);
     // JetStream is ready once the server says so; poll the log rather than sleep.
     const deadline = Date.now() + 10_000;

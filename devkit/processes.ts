@@ -7,6 +7,7 @@ import { parse, stringify as toYaml } from "yaml";
 
 import { TokenAuthority } from "../cloud/auth.js";
 import { freePort, waitForPort } from "./nats-server.js";
+import { reapOnExit } from "./reaper.js";
 
 export const ROOT = findRoot(path.dirname(fileURLToPath(import.meta.url)));
 
@@ -40,6 +41,7 @@ export class ManagedProcess {
     };
     proc.stdout?.on("data", onData);
     proc.stderr?.on("data", onData);
+    reapOnExit(proc);
     this.exited = new Promise((resolve) => proc.once("exit", (code, signal) => resolve({ code, signal })));
   }
 
