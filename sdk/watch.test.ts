@@ -193,6 +193,20 @@ describe("watchTasks", () => {
     }
     expect(b.opened[0]!.cancelled).toBe(true);
   });
+
+  it("stopping at the last task lets the stream end on its own instead of resetting it", async () => {
+    // Each cancel is an RST_STREAM; HTTP/2 servers drop a connection after ~1,000 of them.
+    const b = fakeBroker((s) => {
+      s.send("a");
+      setTimeout(() => s.emit("end"), 20); // the broker ends the stream after the last task
+    });
+    for await (const t of watchTasks(b.open, { taskIds: ["a"] }, fast)) {
+      expect(t.id).toBe("a");
+      break; // as waitForResult does
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    expect(b.opened[0]!.cancelled).toBe(false);
+  });
 });
 
 describe("reconnect policy", () => {

@@ -108,7 +108,8 @@ export async function* watchTasks(
   let lanesLeft = 0;
   let wake: (() => void) | undefined;
   let stopped = false;
-  const live = new Set<WatchStream>();
+  /** Open streams, with the ids each lane waits for (undefined: a whole group, ids unknown). */
+  const live = new Map<WatchStream, readonly string[] | undefined>();
   const timers = new Set<NodeJS.Timeout>();
   let paused = false;
 
@@ -120,7 +121,7 @@ export async function* watchTasks(
   const stop = (err?: FabricError) => {
     if (err && !failure) failure = err;
     stopped = true;
-    for (const s of live) s.cancel();
+    for (const s of live.keys()) s.cancel();
     live.clear();
     for (const t of timers) clearTimeout(t);
     timers.clear();
@@ -132,7 +133,7 @@ export async function* watchTasks(
     queue.push(task);
     if (queue.length >= HIGH_WATER && !paused) {
       paused = true;
-      for (const s of live) s.pause();
+      for (const s of live.keys()) s.pause();
     }
     notify();
   };
@@ -156,7 +157,7 @@ export async function* watchTasks(
         stop(fromGrpcError(err));
         return finish();
       }
-      live.add(stream);
+      live.set(stream, ids);
       if (paused) stream.pause();
       const healthy = () => {
         attempt = 0;
@@ -244,7 +245,7 @@ export async function* watchTasks(
       if (next) {
         if (paused && queue.length < HIGH_WATER / 2) {
           paused = false;
-          for (const s of live) s.resume();
+          for (const s of live.keys()) s.resume();
         }
         yield next;
         continue;
@@ -257,7 +258,25 @@ export async function* watchTasks(
     if (deadline) clearTimeout(deadline);
     options.signal?.removeEventListener("abort", onAbort);
     stopped = true;
-    for (const s of live) s.cancel();
+    for (const [s, ids] of live) {
+      if (ids && ids.every((id) => seen.has(id))) {
+        // Everything it carries arrived (the caller stopped at its last task): the broker ends
+        // it now. Cancelling would send an RST_STREAM, and HTTP/2 servers close a connection
+        // that receives too many of them (rapid-reset protection: about 1,000 in a burst, then
+        // 33/s), which failed every call of a client that waited for tasks one by one.
+        s.resume();
+        const t = setTimeout(() => s.cancel(), COMPLETE_STREAM_END_MS);
+        t.unref();
+        const done = () => clearTimeout(t);
+        s.on("end", done);
+        s.on("error", done);
+      } else {
+        s.cancel();
+      }
+    }
     for (const t of timers) clearTimeout(t);
   }
 }
+
+/** How long a stream whose tasks have all arrived may take to end before it is cancelled. */
+const COMPLETE_STREAM_END_MS = 5_000;
