@@ -111,11 +111,6 @@ export class TaskEventHub {
       }
     };
   }
-
-  /** Resolves once the server has seen every subscription made so far. */
-  async flush(): Promise<void> {
-    await this.nc.flush();
-  }
 }
 
 /**

@@ -281,7 +281,9 @@ export class TaskBook {
     const onCancel = () => wake?.();
     call.on("cancelled", onCancel);
     try {
-      await this.events.flush();
+      // No flush needed before the first read: the subscription (if new) and the reads leave on
+      // the same connection, in that order, so the server has the subscription before it answers
+      // them; a task that finishes after its read is announced to it.
       // Tasks that finished together leave in one message: one write per batch, not per task.
       const send = async (tasks: Task[]): Promise<void> => {
         const fresh = tasks.filter((t) => remaining.delete(t.id));
