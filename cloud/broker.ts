@@ -42,6 +42,7 @@ export class Broker {
   private sweeper: NodeJS.Timeout | undefined;
   private store: FabricStore | undefined;
   private health: HealthImplementation | undefined;
+  private events: TaskEventHub | undefined;
   private boundPort = 0;
   readonly brokerId: string;
   authority: TokenAuthority | undefined;
@@ -91,8 +92,11 @@ export class Broker {
     const nc = this.nc;
     void (async () => {
       for await (const s of nc.status()) {
-        if (s.type === "disconnect" || s.type === "reconnect")
+        if (s.type === "disconnect" || s.type === "reconnect") {
           log.warn({ status: s.type }, "NATS connection changed");
+          // Task events may have been missed: watches read what they wait for again.
+          this.events?.connectionChanged();
+        }
       }
     })();
     const store = await FabricStore.open(this.nc, this.config);
@@ -105,11 +109,15 @@ export class Broker {
     await auth.followRevocations(revoked, log.child({ component: "cloud.auth" }));
     if (this.config.auth.oidc) auth.useOidc(new OidcVerifier(this.config.auth.oidc));
     auth.rateLimiter = new RateLimiter(this.config.limits.callsPerSecond, this.config.limits.callBurst);
-    const events = new TaskEventHub(this.nc, log.child({ component: "cloud.events" }));
+
     const policy = new AccessPolicy(this.config.groups);
     const functions = new FunctionRegistry(store, policy);
     const endpoints = new EndpointRegistry(store, this.config, policy);
     const records: TaskRecordCache = new RecordCache<Task>(Task);
+    const events = new TaskEventHub(this.nc, log.child({ component: "cloud.events" }), (id) =>
+      records.forget(id),
+    );
+    this.events = events;
     const book = new TaskBook(
       store,
       this.config,
@@ -193,6 +201,7 @@ export class Broker {
     }
     clearInterval(this.sweeper);
     await this.ingest?.stop();
+    this.events?.close();
     this.store?.close();
     await this.nc?.drain().catch(() => undefined);
     this.log.info({ brokerId: this.brokerId }, "broker stopped");

@@ -9,20 +9,55 @@ type Listener = (task: Task) => void;
 /** Largest TaskEventBatch payload (stays under NATS's default 1 MB max_payload). */
 const MAX_BATCH_BYTES = 512 * 1024;
 
+/** How long an owner's events are still followed after their last watch ended. */
+const LINGER_MS = 60_000;
+
+interface Following {
+  readonly sub: Subscription;
+  readonly listeners: Set<Listener>;
+  /** performance.now() when the subscription was sent (reset by a reconnect). */
+  since: number;
+  linger: NodeJS.Timeout | undefined;
+}
+
 /**
  * Terminal-state announcements, fanned out to the WatchTasks calls of this broker. One NATS
- * subscription per owner with watchers, whichever broker replica recorded the result.
+ * subscription per owner with watchers (kept a minute after the last one ends), whichever broker
+ * replica recorded the result.
  */
 export class TaskEventHub {
-  private readonly owners = new Map<string, { sub: Subscription; listeners: Set<Listener> }>();
+  private readonly owners = new Map<string, Following>();
   /** Encoded tasks announced this turn of the event loop, by owner; they leave together. */
   private outgoing = new Map<string, Uint8Array[]>();
   private readonly subjects = new Map<string, string>();
 
+  /**
+   * @param forget called with each task another replica announced finished: this broker's cached
+   *   copy of its record is stale
+   */
   constructor(
     private readonly nc: NatsConnection,
     private readonly log: Logger,
+    private readonly forget: (taskId: string) => void = () => undefined,
   ) {}
+
+  /**
+   * Since when (performance.now()) this broker has followed `owner`'s task events without a gap,
+   * or undefined if it does not. A task whose record this broker wrote after that moment cannot
+   * finish without this broker hearing of it: the subscription reached the server before the write.
+   */
+  followedSince(owner: string): number | undefined {
+    return this.owners.get(owner)?.since;
+  }
+
+  /**
+   * The NATS connection dropped (events may have been missed) or came back: what was followed
+   * is followed again only from now on.
+   */
+  connectionChanged(): void {
+    const now = performance.now();
+    for (const f of this.owners.values()) f.since = now;
+  }
 
   /**
    * Announces a task's terminal state to every broker's watchers. This broker's own watchers hear
@@ -82,6 +117,7 @@ export class TaskEventHub {
     let entry = this.owners.get(owner);
     if (!entry) {
       const listeners = new Set<Listener>();
+      const since = performance.now();
       const sub = this.nc.subscribe(this.subjectOf(owner), {
         callback: (err, msg) => {
           if (err) {
@@ -95,21 +131,41 @@ export class TaskEventHub {
             this.log.warn({ err: e }, "undecodable task event dropped");
             return;
           }
-          for (const task of batch.tasks) for (const l of listeners) l(task);
+          for (const task of batch.tasks) {
+            this.forget(task.id);
+            for (const l of listeners) l(task);
+          }
         },
       });
-      entry = { sub, listeners };
+      entry = { sub, listeners, since, linger: undefined };
       this.owners.set(owner, entry);
     }
+    clearTimeout(entry.linger);
+    entry.linger = undefined;
     entry.listeners.add(listener);
     const e = entry;
     return () => {
       e.listeners.delete(listener);
-      if (e.listeners.size === 0 && this.owners.get(owner) === e) {
-        this.owners.delete(owner);
-        e.sub.unsubscribe();
-      }
+      if (e.listeners.size > 0 || this.owners.get(owner) !== e || e.linger) return;
+      // Kept a while: the owner's next watch then finds its recent tasks accounted for.
+      e.linger = setTimeout(() => {
+        e.linger = undefined;
+        if (e.listeners.size === 0 && this.owners.get(owner) === e) {
+          this.owners.delete(owner);
+          e.sub.unsubscribe();
+        }
+      }, LINGER_MS);
+      e.linger.unref();
     };
+  }
+
+  /** Stops following every owner. */
+  close(): void {
+    for (const [owner, e] of this.owners) {
+      clearTimeout(e.linger);
+      e.sub.unsubscribe();
+      this.owners.delete(owner);
+    }
   }
 }
 

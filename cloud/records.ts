@@ -78,29 +78,33 @@ export function isWrongRevision(err: unknown): boolean {
  * of them cost a few MB and nothing to the garbage collector's marking.
  */
 export class RecordCache<T> {
-  private readonly entries = new Map<string, { bytes: Uint8Array; revision: number }>();
+  private readonly entries = new Map<string, { bytes: Uint8Array; revision: number; sentAt: number }>();
   constructor(
     private readonly codec: Codec<T>,
     private readonly maxEntries = 50_000,
   ) {}
-  get(key: string): { value: T; revision: number } | undefined {
+  /** The record, its revision, and when (performance.now()) the write that stored it was sent. */
+  get(key: string): { value: T; revision: number; sentAt: number } | undefined {
     const e = this.entries.get(key);
     if (!e) return undefined;
     try {
-      return { value: this.codec.decode(e.bytes), revision: e.revision };
+      return { value: this.codec.decode(e.bytes), revision: e.revision, sentAt: e.sentAt };
     } catch {
       this.entries.delete(key);
       return undefined;
     }
   }
-  /** Remembers a record by its encoded form (as written at `revision`). */
-  remember(key: string, bytes: Uint8Array, revision: number): void {
+  /**
+   * Remembers a record by its encoded form, as written at `revision` by a write sent at `sentAt`
+   * (performance.now(), taken before the write left).
+   */
+  remember(key: string, bytes: Uint8Array, revision: number, sentAt: number): void {
     this.entries.delete(key);
     if (this.entries.size >= this.maxEntries) {
       const oldest = this.entries.keys().next();
       if (!oldest.done) this.entries.delete(oldest.value);
     }
-    this.entries.set(key, { bytes, revision });
+    this.entries.set(key, { bytes, revision, sentAt });
   }
   forget(key: string): void {
     this.entries.delete(key);
@@ -136,8 +140,9 @@ export async function updateRecord<T>(
     if (!next) return { value: current.value, changed: false };
     try {
       const bytes = codec.encode(next).finish();
+      const sentAt = performance.now();
       const revision = await io.write(key, bytes, current.revision);
-      cache?.remember(key, bytes, revision);
+      cache?.remember(key, bytes, revision, sentAt);
       return { value: next, changed: true, bytes };
     } catch (err) {
       if (!isWrongRevision(err)) throw err;

@@ -54,6 +54,8 @@ async function settleAll<T>(
 const CONCURRENCY = 256;
 /** While a watch waits for events, it re-reads what it still waits for this often, in case one was missed. */
 const WATCH_RECHECK_MS = 2_000;
+/** A watch re-reads what it still waits for at least this often, events or not. */
+const WATCH_FULL_RECHECK_MS = 30_000;
 /** Most tasks in one WatchTasks message. */
 const WATCH_BATCH = 256;
 
@@ -168,6 +170,7 @@ export class TaskBook {
       // The record and the queue entry are written in one pipelined round trip. A result can
       // only come back long after both landed; the ingest retries one for a record not yet seen.
       const recordBytes = Task.encode(task).finish();
+      const sentAt = performance.now();
       const record = this.store.createTaskRecord(taskId, recordBytes);
       const queued = this.store.publisher.publish(
         Bus.taskSubject(spec.endpointId),
@@ -175,7 +178,7 @@ export class TaskBook {
         { msgId: taskId },
       );
       const [rec, pub] = await Promise.allSettled([record, queued]);
-      if (rec.status === "fulfilled") this.records.remember(taskId, recordBytes, rec.value);
+      if (rec.status === "fulfilled") this.records.remember(taskId, recordBytes, rec.value, sentAt);
       if (rec.status === "rejected" && key && isWrongRevision(rec.reason)) {
         // A retry of a call that created this task already. The queue entry just published is
         // dropped by the stream's de-duplication (same message id) within its window (2 min);
@@ -293,12 +296,25 @@ export class TaskBook {
           if (!call.write(msg)) await new Promise<void>((r) => call.once("drain", r));
         }
       };
-      const recheck = async (): Promise<void> => {
-        const pending = [...remaining];
+      const recheck = async (trustCache: boolean): Promise<void> => {
+        let pending = [...remaining];
+        if (trustCache) {
+          // A task this broker wrote (unfinished) after the owner's events were followed cannot
+          // have finished unseen: its end would have been announced to this subscription (and
+          // would have dropped the cached record). No read for it, only for the others.
+          const since = this.events.followedSince(owner);
+          if (since !== undefined) {
+            pending = pending.filter((id) => {
+              const c = this.records.get(id);
+              return !(c && c.sentAt > since && c.value.owner === owner && !isTerminal(c.value.state));
+            });
+          }
+        }
         const tasks = await mapLimit(pending, CONCURRENCY, (id) => this.read(id, owner));
         await send(tasks.filter((t) => isTerminal(t.state)));
       };
-      await recheck();
+      await recheck(true);
+      let lastRecheck = performance.now();
       while (remaining.size > 0 && !call.cancelled) {
         while (ready.length > 0) await send(ready.splice(0, ready.length));
         if (remaining.size === 0) break;
@@ -310,7 +326,13 @@ export class TaskBook {
           };
         });
         wake = undefined;
-        if (!woke && ready.length === 0 && !call.cancelled) await recheck();
+        // Events are best effort: read what is still awaited when none came for a while, and
+        // now and then even while others keep coming.
+        const due = !woke || performance.now() - lastRecheck > WATCH_FULL_RECHECK_MS;
+        if (due && ready.length === 0 && !call.cancelled) {
+          await recheck(false);
+          lastRecheck = performance.now();
+        }
       }
     } finally {
       unsubscribe();

@@ -79,6 +79,60 @@ describe("broker operations: health, replicas, graceful stop, retention", () => 
     }
   }, 120_000);
 
+  it("a watch on the submitting broker hears at once of tasks another replica recorded", async () => {
+    // Broker A follows the owner's events (a watch is open) when it submits: it then trusts its own
+    // cached records instead of reading them, so a result recorded by B must reach it as an event
+    // that drops A's stale copy. Were that broken, A's watch would wait for its 2 s fallback read.
+    const keyFile = path.join(dir, "shared-key-2.pem");
+    const a = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "wa"), keyFile });
+    const b = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "wb"), keyFile });
+    started.push(a, b);
+    const token = await a.token("frank");
+    const ep = await EndpointProcess.start({
+      home: path.join(dir, "home-frank"),
+      name: "ep",
+      broker: a.address,
+      token,
+      workers: 2,
+    });
+    started.push(ep);
+    const viaA = new Client({ address: a.address, token });
+    const viaB = new Client({ address: b.address, token });
+    try {
+      const sleepy = await viaA.registerFunction(async (ms: number) => new Promise((r) => setTimeout(r, ms)));
+      const double = await viaA.registerFunction((x: number) => x * 2);
+      const long = await viaA.run(sleepy, ep.endpointId(), [60_000]);
+      const follower = viaA.results([long])[Symbol.asyncIterator]();
+      const pendingLong = follower.next();
+      await new Promise((r) => setTimeout(r, 300)); // A now follows frank's events
+      for (let round = 0; round < 3; round++) {
+        const { taskIds } = await viaA.submitBatch(
+          Array.from({ length: 40 }, (_, i) => ({
+            functionId: double,
+            endpointId: ep.endpointId(),
+            args: [i],
+          })),
+        );
+        // Wait (through B) until all are recorded, half of them by B's result ingest on average.
+        for (;;) {
+          const infos = await viaB.getTasks(taskIds);
+          if (infos.every((t) => t.terminal)) break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        const t0 = Date.now();
+        let n = 0;
+        for await (const o of viaA.results(taskIds, { timeoutMs: 30_000 })) if (o.ok) n++;
+        expect(n).toBe(40);
+        expect(Date.now() - t0).toBeLessThan(1_900);
+      }
+      await viaA.cancel([long]);
+      await pendingLong;
+    } finally {
+      viaA.close();
+      viaB.close();
+    }
+  }, 120_000);
+
   it("forgets tasks and results after the configured retention", async () => {
     // Retention is a property of the buckets, so this broker gets a NATS of its own.
     const nats2 = await NatsServer.start({ storeDir: path.join(dir, "nats2") });
