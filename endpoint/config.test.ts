@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -79,6 +79,7 @@ describe("endpoint config", () => {
     writeFileSync(bad, "broker: [unclosed\n");
     expect(messageOf(() => loadConfig(bad, {}))).toContain(`${bad} is not valid YAML`);
     expect(messageOf(() => loadConfig(path.join(dir, "none.yaml"), {}))).toContain("no config file");
+    rmSync(dir, { recursive: true, force: true });
   });
 });
 

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -24,6 +24,7 @@ describe("shell templates", () => {
       expect(run.stdout).toBe(value);
     }
     expect(existsSync(canary)).toBe(false);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it("quotes single quotes as '\\''", () => {
