@@ -30,6 +30,28 @@ describe("broker operations: health, replicas, graceful stop, retention", () => 
     rmSync(dir, { recursive: true, force: true });
   });
 
+  /** Two brokers sharing a signing key on the suite's NATS, an endpoint of `user`'s, a client on each. */
+  async function twoBrokers(user: string) {
+    const keyFile = path.join(dir, `key-${user}.pem`);
+    const a = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, `${user}-a`), keyFile });
+    const b = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, `${user}-b`), keyFile });
+    started.push(a, b);
+    const token = await a.token(user);
+    const ep = await EndpointProcess.start({
+      home: path.join(dir, `home-${user}`),
+      name: "ep",
+      broker: a.address,
+      token,
+      workers: 2,
+    });
+    started.push(ep);
+    return {
+      ep,
+      viaA: new Client({ address: a.address, token }),
+      viaB: new Client({ address: b.address, token }),
+    };
+  }
+
   it("answers the gRPC health check", async () => {
     const broker = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "b0") });
     started.push(broker);
@@ -48,21 +70,7 @@ describe("broker operations: health, replicas, graceful stop, retention", () => 
   });
 
   it("two brokers on one NATS serve the same users: submit through one, results through the other", async () => {
-    const keyFile = path.join(dir, "shared-key.pem");
-    const a = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "ba"), keyFile });
-    const b = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "bb"), keyFile });
-    started.push(a, b);
-    const token = await a.token("dave");
-    const ep = await EndpointProcess.start({
-      home: path.join(dir, "home-dave"),
-      name: "ep",
-      broker: a.address,
-      token,
-      workers: 2,
-    });
-    started.push(ep);
-    const viaA = new Client({ address: a.address, token });
-    const viaB = new Client({ address: b.address, token });
+    const { ep, viaA, viaB } = await twoBrokers("dave");
     try {
       const fid = await viaA.registerFunction((x: number) => x * 2);
       expect((await viaB.getFunction(fid)).id).toBe(fid);
@@ -83,21 +91,7 @@ describe("broker operations: health, replicas, graceful stop, retention", () => 
     // Broker A follows the owner's events (a watch is open) when it submits: it then trusts its own
     // cached records instead of reading them, so a result recorded by B must reach it as an event
     // that drops A's stale copy. Were that broken, A's watch would wait for its 2 s fallback read.
-    const keyFile = path.join(dir, "shared-key-2.pem");
-    const a = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "wa"), keyFile });
-    const b = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "wb"), keyFile });
-    started.push(a, b);
-    const token = await a.token("frank");
-    const ep = await EndpointProcess.start({
-      home: path.join(dir, "home-frank"),
-      name: "ep",
-      broker: a.address,
-      token,
-      workers: 2,
-    });
-    started.push(ep);
-    const viaA = new Client({ address: a.address, token });
-    const viaB = new Client({ address: b.address, token });
+    const { ep, viaA, viaB } = await twoBrokers("frank");
     try {
       const sleepy = await viaA.registerFunction(async (ms: number) => new Promise((r) => setTimeout(r, ms)));
       const double = await viaA.registerFunction((x: number) => x * 2);
