@@ -27,6 +27,9 @@ export function bearer(token: string): grpc.Metadata {
   return md;
 }
 
+/** What grpc-js says when the HTTP/2 connection or stream under a call broke. */
+const BROKEN_CONNECTION = /RST_STREAM|Session closed|GOAWAY|ECONNRESET|EPIPE|Stream refused/i;
+
 /** Turns a gRPC error into a {@link FabricError}, decoding the ErrorInfo the broker attaches. */
 export function fromGrpcError(err: unknown): FabricError {
   if (err instanceof FabricError) return err;
@@ -40,9 +43,16 @@ export function fromGrpcError(err: unknown): FabricError {
     }
   }
   if (typeof e.code === "number") {
-    return new FabricError(codeFromGrpcStatus(e.code), e.details || e.message || "gRPC call failed", {
-      cause: err,
-    });
+    const details = e.details || e.message || "gRPC call failed";
+    if (e.code === grpc.status.INTERNAL && BROKEN_CONNECTION.test(details)) {
+      // grpc-js reports a connection that broke under a call as INTERNAL; the broker's own
+      // INTERNAL errors always carry ErrorInfo. It is a transport failure: safe to retry what is
+      // idempotent, as every UNAVAILABLE is.
+      return new FabricError("UNAVAILABLE", `the connection to the broker broke: ${details}`, {
+        cause: err,
+      });
+    }
+    return new FabricError(codeFromGrpcStatus(e.code), details, { cause: err });
   }
   return new FabricError("UNKNOWN", err instanceof Error ? err.message : String(err), { cause: err });
 }
