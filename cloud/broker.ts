@@ -9,6 +9,7 @@ import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 
 import { silentLogger } from "../common/logger.js";
+import { isTerminal } from "../common/task-state.js";
 import { EndpointServiceService, FunctionServiceService, TaskServiceService, Task } from "../proto/index.js";
 import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "./auth.js";
 import { AccessPolicy } from "./authz.js";
@@ -113,7 +114,7 @@ export class Broker {
     const policy = new AccessPolicy(this.config.groups);
     const functions = new FunctionRegistry(store, policy);
     const endpoints = new EndpointRegistry(store, this.config, policy);
-    const records: TaskRecordCache = new RecordCache<Task>(Task);
+    const records: TaskRecordCache = new RecordCache<Task>(Task, 50_000, (t) => !isTerminal(t.state));
     const events = new TaskEventHub(this.nc, log.child({ component: "cloud.events" }), (id) =>
       records.forget(id),
     );

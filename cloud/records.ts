@@ -79,9 +79,14 @@ export function isWrongRevision(err: unknown): boolean {
  */
 export class RecordCache<T> {
   private readonly entries = new Map<string, { bytes: Uint8Array; revision: number; sentAt: number }>();
+  /**
+   * @param keeps whether a record just written is worth keeping (a final one changes no more: it
+   *   would only hold memory)
+   */
   constructor(
     private readonly codec: Codec<T>,
     private readonly maxEntries = 50_000,
+    readonly keeps: (value: T) => boolean = () => true,
   ) {}
   /** The record, its revision, and when (performance.now()) the write that stored it was sent. */
   get(key: string): { value: T; revision: number; sentAt: number } | undefined {
@@ -142,7 +147,8 @@ export async function updateRecord<T>(
       const bytes = codec.encode(next).finish();
       const sentAt = performance.now();
       const revision = await io.write(key, bytes, current.revision);
-      cache?.remember(key, bytes, revision, sentAt);
+      if (cache?.keeps(next)) cache.remember(key, bytes, revision, sentAt);
+      else cache?.forget(key);
       return { value: next, changed: true, bytes };
     } catch (err) {
       if (!isWrongRevision(err)) throw err;

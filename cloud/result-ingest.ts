@@ -97,8 +97,6 @@ export class ResultIngest {
       return false;
     }
     if (isTerminal(out.value.state)) {
-      // A finished task's record changes no more: its cache entry would only hold memory.
-      this.records.forget(update.taskId);
       this.events.publish(out.value, out.bytes);
       this.log.debug({ taskId: update.taskId, endpointId, state: out.value.state }, "task finished");
     }

@@ -239,7 +239,6 @@ export class TaskBook {
       );
       if (!out) throw notFound(`task ${id} not found`);
       if (out.changed) {
-        this.records.forget(id); // cancelled: final
         this.events.publish(out.value, out.bytes);
         const list = control.get(out.value.endpointId) ?? [];
         list.push(id);
