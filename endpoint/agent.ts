@@ -219,6 +219,8 @@ export class EndpointAgent {
   private allowedFunctions = new Set<string>();
   /** Queue depths, from task run times unless the config fixes them. */
   private readonly sizer: QueueSizer;
+  /** Workers of the blocks started at start (at least one block): the prefetch's floor. */
+  private readonly blockWorkers: number;
 
   constructor(private readonly opts: EndpointAgentOptions) {
     this.cfg = opts.config;
@@ -230,6 +232,9 @@ export class EndpointAgent {
     });
     this.inlineLimit = this.cfg.limits.inlinePayloadBytes;
     this.sizer = new QueueSizer(this.cfg);
+    // At least one block's worth of prefetch, so an endpoint whose blocks come and go still pulls.
+    const scaling = scalingOf(this.cfg.provider);
+    this.blockWorkers = Math.max(1, scaling.initBlocks) * scaling.workersPerBlock;
   }
 
   /** The endpoint's id, once known. */
@@ -578,10 +583,9 @@ export class EndpointAgent {
 
   /** Tasks the agent may hold with `workers` connected: what they hold, plus the prefetch. */
   private window(workers: number): number {
-    // At least one block's worth of prefetch, so an endpoint whose blocks come and go still pulls.
-    const scaling = scalingOf(this.cfg.provider);
-    const configured = Math.max(1, scaling.initBlocks) * scaling.workersPerBlock;
-    return workers * this.sizer.workerQueueDepth() + this.sizer.prefetch(Math.max(workers, configured));
+    return (
+      workers * this.sizer.workerQueueDepth() + this.sizer.prefetch(Math.max(workers, this.blockWorkers))
+    );
   }
 
   /** Pulls more tasks if there is room; coalesced so a burst of completions makes one request. */
@@ -857,11 +861,8 @@ export class EndpointAgent {
     const actor = `manager/${m.managerId}`;
     let update: TaskUpdate;
     if (o.ok) {
-      // Small results (the common case) are reported without waiting a turn.
-      update =
-        o.resultJson.length <= this.inlineLimit && o.resultJson.length <= this.cfg.limits.maxResultBytes
-          ? this.inlineSuccess(t, o, actor)
-          : await this.successUpdate(t, o, actor);
+      const success = this.successUpdate(t, o, actor);
+      update = success instanceof Promise ? await success : success;
     } else {
       const error = fitError(
         o.error ?? errorToInfo(new FabricError("UNKNOWN", "the task failed without an error")),
@@ -914,33 +915,12 @@ export class EndpointAgent {
     return true;
   }
 
-  /** The update of a task whose result travels inline. */
-  private inlineSuccess(t: InFlightTask, o: WorkOutcome, actor: string): TaskUpdate {
+  /**
+   * The update of a task that succeeded. A small result (the common case) travels inline and the
+   * update is returned at once, without waiting a turn; a large one is stored first.
+   */
+  private successUpdate(t: InFlightTask, o: WorkOutcome, actor: string): TaskUpdate | Promise<TaskUpdate> {
     const bytes = o.resultJson;
-    return {
-      taskId: t.taskId,
-      state: TaskState.TASK_STATE_SUCCESS,
-      atMs: o.finishedAtMs || Date.now(),
-      actor,
-      detail: "",
-      result: { json: bytes, objectRef: "", size: bytes.length },
-      error: undefined,
-      attempt: t.attempt,
-      startedAtMs: 0,
-      startedBy: "",
-    };
-  }
-
-  private async successUpdate(t: InFlightTask, o: WorkOutcome, actor: string): Promise<TaskUpdate> {
-    const bytes = o.resultJson;
-    const base = {
-      taskId: t.taskId,
-      atMs: o.finishedAtMs || Date.now(),
-      actor,
-      attempt: t.attempt,
-      startedAtMs: 0,
-      startedBy: "",
-    };
     if (bytes.length > this.cfg.limits.maxResultBytes) {
       return this.failedUpdate(
         t.taskId,
@@ -953,37 +933,46 @@ export class EndpointAgent {
         t.attempt,
       );
     }
-    let result: Payload = { json: bytes, objectRef: "", size: bytes.length };
-    if (bytes.length > this.inlineLimit) {
-      const name = Bus.resultObject(t.taskId);
-      let stored = false;
-      for (let i = 0, delay = 250; i < 5 && !stored; i++, delay *= 2) {
-        try {
-          const store = await this.objectStore();
-          await store.putBlob({ name }, bytes);
-          stored = true;
-        } catch (err) {
-          this.log.warn(
-            { taskId: t.taskId, err: (err as Error).message },
-            "cannot store a large result; retrying",
-          );
-          await sleep(delay);
-        }
-      }
-      if (!stored) {
-        return this.failedUpdate(
-          t.taskId,
-          new FabricError(
-            "UNAVAILABLE",
-            `the result (${bytes.length} bytes) could not be written to the payload store`,
-          ),
-          actor,
-          t.attempt,
+    const update: TaskUpdate = {
+      taskId: t.taskId,
+      state: TaskState.TASK_STATE_SUCCESS,
+      atMs: o.finishedAtMs || Date.now(),
+      actor,
+      detail: "",
+      result: { json: bytes, objectRef: "", size: bytes.length },
+      error: undefined,
+      attempt: t.attempt,
+      startedAtMs: 0,
+      startedBy: "",
+    };
+    return bytes.length > this.inlineLimit ? this.storeResult(update, bytes) : update;
+  }
+
+  /** Writes a large result to the payload store; the update then refers to it. */
+  private async storeResult(update: TaskUpdate, bytes: Uint8Array): Promise<TaskUpdate> {
+    const name = Bus.resultObject(update.taskId);
+    for (let i = 0, delay = 250; i < 5; i++, delay *= 2) {
+      try {
+        const store = await this.objectStore();
+        await store.putBlob({ name }, bytes);
+        return { ...update, result: { json: Buffer.alloc(0), objectRef: name, size: bytes.length } };
+      } catch (err) {
+        this.log.warn(
+          { taskId: update.taskId, err: (err as Error).message },
+          "cannot store a large result; retrying",
         );
+        await sleep(delay);
       }
-      result = { json: Buffer.alloc(0), objectRef: name, size: bytes.length };
     }
-    return { ...base, state: TaskState.TASK_STATE_SUCCESS, detail: "", result, error: undefined };
+    return this.failedUpdate(
+      update.taskId,
+      new FabricError(
+        "UNAVAILABLE",
+        `the result (${bytes.length} bytes) could not be written to the payload store`,
+      ),
+      update.actor,
+      update.attempt,
+    );
   }
 
   private failedUpdate(taskId: string, err: FabricError, actor: string, attempt = 1): TaskUpdate {
