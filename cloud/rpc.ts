@@ -74,7 +74,8 @@ async function verifyBearer(auth: TokenAuthority, metadata: grpc.Metadata): Prom
   return auth.verify(m[1]!);
 }
 
-function logFailure(log: Logger, method: string, err: FabricError): void {
+/** Logs a failed call: server faults as errors, the caller's mistakes at debug level. */
+export function logFailure(log: Logger, method: string, err: FabricError): void {
   if (err.code === "INTERNAL" || err.code === "UNKNOWN" || err.code === "DATA_LOSS") {
     log.error({ err, method }, "call failed");
   } else {

@@ -1,6 +1,5 @@
 import { createHash } from "node:crypto";
 
-import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 
 import { Bus } from "../common/bus-layout.js";
@@ -31,6 +30,7 @@ import type { TaskEventHub } from "./event-hub.js";
 import type { FunctionRegistry } from "./functions-service.js";
 import { isWrongRevision, mapLimit, readRecord, updateRecord, type TaskRecordCache } from "./records.js";
 import { serverStream, unary, userOf } from "./rpc.js";
+import { sessionHandler } from "./session.js";
 import type { FabricStore } from "./store.js";
 import { cancelTask } from "./task-transitions.js";
 import { check, idSchema } from "./validate.js";
@@ -58,6 +58,18 @@ const WATCH_RECHECK_MS = 2_000;
 const WATCH_FULL_RECHECK_MS = 30_000;
 /** Most tasks in one WatchTasks message. */
 const WATCH_BATCH = 256;
+
+/**
+ * Where a watch sends finished tasks: a WatchTasks call, or one watch of a Session stream. `write`
+ * returns false when the writer should wait for "drain"; "cancelled" means nobody listens anymore.
+ */
+export interface WatchSink {
+  readonly cancelled: boolean;
+  write(msg: WatchTasksResponse): boolean;
+  once(event: "drain", listener: () => void): unknown;
+  on(event: "cancelled", listener: () => void): unknown;
+  off(event: "cancelled", listener: () => void): unknown;
+}
 
 interface GroupMeta {
   owner: string;
@@ -257,11 +269,7 @@ export class TaskBook {
     return { tasks };
   }
 
-  async watch(
-    req: WatchTasksRequest,
-    call: grpc.ServerWritableStream<WatchTasksRequest, WatchTasksResponse>,
-    owner: string,
-  ): Promise<void> {
+  async watch(req: WatchTasksRequest, call: WatchSink, owner: string): Promise<void> {
     let ids: string[];
     if (req.groupId) {
       if (req.taskIds.length > 0)
@@ -480,5 +488,6 @@ export function taskService(book: TaskBook, auth: TokenAuthority, log: Logger): 
       "WatchTasks",
       (req, call, ctx) => book.watch(req, call, userOf(ctx)),
     ),
+    session: sessionHandler(book, auth, log),
   };
 }

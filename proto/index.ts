@@ -50,6 +50,8 @@ export {
   CancelTasksResponse,
   WatchTasksRequest,
   WatchTasksResponse,
+  SessionRequest,
+  SessionResponse,
   BusConnectInfo,
   FunctionServiceService,
   FunctionServiceClient,

@@ -7,7 +7,7 @@ import { FabricError } from "../common/errors.js";
 import { bearer, callUnary, channelFor, clientOptions } from "../common/grpc-client.js";
 import { silentLogger } from "../common/logger.js";
 import { EndpointServiceClient, FunctionServiceClient, TaskServiceClient } from "../proto/index.js";
-import type { FunctionSpec, Task, TaskSpec } from "../proto/index.js";
+import type { FunctionSpec, Task, TaskSpec, WatchTasksRequest } from "../proto/index.js";
 import { chunk, encodeTaskSpec, taskOutcome, toEndpointInfo, toFunctionInfo, toTaskInfo } from "./codec.js";
 import type { TaskInput } from "./codec.js";
 import { loadClientSettings, resolveClientOptions } from "./config.js";
@@ -17,6 +17,7 @@ import type { ExecutorOptions } from "./executor.js";
 import { sourceOfFunction, sourceOfText } from "./function-source.js";
 import type { JsSource } from "./function-source.js";
 import { BatchSubmitError } from "./errors.js";
+import { ClientSession } from "./session.js";
 import type { EndpointInfo, FunctionInfo, TaskInfo, TaskOutcome } from "./types.js";
 import { watchTasks } from "./watch.js";
 import type { WatchTarget } from "./watch.js";
@@ -91,6 +92,8 @@ export type FromConfigOptions = Omit<ClientOptions, "address" | "token"> & {
 // Groups this client submitted to, and the ids it put in them, so a group watch that breaks can be
 // re-opened by id. Bounded so a long-lived client does not grow without limit.
 const MAX_REMEMBERED_GROUPS = 64;
+/** Watches of at most this many ids share the client's session stream. */
+const SESSION_WATCH_MAX_IDS = 64;
 
 /**
  * A connection to the fabric's broker: register functions, run them on endpoints, and get their
@@ -120,6 +123,8 @@ export class Client {
   private readonly md: grpc.Metadata;
   private readonly closing = new AbortController();
   private readonly groups = new Map<string, string[]>();
+  /** Submits and small watches travel on one long-lived stream (see ClientSession). */
+  private readonly session: ClientSession;
 
   /**
    * Connects lazily: nothing goes on the wire until the first call.
@@ -139,6 +144,7 @@ export class Client {
     this.endpoints = new EndpointServiceClient(target, credentials, shared);
     this.tasks = new TaskServiceClient(target, credentials, shared);
     this.md = bearer(this.options.token);
+    this.session = new ClientSession(() => this.tasks.session(this.md.clone()));
   }
 
   /**
@@ -369,13 +375,18 @@ export class Client {
   ): Promise<{ groupId: string; taskIds: string[] }> {
     const idempotencyKey = randomUUID();
     const deadline = Date.now() + SUBMIT_RETRY_WINDOW_MS;
+    const request = { tasks, groupId, idempotencyKey };
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.unary(this.tasks.submitTasks.bind(this.tasks), this.tasks, {
-          tasks,
-          groupId,
-          idempotencyKey,
-        });
+        if (this.session.available) {
+          try {
+            return await this.session.submit(request, this.options.callTimeoutMs);
+          } catch (err) {
+            // A broker without sessions: the same request as a call, at once.
+            if ((err as FabricError).code !== "UNIMPLEMENTED" || this.session.available) throw err;
+          }
+        }
+        return await this.unary(this.tasks.submitTasks.bind(this.tasks), this.tasks, request);
       } catch (err) {
         const fe = err as FabricError;
         const transient =
@@ -521,7 +532,13 @@ export class Client {
     const signal = options.signal
       ? AbortSignal.any([options.signal, this.closing.signal])
       : this.closing.signal;
-    const stream = watchTasks((request) => this.tasks.watchTasks(request, this.md.clone()), watchTarget, {
+    // A few ids (waiting for a task or a handful) ride the session: no call to set up. Larger
+    // watches get a stream of their own, with its own flow control.
+    const open = (request: WatchTasksRequest) =>
+      this.session.available && request.groupId === "" && request.taskIds.length <= SESSION_WATCH_MAX_IDS
+        ? this.session.watch(request)
+        : this.tasks.watchTasks(request, this.md.clone());
+    const stream = watchTasks(open, watchTarget, {
       chunkSize: this.options.submitChunkSize,
       timeoutMs: options.timeoutMs,
       signal,
@@ -560,6 +577,7 @@ export class Client {
   close(): void {
     if (this.closing.signal.aborted) return;
     this.closing.abort();
+    this.session.close();
     this.tasks.close();
     this.endpoints.close();
     this.functions.close();

@@ -1,4 +1,4 @@
-import { createPublicKey } from "node:crypto";
+import { createPublicKey, randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -13,10 +13,11 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "../cloud/auth.js";
-import { FabricError } from "../common/errors.js";
+import { FabricError, errorFromInfo } from "../common/errors.js";
 import { fromGrpcError } from "../common/grpc-client.js";
 import { NatsServer } from "../devkit/nats-server.js";
 import { BrokerProcess, runCli } from "../devkit/processes.js";
+import type { SessionResponse } from "../proto/index.js";
 import { RawClients } from "./support/raw-clients.js";
 
 const jsSpec = {
@@ -229,6 +230,41 @@ describe("authentication: pinned algorithms, claims, kinds, revocation, external
     }
     // Other tokens of the same user still work.
     expect((await outcome(as(await authority.issueUserToken("bob", 600)).listFunctions())).code).toBe("OK");
+  });
+
+  it("a token revoked while its Session stream is open is refused on that stream's next request", async () => {
+    const token = await authority.issueUserToken("carol", 600);
+    const carol = as(token);
+    const stream = carol.tasks.session(carol.md.clone());
+    const answers: SessionResponse[] = [];
+    stream.on("data", (a: SessionResponse) => answers.push(a));
+    stream.on("error", () => undefined);
+    const answerTo = async (ref: number) => {
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const a = answers.find((x) => x.ref === ref);
+        if (a) return a.msg?.$case === "error" ? errorFromInfo(a.msg.value) : a.msg?.$case;
+        if (Date.now() > deadline) throw new Error(`no answer to ${ref}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    const watch = (ref: number) =>
+      stream.write({ ref, op: { $case: "watch", value: { taskIds: [randomUUID()], groupId: "" } } });
+    watch(1);
+    expect(await answerTo(1)).toMatchObject({ code: "NOT_FOUND" }); // authenticated, then looked up
+    await runCli("cloud/cli.js", ["revoke", "-c", broker.configFile, "--token", token], dir);
+    for (let ref = 2; ; ref++) {
+      watch(ref);
+      const a = (await answerTo(ref)) as FabricError;
+      if (a.code === "UNAUTHENTICATED") {
+        expect(a.message).toMatch(/revoked/);
+        break;
+      }
+      if (ref > 200) throw new Error("revocation did not apply to the open session");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    stream.end();
+    carol.close();
   });
 
   it("re-registering an endpoint revokes its previous credential; the new one works", async () => {

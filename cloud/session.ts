@@ -1,0 +1,200 @@
+import { EventEmitter } from "node:events";
+
+import type * as grpc from "@grpc/grpc-js";
+import type { Logger } from "pino";
+
+import { FabricError, errorToInfo, toFabricError } from "../common/errors.js";
+import type { SessionRequest, SessionResponse, WatchTasksResponse } from "../proto/index.js";
+import type { TokenAuthority } from "./auth.js";
+import { MalformedRequest, authenticate, logFailure, toServiceError, userOf } from "./rpc.js";
+import type { TaskBook, WatchSink } from "./tasks-service.js";
+
+/** Submits a session works on at once; it stops reading further requests meanwhile. */
+const MAX_SUBMITS_IN_FLIGHT = 64;
+/** Watches open at once on one session. */
+const MAX_WATCHES = 10_000;
+
+type SessionCall = grpc.ServerDuplexStream<SessionRequest | MalformedRequest, SessionResponse>;
+
+/**
+ * The broker's end of a Session stream: SubmitTasks and WatchTasks requests arriving as messages
+ * on one long-lived stream, answered on it by `ref`. Each request is authenticated (the token is
+ * re-checked, so expiry and revocation apply mid-stream) and rate-limited like a call of its own.
+ * When the client half-closes, the stream ends once every open request has been answered.
+ */
+export function sessionHandler(
+  book: TaskBook,
+  auth: TokenAuthority,
+  log: Logger,
+): grpc.handleBidiStreamingCall<SessionRequest, SessionResponse> {
+  return (call) => {
+    new BrokerSession(call, book, auth, log).start();
+  };
+}
+
+class BrokerSession {
+  private readonly watches = new Map<number, SessionWatch>();
+  private submits = 0;
+  private paused = false;
+  private clientDone = false;
+  private closed = false;
+
+  constructor(
+    private readonly call: SessionCall,
+    private readonly book: TaskBook,
+    private readonly auth: TokenAuthority,
+    private readonly log: Logger,
+  ) {}
+
+  start(): void {
+    const { call } = this;
+    call.on("data", (req: SessionRequest | MalformedRequest) => this.onRequest(req));
+    call.on("end", () => {
+      this.clientDone = true;
+      this.maybeEnd();
+    });
+    call.on("cancelled", () => this.teardown());
+    call.on("error", () => this.teardown());
+    call.on("drain", () => {
+      for (const w of this.watches.values()) w.emit("drain");
+    });
+  }
+
+  private onRequest(req: SessionRequest | MalformedRequest): void {
+    if (this.closed) return;
+    if (req instanceof MalformedRequest) {
+      // Without a readable ref there is no request to answer: the stream itself is broken.
+      this.fail(new FabricError("INVALID_ARGUMENT", `malformed Session request: ${req.reason}`));
+      return;
+    }
+    const { ref, op } = req;
+    switch (op?.$case) {
+      case "submit":
+        this.submit(ref, op.value);
+        return;
+      case "watch":
+        this.watch(ref, op.value);
+        return;
+      case "unwatch":
+        // A watch that already ended has its `done` (or `error`) on the way: nothing to do.
+        this.watches.get(ref)?.cancel();
+        return;
+      default:
+        this.answerError(
+          ref,
+          new FabricError("INVALID_ARGUMENT", "a Session request needs one of submit, watch or unwatch"),
+          "Session",
+        );
+    }
+  }
+
+  private submit(ref: number, request: Parameters<TaskBook["submit"]>[0]): void {
+    this.submits++;
+    if (this.submits >= MAX_SUBMITS_IN_FLIGHT && !this.paused) {
+      this.paused = true;
+      this.call.pause();
+    }
+    authenticate(this.auth, this.call.metadata)
+      .then((principal) => this.book.submit(request, userOf({ principal, log: this.log })))
+      .then(
+        (submitted) => this.write({ ref, msg: { $case: "submitted", value: submitted } }),
+        (err: unknown) => this.answerError(ref, err, "SubmitTasks"),
+      )
+      .finally(() => {
+        this.submits--;
+        if (this.paused && this.submits < MAX_SUBMITS_IN_FLIGHT / 2) {
+          this.paused = false;
+          this.call.resume();
+        }
+        this.maybeEnd();
+      });
+  }
+
+  private watch(ref: number, request: Parameters<TaskBook["watch"]>[0]): void {
+    if (this.watches.has(ref)) {
+      this.answerError(
+        ref,
+        new FabricError("INVALID_ARGUMENT", `ref ${ref} is already in use by an open watch on this session`),
+        "WatchTasks",
+      );
+      return;
+    }
+    if (this.watches.size >= MAX_WATCHES) {
+      this.answerError(
+        ref,
+        new FabricError(
+          "RESOURCE_EXHAUSTED",
+          `a session may hold ${MAX_WATCHES} open watches; wait for some to finish`,
+        ),
+        "WatchTasks",
+      );
+      return;
+    }
+    const sink = new SessionWatch(ref, this.call);
+    this.watches.set(ref, sink);
+    authenticate(this.auth, this.call.metadata)
+      .then((principal) => this.book.watch(request, sink, userOf({ principal, log: this.log })))
+      .then(
+        () => this.write({ ref, msg: { $case: "done", value: {} } }),
+        (err: unknown) => this.answerError(ref, err, "WatchTasks"),
+      )
+      .finally(() => {
+        this.watches.delete(ref);
+        this.maybeEnd();
+      });
+  }
+
+  private write(msg: SessionResponse): void {
+    if (!this.closed) this.call.write(msg);
+  }
+
+  private answerError(ref: number, err: unknown, method: string): void {
+    const fe = toFabricError(err);
+    logFailure(this.log, method, fe);
+    this.write({ ref, msg: { $case: "error", value: errorToInfo(fe) } });
+  }
+
+  /** Ends the stream with an error status (nothing more is answered). */
+  private fail(err: FabricError): void {
+    logFailure(this.log, "Session", err);
+    if (!this.call.cancelled) this.call.emit("error", toServiceError(err));
+    this.teardown();
+  }
+
+  private maybeEnd(): void {
+    if (this.closed || !this.clientDone || this.submits > 0 || this.watches.size > 0) return;
+    this.closed = true;
+    this.call.end();
+  }
+
+  private teardown(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const w of this.watches.values()) w.cancel();
+  }
+}
+
+/** One watch of a session, as the {@link WatchSink} TaskBook.watch writes to. */
+class SessionWatch extends EventEmitter implements WatchSink {
+  cancelled = false;
+
+  constructor(
+    private readonly ref: number,
+    private readonly call: SessionCall,
+  ) {
+    super();
+  }
+
+  write(msg: WatchTasksResponse): boolean {
+    if (this.cancelled || this.call.cancelled) return true;
+    return this.call.write({ ref: this.ref, msg: { $case: "tasks", value: msg } });
+  }
+
+  cancel(): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    this.emit("cancelled");
+    // A watch waiting for the stream to drain must not wait for a stream that is gone.
+    this.emit("drain");
+  }
+}
