@@ -62,6 +62,16 @@ export class FabricStore {
     return this.publisher.publish(`$KV.${Bus.tasksBucket}.${taskId}`, bytes, { expectedLastSubjectSeq: 0 });
   }
 
+  /** Creates a group record (fails with "wrong last sequence" if it exists); resolves its revision. */
+  createGroupRecord(key: string, bytes: Uint8Array): Promise<number> {
+    return this.publisher.publish(`$KV.${Bus.groupsBucket}.${key}`, bytes, { expectedLastSubjectSeq: 0 });
+  }
+
+  /** Writes a record of the groups bucket; resolves its revision. */
+  putGroupRecord(key: string, bytes: Uint8Array): Promise<number> {
+    return this.publisher.publish(`$KV.${Bus.groupsBucket}.${key}`, bytes);
+  }
+
   /** Replaces a task record at `revision` (compare-and-set); resolves the new revision. */
   updateTaskRecord(taskId: string, bytes: Uint8Array, revision: number): Promise<number> {
     return this.publisher.publish(`$KV.${Bus.tasksBucket}.${taskId}`, bytes, {

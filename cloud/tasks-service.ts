@@ -120,30 +120,15 @@ export class TaskBook {
     const key = req.idempotencyKey ?? "";
     if (key.length > 256)
       throw new FabricError("INVALID_ARGUMENT", "idempotencyKey must be at most 256 characters");
-    const enc = new TextEncoder();
     let groupId = req.groupId;
-    let groupReady: Promise<unknown>;
     if (groupId) {
       check(idSchema("group"), groupId, "groupId");
       await this.groupMeta(groupId, owner);
-      groupReady = Promise.resolve();
     } else {
-      groupId = key ? derivedId(owner, req.idempotencyKey ?? "", req.tasks.length, "group") : newId();
-      const meta: GroupMeta = { owner, createdAtMs: Date.now() };
-      groupReady = this.store.groups
-        .create(groupId, enc.encode(JSON.stringify(meta)))
-        .catch((err: unknown) => {
-          if (!(key && isWrongRevision(err))) throw err; // a retried call made it already
-        });
+      groupId = key ? derivedId(owner, key, req.tasks.length, "group") : newId();
     }
     // With an idempotency key, ids are derived from it: a retried call names the same tasks.
     const taskIds = key ? derivedIds(owner, key, req.tasks.length) : req.tasks.map(() => newId());
-    // Membership is written alongside the tasks and before the answer, so a watch on the group
-    // (which can only start after the answer) never misses one.
-    const membership = this.store.groups.put(
-      `${groupId}.${key ? derivedId(owner, key, req.tasks.length, "members") : newId()}`,
-      enc.encode(JSON.stringify(taskIds)),
-    );
 
     const actor = `broker/${this.brokerId}`;
     const gid = groupId;
@@ -173,8 +158,12 @@ export class TaskBook {
         taskId,
         functionId: spec.functionId,
         function: fns.get(spec.functionId)!.spec,
-        args: await this.toPayload(spec.argsJson, spec.endpointId, Bus.argsObject(taskId)),
-        kwargs: await this.toPayload(spec.kwargsJson, spec.endpointId, Bus.kwargsObject(taskId)),
+        args:
+          this.inline(spec.argsJson) ??
+          (await this.toObject(spec.argsJson, spec.endpointId, Bus.argsObject(taskId))),
+        kwargs:
+          this.inline(spec.kwargsJson) ??
+          (await this.toObject(spec.kwargsJson, spec.endpointId, Bus.kwargsObject(taskId))),
         owner,
         submittedAtMs: now,
         timeoutS: smallestLimit(spec.timeoutS ?? 0, fns.get(spec.functionId)!.spec?.timeoutS ?? 0),
@@ -222,6 +211,24 @@ export class TaskBook {
         );
       }
     });
+    // The group's records leave after the tasks' (which are on every task's critical path), and
+    // land before the answer: a watch on the group (which can only start after the answer) never
+    // misses a task.
+    const enc = new TextEncoder();
+    const groupReady = req.groupId
+      ? Promise.resolve()
+      : this.store
+          .createGroupRecord(
+            groupId,
+            enc.encode(JSON.stringify({ owner, createdAtMs: Date.now() } satisfies GroupMeta)),
+          )
+          .catch((err: unknown) => {
+            if (!(key && isWrongRevision(err))) throw err; // a retried call made it already
+          });
+    const membership = this.store.putGroupRecord(
+      `${groupId}.${key ? derivedId(owner, key, req.tasks.length, "members") : newId()}`,
+      enc.encode(JSON.stringify(taskIds)),
+    );
     for (const r of await Promise.allSettled([groupReady, membership, created]))
       if (r.status === "rejected") throw r.reason;
     this.log.info({ groupId, owner, tasks: taskIds.length }, "tasks submitted");
@@ -388,9 +395,15 @@ export class TaskBook {
     return [...new Set(ids)];
   }
 
-  private async toPayload(json: Uint8Array, endpointId: string, objectName: string): Promise<Payload> {
-    if (json.length <= this.config.limits.inlinePayloadBytes)
-      return { json, objectRef: "", size: json.length };
+  /** A payload small enough to travel in the task message (the common case: no await, no turn). */
+  private inline(json: Uint8Array): Payload | undefined {
+    return json.length <= this.config.limits.inlinePayloadBytes
+      ? { json, objectRef: "", size: json.length }
+      : undefined;
+  }
+
+  /** A large payload, stored in the endpoint's payload bucket; the message refers to it. */
+  private async toObject(json: Uint8Array, endpointId: string, objectName: string): Promise<Payload> {
     await (await this.store.payloads(endpointId)).putBlob({ name: objectName }, json);
     return { json: new Uint8Array(0), objectRef: objectName, size: json.length };
   }
