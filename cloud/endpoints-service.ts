@@ -291,6 +291,7 @@ export function endpointService(
             payloadBucket: Bus.payloadBucket(endpoint.id),
             ackWaitS: config.taskAckWaitSeconds,
             controlSubject: Bus.controlSubject(endpoint.id),
+            resultRequestSubject: Bus.resultRequestSubject(endpoint.id),
           },
         };
       },

@@ -37,6 +37,7 @@ export function agentPermissions(endpointId: string, consumer: string): Permissi
         `$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`,
         `$JS.ACK.${stream}.${consumer}.>`,
         Bus.resultSubject(endpointId),
+        Bus.resultRequestSubject(endpointId),
         Bus.endpointStatusSubject(endpointId),
         // Its payload bucket: object metadata and chunks (read with short-lived ordered
         // consumers), written chunk by chunk; a rewritten object's old chunks are purged.

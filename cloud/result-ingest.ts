@@ -1,9 +1,10 @@
 import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream";
+import type { Msg, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 
 import { Bus } from "../common/bus-layout.js";
 import { isTerminal } from "../common/task-state.js";
-import { Task, TaskUpdateBatch, type TaskUpdate } from "../proto/index.js";
+import { Task, TaskUpdateBatch, TaskUpdateBatchReply, type TaskUpdate } from "../proto/index.js";
 import type { TaskEventHub } from "./event-hub.js";
 import { mapLimit, updateRecord, type TaskRecordCache } from "./records.js";
 import { RESULT_ACK_WAIT_MS, type FabricStore } from "./store.js";
@@ -14,6 +15,8 @@ import { applyTaskUpdate } from "./task-transitions.js";
  * pulls from it) and records them in the tasks bucket with compare-and-set. A message is acked
  * only after all its updates are stored, so a broker that dies mid-way loses nothing: another
  * replica (or the restarted one) gets the message again, and duplicates are absorbed by task id.
+ * Agents send batches as core NATS requests first (any replica answers once they are recorded),
+ * and publish to the stream only when no broker says "recorded".
  */
 export class ResultIngest {
   private messages: ConsumerMessages | undefined;
@@ -31,6 +34,40 @@ export class ResultIngest {
     const consumer = await this.store.js.consumers.get(Bus.resultStream, Bus.resultConsumer);
     this.messages = await consumer.consume({ max_messages: 64 });
     this.loop = this.run(this.messages);
+    this.requests = this.store.nc.subscribe(Bus.resultRequestSubjects, {
+      queue: Bus.resultRequestQueue,
+      callback: (err, msg) => {
+        if (!err) void this.handleRequest(msg);
+      },
+    });
+  }
+
+  private requests: Subscription | undefined;
+
+  /**
+   * A batch an agent sent as a request: recorded at once and answered, a hop and a stream write
+   * quicker than the stream. Anything short of every update recorded is answered `recorded:
+   * false`, and the agent publishes the batch to the stream, which retries and redelivers.
+   */
+  private async handleRequest(msg: Msg): Promise<void> {
+    const answer = (recorded: boolean, reason = ""): void => {
+      msg.respond(TaskUpdateBatchReply.encode({ recorded, reason }).finish());
+    };
+    if (this.stopping) return answer(false, "the broker is stopping");
+    const endpointId = msg.subject.slice(Bus.resultRequestSubject("").length);
+    let batch: TaskUpdateBatch;
+    try {
+      batch = TaskUpdateBatch.decode(msg.data);
+    } catch (err) {
+      return answer(false, `undecodable batch: ${(err as Error).message}`);
+    }
+    try {
+      const unknown = await mapLimit(batch.updates, 64, (u) => this.apply(endpointId, u, 0));
+      answer(!unknown.some(Boolean), unknown.some(Boolean) ? "a task is not recorded yet" : "");
+    } catch (err) {
+      if (!this.stopping) this.log.warn({ err, endpointId }, "could not record results sent as a request");
+      answer(false, `could not record: ${(err as Error).message}`);
+    }
   }
 
   private async run(messages: ConsumerMessages): Promise<void> {
@@ -73,7 +110,10 @@ export class ResultIngest {
     }
   }
 
-  /** Records one update; returns true when the task is unknown and the batch should come back later. */
+  /**
+   * Records one update; returns true when the task is unknown and the batch should come back later
+   * (`deliveryCount` 0: a request, whose batch the agent then sends through the stream).
+   */
   private async apply(endpointId: string, update: TaskUpdate, deliveryCount: number): Promise<boolean> {
     const out = await updateRecord(
       this.store.taskIo,
@@ -105,6 +145,7 @@ export class ResultIngest {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.requests?.unsubscribe();
     await this.messages?.close();
     await this.loop?.catch(() => undefined);
   }

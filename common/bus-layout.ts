@@ -20,6 +20,13 @@ export const Bus = {
   resultSubject: (endpointId: string) => `fabric.results.${endpointId}`,
   resultSubjects: "fabric.results.*",
   resultConsumer: "brokers",
+  /**
+   * Core NATS subject where an agent sends its TaskUpdateBatch as a request: any broker (one queue
+   * group) records it and answers. The quick way; the result stream is the durable fallback.
+   */
+  resultRequestSubject: (endpointId: string) => `fabric.result-requests.${endpointId}`,
+  resultRequestSubjects: "fabric.result-requests.*",
+  resultRequestQueue: "brokers",
 
   /** KV buckets. Values are protobuf-encoded (FunctionMessage, Endpoint, Task, EndpointStatus). */
   functionsBucket: "fabric_functions",

@@ -22,6 +22,7 @@ import {
   EndpointStatus,
   TaskMessage,
   TaskState,
+  TaskUpdateBatchReply,
 } from "../proto/index.js";
 import type {
   BlockStatus,
@@ -124,6 +125,10 @@ const UPDATE_OVERHEAD_BYTES = 64 * 1024;
 /** How much of a failed task's output, stack and message is kept in its ErrorInfo. */
 const ERROR_FIELD_CAP = 64 * 1024;
 const FETCH_EXPIRES_MS = 5000;
+/** How long a broker has to record updates sent directly before they go through the stream. */
+const DIRECT_UPDATE_TIMEOUT_MS = 2_000;
+/** Largest batch of updates sent to a broker directly; larger ones go through the stream. */
+const DIRECT_UPDATE_MAX = 16;
 const SCALE_TICK_MS = 200;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -286,7 +291,11 @@ export class EndpointAgent {
       endpointId,
       log: this.log.child({ component: "endpoint.updates" }),
       maxBytes: Math.max(4096, maxPayload - 4096),
-      publish: async (bytes) => {
+      publish: async (bytes, count) => {
+        // A few updates (a quiet endpoint: latency matters) go to a broker directly. Under load,
+        // batches are large and the stream's quick PubAck keeps them flowing while brokers record
+        // earlier ones (a request would hold the next batch until this one is recorded).
+        if (count <= DIRECT_UPDATE_MAX && (await this.sendUpdatesDirectly(bytes))) return;
         await js.publish(bus.resultSubject, bytes);
       },
     });
@@ -530,6 +539,26 @@ export class EndpointAgent {
         this.lastError = `NATS: ${s.error.message}`;
         this.log.warn({ err: s.error.message }, "NATS error");
       }
+    }
+  }
+
+  /**
+   * Sends a TaskUpdateBatch to the brokers as a request; true once one says every update is
+   * recorded. Otherwise (no broker, a timeout, a task not recorded yet) the caller publishes the
+   * batch to the durable result stream, which is slower by a stream write and a delivery.
+   */
+  private async sendUpdatesDirectly(bytes: Uint8Array): Promise<boolean> {
+    const subject = this.bus?.resultRequestSubject;
+    if (!subject || !this.nc || this.nc.isClosed()) return false;
+    try {
+      const reply = await this.nc.request(subject, bytes, { timeout: DIRECT_UPDATE_TIMEOUT_MS });
+      const { recorded, reason } = TaskUpdateBatchReply.decode(reply.data);
+      if (!recorded)
+        this.log.debug({ reason }, "a broker did not record updates sent directly; using the stream");
+      return recorded;
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, "updates not sent directly; using the stream");
+      return false;
     }
   }
 

@@ -5,8 +5,8 @@ import { TaskState, TaskUpdateBatch, type ErrorInfo, type TaskUpdate } from "../
 /** Options of an {@link UpdatePublisher}. */
 export interface UpdatePublisherOptions {
   readonly endpointId: string;
-  /** Publishes one encoded TaskUpdateBatch and resolves on the stream's PubAck. */
-  readonly publish: (bytes: Uint8Array) => Promise<void>;
+  /** Publishes one encoded TaskUpdateBatch of `count` updates and resolves once it is stored. */
+  readonly publish: (bytes: Uint8Array, count: number) => Promise<void>;
   readonly log: Logger;
   /** Wait before publishing when no publish is in flight (0: the next turn of the event loop). @default 0 */
   readonly flushDelayMs?: number;
@@ -177,7 +177,7 @@ export class UpdatePublisher {
       }).finish();
       for (;;) {
         try {
-          await this.opts.publish(bytes);
+          await this.opts.publish(bytes, batch.length);
           this.lastError = "";
           backoffMs = 100;
           break;

@@ -65,6 +65,7 @@ export {
   TaskMessage,
   TaskUpdate,
   TaskUpdateBatch,
+  TaskUpdateBatchReply,
   BlockStatus,
   EndpointStatus,
   EndpointControl,

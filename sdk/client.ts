@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { setMaxListeners } from "node:events";
 
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
@@ -145,6 +146,8 @@ export class Client {
     this.tasks = new TaskServiceClient(target, credentials, shared);
     this.md = bearer(this.options.token);
     this.session = new ClientSession(() => this.tasks.session(this.md.clone()));
+    // Every wait of this client listens to it: many concurrent waits are normal, not a leak.
+    setMaxListeners(0, this.closing.signal);
   }
 
   /**

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { cpSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 
@@ -8,7 +9,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { Bus } from "../common/bus-layout.js";
 import { EndpointProcess } from "../devkit/processes.js";
-import { TaskState, TaskUpdateBatch, type BusConnectInfo, type Task } from "../proto/index.js";
+import {
+  TaskState,
+  TaskUpdateBatch,
+  TaskUpdateBatchReply,
+  type BusConnectInfo,
+  type Task,
+} from "../proto/index.js";
 import { Client } from "../sdk/index.js";
 import { RawClients } from "./support/raw-clients.js";
 import { TestStack } from "./support/stack.js";
@@ -132,9 +139,10 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     );
     // Publishing B's results or status is refused too.
     a.nc.publish(Bus.resultSubject(b.id), enc.encode("forged"));
+    a.nc.publish(Bus.resultRequestSubject(b.id), enc.encode("forged"));
     a.nc.publish(Bus.endpointStatusSubject(b.id), enc.encode("forged"));
     await until("the server's publish refusals", () =>
-      [Bus.resultSubject(b.id), Bus.endpointStatusSubject(b.id)].every((s) =>
+      [Bus.resultSubject(b.id), Bus.resultRequestSubject(b.id), Bus.endpointStatusSubject(b.id)].every((s) =>
         a.errors.some((e) => e.includes("Publish") && e.includes(`"${s}"`)),
       ),
     );
@@ -148,82 +156,103 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     );
   });
 
-  it("a result forged for another endpoint's task, on the forger's own subject, is rejected", async () => {
-    const a = await rawEndpoint(aliceRaw, "forger");
-    const bEp = await bobRaw.registerEndpoint({ name: "victim", description: "", endpointId: "" });
-    const victimId = bEp.endpoint!.id;
-    const fnB = await bobRaw.registerFunction({
-      name: "f",
-      description: "",
-      spec: {
-        kind: { $case: "js", value: { source: "const f = () => 1;", entryPoint: "f" } },
-        containerImage: "",
-      },
-    });
-    const victim = await bobRaw.submit({
-      tasks: [
-        {
-          functionId: fnB.function!.id,
-          endpointId: victimId,
-          argsJson: enc.encode("[]"),
-          kwargsJson: new Uint8Array(),
-          timeoutS: 0,
+  it.each([
+    ["through the result stream", false],
+    ["sent to the brokers as a request", true],
+  ])(
+    "a result forged for another endpoint's task, on the forger's own subject, is rejected (%s)",
+    async (_, direct) => {
+      const a = await rawEndpoint(aliceRaw, direct ? "forger-direct" : "forger");
+      const bEp = await bobRaw.registerEndpoint({ name: "victim", description: "", endpointId: "" });
+      const victimId = bEp.endpoint!.id;
+      const fnB = await bobRaw.registerFunction({
+        name: "f",
+        description: "",
+        spec: {
+          kind: { $case: "js", value: { source: "const f = () => 1;", entryPoint: "f" } },
+          containerImage: "",
         },
-      ],
-      groupId: "",
-      idempotencyKey: "",
-    });
-    const victimTask = victim.taskIds[0]!;
-    // A legitimate task of the forger's own endpoint, to know when the forged batch was processed.
-    const fnA = await aliceRaw.registerFunction({
-      name: "g",
-      description: "",
-      spec: {
-        kind: { $case: "js", value: { source: "const g = () => 2;", entryPoint: "g" } },
-        containerImage: "",
-      },
-    });
-    const ownSub = await aliceRaw.submit({
-      tasks: [
-        {
-          functionId: fnA.function!.id,
+      });
+      const victim = await bobRaw.submit({
+        tasks: [
+          {
+            functionId: fnB.function!.id,
+            endpointId: victimId,
+            argsJson: enc.encode("[]"),
+            kwargsJson: new Uint8Array(),
+            timeoutS: 0,
+          },
+        ],
+        groupId: "",
+        idempotencyKey: "",
+      });
+      const victimTask = victim.taskIds[0]!;
+      // A legitimate task of the forger's own endpoint, to know when the forged batch was processed.
+      const fnA = await aliceRaw.registerFunction({
+        name: "g",
+        description: "",
+        spec: {
+          kind: { $case: "js", value: { source: "const g = () => 2;", entryPoint: "g" } },
+          containerImage: "",
+        },
+      });
+      const ownSub = await aliceRaw.submit({
+        tasks: [
+          {
+            functionId: fnA.function!.id,
+            endpointId: a.id,
+            argsJson: enc.encode("[]"),
+            kwargsJson: new Uint8Array(),
+            timeoutS: 0,
+          },
+        ],
+        groupId: "",
+        idempotencyKey: "",
+      });
+      const ownTask = ownSub.taskIds[0]!;
+      const result = { json: enc.encode('"forged"'), objectRef: "", size: 8 };
+      const now = Date.now();
+      const batch = TaskUpdateBatch.encode({
+        endpointId: victimId, // a lie: the broker trusts the subject, which NATS guarantees
+        updates: [victimTask, ownTask].map((taskId) => ({
+          taskId,
+          state: TaskState.TASK_STATE_SUCCESS,
+          atMs: now,
+          actor: `endpoint/${a.id}`,
+          detail: "",
+          result,
+          error: undefined,
+          attempt: 1,
+          startedAtMs: now,
+          startedBy: `endpoint/${a.id}`,
+        })),
+      }).finish();
+      if (direct) {
+        // Sent as a request, the batch is handled before the answer: the forged update refused for
+        // good, the forger's own recorded.
+        const reply = await a.nc.request(Bus.resultRequestSubject(a.id), batch, { timeout: 5_000 });
+        expect(TaskUpdateBatchReply.decode(reply.data)).toMatchObject({ recorded: true });
+        // An update for a task the broker has no record of is not answered "recorded": the agent
+        // then sends it through the stream, which retries it.
+        const unknown = TaskUpdateBatch.encode({
           endpointId: a.id,
-          argsJson: enc.encode("[]"),
-          kwargsJson: new Uint8Array(),
-          timeoutS: 0,
-        },
-      ],
-      groupId: "",
-      idempotencyKey: "",
-    });
-    const ownTask = ownSub.taskIds[0]!;
-    const result = { json: enc.encode('"forged"'), objectRef: "", size: 8 };
-    const now = Date.now();
-    const batch = TaskUpdateBatch.encode({
-      endpointId: victimId, // a lie: the broker trusts the subject, which NATS guarantees
-      updates: [victimTask, ownTask].map((taskId) => ({
-        taskId,
-        state: TaskState.TASK_STATE_SUCCESS,
-        atMs: now,
-        actor: `endpoint/${a.id}`,
-        detail: "",
-        result,
-        error: undefined,
-        attempt: 1,
-        startedAtMs: now,
-        startedBy: `endpoint/${a.id}`,
-      })),
-    }).finish();
-    await jetstream(a.nc).publish(Bus.resultSubject(a.id), batch);
-    await until("the forger's own task to be recorded", async () => {
-      const t = (await aliceRaw.getTasks({ taskIds: [ownTask], omitResults: true })).tasks[0];
-      return t?.state === TaskState.TASK_STATE_SUCCESS;
-    });
-    const t = (await bobRaw.getTasks({ taskIds: [victimTask], omitResults: false })).tasks[0]!;
-    expect(t.state).toBe(TaskState.TASK_STATE_WAITING_FOR_ENDPOINT);
-    expect(t.result).toBeUndefined();
-    await stack.broker.process!.waitFor(/update from the wrong endpoint rejected/, 10_000);
-  });
+          updates: [{ ...TaskUpdateBatch.decode(batch).updates[1]!, taskId: randomUUID() }],
+        }).finish();
+        const no = await a.nc.request(Bus.resultRequestSubject(a.id), unknown, { timeout: 5_000 });
+        expect(TaskUpdateBatchReply.decode(no.data)).toMatchObject({ recorded: false });
+      } else {
+        await jetstream(a.nc).publish(Bus.resultSubject(a.id), batch);
+      }
+      await until("the forger's own task to be recorded", async () => {
+        const t = (await aliceRaw.getTasks({ taskIds: [ownTask], omitResults: true })).tasks[0];
+        return t?.state === TaskState.TASK_STATE_SUCCESS;
+      });
+      const t = (await bobRaw.getTasks({ taskIds: [victimTask], omitResults: false })).tasks[0]!;
+      expect(t.state).toBe(TaskState.TASK_STATE_WAITING_FOR_ENDPOINT);
+      expect(t.result).toBeUndefined();
+      await stack.broker.process!.waitFor(/update from the wrong endpoint rejected/, 10_000);
+    },
+  );
 
   it("large payloads are isolated: an endpoint reads only its own bucket and cannot forge a reference", async () => {
     const a = await rawEndpoint(aliceRaw, "peeker");
