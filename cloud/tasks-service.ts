@@ -121,7 +121,10 @@ export class TaskBook {
     if (key.length > 256)
       throw new FabricError("INVALID_ARGUMENT", "idempotencyKey must be at most 256 characters");
     let groupId = req.groupId;
-    if (groupId) {
+    if (req.noGroup) {
+      if (groupId)
+        throw new FabricError("INVALID_ARGUMENT", "a submission names a group or asks for none, not both");
+    } else if (groupId) {
       check(idSchema("group"), groupId, "groupId");
       await this.groupMeta(groupId, owner);
     } else {
@@ -215,20 +218,23 @@ export class TaskBook {
     // land before the answer: a watch on the group (which can only start after the answer) never
     // misses a task.
     const enc = new TextEncoder();
-    const groupReady = req.groupId
+    const groupReady =
+      req.groupId || req.noGroup
+        ? Promise.resolve()
+        : this.store
+            .createGroupRecord(
+              groupId,
+              enc.encode(JSON.stringify({ owner, createdAtMs: Date.now() } satisfies GroupMeta)),
+            )
+            .catch((err: unknown) => {
+              if (!(key && isWrongRevision(err))) throw err; // a retried call made it already
+            });
+    const membership = req.noGroup
       ? Promise.resolve()
-      : this.store
-          .createGroupRecord(
-            groupId,
-            enc.encode(JSON.stringify({ owner, createdAtMs: Date.now() } satisfies GroupMeta)),
-          )
-          .catch((err: unknown) => {
-            if (!(key && isWrongRevision(err))) throw err; // a retried call made it already
-          });
-    const membership = this.store.putGroupRecord(
-      `${groupId}.${key ? derivedId(owner, key, req.tasks.length, "members") : newId()}`,
-      enc.encode(JSON.stringify(taskIds)),
-    );
+      : this.store.putGroupRecord(
+          `${groupId}.${key ? derivedId(owner, key, req.tasks.length, "members") : newId()}`,
+          enc.encode(JSON.stringify(taskIds)),
+        );
     for (const r of await Promise.allSettled([groupReady, membership, created]))
       if (r.status === "rejected") throw r.reason;
     this.log.info({ groupId, owner, tasks: taskIds.length }, "tasks submitted");

@@ -130,6 +130,8 @@ const DIRECT_UPDATE_TIMEOUT_MS = 2_000;
 /** Largest batch of updates sent to a broker directly; larger ones go through the stream. */
 const DIRECT_UPDATE_MAX = 16;
 const SCALE_TICK_MS = 200;
+/** Delay of a status published because managers came or went (several in a row make one). */
+const STATUS_SOON_MS = 100;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -363,6 +365,7 @@ export class EndpointAgent {
       if (t.phase !== "reporting") this.giveBack(t, "still running when the agent stopped");
     }
     for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.statusTimer);
     this.timers = [];
     if (this.publisher) {
       const flushed = await Promise.race([
@@ -1139,7 +1142,19 @@ export class EndpointAgent {
     }
     this.dispatch();
     this.pump();
+    this.statusSoon();
   }
+
+  /** Publishes the status shortly (coalesced): workers came or went, which users watch for. */
+  private statusSoon(): void {
+    if (this.statusTimer) return;
+    this.statusTimer = setTimeout(() => {
+      this.statusTimer = undefined;
+      if (!this.stopping) void this.publishStatus("online");
+    }, STATUS_SOON_MS);
+  }
+
+  private statusTimer: NodeJS.Timeout | undefined;
 
   private onManagerLost(m: ManagerConnection, why: string): void {
     const level = this.stopping ? "debug" : "warn";
@@ -1150,6 +1165,7 @@ export class EndpointAgent {
     if (b) b.managers = Math.max(0, b.managers - 1);
     void this.loseTasks(b, m, taskIds, why);
     this.pump();
+    this.statusSoon();
   }
 
   /**

@@ -37,6 +37,7 @@ export interface TaskInfo {
   readonly id: string;
   readonly functionId: string;
   readonly endpointId: string;
+  /** The group it was submitted in; empty for a task started with `run()`, which joins none. */
   readonly groupId: string;
   readonly state: TaskStateName;
   /** Whether the state is final (success, failed, cancelled, expired). */

@@ -223,10 +223,29 @@ describe("Session: submits and watches on one stream", () => {
     expect(broker.process?.running).toBe(true);
   });
 
+  it("a submission may join no group: nothing to watch by group, and not together with a group", async () => {
+    const s = open();
+    s.send({ ref: 1, op: { $case: "submit", value: { ...submitReq(2), noGroup: true } } });
+    const a = await s.submitted(1);
+    if (a.msg?.$case !== "submitted") throw new Error(`not submitted: ${JSON.stringify(a)}`);
+    expect(a.msg.value.groupId).toBe("");
+    const tasks = (await alice.getTasks({ taskIds: a.msg.value.taskIds, omitResults: true })).tasks;
+    expect(tasks.map((t) => t.groupId)).toEqual(["", ""]);
+    s.send({
+      ref: 2,
+      op: { $case: "submit", value: { ...submitReq(), noGroup: true, groupId: a.msg.value.groupId || "x" } },
+    });
+    const b = await s.submitted(2);
+    expect(b.msg?.$case === "error" && errorFromInfo(b.msg.value).code).toBe("INVALID_ARGUMENT");
+    s.stream.end();
+    await s.ended;
+  });
+
   it("the SDK client submits and waits over its session, and closes it when idle", async () => {
     const client = new Client({ address: broker.address, token });
     try {
       const id = await client.run(functionId, endpointId, []);
+      expect((await client.getTask(id)).groupId).toBe(""); // run() joins no group
       const waiting = client.waitForResult(id, { timeoutMs: 10_000 }).catch((e: unknown) => e);
       await new Promise((r) => setTimeout(r, 200));
       await alice.cancel({ taskIds: [id] });
