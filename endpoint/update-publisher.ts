@@ -8,7 +8,7 @@ export interface UpdatePublisherOptions {
   /** Publishes one encoded TaskUpdateBatch of `count` updates and resolves once it is stored. */
   readonly publish: (bytes: Uint8Array, count: number) => Promise<void>;
   readonly log: Logger;
-  /** Wait before publishing when no publish is in flight (0: the next turn of the event loop). @default 0 */
+  /** Wait before publishing when no publish is in flight (0: once the current code has run). @default 0 */
   readonly flushDelayMs?: number;
   /** @default 500 */
   readonly maxUpdates?: number;
@@ -30,7 +30,7 @@ interface Entry {
 /**
  * Batches task updates into TaskUpdateBatch messages. One publish is in flight at a time, so a
  * task's updates arrive in order; what arrives meanwhile waits and leaves in the next batch (up to
- * `maxUpdates` or `maxBytes`). When idle, an update leaves on the next turn of the event loop: low
+ * `maxUpdates` or `maxBytes`). When idle, an update leaves once the code that added it has run: low
  * latency when quiet, large batches under load. A task's RUNNING update still waiting when its
  * terminal update arrives is folded into it (`startedAtMs`), saving a write at the broker. `onPublished` runs only after the PubAck: that is when the agent may
  * ack the task message. A failed publish is retried (with backoff) until it succeeds or the
@@ -44,6 +44,7 @@ export class UpdatePublisher {
   private readonly held = new Map<string, { entry: Entry; timer: NodeJS.Timeout }>();
   private readonly startDelayMs: number;
   private timer: NodeJS.Timeout | undefined;
+  private microtask = false;
   private running: Promise<void> | undefined;
   private abandoned = false;
   private readonly flushDelayMs: number;
@@ -126,27 +127,32 @@ export class UpdatePublisher {
     this.abandoned = true;
     clearTimeout(this.timer);
     for (const { timer } of this.held.values()) clearTimeout(timer);
-    clearImmediate(this.timer as unknown as NodeJS.Immediate);
   }
 
   private kick(delayMs: number): void {
     if (this.running || this.abandoned) return;
     if (delayMs < 0) {
       clearTimeout(this.timer);
-      clearImmediate(this.timer as unknown as NodeJS.Immediate);
       this.timer = undefined;
       this.running = this.drain().finally(() => {
         this.running = undefined;
         // Whatever queued up during the publish leaves at once, as the next batch.
         if (this.queue.length > 0) this.kick(-1);
       });
+    } else if (delayMs === 0) {
+      // After the current run of code: the updates added with this one (a frame of outcomes)
+      // leave together, without waiting for the event loop's next turn.
+      if (this.microtask) return;
+      this.microtask = true;
+      queueMicrotask(() => {
+        this.microtask = false;
+        this.kick(-1);
+      });
     } else if (!this.timer) {
-      const fire = () => {
+      this.timer = setTimeout(() => {
         this.timer = undefined;
         this.kick(-1);
-      };
-      this.timer =
-        delayMs === 0 ? (setImmediate(fire) as unknown as NodeJS.Timeout) : setTimeout(fire, delayMs);
+      }, delayMs);
     }
   }
 
