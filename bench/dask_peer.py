@@ -17,8 +17,9 @@ def main():
     workers = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     sequential = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
     batch = int(sys.argv[3]) if len(sys.argv) > 3 else 20000
+    warmup = int(sys.argv[4]) if len(sys.argv) > 4 else 1000
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
-        for i in range(100):
+        for i in range(warmup):
             client.submit(noop, i, pure=False).result()
         samples = []
         for i in range(sequential):

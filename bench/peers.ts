@@ -3,6 +3,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 
 import { ROOT } from "../devkit/processes.js";
+import { LATENCY_WARMUP } from "./core.js";
 
 /** Dask distributed on this machine, same no-op tasks, same number of worker processes. */
 export async function dask(workers = 2): Promise<Record<string, number>> {
@@ -13,7 +14,7 @@ export async function dask(workers = 2): Promise<Record<string, number>> {
   const python = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
   const out = execFileSync(
     python,
-    [path.join(ROOT, "bench", "dask_peer.py"), String(workers), "1000", "20000"],
+    [path.join(ROOT, "bench", "dask_peer.py"), String(workers), "1000", "20000", String(LATENCY_WARMUP)],
     {
       encoding: "utf8",
       stdio: ["ignore", "pipe", "ignore"],
