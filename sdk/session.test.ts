@@ -37,6 +37,15 @@ function harness(idleMs = 50) {
   return { session, streams };
 }
 
+/** An error as grpc-js reports a failed call. */
+function grpcError(code: grpc.status, details: string): grpc.ServiceError {
+  return Object.assign(new Error(`${code} ${grpc.status[code]}: ${details}`), {
+    code,
+    details,
+    metadata: new grpc.Metadata(),
+  });
+}
+
 const submitReq = { tasks: [], groupId: "", idempotencyKey: "k" };
 
 describe("ClientSession", () => {
@@ -90,14 +99,7 @@ describe("ClientSession", () => {
     const a = session.submit(submitReq);
     const w = session.watch({ taskIds: ["t"], groupId: "" });
     const watchErr = new Promise((r) => w.on("error", r));
-    streams[0]!.emit(
-      "error",
-      Object.assign(new Error("14 UNAVAILABLE: Connection dropped"), {
-        code: grpc.status.UNAVAILABLE,
-        details: "Connection dropped",
-        metadata: new grpc.Metadata(),
-      }),
-    );
+    streams[0]!.emit("error", grpcError(grpc.status.UNAVAILABLE, "Connection dropped"));
     await expect(a).rejects.toMatchObject({ code: "UNAVAILABLE" });
     await expect(watchErr).resolves.toMatchObject({ code: "UNAVAILABLE" });
     expect(session.available).toBe(true);
@@ -110,11 +112,10 @@ describe("ClientSession", () => {
     const a = session.submit(submitReq);
     streams[0]!.emit(
       "error",
-      Object.assign(new Error("12 UNIMPLEMENTED"), {
-        code: grpc.status.UNIMPLEMENTED,
-        details: "The server does not implement the method /fabric.v1.TaskService/Session",
-        metadata: new grpc.Metadata(),
-      }),
+      grpcError(
+        grpc.status.UNIMPLEMENTED,
+        "The server does not implement the method /fabric.v1.TaskService/Session",
+      ),
     );
     await expect(a).rejects.toMatchObject({ code: "UNIMPLEMENTED" });
     expect(session.available).toBe(false);
