@@ -237,7 +237,8 @@ export class TaskBook {
         );
     for (const r of await Promise.allSettled([groupReady, membership, created]))
       if (r.status === "rejected") throw r.reason;
-    this.log.info({ groupId, owner, tasks: taskIds.length }, "tasks submitted");
+    // Debug, not info: a line per call would scale the log (and its writes) with the call rate.
+    this.log.debug({ groupId, owner, tasks: taskIds.length }, "tasks submitted");
     return { groupId, taskIds };
   }
 
