@@ -62,8 +62,8 @@ export class ResultIngest {
       return answer(false, `undecodable batch: ${(err as Error).message}`);
     }
     try {
-      const unknown = await mapLimit(batch.updates, 64, (u) => this.apply(endpointId, u, 0));
-      answer(!unknown.some(Boolean), unknown.some(Boolean) ? "a task is not recorded yet" : "");
+      const unknown = (await mapLimit(batch.updates, 64, (u) => this.apply(endpointId, u, 0))).some(Boolean);
+      answer(!unknown, unknown ? "a task is not recorded yet" : "");
     } catch (err) {
       if (!this.stopping) this.log.warn({ err, endpointId }, "could not record results sent as a request");
       answer(false, `could not record: ${(err as Error).message}`);

@@ -4,7 +4,13 @@ import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 
 import { FabricError, errorToInfo, toFabricError } from "../common/errors.js";
-import type { SessionRequest, SessionResponse, WatchTasksResponse } from "../proto/index.js";
+import type {
+  SessionRequest,
+  SessionResponse,
+  SubmitTasksRequest,
+  WatchTasksRequest,
+  WatchTasksResponse,
+} from "../proto/index.js";
 import type { TokenAuthority } from "./auth.js";
 import { MalformedRequest, authenticate, logFailure, toServiceError, userOf } from "./rpc.js";
 import type { TaskBook, WatchSink } from "./tasks-service.js";
@@ -88,29 +94,46 @@ class BrokerSession {
     }
   }
 
-  private submit(ref: number, request: Parameters<TaskBook["submit"]>[0]): void {
+  /**
+   * Authenticates one request (as a call of its own would be), runs it for the caller and answers
+   * `ref` with its result or its error.
+   */
+  private serve<T>(
+    ref: number,
+    method: string,
+    run: (owner: string) => Promise<T>,
+    answer: (value: T) => SessionResponse["msg"],
+  ): Promise<void> {
+    return authenticate(this.auth, this.call.metadata)
+      .then((principal) => run(userOf({ principal, log: this.log })))
+      .then(
+        (value) => this.write({ ref, msg: answer(value) }),
+        (err: unknown) => this.answerError(ref, err, method),
+      );
+  }
+
+  private submit(ref: number, request: SubmitTasksRequest): void {
     this.submits++;
     if (this.submits >= MAX_SUBMITS_IN_FLIGHT && !this.paused) {
       this.paused = true;
       this.call.pause();
     }
-    authenticate(this.auth, this.call.metadata)
-      .then((principal) => this.book.submit(request, userOf({ principal, log: this.log })))
-      .then(
-        (submitted) => this.write({ ref, msg: { $case: "submitted", value: submitted } }),
-        (err: unknown) => this.answerError(ref, err, "SubmitTasks"),
-      )
-      .finally(() => {
-        this.submits--;
-        if (this.paused && this.submits < MAX_SUBMITS_IN_FLIGHT / 2) {
-          this.paused = false;
-          this.call.resume();
-        }
-        this.maybeEnd();
-      });
+    void this.serve(
+      ref,
+      "SubmitTasks",
+      (owner) => this.book.submit(request, owner),
+      (submitted) => ({ $case: "submitted", value: submitted }),
+    ).finally(() => {
+      this.submits--;
+      if (this.paused && this.submits < MAX_SUBMITS_IN_FLIGHT / 2) {
+        this.paused = false;
+        this.call.resume();
+      }
+      this.maybeEnd();
+    });
   }
 
-  private watch(ref: number, request: Parameters<TaskBook["watch"]>[0]): void {
+  private watch(ref: number, request: WatchTasksRequest): void {
     if (this.watches.has(ref)) {
       this.answerError(
         ref,
@@ -132,16 +155,15 @@ class BrokerSession {
     }
     const sink = new SessionWatch(ref, this.call);
     this.watches.set(ref, sink);
-    authenticate(this.auth, this.call.metadata)
-      .then((principal) => this.book.watch(request, sink, userOf({ principal, log: this.log })))
-      .then(
-        () => this.write({ ref, msg: { $case: "done", value: {} } }),
-        (err: unknown) => this.answerError(ref, err, "WatchTasks"),
-      )
-      .finally(() => {
-        this.watches.delete(ref);
-        this.maybeEnd();
-      });
+    void this.serve(
+      ref,
+      "WatchTasks",
+      (owner) => this.book.watch(request, sink, owner),
+      () => ({ $case: "done", value: {} }),
+    ).finally(() => {
+      this.watches.delete(ref);
+      this.maybeEnd();
+    });
   }
 
   private write(msg: SessionResponse): void {
