@@ -22,6 +22,7 @@ import { accountOfUserJwt, jwtOfCredsFile, NatsCredentialMinter } from "./nats-c
 import { OidcVerifier } from "./oidc.js";
 import { RateLimiter } from "./rate-limit.js";
 import { ResultIngest } from "./result-ingest.js";
+import { requestGuards } from "./request-shapes.js";
 import { tolerantService } from "./rpc.js";
 import { FabricStore } from "./store.js";
 import { TaskBook, taskService } from "./tasks-service.js";
@@ -156,15 +157,16 @@ export class Broker {
       "grpc.keepalive_permit_without_calls": 1,
     });
     const rpcLog = log.child({ component: "cloud.rpc" });
+    const guards = requestGuards(this.config);
     server.addService(
-      tolerantService(FunctionServiceService),
+      tolerantService(FunctionServiceService, guards),
       functionService(store, functions, auth, rpcLog),
     );
     server.addService(
-      tolerantService(EndpointServiceService),
+      tolerantService(EndpointServiceService, guards),
       endpointService(store, endpoints, this.config, auth, rpcLog, events, minter),
     );
-    server.addService(tolerantService(TaskServiceService), taskService(book, auth, rpcLog));
+    server.addService(tolerantService(TaskServiceService, guards), taskService(book, auth, rpcLog));
     this.health = new HealthImplementation({ "": "SERVING" });
     this.health.addToServer(server);
     this.boundPort = await new Promise<number>((resolve, reject) => {

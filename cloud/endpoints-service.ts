@@ -94,21 +94,19 @@ export class EndpointRegistry {
 }
 
 /**
- * The endpoint a call is about: one the caller may use (user; `action` set: one they own) or
- * itself (endpoint credentials).
+ * The endpoint a call reads: one the caller may use (user), or itself (endpoint credentials).
  */
 async function endpointFor(
   registry: EndpointRegistry,
   endpointId: string,
   ctx: CallContext,
-  action?: string,
 ): Promise<Endpoint> {
   const p = ctx.principal;
   if (p.kind === "endpoint") {
     if (p.endpointId !== endpointId) throw notFound(`endpoint ${endpointId} not found`);
-    return registry.getOwned(endpointId, p.owner, action ?? "read");
+    return registry.getOwned(endpointId, p.owner, "read");
   }
-  return action ? registry.getOwned(endpointId, p.userId, action) : registry.get(endpointId, p.userId);
+  return registry.get(endpointId, p.userId);
 }
 
 export function endpointService(
@@ -197,14 +195,20 @@ export function endpointService(
       "DeleteEndpoint",
       async (req, ctx) => {
         const id = check(idSchema("endpoint"), req.endpointId, "endpoint id");
-        await endpointFor(registry, id, ctx, "delete");
+        // Endpoint credentials may connect and read, nothing more: a credential copied off a
+        // login node must not be able to take the endpoint (and its queued tasks) away.
+        if (ctx.principal.kind === "endpoint") {
+          throw new FabricError(
+            "PERMISSION_DENIED",
+            "endpoint credentials cannot delete an endpoint; its owner does, with a user token (`fabric endpoint delete`)",
+          );
+        }
+        await registry.getOwned(id, ctx.principal.userId, "delete");
         await store.endpoints.delete(id);
         registry.forget(id);
         await store.deleteEndpointConsumer(id);
-        const failed = await store.failQueuedTasks(
-          id,
-          `user/${ctx.principal.kind === "user" ? ctx.principal.userId : ctx.principal.owner}`,
-          (task, encoded) => events.publish(task, encoded),
+        const failed = await store.failQueuedTasks(id, `user/${ctx.principal.userId}`, (task, encoded) =>
+          events.publish(task, encoded),
         );
         if (failed > 0) ctx.log.info({ endpointId: id, failed }, "queued tasks of a deleted endpoint failed");
         await store.endpointStatus.delete(id);

@@ -24,6 +24,12 @@ import type { FabricStore } from "./store.js";
 import { check, descriptionSchema, functionSpecSchema, idSchema, nameSchema } from "./validate.js";
 import { z } from "zod";
 
+/**
+ * Bytes of a NATS message a function's record leaves free: a task message carries the function's
+ * spec together with the task's ids and inline arguments.
+ */
+export const TASK_MESSAGE_RESERVE = 64 * 1024;
+
 const registerSchema = z.object({
   name: nameSchema,
   description: descriptionSchema,
@@ -94,7 +100,9 @@ export function functionService(
           public: false,
           sharedWith: [],
         };
-        await store.functions.create(fn.id, FunctionMessage.encode(fn).finish());
+        const record = FunctionMessage.encode(fn).finish();
+        store.assertFits(record.length, TASK_MESSAGE_RESERVE, "the function's record", "shorten its source");
+        await store.functions.create(fn.id, record);
         ctx.log.info({ functionId: fn.id, owner, kind: req.spec?.kind?.$case }, "function registered");
         return { function: fn };
       },
@@ -141,11 +149,16 @@ export function functionService(
         const id = check(idSchema("function"), req.functionId, "function id");
         const sharedWith = check(shareListSchema, req.sharedWith, "sharedWith");
         await registry.getOwned(id, userOf(ctx), "share");
-        const out = await updateRecord(store.functions, id, FunctionMessage, (fn) => ({
-          ...fn,
-          public: req.public,
-          sharedWith,
-        }));
+        const out = await updateRecord(store.functions, id, FunctionMessage, (fn) => {
+          const next = { ...fn, public: req.public, sharedWith };
+          store.assertFits(
+            FunctionMessage.encode(next).finish().length,
+            TASK_MESSAGE_RESERVE,
+            "the function's record",
+            "share it with a group (group:NAME) instead of so many users",
+          );
+          return next;
+        });
         if (!out) throw notFound(`function ${id} not found`);
         registry.forget(id);
         ctx.log.info({ functionId: id, public: req.public, sharedWith }, "function sharing changed");

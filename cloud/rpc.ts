@@ -6,35 +6,72 @@ import {
   FabricError,
   errorToInfo,
   grpcStatusOf,
+  resourceExhausted,
   toFabricError,
   unauthenticated,
 } from "../common/errors.js";
 import { ErrorInfo } from "../proto/index.js";
 import type { Principal, TokenAuthority } from "./auth.js";
 import { RateLimitedError } from "./rate-limit.js";
+import type { RequestGuard } from "./request-shapes.js";
+import { checkWire } from "./wire-guard.js";
 
-/** A request that could not be decoded; handlers answer it with INVALID_ARGUMENT. */
-export class MalformedRequest {
-  constructor(readonly reason: string) {}
+/**
+ * A request as it arrived: its bytes, decoded only by {@link openRequest}, after the caller's
+ * token was verified. grpc-js would otherwise decode every message on arrival, so an
+ * unauthenticated 50 MB request of tiny entries would become millions of objects before anyone
+ * asked who sent it.
+ */
+export class PendingRequest<T = unknown> {
+  constructor(
+    readonly bytes: Buffer,
+    readonly method: string,
+    private readonly guard: RequestGuard,
+    private readonly decode: (bytes: Buffer) => T,
+  ) {}
+
+  /** Checks size and shape on the wire, then decodes; INVALID_ARGUMENT / RESOURCE_EXHAUSTED if bad. */
+  open(): T {
+    const { bytes, method, guard } = this;
+    if (bytes.length > guard.maxBytes) {
+      throw resourceExhausted(
+        `a ${method} request is ${bytes.length} bytes; this method accepts at most ${guard.maxBytes}`,
+      );
+    }
+    checkWire(bytes, guard.shape, method);
+    try {
+      return this.decode(bytes);
+    } catch (err) {
+      throw new FabricError("INVALID_ARGUMENT", `malformed ${method} request: ${(err as Error).message}`);
+    }
+  }
+}
+
+/** The request of a call wrapped by {@link tolerantService}, decoded (see {@link PendingRequest}). */
+export function openRequest<T>(request: T): T {
+  if (request instanceof PendingRequest) return request.open() as T;
+  return request;
 }
 
 /**
- * Copies a generated service definition, replacing each request deserializer with one that turns
- * undecodable bytes into a {@link MalformedRequest} instead of grpc-js's opaque INTERNAL error.
+ * Copies a generated service definition, replacing each request deserializer with one that keeps
+ * the bytes for later (a {@link PendingRequest}), checked against the method's guard when the
+ * handler opens it. Every method needs a guard.
  */
-export function tolerantService<S extends grpc.ServiceDefinition>(service: S): S {
+export function tolerantService<S extends grpc.ServiceDefinition>(
+  service: S,
+  guards: Readonly<Record<string, RequestGuard>>,
+): S {
   const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
   for (const [name, def] of Object.entries(service)) {
     const method = def as grpc.MethodDefinition<unknown, unknown>;
+    const methodName = method.path.slice(method.path.lastIndexOf("/") + 1);
+    const guard = guards[methodName];
+    if (!guard) throw new Error(`no request guard for ${method.path}`);
+    const decode = (bytes: Buffer) => method.requestDeserialize(bytes);
     out[name] = {
       ...method,
-      requestDeserialize: (bytes: Buffer) => {
-        try {
-          return method.requestDeserialize(bytes);
-        } catch (err) {
-          return new MalformedRequest((err as Error).message);
-        }
-      },
+      requestDeserialize: (bytes: Buffer) => new PendingRequest(bytes, methodName, guard, decode),
     };
   }
   return out as S;
@@ -47,6 +84,9 @@ export function toServiceError(err: FabricError): Partial<grpc.ServiceError> {
   if (err instanceof RateLimitedError) metadata.set("retry-after-ms", String(Math.ceil(err.retryAfterMs)));
   return { code: grpcStatusOf[err.code], details: err.message, metadata };
 }
+
+/** Longest authorization header looked at (an OIDC access token with many claims fits easily). */
+export const MAX_TOKEN_CHARS = 16 * 1024;
 
 /** Context handed to every authenticated handler. */
 export interface CallContext {
@@ -69,6 +109,11 @@ async function verifyBearer(auth: TokenAuthority, metadata: grpc.Metadata): Prom
     throw unauthenticated("no token: pass `authorization: Bearer <token>` (see `fabric configure`)");
   }
   const header = String(values[0]);
+  if (header.length > MAX_TOKEN_CHARS) {
+    throw unauthenticated(
+      `the token is ${header.length} characters; fabric tokens are well under ${MAX_TOKEN_CHARS}: pass the token \`fabric-broker token\` or your identity provider issued`,
+    );
+  }
   const m = /^Bearer\s+(\S+)$/i.exec(header);
   if (!m) throw unauthenticated("the authorization header must be `Bearer <token>`");
   return auth.verify(m[1]!);
@@ -93,10 +138,7 @@ export function unary<Req, Res>(
   return (call, callback) => {
     const run = async (): Promise<Res> => {
       const principal = await authenticate(auth, call.metadata);
-      if (call.request instanceof MalformedRequest) {
-        throw new FabricError("INVALID_ARGUMENT", `malformed ${method} request: ${call.request.reason}`);
-      }
-      return handler(call.request, { principal, log });
+      return handler(openRequest(call.request), { principal, log });
     };
     run().then(
       (res) => callback(null, res),
@@ -119,10 +161,7 @@ export function serverStream<Req, Res>(
   return (call) => {
     const run = async (): Promise<void> => {
       const principal = await authenticate(auth, call.metadata);
-      if (call.request instanceof MalformedRequest) {
-        throw new FabricError("INVALID_ARGUMENT", `malformed ${method} request: ${call.request.reason}`);
-      }
-      await handler(call.request, call, { principal, log });
+      await handler(openRequest(call.request), call, { principal, log });
     };
     run().then(
       () => call.end(),

@@ -11,21 +11,23 @@ import type {
   WatchTasksRequest,
   WatchTasksResponse,
 } from "../proto/index.js";
-import type { TokenAuthority } from "./auth.js";
-import { MalformedRequest, authenticate, logFailure, toServiceError, userOf } from "./rpc.js";
+import type { Principal, TokenAuthority } from "./auth.js";
+import { PendingRequest, authenticate, logFailure, toServiceError, userOf } from "./rpc.js";
 import type { TaskBook, WatchSink } from "./tasks-service.js";
+import { peekVarint } from "./wire-guard.js";
 
 /** Submits a session works on at once; it stops reading further requests meanwhile. */
 const MAX_SUBMITS_IN_FLIGHT = 64;
 /** Watches open at once on one session. */
 const MAX_WATCHES = 10_000;
 
-type SessionCall = grpc.ServerDuplexStream<SessionRequest | MalformedRequest, SessionResponse>;
+type SessionCall = grpc.ServerDuplexStream<PendingRequest<SessionRequest>, SessionResponse>;
 
 /**
  * The broker's end of a Session stream: SubmitTasks and WatchTasks requests arriving as messages
- * on one long-lived stream, answered on it by `ref`. Each request is authenticated (the token is
- * re-checked, so expiry and revocation apply mid-stream) and rate-limited like a call of its own.
+ * on one long-lived stream, answered on it by `ref`. Each request is authenticated before it is
+ * decoded (the token is re-checked, so expiry and revocation apply mid-stream) and rate-limited
+ * like a call of its own; requests are admitted in the order they came.
  * When the client half-closes, the stream ends once every open request has been answered.
  */
 export function sessionHandler(
@@ -44,6 +46,8 @@ class BrokerSession {
   private paused = false;
   private clientDone = false;
   private closed = false;
+  /** Requests are authenticated and decoded one after another, so they take effect in order. */
+  private inbox: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly call: SessionCall,
@@ -54,10 +58,15 @@ class BrokerSession {
 
   start(): void {
     const { call } = this;
-    call.on("data", (req: SessionRequest | MalformedRequest) => this.onRequest(req));
+    call.on("data", (req: PendingRequest<SessionRequest>) => {
+      this.inbox = this.inbox.then(() => this.admit(req));
+    });
     call.on("end", () => {
-      this.clientDone = true;
-      this.maybeEnd();
+      // After the requests still being admitted.
+      this.inbox = this.inbox.then(() => {
+        this.clientDone = true;
+        this.maybeEnd();
+      });
     });
     call.on("cancelled", () => this.teardown());
     call.on("error", () => this.teardown());
@@ -66,20 +75,44 @@ class BrokerSession {
     });
   }
 
-  private onRequest(req: SessionRequest | MalformedRequest): void {
+  /**
+   * Authenticates one request, then decodes it. Without a valid token its bytes are never decoded:
+   * only its `ref` is read off the wire, to answer it UNAUTHENTICATED.
+   */
+  private async admit(pending: PendingRequest<SessionRequest>): Promise<void> {
     if (this.closed) return;
-    if (req instanceof MalformedRequest) {
-      // Without a readable ref there is no request to answer: the stream itself is broken.
-      this.fail(new FabricError("INVALID_ARGUMENT", `malformed Session request: ${req.reason}`));
+    let principal: Principal;
+    try {
+      principal = await authenticate(this.auth, this.call.metadata);
+    } catch (err) {
+      const ref = peekVarint(pending.bytes, 1);
+      if (ref === undefined) this.fail(toFabricError(err));
+      else this.answerError(ref, err, "Session");
       return;
     }
+    let req: SessionRequest;
+    try {
+      req = pending.open();
+    } catch (err) {
+      // A request that breaks a limit is answered by its ref; without a readable ref there is no
+      // request to answer: the stream itself is broken.
+      const ref = peekVarint(pending.bytes, 1);
+      if (ref === undefined) this.fail(toFabricError(err));
+      else this.answerError(ref, err, "Session");
+      return;
+    }
+    this.onRequest(req, principal);
+  }
+
+  private onRequest(req: SessionRequest, principal: Principal): void {
+    if (this.closed) return;
     const { ref, op } = req;
     switch (op?.$case) {
       case "submit":
-        this.submit(ref, op.value);
+        this.submit(ref, op.value, principal);
         return;
       case "watch":
-        this.watch(ref, op.value);
+        this.watch(ref, op.value, principal);
         return;
       case "unwatch":
         // A watch that already ended has its `done` (or `error`) on the way: nothing to do.
@@ -94,25 +127,23 @@ class BrokerSession {
     }
   }
 
-  /**
-   * Authenticates one request (as a call of its own would be), runs it for the caller and answers
-   * `ref` with its result or its error.
-   */
+  /** Runs one authenticated request for the caller and answers `ref` with its result or its error. */
   private serve<T>(
     ref: number,
     method: string,
+    principal: Principal,
     run: (owner: string) => Promise<T>,
     answer: (value: T) => SessionResponse["msg"],
   ): Promise<void> {
-    return authenticate(this.auth, this.call.metadata)
-      .then((principal) => run(userOf({ principal, log: this.log })))
+    return Promise.resolve()
+      .then(() => run(userOf({ principal, log: this.log })))
       .then(
         (value) => this.write({ ref, msg: answer(value) }),
         (err: unknown) => this.answerError(ref, err, method),
       );
   }
 
-  private submit(ref: number, request: SubmitTasksRequest): void {
+  private submit(ref: number, request: SubmitTasksRequest, principal: Principal): void {
     this.submits++;
     if (this.submits >= MAX_SUBMITS_IN_FLIGHT && !this.paused) {
       this.paused = true;
@@ -121,6 +152,7 @@ class BrokerSession {
     void this.serve(
       ref,
       "SubmitTasks",
+      principal,
       (owner) => this.book.submit(request, owner),
       (submitted) => ({ $case: "submitted", value: submitted }),
     ).finally(() => {
@@ -133,7 +165,7 @@ class BrokerSession {
     });
   }
 
-  private watch(ref: number, request: WatchTasksRequest): void {
+  private watch(ref: number, request: WatchTasksRequest, principal: Principal): void {
     if (this.watches.has(ref)) {
       this.answerError(
         ref,
@@ -158,6 +190,7 @@ class BrokerSession {
     void this.serve(
       ref,
       "WatchTasks",
+      principal,
       (owner) => this.book.watch(request, sink, owner),
       () => ({ $case: "done", value: {} }),
     ).finally(() => {

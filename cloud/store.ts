@@ -17,6 +17,7 @@ import { Objm, type ObjectStore } from "@nats-io/obj";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 
 import { Bus } from "../common/bus-layout.js";
+import { FabricError } from "../common/errors.js";
 import { JetStreamPublisher } from "../common/js-publisher.js";
 import { Task, TaskMessage } from "../proto/index.js";
 import type { BrokerConfig } from "./config.js";
@@ -77,6 +78,28 @@ export class FabricStore {
     return this.publisher.publish(`$KV.${Bus.tasksBucket}.${taskId}`, bytes, {
       expectedLastSubjectSeq: revision,
     });
+  }
+
+  /**
+   * The largest message the NATS server takes (its `max_payload`, 1 MiB by default): every record
+   * and queue entry must fit in one.
+   */
+  get maxMessageBytes(): number {
+    return this.nc.info?.max_payload ?? 1024 * 1024;
+  }
+
+  /**
+   * Throws INVALID_ARGUMENT when a record of `bytes` would not fit in a NATS message with
+   * `reserve` bytes to spare; `fix` tells the caller what to change.
+   */
+  assertFits(bytes: number, reserve: number, what: string, fix: string): void {
+    const limit = this.maxMessageBytes - reserve;
+    if (bytes > limit) {
+      throw new FabricError(
+        "INVALID_ARGUMENT",
+        `${what} would be ${bytes} bytes, over the ${limit} bytes the bus can carry (its max_payload less room for a task's arguments): ${fix}`,
+      );
+    }
   }
 
   /** Stops the publisher (what still waits for an acknowledgement fails). */

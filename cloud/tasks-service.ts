@@ -5,9 +5,11 @@ import type { Logger } from "pino";
 import { Bus } from "../common/bus-layout.js";
 import { FabricError, notFound, resourceExhausted } from "../common/errors.js";
 import { newId } from "../common/ids.js";
+import { checkJsonSyntax } from "../common/json.js";
 import { isTerminal } from "../common/task-state.js";
 import {
   EndpointControl,
+  FunctionSpec,
   Task,
   TaskMessage,
   TaskState,
@@ -52,6 +54,8 @@ async function settleAll<T>(
   if (first) throw first.err;
 }
 const CONCURRENCY = 256;
+/** A task message's bytes besides its function's spec and inline payloads (ids, owner, framing). */
+const TASK_MESSAGE_OVERHEAD = 4 * 1024;
 /** While a watch waits for events, it re-reads what it still waits for this often, in case one was missed. */
 const WATCH_RECHECK_MS = 2_000;
 /** A watch re-reads what it still waits for at least this often, events or not. */
@@ -135,6 +139,16 @@ export class TaskBook {
 
     const actor = `broker/${this.brokerId}`;
     const gid = groupId;
+    const rooms = new Map<string, number>();
+    const roomFor = (functionId: string): number => {
+      let room = rooms.get(functionId);
+      if (room === undefined) {
+        const specBytes = FunctionSpec.encode(fns.get(functionId)!.spec!).finish().length;
+        room = this.store.maxMessageBytes - specBytes - TASK_MESSAGE_OVERHEAD;
+        rooms.set(functionId, room);
+      }
+      return room;
+    };
     // Every task's writes settle before the call answers, even when one fails: a retry of this
     // call must never overlap stragglers of this attempt.
     const created = settleAll(req.tasks, CONCURRENCY, async (spec, i) => {
@@ -157,16 +171,21 @@ export class TaskBook {
         completedAtMs: 0,
         attempts: 0,
       };
+      // Inline payloads share one NATS message with the function's spec: what does not fit goes
+      // to the object store, however small.
+      const room = roomFor(spec.functionId);
+      const args =
+        this.inline(spec.argsJson, room) ??
+        (await this.toObject(spec.argsJson, spec.endpointId, Bus.argsObject(taskId)));
+      const kwargs =
+        this.inline(spec.kwargsJson, room - args.json.length) ??
+        (await this.toObject(spec.kwargsJson, spec.endpointId, Bus.kwargsObject(taskId)));
       const message: TaskMessage = {
         taskId,
         functionId: spec.functionId,
         function: fns.get(spec.functionId)!.spec,
-        args:
-          this.inline(spec.argsJson) ??
-          (await this.toObject(spec.argsJson, spec.endpointId, Bus.argsObject(taskId))),
-        kwargs:
-          this.inline(spec.kwargsJson) ??
-          (await this.toObject(spec.kwargsJson, spec.endpointId, Bus.kwargsObject(taskId))),
+        args,
+        kwargs,
         owner,
         submittedAtMs: now,
         timeoutS: smallestLimit(spec.timeoutS ?? 0, fns.get(spec.functionId)!.spec?.timeoutS ?? 0),
@@ -403,8 +422,8 @@ export class TaskBook {
   }
 
   /** A payload small enough to travel in the task message (the common case: no await, no turn). */
-  private inline(json: Uint8Array): Payload | undefined {
-    return json.length <= this.config.limits.inlinePayloadBytes
+  private inline(json: Uint8Array, room: number): Payload | undefined {
+    return json.length <= Math.min(this.config.limits.inlinePayloadBytes, room)
       ? { json, objectRef: "", size: json.length }
       : undefined;
   }
@@ -478,17 +497,9 @@ function checkJson(bytes: Uint8Array, shape: "array" | "object", what: string, m
     );
   }
   if (bytes.length === 0) return;
-  let value: unknown;
-  try {
-    value = JSON.parse(decoder.decode(bytes));
-  } catch (err) {
-    throw new FabricError("INVALID_ARGUMENT", `${what} is not valid JSON: ${(err as Error).message}`);
-  }
-  const ok =
-    shape === "array"
-      ? Array.isArray(value)
-      : value !== null && typeof value === "object" && !Array.isArray(value);
-  if (!ok) throw new FabricError("INVALID_ARGUMENT", `${what} must be a JSON ${shape}`);
+  // Checked, not parsed: a payload of millions of tiny values must not become millions of objects.
+  if (checkJsonSyntax(bytes, what) !== shape)
+    throw new FabricError("INVALID_ARGUMENT", `${what} must be a JSON ${shape}`);
 }
 
 export function taskService(book: TaskBook, auth: TokenAuthority, log: Logger): TaskServiceServer {

@@ -2,6 +2,7 @@ import { z } from "zod";
 
 import { FabricError } from "../common/errors.js";
 import { describeIssues } from "./config.js";
+import { MAX_COMMAND_BYTES, MAX_SOURCE_BYTES } from "./request-shapes.js";
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -30,11 +31,15 @@ export const functionSpecSchema = z.object({
       z.object({
         $case: z.literal("js"),
         value: z.object({
+          // In bytes on the wire (see request-shapes.ts); a character is at least one byte.
           source: z
             .string()
             .min(1, { message: "a JS function needs its source" })
-            .max(1024 * 1024, { message: "source must be at most 1 MiB" }),
-          entryPoint: z.string().regex(IDENT_RE, { message: "entry point must be a JavaScript identifier" }),
+            .max(MAX_SOURCE_BYTES, { message: "source must be at most 768 KiB" }),
+          entryPoint: z
+            .string()
+            .max(256, { message: "entry point must be at most 256 characters" })
+            .regex(IDENT_RE, { message: "entry point must be a JavaScript identifier" }),
         }),
       }),
       z.object({
@@ -43,7 +48,7 @@ export const functionSpecSchema = z.object({
           command: z
             .string()
             .min(1, { message: "a shell function needs a command" })
-            .max(64 * 1024, { message: "command must be at most 64 KiB" }),
+            .max(MAX_COMMAND_BYTES, { message: "command must be at most 64 KiB" }),
           walltimeS: z
             .number()
             .int()

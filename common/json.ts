@@ -1,3 +1,5 @@
+import { isUtf8 } from "node:buffer";
+
 import { FabricError } from "./errors.js";
 
 const encoder = new TextEncoder();
@@ -25,4 +27,132 @@ export function decodeJson(bytes: Uint8Array, what = "value", fallback: unknown 
   } catch (err) {
     throw new FabricError("INVALID_ARGUMENT", `${what} is not valid JSON: ${(err as Error).message}`);
   }
+}
+
+/** Deepest nesting of arrays and objects accepted in a payload (Python's json module stops near 1,000). */
+export const MAX_JSON_DEPTH = 512;
+
+const WS = new Uint8Array(256);
+for (const c of [0x20, 0x09, 0x0a, 0x0d]) WS[c] = 1;
+const ESCAPES = new Uint8Array(256);
+for (const c of '"\\/bfnrt') ESCAPES[c.charCodeAt(0)] = 1;
+const isDigit = (c: number | undefined) => c !== undefined && c >= 0x30 && c <= 0x39;
+const isHex = (c: number | undefined) =>
+  c !== undefined && ((c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66));
+
+/**
+ * Checks that `bytes` are one JSON value in valid UTF-8, without building it: a payload of
+ * millions of tiny values costs one pass, not millions of objects in the broker's heap. Returns
+ * the kind of the top-level value; throws INVALID_ARGUMENT naming `what` and the byte offset.
+ */
+export function checkJsonSyntax(bytes: Uint8Array, what: string): "array" | "object" | "scalar" {
+  if (!isUtf8(bytes)) throw new FabricError("INVALID_ARGUMENT", `${what} is not valid UTF-8`);
+  const b = bytes;
+  const n = b.length;
+  let i = 0;
+  const fail = (why: string) =>
+    new FabricError("INVALID_ARGUMENT", `${what} is not valid JSON: ${why} at byte ${i}`);
+  const ws = () => {
+    while (i < n && WS[b[i]!]) i++;
+  };
+  const str = () => {
+    i++; // the opening quote
+    for (;;) {
+      if (i >= n) throw fail("unterminated string");
+      const c = b[i]!;
+      if (c === 0x22) {
+        i++;
+        return;
+      }
+      if (c < 0x20) throw fail("control character in a string");
+      if (c !== 0x5c) {
+        i++;
+        continue;
+      }
+      const e = b[i + 1];
+      if (e === 0x75) {
+        if (!(isHex(b[i + 2]) && isHex(b[i + 3]) && isHex(b[i + 4]) && isHex(b[i + 5]))) {
+          throw fail("bad \\u escape");
+        }
+        i += 6;
+      } else if (e !== undefined && ESCAPES[e]) i += 2;
+      else throw fail("bad escape");
+    }
+  };
+  const key = () => {
+    ws();
+    if (b[i] !== 0x22) throw fail("expected a property name");
+    str();
+    ws();
+    if (b[i] !== 0x3a) throw fail("expected ':'");
+    i++;
+  };
+  const digits = () => {
+    if (!isDigit(b[i])) throw fail("bad number");
+    while (isDigit(b[i])) i++;
+  };
+  const num = () => {
+    if (b[i] === 0x2d) i++;
+    if (b[i] === 0x30) i++;
+    else digits();
+    if (b[i] === 0x2e) {
+      i++;
+      digits();
+    }
+    if (b[i] === 0x65 || b[i] === 0x45) {
+      i++;
+      if (b[i] === 0x2b || b[i] === 0x2d) i++;
+      digits();
+    }
+  };
+  const word = (w: string) => {
+    for (let k = 0; k < w.length; k++) if (b[i + k] !== w.charCodeAt(k)) throw fail("unexpected character");
+    i += w.length;
+  };
+  // 1: inside an array, 2: inside an object.
+  const stack = new Uint8Array(MAX_JSON_DEPTH);
+  let depth = 0;
+  let expectValue = true;
+  ws();
+  const first = b[i];
+  for (;;) {
+    ws();
+    if (expectValue) {
+      const c = b[i];
+      if (c === 0x5b || c === 0x7b) {
+        if (depth === MAX_JSON_DEPTH) throw fail(`nested deeper than ${MAX_JSON_DEPTH} levels`);
+        stack[depth++] = c === 0x5b ? 1 : 2;
+        i++;
+        ws();
+        if (b[i] === (c === 0x5b ? 0x5d : 0x7d)) {
+          i++;
+          depth--;
+          expectValue = false;
+        } else if (c === 0x7b) key();
+        continue;
+      }
+      if (c === 0x22) str();
+      else if (c === 0x2d || isDigit(c)) num();
+      else if (c === 0x74) word("true");
+      else if (c === 0x66) word("false");
+      else if (c === 0x6e) word("null");
+      else throw fail(i >= n ? "unexpected end" : "unexpected character");
+      expectValue = false;
+      continue;
+    }
+    if (depth === 0) break;
+    const c = b[i];
+    const inside = stack[depth - 1];
+    if (c === 0x2c) {
+      i++;
+      if (inside === 2) key();
+      expectValue = true;
+    } else if ((c === 0x5d && inside === 1) || (c === 0x7d && inside === 2)) {
+      i++;
+      depth--;
+    } else throw fail(i >= n ? "unexpected end" : `expected ',' or '${inside === 1 ? "]" : "}"}'`);
+  }
+  ws();
+  if (i !== n) throw fail("unexpected data after the value");
+  return first === 0x5b ? "array" : first === 0x7b ? "object" : "scalar";
 }

@@ -201,6 +201,51 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
     expect(stack.endpoints[0]!.process!.running).toBe(true);
   }, 120_000);
 
+  it("oversized and deeply repeated messages to every method, with and without a token, get clear answers while valid tasks run", async () => {
+    const traffic = validTraffic(20);
+    /** `count` entries of a one-byte length-delimited field `fieldNo`, without building objects. */
+    const repeatedField = (fieldNo: number, count: number) => {
+      const entry = Buffer.from([(fieldNo << 3) | 2, 0x01, 0x61]);
+      const out = Buffer.allocUnsafe(entry.length * count);
+      for (let at = 0; at < out.length; at += entry.length) entry.copy(out, at);
+      return out;
+    };
+    const nested = Buffer.concat([Buffer.alloc(100_000, 0x0b), Buffer.alloc(100_000, 0x0c)]);
+    const noToken = new grpc.Metadata();
+    const answers: string[] = [];
+    const send = async (path: string, stream: boolean, bytes: Uint8Array, label: string) => {
+      for (const [who, md] of [
+        ["token", fuzzer.md],
+        ["no token", noToken],
+      ] as const) {
+        const code = await rawCall(fuzzer, path, stream, bytes, md);
+        answers.push(`${path} ${label} (${who}) → ${grpc.status[code]}`);
+        if (!CLEAR.has(code) || code === (grpc.status.OK as number)) {
+          throw new Error(`${path} ${label} (${who}) answered ${grpc.status[code]}`);
+        }
+        if (who === "no token") expect(code).toBe(grpc.status.UNAUTHENTICATED);
+      }
+    };
+    for (const m of METHODS) {
+      for (const fieldNo of [1, 3])
+        await send(m.path, m.stream, repeatedField(fieldNo, 1_000_000), `1M × #${fieldNo}`);
+      await send(m.path, m.stream, nested, "100,000 nested groups");
+    }
+    // 16.7 million entries (50 MB) to the methods whose requests are lists.
+    const huge = repeatedField(1, 16_700_000);
+    for (const path of [
+      "/fabric.v1.TaskService/GetTasks",
+      "/fabric.v1.TaskService/SubmitTasks",
+      "/fabric.v1.TaskService/CancelTasks",
+    ]) {
+      await send(path, false, huge, "16.7M × #1");
+    }
+    expect(answers.length).toBe(METHODS.length * 6 + 6);
+    expect(await traffic).toBe(20);
+    expect(stack.broker.process!.running).toBe(true);
+    expect(await validTraffic(3)).toBe(3);
+  }, 180_000);
+
   it("garbage on the endpoint's task subject and the results stream is dropped with a log line; both stay up", async () => {
     const js = jetstream(admin);
     const traffic = validTraffic(20);

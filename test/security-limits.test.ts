@@ -1,0 +1,248 @@
+import { randomUUID } from "node:crypto";
+
+import * as grpc from "@grpc/grpc-js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { FabricError } from "../common/errors.js";
+import { ConnectEndpointRequest, RegisterFunctionRequest } from "../proto/index.js";
+import { Client } from "../sdk/index.js";
+import { RawClients } from "./support/raw-clients.js";
+import { TestStack } from "./support/stack.js";
+
+const KiB = 1024;
+
+/** `count` copies of `entry` after `head`: a message of many repeated fields, built without objects. */
+function repeated(head: Uint8Array, entry: number[], count: number): Buffer {
+  const out = Buffer.allocUnsafe(head.length + entry.length * count);
+  out.set(head, 0);
+  const one = Buffer.from(entry);
+  out.set(one, head.length);
+  // Doubling copies: 50 MB in a few dozen calls.
+  let filled = entry.length;
+  const total = entry.length * count;
+  while (filled < total) {
+    const n = Math.min(filled, total - filled);
+    out.copy(out, head.length + filled, head.length, head.length + n);
+    filled += n;
+  }
+  return out;
+}
+
+/** A length-delimited field `fieldNo` holding `value`. */
+function lenField(fieldNo: number, value: Uint8Array): Buffer {
+  const len: number[] = [];
+  let n = value.length;
+  while (n >= 0x80) {
+    len.push((n & 0x7f) | 0x80);
+    n = Math.floor(n / 128);
+  }
+  len.push(n);
+  return Buffer.concat([Buffer.from([(fieldNo << 3) | 2, ...len]), value]);
+}
+
+/** Calls `path` with raw request bytes; resolves the status (0 = OK) and its details. */
+function rawUnary(
+  c: RawClients,
+  path: string,
+  bytes: Uint8Array,
+  md: grpc.Metadata,
+): Promise<{ code: number; details: string }> {
+  return new Promise((resolve) => {
+    c.tasks.makeUnaryRequest(
+      path,
+      (b: Uint8Array) => Buffer.from(b),
+      (b: Buffer) => b,
+      bytes,
+      md,
+      { deadline: Date.now() + 30_000 },
+      (err) => resolve(err ? { code: err.code, details: err.details } : { code: 0, details: "" }),
+    );
+  });
+}
+
+describe("hostile requests: sizes, counts and strings are checked before anything is decoded", () => {
+  let stack: TestStack;
+  let alice: Client;
+  let raw: RawClients;
+  let endpointId: string;
+  const noToken = new grpc.Metadata();
+
+  beforeAll(async () => {
+    stack = await TestStack.start({ limits: { callsPerSecond: 0 } });
+    const ep = await stack.startEndpoint("alice", "limits", { workers: 2 });
+    endpointId = ep.endpointId();
+    const token = await stack.broker.token("alice");
+    alice = new Client({ address: stack.broker.address, token });
+    raw = new RawClients(stack.broker.address, token);
+  }, 120_000);
+
+  afterAll(async () => {
+    alice?.close();
+    raw?.close();
+    await stack?.stop();
+  });
+
+  async function stillServes(): Promise<void> {
+    expect(stack.broker.process!.running).toBe(true);
+    const fid = await alice.registerFunction(function inc(x: number) {
+      return x + 1;
+    });
+    expect(await alice.waitForResult(await alice.run(fid, endpointId, [41]), { timeoutMs: 30_000 })).toBe(42);
+  }
+
+  it("a 50 MB request of 16.7 million one-character ids without a token is refused UNAUTHENTICATED, three at once, and the broker lives", async () => {
+    const body = repeated(new Uint8Array(0), [0x0a, 0x01, 0x61], 16_700_000);
+    expect(body.length).toBeGreaterThan(50_000_000);
+    const answers = await Promise.all(
+      [0, 1, 2].map(() => rawUnary(raw, "/fabric.v1.TaskService/GetTasks", body, noToken)),
+    );
+    for (const a of answers) expect(a.code).toBe(grpc.status.UNAUTHENTICATED);
+    await stillServes();
+  }, 120_000);
+
+  it("the same with a token: a ShareFunction of 16.7 million entries and a GetTasks past the id limit are RESOURCE_EXHAUSTED", async () => {
+    const fid = await alice.registerFunction(function one() {
+      return 1;
+    });
+    const share = repeated(lenField(1, Buffer.from(fid)), [0x1a, 0x01, 0x61], 16_700_000);
+    const shared = await rawUnary(raw, "/fabric.v1.FunctionService/ShareFunction", share, raw.md);
+    expect(shared.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(shared.details).toMatch(/a ShareFunction request is \d+ bytes; this method accepts at most \d+/);
+
+    const ids = repeated(new Uint8Array(0), [...lenField(1, Buffer.from(randomUUID()))], 100_001);
+    const got = await rawUnary(raw, "/fabric.v1.TaskService/GetTasks", ids, raw.md);
+    expect(got.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(got.details).toMatch(/GetTasks request: task_ids has more than 100,000 entries/);
+
+    // 16 million empty tasks in 32 MB: within the size a batch may have, far past its count.
+    const tasks = repeated(new Uint8Array(0), [0x0a, 0x00], 16_000_000);
+    const submitted = await rawUnary(raw, "/fabric.v1.TaskService/SubmitTasks", tasks, raw.md);
+    expect(submitted.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    expect(submitted.details).toMatch(/SubmitTasks request: tasks has more than 10,000 entries/);
+    await stillServes();
+  }, 120_000);
+
+  it("a function source of exactly the limit registers and runs, with inline arguments beside it; one byte more is INVALID_ARGUMENT", async () => {
+    const body = "function big(x) { return x.length; }\n//";
+    const source = body + "x".repeat(768 * KiB - body.length);
+    expect(Buffer.byteLength(source)).toBe(768 * KiB);
+    const spec = { kind: { $case: "js" as const, value: { source, entryPoint: "big" } }, containerImage: "" };
+    const res = await new Promise<{ function?: { id: string } }>((resolve, reject) =>
+      raw.functions.registerFunction({ name: "big", description: "", spec }, raw.md, (err, r) =>
+        err ? reject(err) : resolve(r),
+      ),
+    );
+    const fid = res.function!.id;
+    // 250 KiB of arguments: under the inline limit, but not beside 768 KiB of source in one
+    // message (it goes through the object store instead).
+    const arg = "y".repeat(250 * KiB);
+    expect(await alice.waitForResult(await alice.run(fid, endpointId, [arg]), { timeoutMs: 30_000 })).toBe(
+      arg.length,
+    );
+
+    const over = RegisterFunctionRequest.encode({
+      name: "too-big",
+      description: "",
+      spec: { kind: { $case: "js", value: { source: source + "x", entryPoint: "big" } }, containerImage: "" },
+    }).finish();
+    const tooBig = await rawUnary(raw, "/fabric.v1.FunctionService/RegisterFunction", over, raw.md);
+    expect(tooBig.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(tooBig.details).toMatch(/spec\.js\.source is 786,433 bytes; at most 786,432 are allowed/);
+  }, 120_000);
+
+  it("a 5 MB entry point or hostname is refused by size, a long one naming the field; invalid UTF-8 is INVALID_ARGUMENT; no log line carries them", async () => {
+    const entry = RegisterFunctionRequest.encode({
+      name: "e",
+      description: "",
+      spec: {
+        kind: { $case: "js", value: { source: "function f() {}", entryPoint: "f".repeat(5_000_000) } },
+        containerImage: "",
+      },
+    }).finish();
+    const e = await rawUnary(raw, "/fabric.v1.FunctionService/RegisterFunction", entry, raw.md);
+    expect(e.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    // Past the request's own size limit already (a name or entry point is short).
+    expect(e.details).toMatch(/RegisterFunction request is 5000\d+ bytes/);
+    const entry2 = RegisterFunctionRequest.encode({
+      name: "e",
+      description: "",
+      spec: {
+        kind: { $case: "js", value: { source: "function f() {}", entryPoint: "f".repeat(300_000) } },
+        containerImage: "",
+      },
+    }).finish();
+    const e2 = await rawUnary(raw, "/fabric.v1.FunctionService/RegisterFunction", entry2, raw.md);
+    expect(e2.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(e2.details).toMatch(/spec\.js\.entry_point is 300,000 bytes; at most 1,024 are allowed/);
+
+    const creds = await raw.registerEndpoint({ name: "host-name", description: "", endpointId: "" });
+    const epMd = new grpc.Metadata();
+    epMd.set("authorization", `Bearer ${creds.endpointToken}`);
+    const connect = ConnectEndpointRequest.encode({
+      agentVersion: "1",
+      hostname: "h".repeat(5_000_000),
+    }).finish();
+    const h = await rawUnary(raw, "/fabric.v1.EndpointService/ConnectEndpoint", connect, epMd);
+    expect(h.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+    const connect2 = ConnectEndpointRequest.encode({ agentVersion: "1", hostname: "h".repeat(300) }).finish();
+    const h2 = await rawUnary(raw, "/fabric.v1.EndpointService/ConnectEndpoint", connect2, epMd);
+    expect(h2.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(h2.details).toMatch(/ConnectEndpoint request: hostname is 300 bytes; at most 255/);
+
+    // A name whose bytes are not UTF-8 (0xff never is), and arguments that are not.
+    const badName = Buffer.concat([
+      lenField(1, Buffer.from([0x61, 0xff, 0x62])),
+      lenField(
+        3,
+        lenField(
+          1,
+          Buffer.concat([lenField(1, Buffer.from("function f() {}")), lenField(2, Buffer.from("f"))]),
+        ),
+      ),
+    ]);
+    const n = await rawUnary(raw, "/fabric.v1.FunctionService/RegisterFunction", badName, raw.md);
+    expect(n.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(n.details).toMatch(/RegisterFunction request: name is not valid UTF-8/);
+    const fid = await alice.registerFunction(function id(x: unknown) {
+      return x;
+    });
+    const task = Buffer.concat([
+      lenField(1, Buffer.from(fid)),
+      lenField(2, Buffer.from(endpointId)),
+      lenField(3, Buffer.from([0x5b, 0x22, 0xc3, 0x28, 0x22, 0x5d])), // ["\xc3("]: a broken sequence
+    ]);
+    const t = await rawUnary(raw, "/fabric.v1.TaskService/SubmitTasks", lenField(1, task), raw.md);
+    expect(t).toEqual({ code: grpc.status.INVALID_ARGUMENT, details: "tasks[0].args is not valid UTF-8" });
+
+    const longest = Math.max(...stack.broker.process!.output.split("\n").map((l) => l.length));
+    expect(longest).toBeLessThan(10_000);
+    await stillServes();
+  }, 120_000);
+
+  it("a 100 KB token is answered UNAUTHENTICATED (not left to the client's deadline)", async () => {
+    const md = new grpc.Metadata();
+    md.set("authorization", `Bearer ${"a".repeat(100 * KiB)}`);
+    const started = Date.now();
+    const a = await rawUnary(raw, "/fabric.v1.FunctionService/ListFunctions", new Uint8Array(0), md);
+    expect(a.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(a.details).toMatch(/token/);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    await stillServes();
+  }, 60_000);
+
+  it("endpoint credentials may connect and read their endpoint, but not delete it", async () => {
+    const creds = await raw.registerEndpoint({ name: "no-delete", description: "", endpointId: "" });
+    const id = creds.endpoint!.id;
+    const asEndpoint = new Client({ address: stack.broker.address, token: creds.endpointToken });
+    try {
+      expect((await asEndpoint.getEndpoint(id)).id).toBe(id);
+      const err = await asEndpoint.deleteEndpoint(id).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(FabricError);
+      expect((err as FabricError).code).toBe("PERMISSION_DENIED");
+      expect((err as FabricError).message).toMatch(/endpoint credentials cannot delete an endpoint/);
+      expect((await alice.getEndpoint(id)).id).toBe(id);
+    } finally {
+      asEndpoint.close();
+    }
+  }, 60_000);
+});
