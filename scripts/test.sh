@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# Everything the integration tests start for real: Docker and Podman engines, a one-node Slurm.
+# Everything the integration tests start for real: Docker and Podman engines, a one-node Slurm,
+# and Python's grpcio (an independent client of the API).
 # Installed up front (once) so no test spends its own timeout on apt.
-bash scripts/ensure-system.sh nats-server docker.io podman catatonit slurm-wlm munge busybox-static
+bash scripts/ensure-system.sh nats-server docker.io podman catatonit slurm-wlm munge busybox-static python3-grpcio
 exec npx --no-install vitest run "$@"

@@ -14,8 +14,14 @@ export const BROKER_MAX_BATCH = 10_000;
 export const clientOptionsSchema = z.object({
   /** Broker address: `host:port` (plaintext) or `https://host:port` / `tls://host:port` (TLS). */
   address: z.string().min(1, { message: "the broker address is required (host:port)" }),
-  /** The user's JWT, sent as `authorization: Bearer <token>` on every call. */
-  token: z.string().default(""),
+  /**
+   * The user's JWT, sent as `authorization: Bearer <token>` on every call. At most 16 KiB: the
+   * broker refuses longer ones, and past 64 KiB HTTP/2 itself cannot carry the header.
+   */
+  token: z
+    .string()
+    .max(16 * 1024, { message: "a token is at most 16 KiB; is this the right token?" })
+    .default(""),
   /**
    * Where the SDK logs (debug level: reconnects, chunking). Default: silent.
    * @default undefined
