@@ -11,7 +11,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { freePort, NatsServer } from "../devkit/nats-server.js";
-import { BrokerProcess, EndpointProcess } from "../devkit/processes.js";
+import { BrokerProcess, EndpointProcess, runCli } from "../devkit/processes.js";
 import { TestCa, type CertFiles } from "../devkit/test-ca.js";
 import { Client } from "../sdk/index.js";
 
@@ -124,6 +124,30 @@ describe("TLS: broker gRPC and NATS", () => {
     const taskId = await c.run(fnId, endpoint.endpointId(), [14]);
     expect(await c.waitForResult(taskId, { timeoutMs: 30_000 })).toBe(42);
     expect(endpoint.process!.output).toMatch(/"endpoint ready"/);
+  });
+
+  it("the fabric CLI: configure --ca-file, then calls over TLS; FABRIC_CA_FILE overrides the saved CA", async () => {
+    const home = path.join(dir, "home-cli");
+    await runCli(
+      "sdk/cli.js",
+      ["configure", "--broker", broker.address, "--token", token, "--ca-file", ca.certFile],
+      home,
+    );
+    expect(JSON.parse(readFileSync(path.join(home, "client.json"), "utf8"))).toMatchObject({
+      broker: broker.address,
+      caFile: ca.certFile,
+    });
+    expect(await runCli("sdk/cli.js", ["endpoint", "list", "--json"], home)).toContain(endpoint.endpointId());
+    const saved = process.env["FABRIC_CA_FILE"];
+    process.env["FABRIC_CA_FILE"] = otherCa.certFile;
+    try {
+      await expect(runCli("sdk/cli.js", ["endpoint", "list"], home)).rejects.toThrow(
+        /error: UNAVAILABLE: no TLS connection to the broker .*certificate/,
+      );
+    } finally {
+      if (saved === undefined) delete process.env["FABRIC_CA_FILE"];
+      else process.env["FABRIC_CA_FILE"] = saved;
+    }
   });
 
   it("refuses a client that trusts another CA, or only the default roots, naming the certificate", async () => {
