@@ -8,7 +8,9 @@ import { Kvm } from "@nats-io/kv";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 
+import { FabricError } from "../common/errors.js";
 import { silentLogger } from "../common/logger.js";
+import { natsTlsOption } from "../common/nats-tls.js";
 import { isTerminal } from "../common/task-state.js";
 import { EndpointServiceService, FunctionServiceService, TaskServiceService, Task } from "../proto/index.js";
 import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "./auth.js";
@@ -26,6 +28,7 @@ import { requestGuards } from "./request-shapes.js";
 import { tolerantService } from "./rpc.js";
 import { FabricStore } from "./store.js";
 import { TaskBook, taskService } from "./tasks-service.js";
+import { ServerTlsContext, grpcServerCredentials, isLocalOnlyListen } from "./tls.js";
 
 /** How often a broker removes the payload buckets of deleted endpoints once they are empty. */
 const PAYLOAD_SWEEP_INTERVAL_MS = 3_600_000;
@@ -45,6 +48,7 @@ export class Broker {
   private store: FabricStore | undefined;
   private health: HealthImplementation | undefined;
   private events: TaskEventHub | undefined;
+  private tls: ServerTlsContext | undefined;
   private boundPort = 0;
   readonly brokerId: string;
   authority: TokenAuthority | undefined;
@@ -63,6 +67,8 @@ export class Broker {
 
   async start(): Promise<void> {
     const log = this.log.child({ component: "cloud.broker", brokerId: this.brokerId });
+    // First, so a missing or bad certificate stops the start before anything is touched.
+    const credentials = this.listenerCredentials(log);
     const auth = await TokenAuthority.fromKeyFile(
       this.config.auth.keyFile,
       this.config.auth.issuer,
@@ -82,6 +88,7 @@ export class Broker {
         ? { authenticator: credsAuthenticator(new Uint8Array(readFileSync(natsCfg.credentials))) }
         : {}),
       servers: [...this.config.nats.servers],
+      ...natsTlsOption(natsCfg.servers, natsCfg.tls, "nats.tls"),
       name: `fabric-broker ${this.brokerId}`,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
@@ -90,6 +97,14 @@ export class Broker {
       // The broker's own task events reach its watchers directly (see TaskEventHub.publish), so
       // the server need not send them back. Nothing else it subscribes to is published by itself.
       noEcho: true,
+    }).catch((err: unknown) => {
+      // A TLS refusal says only "unable to verify the first certificate"; say where and what to check.
+      const tlsHint = natsCfg.servers.some((u) => u.startsWith("tls://")) ? " (TLS: see nats.tls)" : "";
+      throw new FabricError(
+        "UNAVAILABLE",
+        `cannot connect to NATS at ${natsCfg.servers.join(", ")}${tlsHint}: ${(err as Error).message}`,
+        { cause: err },
+      );
     });
     const nc = this.nc;
     void (async () => {
@@ -170,20 +185,51 @@ export class Broker {
     this.health = new HealthImplementation({ "": "SERVING" });
     this.health.addToServer(server);
     this.boundPort = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(this.config.listen, grpc.ServerCredentials.createInsecure(), (err, port) =>
-        err ? reject(err) : resolve(port),
-      );
+      server.bindAsync(this.config.listen, credentials, (err, port) => (err ? reject(err) : resolve(port)));
     });
     this.server = server;
     log.info(
       {
         listen: this.config.listen,
         port: this.boundPort,
+        tls: this.tls ? "on" : "off",
         nats: this.config.nats.servers,
         endpointIsolation: minter ? "per-endpoint NATS users" : "none (open NATS)",
       },
       "broker ready",
     );
+  }
+
+  /**
+   * Reads the TLS certificate, key and client CA files again (on SIGHUP; file changes are picked
+   * up by themselves). New connections get the new certificate; open ones are not dropped. A bad
+   * pair is logged and the current one kept. Returns whether the files were loaded.
+   */
+  reloadTls(reason = "reload requested"): boolean {
+    if (!this.tls) {
+      this.log.info({ reason }, "no TLS configured: nothing to reload");
+      return false;
+    }
+    return this.tls.reload(reason);
+  }
+
+  /** TLS credentials from the `tls` config, else plaintext, with a loud warning if others can reach it. */
+  private listenerCredentials(log: Logger): grpc.ServerCredentials {
+    const tlsConfig = this.config.tls;
+    if (tlsConfig) {
+      this.tls = ServerTlsContext.load(tlsConfig, log.child({ component: "cloud.tls" }));
+      this.tls.watch();
+      return grpcServerCredentials(this.tls);
+    }
+    if (!isLocalOnlyListen(this.config.listen)) {
+      log.warn(
+        { listen: this.config.listen },
+        "PLAINTEXT gRPC listener on a non-loopback address: user tokens, endpoint tokens and the NATS " +
+          "credentials handed to agents travel in clear. Configure tls.certFile and tls.keyFile " +
+          "(README, TLS) or listen on 127.0.0.1 behind a TLS-terminating proxy",
+      );
+    }
+    return grpc.ServerCredentials.createInsecure();
   }
 
   /** Stops taking calls, lets in-flight ones finish (up to the grace period), then closes. */
@@ -203,6 +249,7 @@ export class Broker {
       });
     }
     clearInterval(this.sweeper);
+    this.tls?.close();
     await this.ingest?.stop();
     this.events?.close();
     this.store?.close();

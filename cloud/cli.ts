@@ -8,6 +8,7 @@ import { decodeJwt } from "jose";
 
 import { FabricError, toFabricError } from "../common/errors.js";
 import { createLogger } from "../common/logger.js";
+import { natsTlsOption } from "../common/nats-tls.js";
 import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "./auth.js";
 import { Broker } from "./broker.js";
 import { loadBrokerConfigFile } from "./config.js";
@@ -27,7 +28,9 @@ const program = new Command("fabric-broker")
 
 program
   .command("start")
-  .description("run the broker in the foreground (SIGTERM/SIGINT stop it gracefully)")
+  .description(
+    "run the broker in the foreground (SIGTERM/SIGINT stop it gracefully, SIGHUP reloads its TLS certificate)",
+  )
   .requiredOption("-c, --config <file>", "broker config file (YAML)")
   .action(async (opts: { config: string }) => {
     const config = loadBrokerConfigFile(opts.config);
@@ -49,6 +52,8 @@ program
     };
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));
+    // Certificate rotation: read the TLS files again, keep every open connection.
+    process.on("SIGHUP", () => void broker.reloadTls("SIGHUP"));
   });
 
 program
@@ -92,6 +97,7 @@ program
     }
     const nc = await connect({
       servers: [...config.nats.servers],
+      ...natsTlsOption(config.nats.servers, config.nats.tls, "nats.tls"),
       ...(config.nats.credentials
         ? { authenticator: credsAuthenticator(new Uint8Array(readFileSync(config.nats.credentials))) }
         : {}),

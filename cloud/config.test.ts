@@ -42,4 +42,24 @@ describe("broker config", () => {
     expect(c.limits.callsPerSecond).toBe(1000);
     expect(c.nats.credentials).toBeUndefined();
   });
+
+  it("checks the TLS fields: a client CA for required client certs, cert and key together", () => {
+    const k = { keyFile: "/k.pem" };
+    expect(() =>
+      resolveBrokerConfig({
+        auth: k,
+        tls: { certFile: "/c.pem", keyFile: "/k.pem", requireClientCert: true },
+      }),
+    ).toThrow(/tls\.clientCaFile: requireClientCert needs clientCaFile/);
+    expect(() => resolveBrokerConfig({ auth: k, tls: { certFile: "/c.pem" } })).toThrow(/tls\.keyFile/);
+    expect(() => resolveBrokerConfig({ auth: k, nats: { tls: { certFile: "/c.pem" } } })).toThrow(
+      /nats\.tls\.keyFile: certFile and keyFile go together/,
+    );
+    const tls = { certFile: "/c.pem", keyFile: "/k.pem" };
+    expect(resolveBrokerConfig({ auth: k, tls }).tls?.requireClientCert).toBe(false);
+    expect(
+      resolveBrokerConfig({ auth: k, tls: { ...tls, clientCaFile: "/ca.pem" } }).tls?.requireClientCert,
+    ).toBe(true);
+    expect(resolveBrokerConfig({ auth: k }).tls).toBeUndefined();
+  });
 });

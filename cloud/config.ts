@@ -15,6 +15,38 @@ export const BrokerConfigSchema = z
      * @default "127.0.0.1:50051"
      */
     listen: z.string().min(1).default("127.0.0.1:50051"),
+    /**
+     * TLS of the broker's listeners (the gRPC one today; the HTTP one will serve the same block).
+     * The files are read again when they change or on SIGHUP; new connections get the new
+     * certificate, open ones keep theirs. Without it the listener is plaintext, and the broker
+     * warns at start when that listener is reachable from other machines.
+     * @default none (plaintext)
+     */
+    tls: z
+      .object({
+        /** PEM certificate chain the broker presents (leaf first). */
+        certFile: z.string().min(1),
+        /** PEM private key of that certificate. */
+        keyFile: z.string().min(1),
+        /**
+         * PEM bundle of the CAs whose client certificates are accepted (mTLS).
+         * @default none (client certificates are not asked for)
+         */
+        clientCaFile: z.string().min(1).optional(),
+        /**
+         * With `clientCaFile`: refuse clients without a certificate from those CAs. `false` asks
+         * for one but lets every client in, a step while rolling mTLS out, not a protection.
+         * @default true when `clientCaFile` is set
+         */
+        requireClientCert: z.boolean().optional(),
+      })
+      .strict()
+      .refine((t) => t.requireClientCert !== true || t.clientCaFile !== undefined, {
+        message: "requireClientCert needs clientCaFile (the CAs client certificates must come from)",
+        path: ["clientCaFile"],
+      })
+      .transform((t) => ({ ...t, requireClientCert: t.requireClientCert ?? t.clientCaFile !== undefined }))
+      .optional(),
     /** Identifies this replica in task histories and logs. @default hostname/pid */
     brokerId: z.string().min(1).optional(),
     nats: z
@@ -39,6 +71,27 @@ export const BrokerConfigSchema = z
          * Requires `credentials`.
          */
         accountSigningKeyFile: z.string().min(1).optional(),
+        /**
+         * TLS towards NATS. It is used when a server URL is `tls://…` or when any field is set
+         * (then every server must offer TLS). Agents do not get these files: they verify NATS
+         * with their own `natsTls` settings.
+         * @default none (TLS only for `tls://` URLs, verified against Node's trusted roots)
+         */
+        tls: z
+          .object({
+            /** PEM bundle of the CAs that sign the NATS servers' certificates. @default Node's trusted roots */
+            caFile: z.string().min(1).optional(),
+            /** PEM client certificate, for a nats-server with `verify: true`. */
+            certFile: z.string().min(1).optional(),
+            /** PEM private key of `certFile`. */
+            keyFile: z.string().min(1).optional(),
+          })
+          .strict()
+          .refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), {
+            message: "certFile and keyFile go together",
+            path: ["keyFile"],
+          })
+          .optional(),
         /** Lifetime of an agent's NATS user; the agent gets a new one each time it connects. @default 30 days */
         agentCredentialTtlSeconds: z
           .number()

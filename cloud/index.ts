@@ -14,3 +14,5 @@ export { OidcVerifier } from "./oidc.js";
 export type { OidcOptions } from "./oidc.js";
 export { RateLimiter, RateLimitedError } from "./rate-limit.js";
 export { applyTaskUpdate, cancelTask } from "./task-transitions.js";
+export { ServerTlsContext, grpcServerCredentials, isLocalOnlyListen } from "./tls.js";
+export type { CertificateSummary, ServerTlsConfig } from "./tls.js";

@@ -1,9 +1,13 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
 import * as grpc from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 
 import { ErrorInfo } from "../proto/index.js";
 import { ERROR_INFO_METADATA_KEY } from "./errors.js";
-import { fromGrpcError } from "./grpc-client.js";
+import { channelFor, fromGrpcError } from "./grpc-client.js";
 
 function serviceError(code: grpc.status, details: string, metadata = new grpc.Metadata()): grpc.ServiceError {
   return Object.assign(new Error(`${code} ${details}`), { code, details, metadata });
@@ -38,5 +42,38 @@ describe("fromGrpcError", () => {
     expect(fromGrpcError(serviceError(grpc.status.INTERNAL, "x", md)).code).toBe("INTERNAL");
     expect(fromGrpcError(serviceError(grpc.status.INTERNAL, "some other failure")).code).toBe("INTERNAL");
     expect(fromGrpcError(serviceError(grpc.status.NOT_FOUND, "task t not found")).code).toBe("NOT_FOUND");
+  });
+});
+
+describe("channelFor", () => {
+  it("speaks TLS for grpcs://, https:// and tls://, plaintext otherwise", () => {
+    for (const a of ["grpcs://b:443", "https://b:443", "tls://b:443"]) {
+      const { target, credentials } = channelFor(a);
+      expect(target).toBe("b:443");
+      expect(credentials._isSecure()).toBe(true);
+    }
+    for (const a of ["b:50051", "grpc://b:50051", "http://b:50051"]) {
+      const { target, credentials } = channelFor(a);
+      expect(target).toBe("b:50051");
+      expect(credentials._isSecure()).toBe(false);
+    }
+  });
+
+  it("refuses TLS files with a plaintext address, half a client certificate, and files that are not PEM", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "fabric-pem-"));
+    try {
+      const junk = path.join(dir, "junk.pem");
+      writeFileSync(junk, "not a certificate\n");
+      expect(() => channelFor("b:1", { caFile: junk })).toThrow(/caFile\) are set but .* is plaintext/);
+      expect(() => channelFor("grpcs://b:1", { certFile: junk })).toThrow(/both certFile and keyFile/);
+      expect(() => channelFor("grpcs://b:1", { caFile: path.join(dir, "none.pem") })).toThrow(
+        /caFile: cannot read .*none\.pem/,
+      );
+      expect(() => channelFor("grpcs://b:1", { caFile: junk })).toThrow(
+        /caFile: .*junk\.pem is not a PEM certificate/,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

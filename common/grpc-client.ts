@@ -1,3 +1,6 @@
+import { X509Certificate, createPrivateKey } from "node:crypto";
+import { readFileSync } from "node:fs";
+
 import * as grpc from "@grpc/grpc-js";
 
 import { ErrorInfo } from "../proto/index.js";
@@ -6,11 +9,74 @@ import { ERROR_INFO_METADATA_KEY, FabricError, codeFromGrpcStatus, errorFromInfo
 /** Largest message a client accepts from or sends to the broker. */
 export const CLIENT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
-/** Channel credentials: TLS when the address starts with `https://` or `tls://`, else plaintext. */
-export function channelFor(address: string): { target: string; credentials: grpc.ChannelCredentials } {
-  const m = /^(https|tls):\/\/(.+)$/.exec(address);
-  if (m) return { target: m[2]!, credentials: grpc.credentials.createSsl() };
-  return { target: address.replace(/^(http|grpc):\/\//, ""), credentials: grpc.credentials.createInsecure() };
+/**
+ * TLS files a client uses towards the broker (SDK, CLIs, endpoint agent). All optional: without
+ * `caFile` the broker's certificate is verified against Node's trusted roots; `certFile` and
+ * `keyFile` (together) present a client certificate to a broker that asks for one (mTLS).
+ */
+export interface ClientTlsFiles {
+  readonly caFile?: string | undefined;
+  readonly certFile?: string | undefined;
+  readonly keyFile?: string | undefined;
+}
+
+const TLS_SCHEME = /^(grpcs|https|tls):\/\/(.+)$/;
+const PLAIN_SCHEME = /^(grpc|http):\/\//;
+
+/** Whether a broker address asks for TLS (`grpcs://`, `https://` or `tls://`). */
+export function isTlsAddress(address: string): boolean {
+  return TLS_SCHEME.test(address);
+}
+
+/**
+ * The gRPC target and channel credentials for a broker address: TLS when it starts with
+ * `grpcs://`, `https://` or `tls://` (verified against `tls.caFile`, else Node's trusted roots;
+ * with a client certificate when given), plaintext for `host:port`, `grpc://` or `http://`.
+ * TLS files with a plaintext address are INVALID_ARGUMENT: they say TLS was meant, and the call
+ * would otherwise go out in clear. An unreadable or non-PEM file is FAILED_PRECONDITION naming it.
+ */
+export function channelFor(
+  address: string,
+  tls: ClientTlsFiles = {},
+): { target: string; credentials: grpc.ChannelCredentials } {
+  const m = TLS_SCHEME.exec(address);
+  if (!m) {
+    const given = (["caFile", "certFile", "keyFile"] as const).filter((k) => tls[k]);
+    if (given.length > 0) {
+      throw new FabricError(
+        "INVALID_ARGUMENT",
+        `TLS files (${given.join(", ")}) are set but the broker address ${address} is plaintext: write it grpcs://HOST:PORT`,
+      );
+    }
+    return { target: address.replace(PLAIN_SCHEME, ""), credentials: grpc.credentials.createInsecure() };
+  }
+  if (Boolean(tls.certFile) !== Boolean(tls.keyFile)) {
+    throw new FabricError("INVALID_ARGUMENT", "a client certificate needs both certFile and keyFile");
+  }
+  const ca = tls.caFile ? readPem("caFile", tls.caFile, "certificate") : null;
+  const key = tls.keyFile ? readPem("keyFile", tls.keyFile, "key") : null;
+  const cert = tls.certFile ? readPem("certFile", tls.certFile, "certificate") : null;
+  return { target: m[2]!, credentials: grpc.credentials.createSsl(ca, key, cert) };
+}
+
+/** Reads a PEM file and checks it holds what it should, so a wrong path fails here, not at connect. */
+export function readPem(field: string, file: string, kind: "certificate" | "key"): Buffer {
+  let pem: Buffer;
+  try {
+    pem = readFileSync(file);
+  } catch (err) {
+    throw new FabricError("FAILED_PRECONDITION", `${field}: cannot read ${file}: ${(err as Error).message}`);
+  }
+  try {
+    if (kind === "certificate") new X509Certificate(pem);
+    else createPrivateKey(pem);
+  } catch (err) {
+    throw new FabricError(
+      "FAILED_PRECONDITION",
+      `${field}: ${file} is not a PEM ${kind === "key" ? "private key" : "certificate"}: ${(err as Error).message}`,
+    );
+  }
+  return pem;
 }
 
 /** Client options shared by the SDK and the agent. */
@@ -26,6 +92,9 @@ export function bearer(token: string): grpc.Metadata {
   if (token) md.set("authorization", `Bearer ${token}`);
   return md;
 }
+
+/** What grpc-js says when the TLS handshake with the broker failed. */
+const TLS_FAILURE = /certificate|self[- ]signed|SSL|TLS|wrong version number|handshake/i;
 
 /** What grpc-js says when the HTTP/2 connection or stream under a call broke. */
 const BROKEN_CONNECTION = /RST_STREAM|Session closed|GOAWAY|ECONNRESET|EPIPE|Stream refused/i;
@@ -51,6 +120,14 @@ export function fromGrpcError(err: unknown): FabricError {
       return new FabricError("UNAVAILABLE", `the connection to the broker broke: ${details}`, {
         cause: err,
       });
+    }
+    if (e.code === grpc.status.UNAVAILABLE && TLS_FAILURE.test(details)) {
+      // Retrying will not help: the CA the client trusts, or the scheme of the address, is wrong.
+      return new FabricError(
+        "UNAVAILABLE",
+        `no TLS connection to the broker (check its address scheme and the CA file you trust): ${details}`,
+        { cause: err },
+      );
     }
     return new FabricError(codeFromGrpcStatus(e.code), details, { cause: err });
   }

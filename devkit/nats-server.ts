@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -42,6 +42,18 @@ export async function waitForPort(port: number, timeoutMs: number, host = "127.0
 
 const NATS_BIN = process.env["NATS_SERVER_BIN"] ?? "nats-server";
 
+/** The `tls { … }` block of a nats-server config (see {@link NatsServer.start}). */
+export interface NatsServerTls {
+  /** PEM certificate the server presents. */
+  readonly certFile: string;
+  /** Its private key. */
+  readonly keyFile: string;
+  /** CAs that client certificates must chain to (needed with `verify`). */
+  readonly caFile?: string;
+  /** Require a client certificate from every client (mTLS). */
+  readonly verify?: boolean;
+}
+
 /**
  * A real nats-server with JetStream (file store) on a free port and a temporary store directory.
  * `restart()` brings it back on the same port and store, as after a crash.
@@ -55,6 +67,7 @@ export class NatsServer {
     readonly port: number,
     readonly storeDir: string,
     private readonly ownsDir: boolean,
+    private readonly tls: NatsServerTls | undefined,
   ) {}
 
   /** Broker config fields (`nats.credentials`, `nats.accountSigningKeyFile`) for operator mode; `{}` otherwise. */
@@ -66,32 +79,39 @@ export class NatsServer {
     };
   }
 
+  /** `tls://127.0.0.1:PORT` when started with `tls` (clients must use TLS), else `nats://…`. */
   get url(): string {
-    return `nats://127.0.0.1:${this.port}`;
+    return `${this.tls ? "tls" : "nats"}://127.0.0.1:${this.port}`;
   }
 
   /**
    * Starts the server. With `operator: true` it runs in operator (decentralized JWT) mode: a fresh
    * operator, a system account and an application account with JetStream and a signing key,
    * preloaded with `resolver: MEMORY`; the broker's creds and the signing key are written (0600)
-   * next to the store, and {@link brokerNatsConfig} names them.
+   * next to the store, and {@link brokerNatsConfig} names them. With `tls` it requires TLS from
+   * every client, with that certificate (and, with `verify`, a client certificate from `caFile`).
    */
-  static async start(options: { storeDir?: string; operator?: boolean } = {}): Promise<NatsServer> {
+  static async start(
+    options: { storeDir?: string; operator?: boolean; tls?: NatsServerTls } = {},
+  ): Promise<NatsServer> {
     const storeDir = options.storeDir ?? mkdtempSync(path.join(tmpdir(), "fabric-nats-"));
-    const server = new NatsServer(await freePort(), storeDir, options.storeDir === undefined);
-    if (options.operator) {
-      const setup = await createOperatorSetup(path.join(storeDir, "operator"));
-      server.operator = setup;
-      server.configFile = path.join(storeDir, "operator", "nats-server.conf");
-      writeFileSync(
-        server.configFile,
-        [
-          `listen: "127.0.0.1:${server.port}"`,
-          `jetstream: { store_dir: "${path.join(storeDir, "js")}" }`,
-          setup.serverConfig,
-        ].join("\n"),
-        { mode: 0o600 },
-      );
+    const server = new NatsServer(await freePort(), storeDir, options.storeDir === undefined, options.tls);
+    if (options.operator || options.tls) {
+      const lines = [
+        `listen: "127.0.0.1:${server.port}"`,
+        `jetstream: { store_dir: "${path.join(storeDir, "js")}" }`,
+      ];
+      let confDir = storeDir;
+      if (options.operator) {
+        confDir = path.join(storeDir, "operator");
+        const setup = await createOperatorSetup(confDir);
+        server.operator = setup;
+        lines.push(setup.serverConfig);
+      }
+      if (options.tls) lines.push(natsTlsBlock(options.tls));
+      mkdirSync(confDir, { recursive: true });
+      server.configFile = path.join(confDir, "nats-server.conf");
+      writeFileSync(server.configFile, lines.join("\n"), { mode: 0o600 });
     }
     await server.launch();
     return server;
@@ -139,6 +159,19 @@ export class NatsServer {
     await endChild(this.proc, "SIGTERM", 5_000);
     if (this.ownsDir) rmSync(this.storeDir, { recursive: true, force: true });
   }
+}
+
+/** A nats-server `tls { … }` block (the documented server TLS config). */
+export function natsTlsBlock(tls: NatsServerTls): string {
+  return [
+    "tls {",
+    `  cert_file: ${JSON.stringify(tls.certFile)}`,
+    `  key_file: ${JSON.stringify(tls.keyFile)}`,
+    ...(tls.caFile ? [`  ca_file: ${JSON.stringify(tls.caFile)}`] : []),
+    ...(tls.verify ? ["  verify: true"] : []),
+    "  timeout: 2",
+    "}",
+  ].join("\n");
 }
 
 /**

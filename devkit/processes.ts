@@ -109,10 +109,12 @@ export class BrokerProcess {
     readonly port: number,
     readonly configFile: string,
     readonly keyFile: string,
+    private readonly tls: boolean,
   ) {}
 
+  /** `grpcs://127.0.0.1:PORT` when the config has a `tls` block, else `127.0.0.1:PORT`. */
   get address(): string {
-    return `127.0.0.1:${this.port}`;
+    return `${this.tls ? "grpcs://" : ""}127.0.0.1:${this.port}`;
   }
 
   get process(): ManagedProcess | undefined {
@@ -132,7 +134,7 @@ export class BrokerProcess {
       ...opts.extra,
     };
     writeFileSync(configFile, toYaml(config));
-    const b = new BrokerProcess(port, configFile, keyFile);
+    const b = new BrokerProcess(port, configFile, keyFile, "tls" in config && config.tls !== undefined);
     await b.launch();
     return b;
   }
@@ -204,6 +206,8 @@ export interface EndpointOptions {
   blocks?: number;
   /** Extra YAML fields merged into the generated config. */
   extra?: Record<string, unknown>;
+  /** Extra `fabric-endpoint configure` flags (e.g. `--ca-file`). */
+  configureArgs?: string[];
 }
 
 /** An endpoint agent as its owner runs it: `fabric-endpoint configure NAME` then `start NAME`. */
@@ -220,6 +224,7 @@ export class EndpointProcess {
     const args = ["configure", opts.name, "--broker", opts.broker, "--token", opts.token];
     if (opts.workers !== undefined) args.push("--workers", String(opts.workers));
     if (opts.blocks !== undefined) args.push("--blocks", String(opts.blocks));
+    args.push(...(opts.configureArgs ?? []));
     await runCli("endpoint/cli.js", args, opts.home);
     if (opts.extra) {
       const file = path.join(opts.home, "endpoints", opts.name, "config.yaml");

@@ -14,6 +14,7 @@ import { Bus } from "../common/bus-layout.js";
 import { FabricError, errorToInfo, toFabricError } from "../common/errors.js";
 import type { ErrorCode } from "../common/errors.js";
 import { bearer, callUnary, channelFor, clientOptions } from "../common/grpc-client.js";
+import { natsTlsOption } from "../common/nats-tls.js";
 import { newId } from "../common/ids.js";
 import type { Logger } from "../common/logger.js";
 import {
@@ -269,6 +270,7 @@ export class EndpointAgent {
 
     this.nc = await connect({
       servers: bus.servers,
+      ...natsTlsOption(bus.servers, this.cfg.natsTls, "natsTls"),
       name: `fabric-endpoint-${endpointId}`,
       maxReconnectAttempts: -1,
       // No stack captured per request (ack, publish): it costs more than the request itself.
@@ -402,7 +404,7 @@ export class EndpointAgent {
   // ---------------------------------------------------------------- broker
 
   private client(): EndpointServiceClient {
-    const { target, credentials } = channelFor(this.cfg.broker);
+    const { target, credentials } = channelFor(this.cfg.broker, this.cfg.brokerTls);
     return new EndpointServiceClient(target, credentials, clientOptions);
   }
 

@@ -5,6 +5,7 @@
  */
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 import { Command, CommanderError, InvalidArgumentError } from "commander";
@@ -63,6 +64,10 @@ function configure(
     blocks?: number;
     description?: string;
     force?: boolean;
+    caFile?: string;
+    certFile?: string;
+    keyFile?: string;
+    natsCaFile?: string;
   },
 ): void {
   const paths = endpointPaths(name);
@@ -76,6 +81,16 @@ function configure(
     broker: o.broker,
     ...(o.token ? { token: o.token } : {}),
     ...(o.description ? { description: o.description } : {}),
+    ...(o.caFile || o.certFile || o.keyFile
+      ? {
+          brokerTls: {
+            ...(o.caFile ? { caFile: path.resolve(o.caFile) } : {}),
+            ...(o.certFile ? { certFile: path.resolve(o.certFile) } : {}),
+            ...(o.keyFile ? { keyFile: path.resolve(o.keyFile) } : {}),
+          },
+        }
+      : {}),
+    ...(o.natsCaFile ? { natsTls: { caFile: path.resolve(o.natsCaFile) } } : {}),
     provider: {
       type: "local",
       initBlocks: o.blocks ?? 1,
@@ -84,7 +99,8 @@ function configure(
     },
   };
   // Validate before writing, so a bad flag never leaves a broken file behind.
-  resolveConfig(doc, {}, "the new configuration");
+  const resolved = resolveConfig(doc, {}, "the new configuration");
+  channelFor(resolved.broker, resolved.brokerTls);
   writePrivateFile(paths.config, toYaml(doc));
   out(`configured endpoint ${name} in ${paths.dir}`);
 }
@@ -220,7 +236,7 @@ async function stop(name: string, quiet = false): Promise<void> {
 
 function brokerClient(paths: EndpointPaths): EndpointServiceClient {
   const config = loadConfig(paths.config);
-  const { target, credentials } = channelFor(config.broker);
+  const { target, credentials } = channelFor(config.broker, config.brokerTls);
   return new EndpointServiceClient(target, credentials, clientOptions);
 }
 
@@ -369,7 +385,11 @@ export function buildProgram(): Command {
     .command("configure")
     .description("write the endpoint's config.yaml")
     .argument("<name>", "endpoint name")
-    .requiredOption("--broker <address>", "broker gRPC address host:port")
+    .requiredOption("--broker <address>", "broker gRPC address: host:port, or grpcs://host:port for TLS")
+    .option("--ca-file <pem>", "CA bundle the broker's certificate must chain to (default: trusted roots)")
+    .option("--cert-file <pem>", "client certificate for a broker that requires one (mTLS)")
+    .option("--key-file <pem>", "private key of --cert-file")
+    .option("--nats-ca-file <pem>", "CA bundle of the NATS servers' certificates (default: --ca-file)")
     .option(
       "--token <jwt>",
       "your user token, used once to register the endpoint (or env FABRIC_TOKEN at start)",

@@ -36,6 +36,21 @@ describe("endpoint config", () => {
     expect(Object.isFrozen(c.provider)).toBe(true);
   });
 
+  it("takes TLS files for the broker and NATS, NATS trusting the broker's CA unless told otherwise", () => {
+    const c = resolveConfig({ broker: "grpcs://broker:443", brokerTls: { caFile: "/etc/site-ca.pem" } }, {});
+    expect(c.brokerTls).toEqual({ caFile: "/etc/site-ca.pem" });
+    expect(c.natsTls).toEqual({ caFile: "/etc/site-ca.pem" });
+    expect(resolveConfig({ broker: "h:1" }, {}).natsTls).toEqual({});
+    const own = resolveConfig({ broker: "h:1", natsTls: { caFile: "/nats-ca.pem" } }, {});
+    expect(own.natsTls).toEqual({ caFile: "/nats-ca.pem" });
+    expect(messageOf(() => resolveConfig({ broker: "h:1", brokerTls: { caFile: "ca.pem" } }, {}))).toMatch(
+      /brokerTls\.caFile: expected the absolute path of a PEM file/,
+    );
+    expect(messageOf(() => resolveConfig({ broker: "h:1", natsTls: { certFile: "/c.pem" } }, {}))).toMatch(
+      /natsTls\.keyFile: certFile and keyFile go together/,
+    );
+  });
+
   it("lets FABRIC_TOKEN override the file's token", () => {
     expect(resolveConfig({ broker: "h:1", token: "file" }, { FABRIC_TOKEN: "env" }).token).toBe("env");
     expect(resolveConfig({ broker: "h:1", token: "file" }, {}).token).toBe("file");

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import path from "node:path";
 
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
@@ -271,12 +272,50 @@ export function scalingOf(p: z.output<typeof ProviderConfigSchema>): ResolvedSca
   };
 }
 
+/** An absolute path to a PEM file (the agent may start from any directory). */
+const pemPath = () =>
+  z
+    .string({ error: "expected the absolute path of a PEM file" })
+    .refine((p) => path.isAbsolute(p), { error: "expected the absolute path of a PEM file" });
+
+/** TLS files towards a server (the broker, or NATS). */
+const clientTlsSchema = z
+  .strictObject({
+    /**
+     * PEM bundle of the CAs the server's certificate must chain to.
+     * @default Node's trusted roots
+     */
+    caFile: pemPath().optional(),
+    /** PEM client certificate, for a server that requires one (mTLS). Needs `keyFile`. */
+    certFile: pemPath().optional(),
+    /** PEM private key of `certFile`. */
+    keyFile: pemPath().optional(),
+  })
+  .refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), {
+    error: "certFile and keyFile go together",
+    path: ["keyFile"],
+  });
+
 /** The endpoint's `config.yaml`. */
 export const EndpointConfigSchema = z.strictObject({
-  /** The broker's gRPC address, `host:port` (or `tls://host:port`). */
+  /** The broker's gRPC address: `host:port` (plaintext) or `grpcs://host:port` (TLS). */
   broker: z
     .string({ error: 'expected a "host:port" string' })
-    .regex(/^((https|tls|http|grpc):\/\/)?[^\s:/]+(:\d+)?$/, { error: 'expected a "host:port" address' }),
+    .regex(/^((grpcs|https|tls|http|grpc):\/\/)?[^\s:/]+(:\d+)?$/, {
+      error: 'expected a "host:port" or "grpcs://host:port" address',
+    }),
+  /**
+   * TLS towards the broker (a `grpcs://` address): the CA to verify it with, and a client
+   * certificate if the broker requires one.
+   * @default {} (Node's trusted roots, no client certificate)
+   */
+  brokerTls: clientTlsSchema.prefault({}),
+  /**
+   * TLS towards NATS, used when the servers the broker hands out are `tls://…` or a field is set.
+   * The broker does not hand out a CA: the endpoint's owner decides whom to trust.
+   * @default { caFile: brokerTls.caFile } (one site CA is the usual case), else Node's trusted roots
+   */
+  natsTls: clientTlsSchema.optional(),
   /** The user's JWT, used only to register the endpoint the first time. `FABRIC_TOKEN` overrides it. */
   token: z.string({ error: "expected a string" }).optional(),
   /**
@@ -417,6 +456,8 @@ export function resolveConfig(
     shell: Object.freeze({ ...c.shell }),
     limits: Object.freeze({ ...c.limits }),
     container: Object.freeze({ ...c.container }),
+    brokerTls: Object.freeze({ ...c.brokerTls }),
+    natsTls: Object.freeze(c.natsTls ?? (c.brokerTls.caFile ? { caFile: c.brokerTls.caFile } : {})),
   };
   return Object.freeze(resolved);
 }

@@ -92,4 +92,20 @@ describe("runCli", () => {
     expect(JSON.parse(readFileSync(file, "utf8"))).toEqual({ broker: "b:50051", token: "tok" });
     expect(statSync(file).mode & 0o777).toBe(0o600);
   });
+
+  it("configure refuses TLS files with a plaintext address, and a CA file it cannot read, writing nothing", async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "fabric-cli-"));
+    dirs.push(home);
+    const t = io({ FABRIC_HOME: home });
+    const ca = path.join(home, "missing-ca.pem");
+    expect(await runCli(["configure", "--broker", "b:50051", "--token", "t", "--ca-file", ca], t.io)).toBe(1);
+    expect(t.err.join("")).toMatch(
+      /^error: INVALID_ARGUMENT: TLS files \(caFile\) are set but .* write it grpcs:/,
+    );
+    expect(
+      await runCli(["configure", "--broker", "grpcs://b:50051", "--token", "t", "--ca-file", ca], t.io),
+    ).toBe(1);
+    expect(t.err.join("")).toMatch(/FAILED_PRECONDITION: caFile: cannot read .*missing-ca\.pem/);
+    expect(() => statSync(path.join(home, "client.json"))).toThrow();
+  });
 });

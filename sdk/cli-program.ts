@@ -2,10 +2,12 @@
 // (0 ok, 1 a failed call or task, 2 a usage error), kept apart from the process entry (cli.ts) so
 // it can be run in-process by tests.
 import { readFileSync } from "node:fs";
+import path from "node:path";
 
 import { Command, CommanderError, Option } from "commander";
 
 import { FabricError } from "../common/errors.js";
+import { channelFor } from "../common/grpc-client.js";
 import { Client } from "./client.js";
 import {
   formatEndpoint,
@@ -116,13 +118,25 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
 
   program
     .command("configure")
-    .description("save the broker address and your token to $FABRIC_HOME/client.json (mode 0600)")
-    .requiredOption("--broker <address>", "broker address, host:port or https://host:port")
+    .description("save the broker address, your token and TLS files to $FABRIC_HOME/client.json (mode 0600)")
+    .requiredOption("--broker <address>", "broker address, host:port (plaintext) or grpcs://host:port (TLS)")
     .requiredOption("--token <token>", "your token (a JWT from the broker's operator)")
-    .action((opts: { broker: string; token: string }) => {
-      const file = writeClientFile({ broker: opts.broker, token: opts.token }, io.env);
-      out(`saved ${file}`);
-    });
+    .option("--ca-file <pem>", "CA bundle the broker's certificate must chain to (default: trusted roots)")
+    .option("--cert-file <pem>", "client certificate, for a broker that requires one (mTLS)")
+    .option("--key-file <pem>", "private key of --cert-file")
+    .action(
+      (opts: { broker: string; token: string; caFile?: string; certFile?: string; keyFile?: string }) => {
+        const files = {
+          ...(opts.caFile ? { caFile: path.resolve(opts.caFile) } : {}),
+          ...(opts.certFile ? { certFile: path.resolve(opts.certFile) } : {}),
+          ...(opts.keyFile ? { keyFile: path.resolve(opts.keyFile) } : {}),
+        };
+        // The same checks a client makes, so a wrong path or scheme shows now, not at the first call.
+        channelFor(opts.broker, files);
+        const file = writeClientFile({ broker: opts.broker, token: opts.token, ...files }, io.env);
+        out(`saved ${file}`);
+      },
+    );
 
   // ---------- functions ----------
   const fn = program.command("function").description("register, list, show and delete functions");

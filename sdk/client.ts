@@ -84,8 +84,11 @@ export interface WaitOptions {
   readonly signal?: AbortSignal;
 }
 
-/** Options of {@link Client.fromConfig}: everything but the address and token, which come from there. */
-export type FromConfigOptions = Omit<ClientOptions, "address" | "token"> & {
+/** Options of {@link Client.fromConfig}: everything but the address, token and TLS files, which come from there. */
+export type FromConfigOptions = Omit<
+  ClientOptions,
+  "address" | "token" | "caFile" | "certFile" | "keyFile"
+> & {
   /** Environment to read `FABRIC_BROKER`, `FABRIC_TOKEN` and `FABRIC_HOME` from. Default: `process.env`. */
   readonly env?: NodeJS.ProcessEnv;
 };
@@ -138,7 +141,7 @@ export class Client {
   constructor(options: ClientOptions) {
     this.options = resolveClientOptions(options);
     this.log = (this.options.logger ?? silentLogger).child({ component: "sdk.client" });
-    const { target, credentials } = channelFor(this.options.address);
+    const { target, credentials } = channelFor(this.options.address, this.options);
     this.functions = new FunctionServiceClient(target, credentials, clientOptions);
     // One channel (one HTTP/2 connection) for all three services.
     const shared = { ...clientOptions, channelOverride: this.functions.getChannel() };
@@ -151,8 +154,9 @@ export class Client {
   }
 
   /**
-   * A client for the broker configured in the environment: `FABRIC_BROKER` and `FABRIC_TOKEN`,
-   * each falling back to `$FABRIC_HOME/client.json` (written by `fabric configure`).
+   * A client for the broker configured in the environment: `FABRIC_BROKER`, `FABRIC_TOKEN` and
+   * the TLS files `FABRIC_CA_FILE`, `FABRIC_CERT_FILE`, `FABRIC_KEY_FILE`, each falling back to
+   * `$FABRIC_HOME/client.json` (written by `fabric configure`).
    *
    * @example
    * ```ts
@@ -162,7 +166,7 @@ export class Client {
   static fromConfig(options: FromConfigOptions = {}): Client {
     const { env, ...rest } = options;
     const settings = loadClientSettings(env ?? process.env);
-    return new Client({ ...rest, address: settings.address, token: settings.token });
+    return new Client({ ...rest, ...settings });
   }
 
   /**

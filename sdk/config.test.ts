@@ -35,6 +35,23 @@ describe("loadClientSettings", () => {
     });
   });
 
+  it("reads the TLS files from client.json, FABRIC_CA_FILE / FABRIC_CERT_FILE / FABRIC_KEY_FILE first", () => {
+    const h = home('{"broker": "grpcs://b:1", "token": "t", "caFile": "/file-ca.pem"}');
+    expect(loadClientSettings({ FABRIC_HOME: h })).toEqual({
+      address: "grpcs://b:1",
+      token: "t",
+      caFile: "/file-ca.pem",
+    });
+    expect(
+      loadClientSettings({
+        FABRIC_HOME: h,
+        FABRIC_CA_FILE: "/env-ca.pem",
+        FABRIC_CERT_FILE: "/c.pem",
+        FABRIC_KEY_FILE: "/k.pem",
+      }),
+    ).toMatchObject({ caFile: "/env-ca.pem", certFile: "/c.pem", keyFile: "/k.pem" });
+  });
+
   it("works from the environment alone", () => {
     expect(loadClientSettings({ FABRIC_HOME: home(), FABRIC_BROKER: "x:1" })).toEqual({
       address: "x:1",

@@ -12,7 +12,10 @@ export const BROKER_MAX_BATCH = 10_000;
 
 /** Options of a {@link Client}. */
 export const clientOptionsSchema = z.object({
-  /** Broker address: `host:port` (plaintext) or `https://host:port` / `tls://host:port` (TLS). */
+  /**
+   * Broker address: `host:port` (plaintext) or `grpcs://host:port` (TLS; `https://` and `tls://`
+   * mean the same).
+   */
   address: z.string().min(1, { message: "the broker address is required (host:port)" }),
   /**
    * The user's JWT, sent as `authorization: Bearer <token>` on every call. At most 16 KiB: the
@@ -22,6 +25,15 @@ export const clientOptionsSchema = z.object({
     .string()
     .max(16 * 1024, { message: "a token is at most 16 KiB; is this the right token?" })
     .default(""),
+  /**
+   * PEM bundle of the CAs the broker's certificate must chain to (a site CA). TLS addresses only.
+   * @default Node's trusted roots (its Mozilla bundle, plus NODE_EXTRA_CA_CERTS)
+   */
+  caFile: z.string().min(1).optional(),
+  /** PEM client certificate, for a broker that requires one (mTLS). Needs `keyFile`. @default none */
+  certFile: z.string().min(1).optional(),
+  /** PEM private key of `certFile`. @default none */
+  keyFile: z.string().min(1).optional(),
   /**
    * Where the SDK logs (debug level: reconnects, chunking). Default: silent.
    * @default undefined
@@ -62,6 +74,9 @@ export function resolveClientOptions(options: ClientOptions): ResolvedClientOpti
 export const clientFileSchema = z.object({
   broker: z.string().min(1).optional(),
   token: z.string().optional(),
+  caFile: z.string().min(1).optional(),
+  certFile: z.string().min(1).optional(),
+  keyFile: z.string().min(1).optional(),
 });
 /** The contents of `$FABRIC_HOME/client.json`. */
 export type ClientFile = z.infer<typeof clientFileSchema>;
@@ -99,22 +114,41 @@ export function readClientFile(file: string): ClientFile {
   return parsed.data;
 }
 
+/** What {@link loadClientSettings} finds: where to connect, the token and the TLS files. */
+export interface ClientSettings {
+  readonly address: string;
+  readonly token: string;
+  readonly caFile?: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
+}
+
 /**
- * Where to connect and with which token: `FABRIC_BROKER` and `FABRIC_TOKEN` override
- * `$FABRIC_HOME/client.json`. No broker anywhere is FAILED_PRECONDITION saying how to set one.
+ * Where to connect and with which token and TLS files: `FABRIC_BROKER`, `FABRIC_TOKEN`,
+ * `FABRIC_CA_FILE`, `FABRIC_CERT_FILE` and `FABRIC_KEY_FILE` override `$FABRIC_HOME/client.json`.
+ * No broker anywhere is FAILED_PRECONDITION saying how to set one.
  */
-export function loadClientSettings(env: NodeJS.ProcessEnv = process.env): { address: string; token: string } {
+export function loadClientSettings(env: NodeJS.ProcessEnv = process.env): ClientSettings {
   const file = clientConfigPath(env);
   const saved = readClientFile(file);
   const address = env["FABRIC_BROKER"] || saved.broker;
   const token = env["FABRIC_TOKEN"] || saved.token || "";
+  const caFile = env["FABRIC_CA_FILE"] || saved.caFile;
+  const certFile = env["FABRIC_CERT_FILE"] || saved.certFile;
+  const keyFile = env["FABRIC_KEY_FILE"] || saved.keyFile;
   if (!address) {
     throw new FabricError(
       "FAILED_PRECONDITION",
       `no broker configured: run \`fabric configure --broker HOST:PORT --token TOKEN\` or set FABRIC_BROKER (looked in ${file})`,
     );
   }
-  return { address, token };
+  return {
+    address,
+    token,
+    ...(caFile ? { caFile } : {}),
+    ...(certFile ? { certFile } : {}),
+    ...(keyFile ? { keyFile } : {}),
+  };
 }
 
 /** Saves the client settings to `$FABRIC_HOME/client.json`, readable only by its owner. */

@@ -33,7 +33,7 @@ export { BatchSubmitError, TaskFailedError, TaskPendingError } from "./errors.js
 export { FabricError, ErrorCode, FailureReason } from "../common/errors.js";
 export type { RemoteExceptionInfo, ShellOutcome } from "../common/errors.js";
 export { clientConfigPath, fabricHome, loadClientSettings, writeClientFile } from "./config.js";
-export type { ClientFile, ClientOptions, ResolvedClientOptions } from "./config.js";
+export type { ClientFile, ClientOptions, ClientSettings, ResolvedClientOptions } from "./config.js";
 export type { TaskInput } from "./codec.js";
 export type { JsSource } from "./function-source.js";
 export type {
