@@ -6,6 +6,7 @@ import { Bus } from "../common/bus-layout.js";
 import { FabricError, notFound, resourceExhausted } from "../common/errors.js";
 import { newId } from "../common/ids.js";
 import { checkJsonSyntax } from "../common/json.js";
+import { MAX_TIMEOUT_S } from "../common/limits.js";
 import { isTerminal } from "../common/task-state.js";
 import {
   EndpointControl,
@@ -110,6 +111,13 @@ export class TaskBook {
       check(idSchema("endpoint"), t.endpointId, `tasks[${i}].endpointId`);
       checkJson(t.argsJson, "array", `tasks[${i}].args`, limits.maxPayloadBytes);
       checkJson(t.kwargsJson, "object", `tasks[${i}].kwargs`, limits.maxPayloadBytes);
+      // The same bound as a function's timeout: uint32 on the wire, so it needs no lower bound.
+      if ((t.timeoutS ?? 0) > MAX_TIMEOUT_S) {
+        throw new FabricError(
+          "INVALID_ARGUMENT",
+          `tasks[${i}].timeout_s: ${t.timeoutS} s is over the limit of ${MAX_TIMEOUT_S} s (30 days)`,
+        );
+      }
       fnIds.add(t.functionId);
       epIds.add(t.endpointId);
     });

@@ -5,6 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 
 import { ErrorInfo } from "../proto/index.js";
 import { ERROR_INFO_METADATA_KEY, FabricError, codeFromGrpcStatus, errorFromInfo } from "./errors.js";
+import { MAX_TIMER_SEGMENT_MS } from "./timers.js";
 
 /** Largest message a client accepts from or sends to the broker. */
 export const CLIENT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -141,6 +142,13 @@ type UnaryMethod<Req, Res> = (
   callback: (err: grpc.ServiceError | null, response: Res) => void,
 ) => grpc.ClientUnaryCall;
 
+/**
+ * The longest deadline a call is sent with. A grpc-js server arms a plain setTimeout from the
+ * call's grpc-timeout header (whole seconds, rounded up, at this size): past 2^31-1 ms it
+ * overflows and ends the call at once with DEADLINE_EXCEEDED. 24.8 days is longer than any call.
+ */
+const MAX_CALL_DEADLINE_MS = Math.floor(MAX_TIMER_SEGMENT_MS / 1000) * 1000;
+
 /** Calls a unary method and returns a promise; errors arrive as {@link FabricError}. */
 export function callUnary<Req, Res>(
   method: UnaryMethod<Req, Res>,
@@ -151,7 +159,8 @@ export function callUnary<Req, Res>(
 ): Promise<Res> {
   return new Promise((resolve, reject) => {
     const callOptions: Partial<grpc.CallOptions> = {};
-    if (options.deadlineMs !== undefined) callOptions.deadline = Date.now() + options.deadlineMs;
+    if (options.deadlineMs !== undefined)
+      callOptions.deadline = Date.now() + Math.min(options.deadlineMs, MAX_CALL_DEADLINE_MS);
     method.call(self, request, metadata, callOptions, (err, res) => {
       if (err) reject(fromGrpcError(err));
       else resolve(res);

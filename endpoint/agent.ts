@@ -41,7 +41,7 @@ import { BlockScaler } from "./block-scaler.js";
 import type { BlockView } from "./block-scaler.js";
 import { scalingOf } from "./config.js";
 import type { EndpointConfig } from "./config.js";
-import { readCredentials, writeCredentials } from "./home.js";
+import { readCredentials, removeConfigToken, writeCredentials } from "./home.js";
 import type { EndpointCredentials, EndpointPaths } from "./home.js";
 import { ManagerServer } from "./manager-link.js";
 import type { ManagerConnection } from "./manager-link.js";
@@ -436,7 +436,11 @@ export class EndpointAgent {
 
   private async ensureRegistered(): Promise<EndpointCredentials> {
     const saved = readCredentials(this.opts.paths);
-    if (saved) return saved;
+    if (saved) {
+      // A token left from before (an older version kept it, or it was added by hand) is unused.
+      this.removeUserToken();
+      return saved;
+    }
     const token = this.cfg.token;
     if (!token) {
       throw new EndpointRejectedError(
@@ -464,6 +468,7 @@ export class EndpointAgent {
       const creds = { endpointId: res.endpoint.id, endpointToken: res.endpointToken };
       writeCredentials(this.opts.paths, creds);
       this.log.info({ endpointId: creds.endpointId }, "endpoint registered");
+      this.removeUserToken();
       return creds;
     } catch (err) {
       const fe = toFabricError(err);
@@ -471,6 +476,26 @@ export class EndpointAgent {
       throw new EndpointRejectedError(fe.code, `the broker refused to register the endpoint: ${fe.message}`);
     } finally {
       client.close();
+    }
+  }
+
+  /**
+   * Drops the owner's user token from config.yaml once the endpoint has its own credential, before
+   * any block starts: functions on a bare endpoint run as the same OS user and could read it.
+   */
+  private removeUserToken(): void {
+    try {
+      if (removeConfigToken(this.opts.paths))
+        this.log.info(
+          { config: this.opts.paths.config },
+          "removed the user token from the config: the endpoint uses its own credential",
+        );
+    } catch (err) {
+      // Not worth refusing to run over, but the owner must know the token is still on disk.
+      this.log.error(
+        { config: this.opts.paths.config, err: (err as Error).message },
+        "cannot remove the user token from the config; delete its `token:` line by hand",
+      );
     }
   }
 

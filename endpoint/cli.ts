@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
+import type { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 
 import { Command, CommanderError, InvalidArgumentError } from "commander";
@@ -103,11 +104,42 @@ function configure(
   channelFor(resolved.broker, resolved.brokerTls);
   writePrivateFile(paths.config, toYaml(doc));
   out(`configured endpoint ${name} in ${paths.dir}`);
+  if (o.token) out("the token is removed from config.yaml once the endpoint registers (at its first start)");
+}
+
+/** Names the descriptor a detaching `start` hands FABRIC_TOKEN over on (see startDetached). */
+const TOKEN_FD_ENV = "FABRIC_TOKEN_FD";
+
+/** FABRIC_TOKEN as a detaching `start` handed it over, read once; empty when none was. */
+function handedToken(): { FABRIC_TOKEN?: string } {
+  const fdText = process.env[TOKEN_FD_ENV];
+  if (!fdText) return {};
+  delete process.env[TOKEN_FD_ENV];
+  const fd = Number(fdText);
+  try {
+    const token = readFileSync(fd, "utf8");
+    return token ? { FABRIC_TOKEN: token } : {};
+  } catch (err) {
+    throw new FabricError(
+      "FAILED_PRECONDITION",
+      `cannot read FABRIC_TOKEN from descriptor ${fdText}: ${(err as Error).message}`,
+    );
+  } finally {
+    // Not left open for the managers and jobs this agent starts.
+    try {
+      closeSync(fd);
+    } catch {
+      // already closed
+    }
+  }
 }
 
 async function startForeground(name: string): Promise<void> {
   const paths = configuredPaths(name);
-  const config = loadConfig(paths.config);
+  const config = loadConfig(paths.config, { ...process.env, ...handedToken() });
+  // `config` has FABRIC_TOKEN now; taken out of the environment, the managers, workers and
+  // batch jobs this agent starts never inherit the owner's token.
+  delete process.env["FABRIC_TOKEN"];
   const other = runningAgentPid(paths);
   if (other !== undefined && other !== process.pid) {
     throw new FabricError("ALREADY_EXISTS", `endpoint ${name} is already running (pid ${other})`);
@@ -192,12 +224,17 @@ async function startDetached(name: string, timeoutS: number): Promise<void> {
     throw new FabricError("ALREADY_EXISTS", `endpoint ${name} is already running (pid ${other})`);
   const fromByte = existsSync(paths.log) ? statSync(paths.log).size : 0;
   const fd = openSync(paths.log, "a", 0o600);
+  // FABRIC_TOKEN goes to the agent through a pipe, not its environment: a process's initial
+  // environment stays readable (/proc/PID/environ) by its OS user's processes, functions included.
+  const { FABRIC_TOKEN: token, ...env } = process.env;
   const child = spawn(process.execPath, [fileURLToPath(import.meta.url), "start", name], {
     detached: true,
-    stdio: ["ignore", fd, fd],
-    env: process.env,
+    stdio: ["ignore", fd, fd, ...(token ? (["pipe"] as const) : [])],
+    env: token ? { ...env, [TOKEN_FD_ENV]: "3" } : env,
   });
   closeSync(fd);
+  // An agent that died at once closed its end: its exit is what waitForReady reports.
+  if (token) (child.stdio[3] as Writable).on("error", () => undefined).end(token);
   let exitCode: number | null | undefined;
   child.on("exit", (code) => (exitCode = code));
   const pid = child.pid;
@@ -392,7 +429,7 @@ export function buildProgram(): Command {
     .option("--nats-ca-file <pem>", "CA bundle of the NATS servers' certificates (default: --ca-file)")
     .option(
       "--token <jwt>",
-      "your user token, used once to register the endpoint (or env FABRIC_TOKEN at start)",
+      "your user token, used once to register the endpoint at its first start, then removed from the config (or env FABRIC_TOKEN at start)",
     )
     .option("--workers <n>", "worker processes per block", positiveInt)
     .option("--blocks <n>", "blocks to run", positiveInt)

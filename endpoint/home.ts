@@ -2,13 +2,15 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, wri
 import { homedir } from "node:os";
 import path from "node:path";
 
+import { parseDocument } from "yaml";
+
 import { FabricError } from "../common/errors.js";
 
 /** Files of one configured endpoint, under `$FABRIC_HOME/endpoints/<name>/`. */
 export interface EndpointPaths {
   readonly name: string;
   readonly dir: string;
-  /** YAML config; mode 0600 because it may hold the user's token. */
+  /** YAML config; mode 0600 because it holds the user's token until the endpoint registers. */
   readonly config: string;
   /** `{endpointId, endpointToken}`; mode 0600. */
   readonly credentials: string;
@@ -90,6 +92,21 @@ export function readCredentials(paths: EndpointPaths): EndpointCredentials | und
 /** Saves credentials with mode 0600. */
 export function writeCredentials(paths: EndpointPaths, creds: EndpointCredentials): void {
   writePrivateFile(paths.credentials, JSON.stringify(creds, null, 2) + "\n");
+}
+
+/**
+ * Removes the owner's user token from the endpoint's config.yaml, keeping every other line
+ * (comments included) and mode 0600; the file is replaced atomically. Once the endpoint holds its
+ * own credential the user token is of no use to it, and a function on a bare endpoint (same OS
+ * user) could read the file and act as the owner. Returns whether there was a token to remove.
+ */
+export function removeConfigToken(paths: EndpointPaths): boolean {
+  const text = readFileSync(paths.config, "utf8");
+  const doc = parseDocument(text);
+  if (!doc.has("token")) return false;
+  doc.delete("token");
+  writePrivateFile(paths.config, doc.toString());
+  return true;
 }
 
 /** The pid in the pid file, if there is one and that process is alive. */

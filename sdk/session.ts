@@ -13,6 +13,7 @@ import type * as grpc from "@grpc/grpc-js";
 
 import { FabricError, errorFromInfo } from "../common/errors.js";
 import { fromGrpcError } from "../common/grpc-client.js";
+import { type LongTimer, setLongTimeout } from "../common/timers.js";
 import type {
   SessionRequest,
   SessionResponse,
@@ -32,7 +33,7 @@ interface OpenSubmit {
   readonly kind: "submit";
   readonly resolve: (res: SubmitTasksResponse) => void;
   readonly reject: (err: FabricError) => void;
-  readonly timer: NodeJS.Timeout | undefined;
+  readonly timer: LongTimer | undefined;
 }
 
 type Open = OpenSubmit | SessionWatchStream;
@@ -63,7 +64,8 @@ export class ClientSession {
       const timer =
         deadlineMs === undefined
           ? undefined
-          : setTimeout(() => {
+          : // callTimeoutMs is the caller's: it may exceed setTimeout's 24.8-day limit.
+            setLongTimeout(() => {
               if (this.open.get(ref) !== entry) return;
               this.forget(ref);
               reject(
@@ -119,7 +121,7 @@ export class ClientSession {
     if (!entry || !msg) return;
     if (entry.kind === "submit") {
       this.forget(res.ref);
-      clearTimeout(entry.timer);
+      entry.timer?.clear();
       if (msg.$case === "submitted") entry.resolve(msg.value);
       else if (msg.$case === "error") entry.reject(errorFromInfo(msg.value));
       else entry.reject(new FabricError("INTERNAL", `the broker answered a submit with ${msg.$case}`));
@@ -172,7 +174,7 @@ export class ClientSession {
     this.open.clear();
     for (const entry of open) {
       if (entry.kind === "submit") {
-        clearTimeout(entry.timer);
+        entry.timer?.clear();
         entry.reject(err);
       } else {
         entry.fail(err);

@@ -10,6 +10,7 @@ import type { Logger } from "pino";
 import { FabricError } from "../common/errors.js";
 import type { ErrorCode } from "../common/errors.js";
 import { fromGrpcError } from "../common/grpc-client.js";
+import { type LongTimer, setLongTimeout } from "../common/timers.js";
 import type { Task, WatchTasksRequest } from "../proto/index.js";
 import { chunk } from "./codec.js";
 
@@ -216,7 +217,7 @@ export async function* watchTasks(
     openOnce(initial);
   };
 
-  let deadline: NodeJS.Timeout | undefined;
+  let deadline: LongTimer | undefined;
   const onAbort = () => stop(new FabricError("CANCELLED", "stopped watching tasks: the watch was aborted"));
   try {
     if (options.signal?.aborted)
@@ -224,7 +225,8 @@ export async function* watchTasks(
     options.signal?.addEventListener("abort", onAbort, { once: true });
     if (options.timeoutMs !== undefined) {
       const ms = options.timeoutMs;
-      deadline = setTimeout(() => {
+      // The caller's timeout may exceed setTimeout's 24.8-day limit (which would fire at once).
+      deadline = setLongTimeout(() => {
         stop(new FabricError("DEADLINE_EXCEEDED", `tasks did not finish within ${ms} ms`));
       }, ms);
     }
@@ -255,7 +257,7 @@ export async function* watchTasks(
       await new Promise<void>((resolve) => (wake = resolve));
     }
   } finally {
-    if (deadline) clearTimeout(deadline);
+    deadline?.clear();
     options.signal?.removeEventListener("abort", onAbort);
     stopped = true;
     for (const [s, ids] of live) {

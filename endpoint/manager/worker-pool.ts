@@ -1,6 +1,7 @@
 import { errorToInfo, FabricError, toFabricError } from "../../common/errors.js";
 import { readFrames, writeFrame } from "../../common/framing.js";
 import type { Logger } from "../../common/logger.js";
+import { type LongTimer, setLongTimeout } from "../../common/timers.js";
 // The worker protocol alone, not the proto/index barrel (which loads @grpc/grpc-js too).
 import { WorkerRequest, WorkerResponse } from "../../proto/gen/fabric/v1/worker.js";
 import type { WorkItem, WorkOutcome } from "../../proto/index.js";
@@ -61,8 +62,8 @@ interface WorkerSlot {
   discard: Set<string>;
   startedAtMs: number;
   idleSinceMs: number;
-  /** Fires when the current task exceeds its timeout. */
-  deadline?: NodeJS.Timeout | undefined;
+  /** Fires when the current task exceeds its timeout (up to 30 days: past setTimeout's limit). */
+  deadline?: LongTimer | undefined;
   /** Why the pool itself stopped this worker's task (timeout, cancellation): its outcome. */
   stoppedBecause?: FabricError | undefined;
 }
@@ -349,7 +350,7 @@ export class WorkerPool {
       }
       // A task the pool is stopping ends with the stop's reason, when the worker exits.
       if (slot.stoppedBecause) return;
-      clearTimeout(slot.deadline);
+      slot.deadline?.clear();
       slot.current = undefined;
       slot.idleSinceMs = Date.now();
       const run = m.value.finishedAtMs - m.value.startedAtMs;
@@ -365,7 +366,7 @@ export class WorkerPool {
   private onExit(slot: WorkerSlot, exit: WorkerExit): void {
     this.slots.delete(slot.id);
     const item = slot.current;
-    clearTimeout(slot.deadline);
+    slot.deadline?.clear();
     // Tasks pipelined behind the one it was running never started: another worker takes them.
     if (slot.next.length > 0) this.queue.unshift(...slot.next.splice(0));
     const what = this.containers ? "worker container" : "worker process";
@@ -464,7 +465,7 @@ export class WorkerPool {
     slot.startedAtMs = Date.now();
     const timeoutS = item.timeoutS ?? 0;
     if (timeoutS > 0) {
-      slot.deadline = setTimeout(
+      slot.deadline = setLongTimeout(
         () =>
           this.stopTask(
             slot,

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 
 import { FabricError } from "../../common/errors.js";
+import { setLongTimeout } from "../../common/timers.js";
 
 /** What a finished scheduler command printed. */
 export interface CommandResult {
@@ -57,7 +58,8 @@ export function runSchedulerCommand(argv: readonly string[], opts: CommandOption
       if (stderr.length < cap) stderr += d.toString();
     });
     let timedOut = false;
-    const timer = setTimeout(() => {
+    // commandTimeoutSeconds is the endpoint owner's to set, without an upper bound.
+    const timer = setLongTimeout(() => {
       timedOut = true;
       try {
         if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
@@ -66,7 +68,7 @@ export function runSchedulerCommand(argv: readonly string[], opts: CommandOption
       }
     }, opts.timeoutMs);
     child.once("error", (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
+      timer.clear();
       reject(
         err.code === "ENOENT"
           ? new FabricError(
@@ -77,7 +79,7 @@ export function runSchedulerCommand(argv: readonly string[], opts: CommandOption
       );
     });
     child.once("close", (code, signal) => {
-      clearTimeout(timer);
+      timer.clear();
       if (timedOut) {
         reject(
           new FabricError(

@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 
 import { FabricError } from "../../common/errors.js";
 import type { ShellOutcome } from "../../common/errors.js";
+import { setLongTimeout } from "../../common/timers.js";
 
 /** Largest stdout or stderr a shell function keeps (each); the rest is dropped with a note. */
 export const DEFAULT_SHELL_OUTPUT_CAP_BYTES = 1024 * 1024;
@@ -125,7 +126,7 @@ export function runShellCommand(
     const finish = () => {
       if (settled || exit === undefined) return;
       settled = true;
-      clearTimeout(walltimeTimer);
+      walltimeTimer.clear();
       clearTimeout(drainTimer);
       if (pid !== undefined) runningGroups.delete(pid);
       let err = stderr.text();
@@ -148,7 +149,8 @@ export function runShellCommand(
     child.stdout.on("close", onClose);
     child.stderr.on("close", onClose);
 
-    const walltimeTimer = setTimeout(() => {
+    // A walltime may be up to 30 days, past what setTimeout can wait.
+    const walltimeTimer = setLongTimeout(() => {
       timedOut = true;
       killGroup(pid, "SIGKILL");
     }, options.walltimeS * 1000);
