@@ -1,6 +1,7 @@
 import { z } from "zod";
 
 import { FabricError } from "../common/errors.js";
+import { MAX_TIMEOUT_S } from "../common/limits.js";
 import { describeIssues } from "./config.js";
 import { MAX_COMMAND_BYTES, MAX_SOURCE_BYTES } from "./request-shapes.js";
 
@@ -53,7 +54,7 @@ export const functionSpecSchema = z.object({
             .number()
             .int()
             .min(0)
-            .max(30 * 24 * 3600, { message: "walltime must be at most 30 days" }),
+            .max(MAX_TIMEOUT_S, { message: "walltime must be at most 30 days" }),
         }),
       }),
     ],
@@ -65,7 +66,7 @@ export const functionSpecSchema = z.object({
     .number()
     .int()
     .min(0)
-    .max(30 * 24 * 3600, { message: "timeout must be at most 30 days" })
+    .max(MAX_TIMEOUT_S, { message: "timeout must be at most 30 days" })
     .optional(),
 });
 
