@@ -327,7 +327,7 @@ export const EndpointConfigSchema = z.strictObject({
    * Seconds between heartbeats (status messages to the broker, manager heartbeats).
    * @default 5
    */
-  heartbeatIntervalSeconds: positiveInt().default(5),
+  heartbeatIntervalSeconds: positiveInt().max(3600, { message: "at most 3600 (an hour)" }).default(5),
   /**
    * Where blocks of workers come from.
    * @default { type: "local", initBlocks: 1, maxBlocks: 1, workersPerNode: 2 }

@@ -5,6 +5,7 @@ import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 
 import { FabricError } from "../common/errors.js";
+import { MAX_TIMEOUT_S } from "../common/limits.js";
 import { bearer, callUnary, channelFor, clientOptions } from "../common/grpc-client.js";
 import { silentLogger } from "../common/logger.js";
 import { EndpointServiceClient, FunctionServiceClient, TaskServiceClient } from "../proto/index.js";
@@ -34,8 +35,12 @@ function limitsOf(options: RegisterOptions): Pick<FunctionSpec, "maxRetries" | "
     ["timeoutSeconds", options.timeoutSeconds],
   ] as const) {
     if (value === undefined) continue;
-    if (!Number.isInteger(value) || value < 0) {
-      throw new FabricError("INVALID_ARGUMENT", `${field} must be a whole number >= 0, got ${value}`);
+    const most = field === "maxRetries" ? 100 : MAX_TIMEOUT_S;
+    if (!Number.isInteger(value) || value < 0 || value > most) {
+      throw new FabricError(
+        "INVALID_ARGUMENT",
+        `${field} must be a whole number from 0 to ${most}, got ${value}`,
+      );
     }
   }
   if (options.maxRetries) out.maxRetries = options.maxRetries;
@@ -233,10 +238,10 @@ export class Client {
       throw new FabricError("INVALID_ARGUMENT", "a shell function needs a non-empty command");
     }
     const walltime = options.walltimeSeconds ?? 0;
-    if (!Number.isInteger(walltime) || walltime < 0) {
+    if (!Number.isInteger(walltime) || walltime < 0 || walltime > MAX_TIMEOUT_S) {
       throw new FabricError(
         "INVALID_ARGUMENT",
-        `walltimeSeconds must be a whole number >= 0, got ${walltime}`,
+        `walltimeSeconds must be a whole number from 0 to ${MAX_TIMEOUT_S}, got ${walltime}`,
       );
     }
     return this.registerSpec(

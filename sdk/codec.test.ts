@@ -31,6 +31,14 @@ function task(over: Partial<Task> = {}): Task {
 }
 
 describe("encodeTaskSpec", () => {
+  it("refuses a timeout past 30 days rather than letting it wrap in the wire's 32 bits", () => {
+    const t = { functionId: "f", endpointId: "e", args: [] };
+    expect(encodeTaskSpec({ ...t, timeoutSeconds: 30 * 24 * 3600 }).timeoutS).toBe(30 * 24 * 3600);
+    expect(() => encodeTaskSpec({ ...t, timeoutSeconds: 2 ** 32 + 5 })).toThrow(
+      /timeoutSeconds must be a whole number from 0 to 2592000/,
+    );
+  });
+
   it("encodes args as a JSON array and leaves kwargs empty when not given", () => {
     const spec = encodeTaskSpec({ functionId: "f", endpointId: "e", args: [1, "a", { b: null }] });
     expect(text(spec.argsJson)).toBe('[1,"a",{"b":null}]');

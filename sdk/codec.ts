@@ -1,6 +1,7 @@
 // Pure conversions between the wire messages (proto/) and the SDK's friendly shapes. No IO here,
 // so every rule about arguments, results and errors is unit-tested in codec.test.ts.
 import { FabricError, isErrorCode } from "../common/errors.js";
+import { MAX_TIMEOUT_S } from "../common/limits.js";
 import type { ErrorCode } from "../common/errors.js";
 import { decodeJson, encodeJson } from "../common/json.js";
 import { TaskState, isTerminal, stateName } from "../common/task-state.js";
@@ -64,8 +65,11 @@ export function encodeTaskSpec(input: TaskInput, index = 0): TaskSpec {
     throw new FabricError("INVALID_ARGUMENT", `${where}: kwargs must be a plain object`);
   }
   const timeout = input.timeoutSeconds ?? 0;
-  if (!Number.isInteger(timeout) || timeout < 0) {
-    throw new FabricError("INVALID_ARGUMENT", `${where}: timeoutSeconds must be a whole number >= 0`);
+  if (!Number.isInteger(timeout) || timeout < 0 || timeout > MAX_TIMEOUT_S) {
+    throw new FabricError(
+      "INVALID_ARGUMENT",
+      `${where}: timeoutSeconds must be a whole number from 0 to ${MAX_TIMEOUT_S} (30 days)`,
+    );
   }
   return {
     functionId: input.functionId,
