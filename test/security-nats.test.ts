@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { Bus } from "../common/bus-layout.js";
 import { EndpointProcess } from "../devkit/processes.js";
+import { ObjectReader } from "../endpoint/object-reader.js";
 import {
   TaskState,
   TaskUpdateBatch,
@@ -105,6 +106,22 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     const out = await alice.waitForResult<string>(tid, { timeoutMs: 30_000 });
     expect(out.startsWith("50000:")).toBe(true);
     expect(out.length).toBe(6 + 20_000);
+    expect(agentA.process!.output).not.toMatch(/Permissions Violation/);
+  });
+
+  it("arguments and a result just under the 10 MiB payload limit travel through the agent's own user", async () => {
+    const fid = await alice.registerFunction(function sizes(s: string) {
+      return [s.length, "r".repeat(10 * 1024 * 1024 - 64)];
+    });
+    // The args JSON `["xxx…"]` is 10 MiB less 100 bytes: just under limits.maxPayloadBytes.
+    const arg = "x".repeat(10 * 1024 * 1024 - 104);
+    const started = Date.now();
+    const tid = await alice.run(fid, endpointA, [arg]);
+    const [n, r] = await alice.waitForResult<[number, string]>(tid, { timeoutMs: 30_000 });
+    const tookMs = Date.now() - started;
+    expect(n).toBe(arg.length);
+    expect(r.length).toBe(10 * 1024 * 1024 - 64);
+    expect(tookMs).toBeLessThan(30_000);
     expect(agentA.process!.output).not.toMatch(/Permissions Violation/);
   });
 
@@ -284,12 +301,12 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     expect(b.bus.payloadBucket).toBe(Bus.payloadBucket(b.id));
     expect(a.bus.payloadBucket).not.toBe(b.bus.payloadBucket);
 
-    // Positive control: A reads its own task's large argument from its own bucket.
-    const own = await new Objm(a.nc).open(a.bus.payloadBucket, false);
-    expect(new TextDecoder().decode(await own.getBlob(Bus.argsObject(ownTask)))).toBe(secret);
+    // Positive control: A reads its own task's large argument from its own bucket (message gets).
+    const own = new ObjectReader(a.nc, a.bus.payloadBucket);
+    expect(new TextDecoder().decode(await own.read(Bus.argsObject(ownTask)))).toBe(secret);
     // B's bucket answers nothing to A: by name, by sequence number, or by a consumer on its chunks.
-    const theirs = await new Objm(a.nc).open(b.bus.payloadBucket, false);
-    await expect(theirs.getBlob(Bus.argsObject(victimTask))).rejects.toThrow(/permission|timeout/i);
+    const theirs = new ObjectReader(a.nc, b.bus.payloadBucket, { timeoutMs: 2000 });
+    await expect(theirs.read(Bus.argsObject(victimTask))).rejects.toThrow(/permission|timeout/i);
     const jsmA = await jetstreamManager(a.nc, { checkAPI: false });
     await expect(jsmA.streams.getMessage(`OBJ_${b.bus.payloadBucket}`, { seq: 1 })).rejects.toThrow(
       /permission|timeout/i,
@@ -298,8 +315,8 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
       jsmA.consumers.add(`OBJ_${b.bus.payloadBucket}`, { ack_policy: AckPolicy.None }),
     ).rejects.toThrow(/permission|timeout/i);
     // The bytes are still there for B's own agent.
-    const asB = await new Objm(b.nc).open(b.bus.payloadBucket, false);
-    expect((await asB.getBlob(Bus.argsObject(victimTask)))?.length).toBe(secret.length);
+    const asB = new ObjectReader(b.nc, b.bus.payloadBucket);
+    expect((await asB.read(Bus.argsObject(victimTask)))?.length).toBe(secret.length);
 
     // A result naming any object but the task's own result object is refused, and nothing leaks.
     const now = Date.now();
@@ -328,6 +345,63 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     });
     expect(t!.result).toBeUndefined();
     expect(t!.error?.message).toMatch(/must be ".*\.result"/);
+  });
+
+  it("an agent's NATS user cannot make the server deliver its bucket's bytes to another's subject", async () => {
+    const a = await rawEndpoint(aliceRaw, "deliverer");
+    const b = await rawEndpoint(bobRaw, "deliver-victim");
+    const obj = `OBJ_${a.bus.payloadBucket}`;
+    // Bytes of the attacker's choosing in its own bucket (it may write there: its results go there).
+    const own = await new Objm(a.nc).open(a.bus.payloadBucket, false);
+    await own.putBlob({ name: "bait" }, enc.encode("forged"));
+    const targets = [
+      Bus.taskEventSubject("bob"),
+      Bus.controlSubject(b.id),
+      Bus.taskSubject(b.id),
+      `${b.bus.inboxPrefix}.x`,
+    ];
+    const arrived: string[] = [];
+    for (const t of targets) admin.subscribe(t, { callback: (_e, m) => void arrived.push(m.subject) });
+    await admin.flush();
+    const jsmA = await jetstreamManager(a.nc, { checkAPI: false });
+    for (const deliver of targets) {
+      // A push consumer on its own payload stream delivering to someone else's subject …
+      await expect(
+        jsmA.consumers.add(obj, {
+          name: `push-${randomUUID().slice(0, 8)}`,
+          deliver_subject: deliver,
+          ack_policy: AckPolicy.None,
+          filter_subject: `$O.${a.bus.payloadBucket}.C.>`,
+        }),
+      ).rejects.toThrow(/permission|timeout/i);
+      // … nor in the older API forms (ephemeral, durable).
+      for (const api of [`$JS.API.CONSUMER.CREATE.${obj}`, `$JS.API.CONSUMER.DURABLE.CREATE.${obj}.d`]) {
+        const body = JSON.stringify({
+          stream_name: obj,
+          config: {
+            durable_name: api.includes("DURABLE") ? "d" : undefined,
+            deliver_subject: deliver,
+            ack_policy: "none",
+          },
+        });
+        await expect(a.nc.request(api, body, { timeout: 1000 })).rejects.toThrow(/permission|timeout/i);
+      }
+    }
+    expect((await jetstreamManager(admin).then((m) => m.consumers.list(obj).next())).length).toBe(0);
+    // Positive control: the agent still reads its own objects (message gets, no consumer).
+    expect(new TextDecoder().decode(await new ObjectReader(a.nc, a.bus.payloadBucket).read("bait"))).toBe(
+      "forged",
+    );
+    // Nor through a message get answered to someone else's subject: a direct get would answer with
+    // the stored bytes themselves (the server sends an answer to whatever reply subject it is given).
+    a.nc.publish(`$JS.API.DIRECT.GET.${obj}`, JSON.stringify({ seq: 1 }), {
+      reply: Bus.controlSubject(b.id),
+    });
+    await until("the server's refusal", () =>
+      a.errors.some((e) => e.includes(`"$JS.API.DIRECT.GET.${obj}"`)),
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    expect(arrived).toEqual([]);
   });
 
   it("secrets: credential and key files are 0600; no token, NATS JWT or seed appears in any log", async () => {
