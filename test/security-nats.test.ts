@@ -78,23 +78,27 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     await stack?.stop();
   });
 
-  /** Registers an endpoint without an agent and connects to NATS with the credentials it is handed. */
-  async function rawEndpoint(owner: RawClients, name: string) {
-    const reg = await owner.registerEndpoint({ name, description: "", endpointId: "" });
-    const id = reg.endpoint!.id;
-    const asEndpoint = new RawClients(stack.broker.address, reg.endpointToken);
+  /** ConnectEndpoint with an endpoint token, then NATS with the credentials it is handed. */
+  async function connectEndpoint(endpointToken: string) {
+    const asEndpoint = new RawClients(stack.broker.address, endpointToken);
     const res = await new Promise<{ bus?: BusConnectInfo }>((resolve, reject) =>
       asEndpoint.endpoints.connectEndpoint(
         { agentVersion: "test", hostname: "test" },
         asEndpoint.md,
         (err, r) => (err ? reject(err) : resolve(r)),
       ),
-    );
-    asEndpoint.close();
+    ).finally(() => asEndpoint.close());
     const bus = res.bus!;
     const conn = await connectAs(bus);
     opened.push(conn.nc);
-    return { id, bus, ...conn };
+    return { bus, ...conn };
+  }
+
+  /** Registers an endpoint without an agent and connects to NATS with the credentials it is handed. */
+  async function rawEndpoint(owner: RawClients, name: string) {
+    const reg = await owner.registerEndpoint({ name, description: "", endpointId: "" });
+    const id = reg.endpoint!.id;
+    return { id, token: reg.endpointToken, ...(await connectEndpoint(reg.endpointToken)) };
   }
 
   it("the broker hands each agent its own NATS user; tasks with large payloads run through it", async () => {
@@ -402,6 +406,80 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     );
     await new Promise((r) => setTimeout(r, 300));
     expect(arrived).toEqual([]);
+  });
+
+  it("re-registering an endpoint cuts its previous credential's NATS user off at once; no task is lost", async () => {
+    const old = await rawEndpoint(aliceRaw, "revoked");
+    const fn = await aliceRaw.registerFunction({
+      name: "f",
+      description: "",
+      spec: {
+        kind: { $case: "js", value: { source: "const f = () => 1;", entryPoint: "f" } },
+        containerImage: "",
+      },
+    });
+    const submit = async () =>
+      (
+        await aliceRaw.submit({
+          tasks: [
+            {
+              functionId: fn.function!.id,
+              endpointId: old.id,
+              argsJson: enc.encode("[]"),
+              kwargsJson: new Uint8Array(),
+              timeoutS: 0,
+            },
+          ],
+          groupId: "",
+          idempotencyKey: "",
+        })
+      ).taskIds[0]!;
+    const held = await submit();
+    // The old agent pulls a task and holds it un-acked (as a running task would be).
+    const oldConsumer = await jetstream(old.nc).consumers.get(old.bus.taskStream, old.bus.taskConsumer);
+    const first = await oldConsumer.next({ expires: 5_000 });
+    expect(first?.headers?.get("Nats-Msg-Id")).toBe(held);
+    expect(old.bus.taskConsumer).toContain(`ep-${old.id}-`);
+
+    // The owner re-registers the endpoint (a leaked credentials file): a new credential.
+    const reg = await aliceRaw.registerEndpoint({ name: "revoked", description: "", endpointId: old.id });
+    const queued = await submit();
+    // At once, before any agent connects with the new credential, the old user gets nothing.
+    const fetched: string[] = [];
+    try {
+      const batch = await oldConsumer.fetch({ max_messages: 2, expires: 2_000 });
+      for await (const m of batch) fetched.push(m.headers?.get("Nats-Msg-Id") ?? "");
+    } catch {
+      // the consumer is gone: an error is as good as nothing
+    }
+    expect(fetched).toEqual([]);
+    await expect(jetstream(old.nc).consumers.get(old.bus.taskStream, old.bus.taskConsumer)).rejects.toThrow(
+      /not found|permission|timeout/i,
+    );
+    // Its ack of the held task no longer counts: the task goes to the new agent.
+    first!.ack();
+    // Nor can the old credential get a new NATS user.
+    await expect(connectEndpoint(old.token)).rejects.toThrow(/revoked|UNAUTHENTICATED|replaced/i);
+
+    const fresh = await connectEndpoint(reg.endpointToken);
+    expect(fresh.bus.taskConsumer).not.toBe(old.bus.taskConsumer);
+    // The old user may not use the new consumer either.
+    await expect(
+      old.nc.request(`$JS.API.CONSUMER.MSG.NEXT.${Bus.taskStream}.${fresh.bus.taskConsumer}`, "1", {
+        timeout: 2_000,
+      }),
+    ).rejects.toThrow(/permission|timeout/i);
+    // Both tasks reach the agent with the new credentials: the one held un-acked, and the new one.
+    const got = new Set<string>();
+    const c = await jetstream(fresh.nc).consumers.get(fresh.bus.taskStream, fresh.bus.taskConsumer);
+    const deadline = Date.now() + 20_000;
+    while (got.size < 2 && Date.now() < deadline) {
+      const m = await c.next({ expires: 2_000 });
+      if (!m) continue;
+      got.add(m.headers?.get("Nats-Msg-Id") ?? "");
+      m.ack();
+    }
+    expect(got).toEqual(new Set([held, queued]));
   });
 
   it("secrets: credential and key files are 0600; no token, NATS JWT or seed appears in any log", async () => {
