@@ -52,4 +52,12 @@ describe("agentPermissions", () => {
     expect(p.pub?.allow).toContain("fabric.results.aaa");
     expect(p.pub?.allow).toContain("$JS.API.CONSUMER.MSG.NEXT.FABRIC_TASKS.ep-aaa-1");
   });
+
+  it("creates, deletes or reads through no consumer on the payload stream, and has no direct gets", () => {
+    const pub = agentPermissions("aaa", "ep-aaa-1").pub?.allow ?? [];
+    // A consumer delivers to any subject its creator names; a direct get answers with raw bytes.
+    expect(pub.filter((s) => s.includes("OBJ_") && /CONSUMER|\$JS\.ACK|DIRECT/.test(s))).toEqual([]);
+    expect(pub.some((s) => /CONSUMER\.(CREATE|DURABLE|DELETE)/.test(s))).toBe(false);
+    expect(pub).toContain("$JS.API.STREAM.MSG.GET.OBJ_fabric_payloads_aaa");
+  });
 });

@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import { z } from "zod";
 
 import { Bus } from "../common/bus-layout.js";
-import { FabricError, notFound } from "../common/errors.js";
+import { FabricError, notFound, unauthenticated } from "../common/errors.js";
 import { newId } from "../common/ids.js";
 import {
   Endpoint,
@@ -145,6 +145,10 @@ export function endpointService(
             await auth.revokeTokenId(previous, cred.expSeconds);
             ctx.log.info({ endpointId: endpoint.id }, "the endpoint's previous credential revoked");
           }
+          // And at once on NATS, where a user JWT cannot be revoked without a server reload: the
+          // consumer the previous credential's agent was allowed goes, and its un-acked tasks wait
+          // for the next ConnectEndpoint (with the new credential) under a name no user has yet.
+          await store.ensureEndpointConsumer(endpoint.id, { credentialId: cred.tokenId });
         } else {
           const id = newId();
           cred = await auth.issueEndpointCredential(id, owner);
@@ -270,7 +274,19 @@ export function endpointService(
         const endpoint = await registry.getOwned(p.endpointId, p.owner, "connect to");
         // A new agent takes over: tasks the previous one held un-acked come back at once, under a
         // consumer name the previous agent's NATS user cannot use (see ensureEndpointConsumer).
-        const taskConsumer = await store.ensureEndpointConsumer(endpoint.id, true);
+        const taskConsumer = await store.ensureEndpointConsumer(endpoint.id, { credentialId: p.tokenId });
+        // A re-registration (on any replica) may have replaced this credential meanwhile, before
+        // this replica heard of its revocation: then the consumer just made must not be handed out.
+        const fresh = await readRecord(store.endpoints, endpoint.id, Endpoint);
+        const current = fresh?.value.credentialId ?? "";
+        if (!fresh || (current && current !== p.tokenId)) {
+          await store.deleteEndpointConsumerNamed(endpoint.id, taskConsumer);
+          if (fresh) await store.ensureEndpointConsumer(endpoint.id);
+          registry.forget(endpoint.id);
+          throw unauthenticated(
+            "this endpoint credential was replaced by a re-registration; use the new credentials",
+          );
+        }
         // The bucket its large results go to (also created by the first large argument).
         await store.payloads(endpoint.id);
         const creds = minter

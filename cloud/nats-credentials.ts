@@ -23,7 +23,8 @@ export function agentInboxPrefix(endpointId: string): string {
 /**
  * The exact NATS permissions of an endpoint's agent: its own task consumer (pull, ack, info), its
  * own result and status subjects, its control subject (cancellations), its inbox, and its own
- * payload bucket (a stream of its own: no other endpoint's objects are reachable through it).
+ * payload bucket (a stream of its own: no other endpoint's objects are reachable through it),
+ * which it reads and writes without creating consumers.
  */
 export function agentPermissions(endpointId: string, consumer: string): Permissions {
   const stream = Bus.taskStream;
@@ -39,18 +40,13 @@ export function agentPermissions(endpointId: string, consumer: string): Permissi
         Bus.resultSubject(endpointId),
         Bus.resultRequestSubject(endpointId),
         Bus.endpointStatusSubject(endpointId),
-        // Its payload bucket: object metadata and chunks (read with short-lived ordered
-        // consumers), written chunk by chunk; a rewritten object's old chunks are purged.
-        `$JS.API.STREAM.INFO.${obj}`,
+        // Its payload bucket, read with message gets (metadata, then chunk by chunk) and written
+        // chunk by chunk (a rewritten object's old chunks are purged). No consumer of any kind:
+        // the server delivers a push consumer's messages to whatever subject its creator names,
+        // whatever that creator may publish to. No direct get either: it answers with the stored
+        // bytes, and the server sends an answer to any reply subject the requester names.
         `$JS.API.STREAM.MSG.GET.${obj}`,
         `$JS.API.STREAM.PURGE.${obj}`,
-        `$JS.API.DIRECT.GET.${obj}`,
-        `$JS.API.DIRECT.GET.${obj}.>`,
-        `$JS.API.CONSUMER.CREATE.${obj}.>`,
-        `$JS.API.CONSUMER.INFO.${obj}.>`,
-        `$JS.API.CONSUMER.MSG.NEXT.${obj}.>`,
-        `$JS.API.CONSUMER.DELETE.${obj}.>`,
-        `$JS.ACK.${obj}.>`,
         `${o}.>`,
       ],
     },

@@ -231,15 +231,16 @@ export class FabricStore {
 
   /**
    * Creates an endpoint's durable task consumer if it has none; returns its name. With `reset`
-   * (an agent connecting), deletes the current one and creates one under a new name: un-acked
-   * tasks of a previous agent are delivered again at once, and the previous agent, whose NATS
-   * user may use only the old name, can never pull another task (last connection wins).
+   * (an agent connecting with credential `reset.credentialId`, or a credential revoked), deletes
+   * the current one and creates one under a new name: un-acked tasks of a previous agent are
+   * delivered again at once, and the previous agent, whose NATS user may use only the old name,
+   * can never pull another task (last connection wins).
    */
-  async ensureEndpointConsumer(endpointId: string, reset = false): Promise<string> {
+  async ensureEndpointConsumer(endpointId: string, reset?: { credentialId: string }): Promise<string> {
     let name: string;
     if (reset) {
       await this.deleteEndpointConsumer(endpointId);
-      name = `${Bus.taskConsumer(endpointId)}-${randomBytes(6).toString("hex")}`;
+      name = Bus.agentTaskConsumer(endpointId, reset.credentialId, randomBytes(6).toString("hex"));
     } else {
       const existing = await this.endpointConsumerName(endpointId);
       if (existing) return existing;
@@ -256,6 +257,16 @@ export class FabricStore {
     });
     this.consumerNames.set(endpointId, name);
     return name;
+  }
+
+  /** Deletes one generation of the endpoint's task consumer, if it still exists. */
+  async deleteEndpointConsumerNamed(endpointId: string, name: string): Promise<void> {
+    try {
+      await this.jsm.consumers.delete(Bus.taskStream, name);
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    if (this.consumerNames.get(endpointId) === name) this.consumerNames.delete(endpointId);
   }
 
   /** Deletes the endpoint's task consumer (every generation of it). */

@@ -12,8 +12,15 @@ export const Bus = {
   taskStream: "FABRIC_TASKS",
   taskSubject: (endpointId: string) => `fabric.tasks.${endpointId}`,
   taskSubjects: "fabric.tasks.*",
-  /** Durable pull consumer of one endpoint's tasks. */
+  /** Durable pull consumer of one endpoint's tasks (the name it has while no agent holds it). */
   taskConsumer: (endpointId: string) => `ep-${endpointId}`,
+  /**
+   * The name of the consumer generation created for an agent connecting with endpoint credential
+   * `credentialId`: the credential's short id (to see who holds the queue) and a fresh suffix (so
+   * that no earlier agent's NATS user, allowed only the name it was given, can use it).
+   */
+  agentTaskConsumer: (endpointId: string, credentialId: string, generation: string) =>
+    `ep-${endpointId}-${credentialId.replace(/[^A-Za-z0-9]/g, "").slice(0, 8) || "none"}-${generation}`,
 
   /** Work-queue stream of TaskUpdateBatch messages from agents, consumed by the brokers. */
   resultStream: "FABRIC_RESULTS",

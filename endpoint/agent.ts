@@ -45,6 +45,7 @@ import { readCredentials, removeConfigToken, writeCredentials } from "./home.js"
 import type { EndpointCredentials, EndpointPaths } from "./home.js";
 import { ManagerServer } from "./manager-link.js";
 import type { ManagerConnection } from "./manager-link.js";
+import { ObjectReader } from "./object-reader.js";
 import { isJobEnded } from "./provider.js";
 import type { BlockJobStatus, ExecutionProvider } from "./provider.js";
 import { parseWalltime } from "./providers/batch-script.js";
@@ -194,6 +195,7 @@ export class EndpointAgent {
   private js: JetStreamClient | undefined;
   private consumer: Consumer | undefined;
   private objects: ObjectStore | undefined;
+  private objectReader: ObjectReader | undefined;
   private publisher: UpdatePublisher | undefined;
   private managerServer: ManagerServer | undefined;
   private managerAddress = "";
@@ -615,10 +617,20 @@ export class EndpointAgent {
     }
   }
 
+  /** The payload bucket, for writing large results (reads go through {@link payloadReader}). */
   private async objectStore(): Promise<ObjectStore> {
     // Opened without a stream-info check: per-endpoint NATS users may not be allowed that call.
     this.objects ??= await new Objm(this.nc!).open(this.bus!.payloadBucket, false);
     return this.objects;
+  }
+
+  /**
+   * Reads large arguments with message gets: the object-store client's reads create consumers,
+   * which the agent's NATS user may not (a consumer can deliver to any subject).
+   */
+  private payloadReader(): ObjectReader {
+    this.objectReader ??= new ObjectReader(this.nc!, this.bus!.payloadBucket);
+    return this.objectReader;
   }
 
   // ---------------------------------------------------------------- pulling
@@ -788,8 +800,7 @@ export class EndpointAgent {
 
   private async resolvePayload(p: Payload | undefined, what: string): Promise<Buffer> {
     if (!p?.objectRef) return inlinePayload(p);
-    const store = await this.objectStore();
-    const data = await store.getBlob(p.objectRef);
+    const data = await this.payloadReader().read(p.objectRef);
     if (data === null) {
       throw new FabricError(
         "INVALID_ARGUMENT",

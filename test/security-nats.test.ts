@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { Bus } from "../common/bus-layout.js";
 import { EndpointProcess } from "../devkit/processes.js";
+import { ObjectReader } from "../endpoint/object-reader.js";
 import {
   TaskState,
   TaskUpdateBatch,
@@ -77,23 +78,27 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     await stack?.stop();
   });
 
-  /** Registers an endpoint without an agent and connects to NATS with the credentials it is handed. */
-  async function rawEndpoint(owner: RawClients, name: string) {
-    const reg = await owner.registerEndpoint({ name, description: "", endpointId: "" });
-    const id = reg.endpoint!.id;
-    const asEndpoint = new RawClients(stack.broker.address, reg.endpointToken);
+  /** ConnectEndpoint with an endpoint token, then NATS with the credentials it is handed. */
+  async function connectEndpoint(endpointToken: string) {
+    const asEndpoint = new RawClients(stack.broker.address, endpointToken);
     const res = await new Promise<{ bus?: BusConnectInfo }>((resolve, reject) =>
       asEndpoint.endpoints.connectEndpoint(
         { agentVersion: "test", hostname: "test" },
         asEndpoint.md,
         (err, r) => (err ? reject(err) : resolve(r)),
       ),
-    );
-    asEndpoint.close();
+    ).finally(() => asEndpoint.close());
     const bus = res.bus!;
     const conn = await connectAs(bus);
     opened.push(conn.nc);
-    return { id, bus, ...conn };
+    return { bus, ...conn };
+  }
+
+  /** Registers an endpoint without an agent and connects to NATS with the credentials it is handed. */
+  async function rawEndpoint(owner: RawClients, name: string) {
+    const reg = await owner.registerEndpoint({ name, description: "", endpointId: "" });
+    const id = reg.endpoint!.id;
+    return { id, token: reg.endpointToken, ...(await connectEndpoint(reg.endpointToken)) };
   }
 
   it("the broker hands each agent its own NATS user; tasks with large payloads run through it", async () => {
@@ -105,6 +110,22 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     const out = await alice.waitForResult<string>(tid, { timeoutMs: 30_000 });
     expect(out.startsWith("50000:")).toBe(true);
     expect(out.length).toBe(6 + 20_000);
+    expect(agentA.process!.output).not.toMatch(/Permissions Violation/);
+  });
+
+  it("arguments and a result just under the 10 MiB payload limit travel through the agent's own user", async () => {
+    const fid = await alice.registerFunction(function sizes(s: string) {
+      return [s.length, "r".repeat(10 * 1024 * 1024 - 64)];
+    });
+    // The args JSON `["xxx…"]` is 10 MiB less 100 bytes: just under limits.maxPayloadBytes.
+    const arg = "x".repeat(10 * 1024 * 1024 - 104);
+    const started = Date.now();
+    const tid = await alice.run(fid, endpointA, [arg]);
+    const [n, r] = await alice.waitForResult<[number, string]>(tid, { timeoutMs: 30_000 });
+    const tookMs = Date.now() - started;
+    expect(n).toBe(arg.length);
+    expect(r.length).toBe(10 * 1024 * 1024 - 64);
+    expect(tookMs).toBeLessThan(30_000);
     expect(agentA.process!.output).not.toMatch(/Permissions Violation/);
   });
 
@@ -284,12 +305,12 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     expect(b.bus.payloadBucket).toBe(Bus.payloadBucket(b.id));
     expect(a.bus.payloadBucket).not.toBe(b.bus.payloadBucket);
 
-    // Positive control: A reads its own task's large argument from its own bucket.
-    const own = await new Objm(a.nc).open(a.bus.payloadBucket, false);
-    expect(new TextDecoder().decode(await own.getBlob(Bus.argsObject(ownTask)))).toBe(secret);
+    // Positive control: A reads its own task's large argument from its own bucket (message gets).
+    const own = new ObjectReader(a.nc, a.bus.payloadBucket);
+    expect(new TextDecoder().decode(await own.read(Bus.argsObject(ownTask)))).toBe(secret);
     // B's bucket answers nothing to A: by name, by sequence number, or by a consumer on its chunks.
-    const theirs = await new Objm(a.nc).open(b.bus.payloadBucket, false);
-    await expect(theirs.getBlob(Bus.argsObject(victimTask))).rejects.toThrow(/permission|timeout/i);
+    const theirs = new ObjectReader(a.nc, b.bus.payloadBucket, { timeoutMs: 2000 });
+    await expect(theirs.read(Bus.argsObject(victimTask))).rejects.toThrow(/permission|timeout/i);
     const jsmA = await jetstreamManager(a.nc, { checkAPI: false });
     await expect(jsmA.streams.getMessage(`OBJ_${b.bus.payloadBucket}`, { seq: 1 })).rejects.toThrow(
       /permission|timeout/i,
@@ -298,8 +319,8 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
       jsmA.consumers.add(`OBJ_${b.bus.payloadBucket}`, { ack_policy: AckPolicy.None }),
     ).rejects.toThrow(/permission|timeout/i);
     // The bytes are still there for B's own agent.
-    const asB = await new Objm(b.nc).open(b.bus.payloadBucket, false);
-    expect((await asB.getBlob(Bus.argsObject(victimTask)))?.length).toBe(secret.length);
+    const asB = new ObjectReader(b.nc, b.bus.payloadBucket);
+    expect((await asB.read(Bus.argsObject(victimTask)))?.length).toBe(secret.length);
 
     // A result naming any object but the task's own result object is refused, and nothing leaks.
     const now = Date.now();
@@ -328,6 +349,137 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     });
     expect(t!.result).toBeUndefined();
     expect(t!.error?.message).toMatch(/must be ".*\.result"/);
+  });
+
+  it("an agent's NATS user cannot make the server deliver its bucket's bytes to another's subject", async () => {
+    const a = await rawEndpoint(aliceRaw, "deliverer");
+    const b = await rawEndpoint(bobRaw, "deliver-victim");
+    const obj = `OBJ_${a.bus.payloadBucket}`;
+    // Bytes of the attacker's choosing in its own bucket (it may write there: its results go there).
+    const own = await new Objm(a.nc).open(a.bus.payloadBucket, false);
+    await own.putBlob({ name: "bait" }, enc.encode("forged"));
+    const targets = [
+      Bus.taskEventSubject("bob"),
+      Bus.controlSubject(b.id),
+      Bus.taskSubject(b.id),
+      `${b.bus.inboxPrefix}.x`,
+    ];
+    const arrived: string[] = [];
+    for (const t of targets) admin.subscribe(t, { callback: (_e, m) => void arrived.push(m.subject) });
+    await admin.flush();
+    const jsmA = await jetstreamManager(a.nc, { checkAPI: false });
+    for (const deliver of targets) {
+      // A push consumer on its own payload stream delivering to someone else's subject …
+      await expect(
+        jsmA.consumers.add(obj, {
+          name: `push-${randomUUID().slice(0, 8)}`,
+          deliver_subject: deliver,
+          ack_policy: AckPolicy.None,
+          filter_subject: `$O.${a.bus.payloadBucket}.C.>`,
+        }),
+      ).rejects.toThrow(/permission|timeout/i);
+      // … nor in the older API forms (ephemeral, durable).
+      for (const api of [`$JS.API.CONSUMER.CREATE.${obj}`, `$JS.API.CONSUMER.DURABLE.CREATE.${obj}.d`]) {
+        const body = JSON.stringify({
+          stream_name: obj,
+          config: {
+            durable_name: api.includes("DURABLE") ? "d" : undefined,
+            deliver_subject: deliver,
+            ack_policy: "none",
+          },
+        });
+        await expect(a.nc.request(api, body, { timeout: 1000 })).rejects.toThrow(/permission|timeout/i);
+      }
+    }
+    expect((await jetstreamManager(admin).then((m) => m.consumers.list(obj).next())).length).toBe(0);
+    // Positive control: the agent still reads its own objects (message gets, no consumer).
+    expect(new TextDecoder().decode(await new ObjectReader(a.nc, a.bus.payloadBucket).read("bait"))).toBe(
+      "forged",
+    );
+    // Nor through a message get answered to someone else's subject: a direct get would answer with
+    // the stored bytes themselves (the server sends an answer to whatever reply subject it is given).
+    a.nc.publish(`$JS.API.DIRECT.GET.${obj}`, JSON.stringify({ seq: 1 }), {
+      reply: Bus.controlSubject(b.id),
+    });
+    await until("the server's refusal", () =>
+      a.errors.some((e) => e.includes(`"$JS.API.DIRECT.GET.${obj}"`)),
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    expect(arrived).toEqual([]);
+  });
+
+  it("re-registering an endpoint cuts its previous credential's NATS user off at once; no task is lost", async () => {
+    const old = await rawEndpoint(aliceRaw, "revoked");
+    const fn = await aliceRaw.registerFunction({
+      name: "f",
+      description: "",
+      spec: {
+        kind: { $case: "js", value: { source: "const f = () => 1;", entryPoint: "f" } },
+        containerImage: "",
+      },
+    });
+    const submit = async () =>
+      (
+        await aliceRaw.submit({
+          tasks: [
+            {
+              functionId: fn.function!.id,
+              endpointId: old.id,
+              argsJson: enc.encode("[]"),
+              kwargsJson: new Uint8Array(),
+              timeoutS: 0,
+            },
+          ],
+          groupId: "",
+          idempotencyKey: "",
+        })
+      ).taskIds[0]!;
+    const held = await submit();
+    // The old agent pulls a task and holds it un-acked (as a running task would be).
+    const oldConsumer = await jetstream(old.nc).consumers.get(old.bus.taskStream, old.bus.taskConsumer);
+    const first = await oldConsumer.next({ expires: 5_000 });
+    expect(first?.headers?.get("Nats-Msg-Id")).toBe(held);
+    expect(old.bus.taskConsumer).toContain(`ep-${old.id}-`);
+
+    // The owner re-registers the endpoint (a leaked credentials file): a new credential.
+    const reg = await aliceRaw.registerEndpoint({ name: "revoked", description: "", endpointId: old.id });
+    const queued = await submit();
+    // At once, before any agent connects with the new credential, the old user gets nothing.
+    const fetched: string[] = [];
+    try {
+      const batch = await oldConsumer.fetch({ max_messages: 2, expires: 2_000 });
+      for await (const m of batch) fetched.push(m.headers?.get("Nats-Msg-Id") ?? "");
+    } catch {
+      // the consumer is gone: an error is as good as nothing
+    }
+    expect(fetched).toEqual([]);
+    await expect(jetstream(old.nc).consumers.get(old.bus.taskStream, old.bus.taskConsumer)).rejects.toThrow(
+      /not found|permission|timeout/i,
+    );
+    // Its ack of the held task no longer counts: the task goes to the new agent.
+    first!.ack();
+    // Nor can the old credential get a new NATS user.
+    await expect(connectEndpoint(old.token)).rejects.toThrow(/revoked|UNAUTHENTICATED|replaced/i);
+
+    const fresh = await connectEndpoint(reg.endpointToken);
+    expect(fresh.bus.taskConsumer).not.toBe(old.bus.taskConsumer);
+    // The old user may not use the new consumer either.
+    await expect(
+      old.nc.request(`$JS.API.CONSUMER.MSG.NEXT.${Bus.taskStream}.${fresh.bus.taskConsumer}`, "1", {
+        timeout: 2_000,
+      }),
+    ).rejects.toThrow(/permission|timeout/i);
+    // Both tasks reach the agent with the new credentials: the one held un-acked, and the new one.
+    const got = new Set<string>();
+    const c = await jetstream(fresh.nc).consumers.get(fresh.bus.taskStream, fresh.bus.taskConsumer);
+    const deadline = Date.now() + 20_000;
+    while (got.size < 2 && Date.now() < deadline) {
+      const m = await c.next({ expires: 2_000 });
+      if (!m) continue;
+      got.add(m.headers?.get("Nats-Msg-Id") ?? "");
+      m.ack();
+    }
+    expect(got).toEqual(new Set([held, queued]));
   });
 
   it("secrets: credential and key files are 0600; no token, NATS JWT or seed appears in any log", async () => {
