@@ -146,7 +146,13 @@ export class Broker {
       records,
     );
 
-    this.ingest = new ResultIngest(store, events, log.child({ component: "cloud.ingest" }), records);
+    this.ingest = new ResultIngest(
+      store,
+      events,
+      log.child({ component: "cloud.ingest" }),
+      records,
+      minter !== undefined,
+    );
     await this.ingest.start();
 
     // Housekeeping: payload buckets of deleted endpoints go once their last object has expired;

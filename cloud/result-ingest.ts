@@ -6,6 +6,7 @@ import { Bus } from "../common/bus-layout.js";
 import { isTerminal } from "../common/task-state.js";
 import { Task, TaskUpdateBatch, TaskUpdateBatchReply, type TaskUpdate } from "../proto/index.js";
 import type { TaskEventHub } from "./event-hub.js";
+import { agentInboxPrefix } from "./nats-credentials.js";
 import { mapLimit, updateRecord, type TaskRecordCache } from "./records.js";
 import { RESULT_ACK_WAIT_MS, type FabricStore } from "./store.js";
 import { applyTaskUpdate } from "./task-transitions.js";
@@ -28,6 +29,12 @@ export class ResultIngest {
     private readonly events: TaskEventHub,
     private readonly log: Logger,
     private readonly records: TaskRecordCache,
+    /**
+     * With per-endpoint NATS users: answers go only to the sending agent's own inbox. NATS lets a
+     * requester name any reply subject, and the answer is published with the broker's rights, so
+     * without this check an agent could have the broker publish on another endpoint's subjects.
+     */
+    private readonly isolated = false,
   ) {}
 
   async start(): Promise<void> {
@@ -43,6 +50,8 @@ export class ResultIngest {
   }
 
   private requests: Subscription | undefined;
+  private foreignReplies = 0;
+  private foreignLoggedAt = 0;
 
   /**
    * A batch an agent sent as a request: recorded at once and answered, a hop and a stream write
@@ -53,8 +62,23 @@ export class ResultIngest {
     const answer = (recorded: boolean, reason = ""): void => {
       msg.respond(TaskUpdateBatchReply.encode({ recorded, reason }).finish());
     };
-    if (this.stopping) return answer(false, "the broker is stopping");
     const endpointId = msg.subject.slice(Bus.resultRequestSubject("").length);
+    const inbox = this.isolated ? `${agentInboxPrefix(endpointId)}.` : "_INBOX";
+    if (!msg.reply?.startsWith(inbox)) {
+      // Not answered, not recorded: the agent's fallback (the result stream) carries real updates.
+      // Logged at most every 10 s: whoever does it can do it fast.
+      this.foreignReplies++;
+      if (Date.now() - this.foreignLoggedAt > 10_000) {
+        this.foreignLoggedAt = Date.now();
+        this.log.warn(
+          { endpointId, reply: msg.reply?.slice(0, 200), count: this.foreignReplies },
+          "result requests with a foreign reply subject dropped",
+        );
+        this.foreignReplies = 0;
+      }
+      return;
+    }
+    if (this.stopping) return answer(false, "the broker is stopping");
     let batch: TaskUpdateBatch;
     try {
       batch = TaskUpdateBatch.decode(msg.data);

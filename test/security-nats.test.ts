@@ -408,6 +408,26 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     expect(arrived).toEqual([]);
   });
 
+  it("the broker answers an agent's result request only on that agent's own inbox", async () => {
+    const a = await rawEndpoint(aliceRaw, "replier");
+    const b = await rawEndpoint(bobRaw, "reply-victim");
+    const targets = [Bus.controlSubject(b.id), Bus.taskSubject(b.id), Bus.taskEventSubject("bob")];
+    const arrived: string[] = [];
+    for (const t of targets) admin.subscribe(t, { callback: (_e, m) => void arrived.push(m.subject) });
+    await admin.flush();
+    const batch = TaskUpdateBatch.encode({ updates: [] }).finish();
+    // NATS does not check a reply subject against the requester's permissions, and the broker
+    // answers with its own: the broker must check it.
+    for (const reply of targets) a.nc.publish(a.bus.resultRequestSubject!, batch, { reply });
+    await a.nc.flush();
+    await stack.broker.process!.waitFor(/result requests with a foreign reply subject dropped/, 10_000);
+    // Its own inbox is answered as before.
+    const own = TaskUpdateBatchReply.decode((await a.nc.request(a.bus.resultRequestSubject!, batch)).data);
+    expect(own.recorded).toBe(true);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(arrived).toEqual([]);
+  });
+
   it("re-registering an endpoint cuts its previous credential's NATS user off at once; no task is lost", async () => {
     const old = await rawEndpoint(aliceRaw, "revoked");
     const fn = await aliceRaw.registerFunction({
