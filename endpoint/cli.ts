@@ -380,18 +380,26 @@ function list(o: { json?: boolean }): void {
     );
 }
 
-async function remove(name: string, o: { force?: boolean }): Promise<void> {
+async function remove(name: string, o: { force?: boolean; token?: string }): Promise<void> {
   const paths = configuredPaths(name);
-  await stop(name, true);
   const creds = readCredentials(paths);
-  if (creds) {
+  // Endpoint credentials may connect and read, not delete: that takes the owner's user token.
+  const token = o.token ?? process.env["FABRIC_TOKEN"];
+  if (creds && !token && !o.force) {
+    throw new FabricError(
+      "FAILED_PRECONDITION",
+      `deleting endpoint ${creds.endpointId} at the broker needs its owner's user token: pass --token or set FABRIC_TOKEN (or --force to remove it here only)`,
+    );
+  }
+  await stop(name, true);
+  if (creds && token) {
     const client = brokerClient(paths);
     try {
       await callUnary<{ endpointId: string }, DeleteEndpointResponse>(
         client.deleteEndpoint.bind(client),
         client,
         { endpointId: creds.endpointId },
-        bearer(creds.endpointToken),
+        bearer(token),
         { deadlineMs: 10_000 },
       );
     } catch (err) {
@@ -479,8 +487,9 @@ export function buildProgram(): Command {
     .command("delete")
     .description("stop the agent, delete the endpoint at the broker, and remove its directory")
     .argument("<name>", "endpoint name")
-    .option("--force", "remove it locally even if the broker cannot be reached")
-    .action(async (name: string, o: { force?: boolean }) => remove(name, o));
+    .option("--token <jwt>", "the owner's user token, to delete it at the broker (or env FABRIC_TOKEN)")
+    .option("--force", "remove it locally even if the broker cannot be reached (or without a token)")
+    .action(async (name: string, o: { force?: boolean; token?: string }) => remove(name, o));
 
   return program;
 }

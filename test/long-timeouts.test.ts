@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { FabricError } from "../common/errors.js";
 import { MAX_TIMEOUT_S } from "../common/limits.js";
 import { Client, TaskFailedError } from "../sdk/index.js";
+import { RawClients } from "./support/raw-clients.js";
 import { TestStack } from "./support/stack.js";
 
 /** Sleeps `ms`, then returns "slept". */
@@ -71,15 +72,32 @@ describe("long timeouts: task, function and shell limits past 24.8 days", () => 
     expect(out.stdout.trim()).toBe("rested");
   });
 
-  it("a task timeout_s over 30 days is refused at submission, naming the field", async () => {
-    const err = (await client
+  it("a task timeout_s over 30 days is refused at submission, naming the field, by the broker and the SDK", async () => {
+    const raw = new RawClients(stack.broker.address, await stack.broker.token("alice"));
+    try {
+      const spec = (timeoutS: number) => ({
+        functionId: napper,
+        endpointId,
+        argsJson: Buffer.from("[1]"),
+        kwargsJson: Buffer.alloc(0),
+        timeoutS,
+      });
+      const err = (await raw
+        .submit({ tasks: [spec(1), spec(MAX_TIMEOUT_S + 1)], groupId: "" })
+        .catch((e: unknown) => e)) as FabricError;
+      expect(err.code).toBe("INVALID_ARGUMENT");
+      expect(err.message).toMatch(/tasks\[1\]\.timeout_s: 2592001 s is over the limit of 2592000 s/);
+    } finally {
+      raw.close();
+    }
+    const sdkErr = (await client
       .submitBatch([
         { functionId: napper, endpointId, args: [1] },
         { functionId: napper, endpointId, args: [1], timeoutSeconds: MAX_TIMEOUT_S + 1 },
       ])
       .catch((e: unknown) => e)) as FabricError;
-    expect(err.code).toBe("INVALID_ARGUMENT");
-    expect(err.message).toMatch(/tasks\[1\]\.timeout_s: 2592001 s is over the limit of 2592000 s/);
+    expect(sdkErr.code).toBe("INVALID_ARGUMENT");
+    expect(sdkErr.message).toMatch(/task 1: timeoutSeconds must be a whole number from 0 to 2592000/);
   });
 
   it("a short timeout still stops the task with DEADLINE_EXCEEDED", async () => {
