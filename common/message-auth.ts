@@ -154,8 +154,8 @@ export class DropLog {
     private readonly intervalMs = DROP_LOG_INTERVAL_MS,
   ) {}
 
-  /** Records one dropped message on `subject`, refused because it was `reason`. */
-  drop(subject: string, reason: MacCheck | string): void {
+  /** Records one dropped message on `subject`, refused because it was `reason` (a {@link MacCheck}). */
+  drop(subject: string, reason: string): void {
     const now = Date.now();
     if (now < this.quietUntil) {
       this.suppressed++;
