@@ -708,7 +708,7 @@ export class EndpointAgent {
   private onTaskMessage(msg: JsMsg): void {
     // First of all: a message no broker signed is not a task, whatever it says, and names no task
     // we could report on (its id may be anyone's). Acked, not terminated: an ack removes it from
-    // the work queue on every server version (a terminated message stays stored before NATS 2.10).
+    // the work queue, where a terminated message stays stored (nats-server 2.9) until its max age.
     if (!this.fromBroker(msg.subject, msg.data, msg.headers?.get(MAC_HEADER), this.droppedTasks)) {
       msg.ack();
       return;
