@@ -7,6 +7,7 @@ import * as jose from "jose";
 import type { Logger } from "pino";
 
 import { FabricError } from "../common/errors.js";
+import { BrokerMessageKeys, deriveMessageRoot } from "../common/message-auth.js";
 import type { OidcVerifier } from "./oidc.js";
 import type { RateLimiter } from "./rate-limit.js";
 
@@ -37,12 +38,21 @@ export class TokenAuthority {
   /** Admits authenticated calls per caller (set by the broker from `limits.callsPerSecond`). */
   rateLimiter: RateLimiter | undefined;
 
+  /**
+   * Keys of the messages brokers send on NATS (task, control, event messages), derived from the
+   * signing key: every replica with the same key file signs alike (see common/message-auth.ts).
+   */
+  readonly messageKeys: BrokerMessageKeys;
+
   private constructor(
     private readonly privateKey: jose.CryptoKey,
     private readonly publicKey: jose.CryptoKey,
     private readonly issuer: string,
     private readonly audience: string,
-  ) {}
+    seed: Uint8Array,
+  ) {
+    this.messageKeys = new BrokerMessageKeys(deriveMessageRoot(seed));
+  }
 
   /** Loads the signing key from `keyFile`, creating it (mode 0600) when absent. */
   static async fromKeyFile(keyFile: string, issuer: string, audience: string): Promise<TokenAuthority> {
@@ -71,7 +81,9 @@ export class TokenAuthority {
     }
     const jwk = await jose.exportJWK(privateKey);
     const publicKey = (await jose.importJWK({ kty: jwk.kty, crv: jwk.crv, x: jwk.x }, ALG)) as jose.CryptoKey;
-    return new TokenAuthority(privateKey, publicKey, issuer, audience);
+    // The private key's seed (JWK `d`) is what the message keys derive from.
+    const seed = Buffer.from(jwk.d ?? "", "base64url");
+    return new TokenAuthority(privateKey, publicKey, issuer, audience, seed);
   }
 
   /** A user token valid for `ttlSeconds`. */

@@ -131,8 +131,11 @@ export class Broker {
     const functions = new FunctionRegistry(store, policy);
     const endpoints = new EndpointRegistry(store, this.config, policy);
     const records: TaskRecordCache = new RecordCache<Task>(Task, 50_000, (t) => !isTerminal(t.state));
-    const events = new TaskEventHub(this.nc, log.child({ component: "cloud.events" }), (id) =>
-      records.forget(id),
+    const events = new TaskEventHub(
+      this.nc,
+      log.child({ component: "cloud.events" }),
+      auth.messageKeys.events,
+      (id) => records.forget(id),
     );
     this.events = events;
     const book = new TaskBook(
@@ -144,6 +147,7 @@ export class Broker {
       this.brokerId,
       log.child({ component: "cloud.tasks" }),
       records,
+      auth.messageKeys,
     );
 
     this.ingest = new ResultIngest(

@@ -211,8 +211,11 @@ export function endpointService(
         await store.endpoints.delete(id);
         registry.forget(id);
         await store.deleteEndpointConsumer(id);
-        const failed = await store.failQueuedTasks(id, `user/${ctx.principal.userId}`, (task, encoded) =>
-          events.publish(task, encoded),
+        const failed = await store.failQueuedTasks(
+          id,
+          auth.messageKeys.endpoint(id),
+          `user/${ctx.principal.userId}`,
+          (task, encoded) => events.publish(task, encoded),
         );
         if (failed > 0) ctx.log.info({ endpointId: id, failed }, "queued tasks of a deleted endpoint failed");
         await store.endpointStatus.delete(id);
@@ -245,13 +248,14 @@ export function endpointService(
         if (!out) throw notFound(`endpoint ${id} not found`);
         registry.forget(id);
         // The agent enforces the list too: tell it now (it also re-reads it after a reconnect).
-        store.nc.publish(
-          Bus.controlSubject(id),
-          EndpointControl.encode({
-            cancelTaskIds: [],
-            allowedFunctions: { functionIds: allowedFunctions },
-          }).finish(),
-        );
+        const subject = Bus.controlSubject(id);
+        const payload = EndpointControl.encode({
+          cancelTaskIds: [],
+          allowedFunctions: { functionIds: allowedFunctions },
+        }).finish();
+        store.nc.publish(subject, payload, {
+          headers: auth.messageKeys.endpoint(id).headers(subject, payload),
+        });
         ctx.log.info(
           { endpointId: id, sharedWith, allowedFunctions: allowedFunctions.length },
           "endpoint policy changed",
@@ -312,6 +316,9 @@ export function endpointService(
             ackWaitS: config.taskAckWaitSeconds,
             controlSubject: Bus.controlSubject(endpoint.id),
             resultRequestSubject: Bus.resultRequestSubject(endpoint.id),
+            // Over this authenticated call only: the agent of this endpoint, and nobody else,
+            // learns the key of its task and control messages.
+            messageKey: auth.messageKeys.endpointSecret(endpoint.id),
           },
         };
       },

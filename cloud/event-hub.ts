@@ -2,6 +2,7 @@ import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 
 import { Bus } from "../common/bus-layout.js";
+import { DropLog, MAC_HEADER, type MessageKey } from "../common/message-auth.js";
 import { Task, TaskEventBatch } from "../proto/index.js";
 
 type Listener = (task: Task) => void;
@@ -30,16 +31,22 @@ export class TaskEventHub {
   /** Encoded tasks announced this turn of the event loop, by owner; they leave together. */
   private outgoing = new Map<string, Uint8Array[]>();
   private readonly subjects = new Map<string, string>();
+  private readonly dropped: DropLog;
 
   /**
+   * @param key the brokers' task-event key: events are signed with it, and events not signed with
+   *   it are dropped (only a broker can have sent a task's end to its owner's watchers)
    * @param forget called with each task another replica announced finished: this broker's cached
    *   copy of its record is stale
    */
   constructor(
     private readonly nc: NatsConnection,
     private readonly log: Logger,
+    private readonly key: MessageKey,
     private readonly forget: (taskId: string) => void = () => undefined,
-  ) {}
+  ) {
+    this.dropped = new DropLog(log, "task event");
+  }
 
   /**
    * Since when (performance.now()) this broker has followed `owner`'s task events without a gap,
@@ -92,7 +99,8 @@ export class TaskEventHub {
           to++;
         }
         try {
-          this.nc.publish(subject, repeatedField(1, tasks.slice(from, to)));
+          const payload = repeatedField(1, tasks.slice(from, to));
+          this.nc.publish(subject, payload, { headers: this.key.headers(subject, payload) });
         } catch (err) {
           // Best effort, like every core NATS publish: a watch re-reads what it still waits for.
           this.log.warn({ err, owner }, "cannot announce finished tasks");
@@ -122,6 +130,12 @@ export class TaskEventHub {
         callback: (err, msg) => {
           if (err) {
             this.log.warn({ err }, "task event subscription failed");
+            return;
+          }
+          // Before decoding: what no broker signed is not looked at.
+          const verdict = this.key.check(msg.subject, msg.data, msg.headers?.get(MAC_HEADER));
+          if (verdict !== "ok") {
+            this.dropped.drop(msg.subject, verdict);
             return;
           }
           let batch: TaskEventBatch;

@@ -19,6 +19,7 @@ import { nanos, type NatsConnection } from "@nats-io/transport-node";
 import { Bus } from "../common/bus-layout.js";
 import { FabricError } from "../common/errors.js";
 import { JetStreamPublisher } from "../common/js-publisher.js";
+import { MAC_HEADER, type MessageKey } from "../common/message-auth.js";
 import { Task, TaskMessage } from "../proto/index.js";
 import type { BrokerConfig } from "./config.js";
 import { updateRecord, type RecordIo } from "./records.js";
@@ -286,10 +287,13 @@ export class FabricStore {
   /**
    * Fails every task still queued for a deleted endpoint (reason `endpoint_deleted`) and removes
    * its queue entries, calling `announce` with each task it failed. Call after the endpoint's own
-   * consumer is gone. Returns how many failed.
+   * consumer is gone. Returns how many failed. Only task messages signed with the endpoint's
+   * message `key` count, and only for tasks of that endpoint: a message someone else slipped into
+   * the queue cannot fail another task.
    */
   async failQueuedTasks(
     endpointId: string,
+    key: MessageKey,
     actor: string,
     announce: (task: Task, encoded?: Uint8Array) => void,
   ): Promise<number> {
@@ -311,7 +315,8 @@ export class FabricStore {
         for await (const msg of batch) {
           let taskId = "";
           try {
-            taskId = TaskMessage.decode(msg.data).taskId;
+            if (key.check(msg.subject, msg.data, msg.headers?.get(MAC_HEADER)) === "ok")
+              taskId = TaskMessage.decode(msg.data).taskId;
           } catch {
             // not a task: just drop it
           }
@@ -323,7 +328,9 @@ export class FabricStore {
               remote: undefined,
               shell: undefined,
             };
-            const out = await updateRecord(this.taskIo, taskId, Task, (t) => failTask(t, error, actor));
+            const out = await updateRecord(this.taskIo, taskId, Task, (t) =>
+              t.endpointId === endpointId ? failTask(t, error, actor) : null,
+            );
             if (out?.changed) {
               failed++;
               announce(out.value, out.bytes);

@@ -7,6 +7,7 @@ import { FabricError, notFound, resourceExhausted } from "../common/errors.js";
 import { newId } from "../common/ids.js";
 import { checkJsonSyntax } from "../common/json.js";
 import { MAX_TIMEOUT_S } from "../common/limits.js";
+import { MAC_HEADER, type BrokerMessageKeys } from "../common/message-auth.js";
 import { isTerminal } from "../common/task-state.js";
 import {
   EndpointControl,
@@ -92,6 +93,8 @@ export class TaskBook {
     private readonly brokerId: string,
     private readonly log: Logger,
     private readonly records: TaskRecordCache,
+    /** Signs task and control messages: agents run and obey only what a broker signed. */
+    private readonly keys: BrokerMessageKeys,
   ) {}
 
   async submit(req: SubmitTasksRequest, owner: string): Promise<SubmitTasksResponse> {
@@ -203,11 +206,12 @@ export class TaskBook {
       const recordBytes = Task.encode(task).finish();
       const sentAt = performance.now();
       const record = this.store.createTaskRecord(taskId, recordBytes);
-      const queued = this.store.publisher.publish(
-        Bus.taskSubject(spec.endpointId),
-        TaskMessage.encode(message).finish(),
-        { msgId: taskId },
-      );
+      const subject = Bus.taskSubject(spec.endpointId);
+      const payload = TaskMessage.encode(message).finish();
+      const queued = this.store.publisher.publish(subject, payload, {
+        msgId: taskId,
+        headers: { [MAC_HEADER]: this.keys.endpoint(spec.endpointId).mac(subject, payload) },
+      });
       const [rec, pub] = await Promise.allSettled([record, queued]);
       if (rec.status === "fulfilled") this.records.remember(taskId, recordBytes, rec.value, sentAt);
       if (rec.status === "rejected" && key && isWrongRevision(rec.reason)) {
@@ -302,10 +306,11 @@ export class TaskBook {
     // Tell the agents: a queued task is dropped, a running one stopped (best effort; a task that
     // runs anyway has its late result ignored, its state stays cancelled).
     for (const [endpointId, cancelTaskIds] of control) {
-      this.store.nc.publish(
-        Bus.controlSubject(endpointId),
-        EndpointControl.encode({ cancelTaskIds }).finish(),
-      );
+      const subject = Bus.controlSubject(endpointId);
+      const payload = EndpointControl.encode({ cancelTaskIds }).finish();
+      this.store.nc.publish(subject, payload, {
+        headers: this.keys.endpoint(endpointId).headers(subject, payload),
+      });
     }
     return { tasks };
   }

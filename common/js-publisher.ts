@@ -15,6 +15,8 @@ export interface PublishOptions {
   readonly msgId?: string;
   /** `Nats-Expected-Last-Subject-Sequence`: compare-and-set on the subject (0: must not exist). */
   readonly expectedLastSubjectSeq?: number;
+  /** More headers to send (a broker's message MAC, see common/message-auth.ts). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 interface Outgoing {
@@ -90,11 +92,12 @@ export class JetStreamPublisher {
   publish(subject: string, data: Uint8Array, opts: PublishOptions = {}): Promise<number> {
     const id = ++this.next;
     let h: MsgHdrs | undefined;
-    if (opts.msgId !== undefined || opts.expectedLastSubjectSeq !== undefined) {
+    if (opts.msgId !== undefined || opts.expectedLastSubjectSeq !== undefined || opts.headers) {
       h = headers();
       if (opts.msgId !== undefined) h.set("Nats-Msg-Id", opts.msgId);
       if (opts.expectedLastSubjectSeq !== undefined)
         h.set("Nats-Expected-Last-Subject-Sequence", String(opts.expectedLastSubjectSeq));
+      if (opts.headers) for (const k in opts.headers) h.set(k, opts.headers[k]!);
     }
     return new Promise<number>((resolve, reject) => {
       const message = { id, subject, data, headers: h };

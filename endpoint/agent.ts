@@ -17,6 +17,7 @@ import { bearer, callUnary, channelFor, clientOptions } from "../common/grpc-cli
 import { natsTlsOption } from "../common/nats-tls.js";
 import { newId } from "../common/ids.js";
 import type { Logger } from "../common/logger.js";
+import { DropLog, MAC_HEADER, MessageKey } from "../common/message-auth.js";
 import {
   EndpointControl,
   EndpointServiceClient,
@@ -191,6 +192,13 @@ export class EndpointAgent {
 
   private creds: EndpointCredentials | undefined;
   private bus: BusConnectInfo | undefined;
+  /**
+   * Key of this endpoint's task and control messages, from ConnectEndpoint: only messages a
+   * broker signed with it are run or obeyed. Undefined: the broker does not sign (older).
+   */
+  private messageKey: MessageKey | undefined;
+  private droppedTasks: DropLog | undefined;
+  private droppedControl: DropLog | undefined;
   private nc: NatsConnection | undefined;
   private js: JetStreamClient | undefined;
   private consumer: Consumer | undefined;
@@ -268,6 +276,15 @@ export class EndpointAgent {
       throw new EndpointRejectedError("FAILED_PRECONDITION", "the broker gave no NATS servers to connect to");
     }
     this.bus = bus;
+    if (bus.messageKey.length > 0) {
+      this.messageKey = new MessageKey(bus.messageKey);
+    } else {
+      this.log.warn(
+        "the broker does not sign its task and control messages (an older broker): they are accepted unverified",
+      );
+    }
+    this.droppedTasks = new DropLog(this.log, "task message");
+    this.droppedControl = new DropLog(this.log, "control message");
     this.throwIfStopping();
 
     this.nc = await connect({
@@ -710,7 +727,31 @@ export class EndpointAgent {
     return `endpoint/${this.creds!.endpointId}`;
   }
 
+  /**
+   * Whether a message on this endpoint's subjects was signed by a broker; if not, it is logged
+   * (rate-limited) as dropped and the caller drops it.
+   */
+  private fromBroker(
+    subject: string,
+    data: Uint8Array,
+    mac: string | undefined,
+    dropped: DropLog | undefined,
+  ): boolean {
+    if (!this.messageKey) return true;
+    const verdict = this.messageKey.check(subject, data, mac);
+    if (verdict === "ok") return true;
+    dropped?.drop(subject, verdict);
+    return false;
+  }
+
   private onTaskMessage(msg: JsMsg): void {
+    // First of all: a message no broker signed is not a task, whatever it says, and names no task
+    // we could report on (its id may be anyone's). Acked, not terminated: an ack removes it from
+    // the work queue, where a terminated message stays stored (nats-server 2.9) until its max age.
+    if (!this.fromBroker(msg.subject, msg.data, msg.headers?.get(MAC_HEADER), this.droppedTasks)) {
+      msg.ack();
+      return;
+    }
     if (this.stopping) {
       msg.nak();
       return;
@@ -1082,6 +1123,7 @@ export class EndpointAgent {
           this.log.warn({ err: err.message }, "control subscription failed");
           return;
         }
+        if (!this.fromBroker(m.subject, m.data, m.headers?.get(MAC_HEADER), this.droppedControl)) return;
         let control: EndpointControl;
         try {
           control = EndpointControl.decode(m.data);
@@ -1482,6 +1524,10 @@ export class EndpointAgent {
       for (const t of this.ready.splice(0)) fail(t);
       const iter = await this.consumer.fetch({ max_messages: 1000, expires: 1000 });
       for await (const msg of iter) {
+        if (!this.fromBroker(msg.subject, msg.data, msg.headers?.get(MAC_HEADER), this.droppedTasks)) {
+          msg.ack(); // not a task (see onTaskMessage)
+          continue;
+        }
         let taskId = "";
         try {
           taskId = TaskMessage.decode(msg.data).taskId;

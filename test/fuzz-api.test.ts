@@ -6,6 +6,7 @@ import { jetstream } from "@nats-io/jetstream";
 import { connect, credsAuthenticator, headers, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { TokenAuthority } from "../cloud/auth.js";
 import { Bus } from "../common/bus-layout.js";
 import {
   EndpointServiceService,
@@ -250,6 +251,12 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
     const js = jetstream(admin);
     const traffic = validTraffic(20);
     const ghostIds: string[] = [];
+    // Half of the garbage is signed with the endpoint's message key, as if a broker had sent it:
+    // the agent's handling of undecodable tasks is reached only past the signature check.
+    const key = (
+      await TokenAuthority.fromKeyFile(stack.broker.keyFile, "fabric-broker", "fabric-api")
+    ).messageKeys.endpoint(endpointId);
+    const subject = Bus.taskSubject(endpointId);
     for (let i = 0; i < 60; i++) {
       const h = headers();
       if (i % 2 === 0) {
@@ -257,15 +264,17 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
         ghostIds.push(id);
         h.set("Nats-Msg-Id", id);
       }
-      await js.publish(Bus.taskSubject(endpointId), randomBytes(1 + Math.floor(Math.random() * 300)), {
-        headers: h,
-      });
+      const garbage = randomBytes(1 + Math.floor(Math.random() * 300));
+      if (i % 4 < 2) key.headers(subject, garbage, h);
+      await js.publish(subject, garbage, { headers: h });
       await js.publish(Bus.resultSubject(endpointId), randomBytes(1 + Math.floor(Math.random() * 300)));
     }
     expect(await traffic).toBe(20);
     const agent = stack.endpoints[0]!.process!;
-    // Undecodable with a task id: reported failed (the broker knows no such task and says so);
-    // without one: terminated. Garbage results: dropped by the broker.
+    // Unsigned: dropped before it is read. Signed but undecodable, with a task id: reported failed
+    // (the broker knows no such task and says so); without one: terminated. Garbage results:
+    // dropped by the broker.
+    await agent.waitFor(/task message not sent by a broker \(unsigned\) dropped/, 20_000);
     await agent.waitFor(/undecodable task message; reporting it failed/, 20_000);
     await agent.waitFor(/undecodable task message without a task id/, 20_000);
     await stack.broker.process!.waitFor(/undecodable result message dropped/, 20_000);

@@ -415,7 +415,7 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     const arrived: string[] = [];
     for (const t of targets) admin.subscribe(t, { callback: (_e, m) => void arrived.push(m.subject) });
     await admin.flush();
-    const batch = TaskUpdateBatch.encode({ updates: [] }).finish();
+    const batch = TaskUpdateBatch.encode({ updates: [], endpointId: a.id }).finish();
     // NATS does not check a reply subject against the requester's permissions, and the broker
     // answers with its own: the broker must check it.
     for (const reply of targets) a.nc.publish(a.bus.resultRequestSubject!, batch, { reply });

@@ -6,6 +6,7 @@ import { jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { TokenAuthority } from "../cloud/auth.js";
 import { Bus } from "../common/bus-layout.js";
 import { TaskMessage } from "../proto/index.js";
 import { Client, TaskFailedError } from "../sdk/index.js";
@@ -171,10 +172,19 @@ describe("task lifecycle: retries, timeouts, cancellation, duplicates, long task
         owner: "alice",
         submittedAtMs: Date.now(),
       }).finish();
-      await jetstream(nc).publish(Bus.taskSubject(endpointId), message);
+      // Signed as the broker signs it (the agent drops unsigned task messages before reading them).
+      const subject = Bus.taskSubject(endpointId);
+      const signed = {
+        headers: (
+          await TokenAuthority.fromKeyFile(stack.broker.keyFile, "fabric-broker", "fabric-api")
+        ).messageKeys
+          .endpoint(endpointId)
+          .headers(subject, message),
+      };
+      await jetstream(nc).publish(subject, message, signed);
       expect(await client.waitForResult(taskId, { timeoutMs: 30_000 })).toBe("done dup");
       // Once more after it finished.
-      await jetstream(nc).publish(Bus.taskSubject(endpointId), message);
+      await jetstream(nc).publish(subject, message, signed);
       await until(
         async () => (await client.getEndpoint(endpointId)).status.queuedTasks === 0,
         10_000,

@@ -1,0 +1,234 @@
+import { randomUUID } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connect, credsAuthenticator, headers, type NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { TokenAuthority } from "../cloud/auth.js";
+import { Bus } from "../common/bus-layout.js";
+import { MAC_HEADER, MessageKey } from "../common/message-auth.js";
+import type { EndpointProcess } from "../devkit/processes.js";
+import {
+  EndpointControl,
+  Task,
+  TaskEventBatch,
+  TaskMessage,
+  TaskState,
+  type BusConnectInfo,
+  type WatchTasksResponse,
+} from "../proto/index.js";
+import { Client } from "../sdk/index.js";
+import { RawClients } from "./support/raw-clients.js";
+import { TestStack } from "./support/stack.js";
+import { until } from "./support/wait.js";
+
+const enc = new TextEncoder();
+
+/** Appends "<tag>" to a file, sleeps, returns "real <tag>". */
+const source = `
+async function work(logFile, tag, sleepMs) {
+  require("node:fs").appendFileSync(logFile, tag + "\\n");
+  await new Promise((r) => setTimeout(r, sleepMs));
+  return "real " + tag;
+}`;
+
+const lines = (file: string) =>
+  existsSync(file) ? readFileSync(file, "utf8").split("\n").filter(Boolean) : [];
+
+/**
+ * What a receiver on NATS accepts must have come from a broker (issue 12). The admin connection
+ * publishes anywhere: it stands in for any path around the NATS permissions (like the
+ * consumer-deliver-subject trick that made the server deliver an agent's bytes onto other
+ * subjects). Nothing it forges may be believed.
+ */
+describe("broker messages are authenticated: forged events, cancels and tasks are dropped", () => {
+  let stack: TestStack;
+  let admin: NatsConnection;
+  let alice: Client;
+  let aliceRaw: RawClients;
+  let bobRaw: RawClients;
+  let agent: EndpointProcess;
+  let endpointId: string;
+  let fid: string;
+  let scratch: string;
+  /** A message key another endpoint's agent holds (bob's), handed out by ConnectEndpoint. */
+  let otherBus: BusConnectInfo;
+
+  beforeAll(async () => {
+    stack = await TestStack.start({}, { operator: true });
+    admin = await connect({
+      servers: stack.nats.url,
+      authenticator: credsAuthenticator(readFileSync(stack.nats.operator!.brokerCredsFile)),
+    });
+    agent = await stack.startEndpoint("alice", "signed", { workers: 2 });
+    endpointId = agent.endpointId();
+    alice = new Client({ address: stack.broker.address, token: await stack.broker.token("alice") });
+    aliceRaw = new RawClients(stack.broker.address, await stack.broker.token("alice"));
+    bobRaw = new RawClients(stack.broker.address, await stack.broker.token("bob"));
+    fid = await alice.registerFunction({ source, entryPoint: "work" });
+    scratch = mkdtempSync(path.join(tmpdir(), "fabric-signed-"));
+
+    const reg = await bobRaw.registerEndpoint({ name: "bobs", description: "", endpointId: "" });
+    const asEndpoint = new RawClients(stack.broker.address, reg.endpointToken);
+    const res = await new Promise<{ bus?: BusConnectInfo }>((resolve, reject) =>
+      asEndpoint.endpoints.connectEndpoint(
+        { agentVersion: "test", hostname: "test" },
+        asEndpoint.md,
+        (err, r) => (err ? reject(err) : resolve(r)),
+      ),
+    );
+    asEndpoint.close();
+    otherBus = res.bus!;
+  }, 120_000);
+
+  afterAll(async () => {
+    await admin?.close();
+    alice?.close();
+    aliceRaw?.close();
+    bobRaw?.close();
+    await stack?.stop();
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  });
+
+  it("ConnectEndpoint hands each agent its own endpoint's message key, and only that", async () => {
+    expect(otherBus.messageKey).toHaveLength(32);
+    const keys = (await TokenAuthority.fromKeyFile(stack.broker.keyFile, "fabric-broker", "fabric-api"))
+      .messageKeys;
+    expect(Buffer.from(otherBus.messageKey)).toEqual(
+      Buffer.from(keys.endpointSecret(otherBus.taskSubject.split(".").pop()!)),
+    );
+    expect(Buffer.from(otherBus.messageKey)).not.toEqual(Buffer.from(keys.endpointSecret(endpointId)));
+  });
+
+  it("(a) a forged 'success' on the owner's event subject reaches neither WatchTasks nor waitForResult", async () => {
+    const log = path.join(scratch, "events.log");
+    const taskId = await alice.run(fid, endpointId, [log, "event", 4_000]);
+    await until(() => lines(log).includes("event"), 30_000, "the task to start");
+
+    // Watched both ways: the SDK's waitForResult, and a bare WatchTasks stream.
+    const result = alice.waitForResult<string>(taskId, { timeoutMs: 30_000 });
+    const seen: WatchTasksResponse[] = [];
+    const watch = aliceRaw.tasks.watchTasks({ taskIds: [taskId], groupId: "" }, aliceRaw.md.clone());
+    watch.on("data", (m: WatchTasksResponse) => seen.push(m));
+    watch.on("error", () => undefined);
+    // Both watches are followed by the broker before anything is forged.
+    await new Promise((r) => setTimeout(r, 1_000));
+
+    const now = Date.now();
+    const forged: Task = {
+      id: taskId,
+      owner: "alice",
+      functionId: fid,
+      endpointId,
+      groupId: "",
+      state: TaskState.TASK_STATE_SUCCESS,
+      history: [{ state: TaskState.TASK_STATE_SUCCESS, atMs: now, actor: "broker/forged", detail: "" }],
+      result: { json: enc.encode('"forged"'), objectRef: "", size: 8 },
+      error: undefined,
+      createdAtMs: now,
+      completedAtMs: now,
+      attempts: 1,
+    };
+    const subject = Bus.taskEventSubject("alice");
+    const payload = TaskEventBatch.encode({ tasks: [forged] }).finish();
+    // Unsigned; signed with an endpoint's key (what an agent holds); with a MAC of junk.
+    admin.publish(subject, payload);
+    admin.publish(subject, payload, {
+      headers: new MessageKey(otherBus.messageKey).headers(subject, payload),
+    });
+    const junk = headers();
+    junk.set(MAC_HEADER, "A".repeat(22));
+    admin.publish(subject, payload, { headers: junk });
+    await admin.flush();
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(seen).toEqual([]);
+    expect((await alice.getTask(taskId)).state).toBe("running");
+    await stack.broker.process!.waitFor(/task event not sent by a broker \(unsigned\) dropped/, 10_000);
+
+    // The real end arrives, with the real result.
+    expect(await result).toBe("real event");
+    await until(() => seen.length > 0, 10_000, "the watch to see the real end");
+    const got = seen[0]!.task ?? seen[0]!.tasks[0]!;
+    expect(got.state).toBe(TaskState.TASK_STATE_SUCCESS);
+    expect(new TextDecoder().decode(got.result!.json)).toBe('"real event"');
+    watch.cancel();
+  }, 60_000);
+
+  it("(b) a forged cancel on the endpoint's control subject is ignored: running and queued tasks complete", async () => {
+    const log = path.join(scratch, "cancel.log");
+    // Two workers: two tasks run, the third waits its turn.
+    const { taskIds } = await alice.submitBatch(
+      ["c0", "c1", "c2"].map((tag) => ({ functionId: fid, endpointId, args: [log, tag, 2_500] })),
+    );
+    await until(() => lines(log).length >= 2, 30_000, "two tasks running");
+    const subject = Bus.controlSubject(endpointId);
+    const payload = EndpointControl.encode({ cancelTaskIds: [...taskIds] }).finish();
+    admin.publish(subject, payload);
+    // Signed with another endpoint's key (an agent forging for a neighbour): refused too.
+    admin.publish(subject, payload, {
+      headers: new MessageKey(otherBus.messageKey).headers(subject, payload),
+    });
+    await admin.flush();
+    for (const [i, id] of taskIds.entries())
+      expect(await alice.waitForResult(id, { timeoutMs: 30_000 })).toBe(`real c${i}`);
+    expect(agent.process!.output).not.toMatch(/task cancelled by its owner/);
+    await agent.process!.waitFor(/control message not sent by a broker \(unsigned\) dropped/, 10_000);
+
+    // A real cancel (signed by the broker) still works.
+    const real = await alice.run(fid, endpointId, [log, "really-cancelled", 30_000]);
+    await until(() => lines(log).includes("really-cancelled"), 30_000, "the task to start");
+    await alice.cancel([real]);
+    await agent.process!.waitFor(/task cancelled by its owner/, 10_000);
+    expect((await alice.getTask(real)).state).toBe("cancelled");
+  }, 90_000);
+
+  it("(c) a forged task message is not run and does not stay in the stream; real tasks keep running", async () => {
+    const log = path.join(scratch, "forged-task.log");
+    const fn = (await aliceRaw.getFunction({ functionId: fid })).function!;
+    const subject = Bus.taskSubject(endpointId);
+    const forge = (tag: string) =>
+      TaskMessage.encode({
+        taskId: randomUUID(),
+        functionId: fid,
+        function: fn.spec,
+        args: { json: enc.encode(JSON.stringify([log, tag, 10])), objectRef: "", size: 0 },
+        kwargs: { json: new Uint8Array(), objectRef: "", size: 0 },
+        owner: "alice",
+        submittedAtMs: Date.now(),
+        timeoutS: 0,
+      }).finish();
+    const js = jetstream(admin);
+    const before = await alice.run(fid, endpointId, [log, "before", 10]);
+    await js.publish(subject, forge("forged-unsigned"));
+    const wrongKey = forge("forged-other-key");
+    const h = new MessageKey(otherBus.messageKey).headers(subject, wrongKey);
+    await js.publish(subject, wrongKey, { headers: h });
+    // A MAC made for another subject (a task of bob's endpoint, moved here).
+    const moved = forge("forged-moved");
+    await js.publish(subject, moved, {
+      headers: new MessageKey(otherBus.messageKey).headers(otherBus.taskSubject, moved),
+    });
+    const after = await alice.run(fid, endpointId, [log, "after", 10]);
+    expect(await alice.waitForResult(before, { timeoutMs: 30_000 })).toBe("real before");
+    expect(await alice.waitForResult(after, { timeoutMs: 30_000 })).toBe("real after");
+    await new Promise((r) => setTimeout(r, 500));
+    expect(lines(log).filter((l) => l.startsWith("forged"))).toEqual([]);
+
+    // Nothing of the forged messages is left: not queued, not held un-acked, not in the stream.
+    const jsm = await jetstreamManager(admin);
+    await until(
+      async () => {
+        const info = await jsm.streams.info(Bus.taskStream, { subjects_filter: subject });
+        return (info.state.subjects?.[subject] ?? 0) === 0;
+      },
+      10_000,
+      "the forged messages to leave the stream",
+    );
+    expect((await alice.getEndpoint(endpointId)).status.queuedTasks).toBe(0);
+    await agent.process!.waitFor(/task message not sent by a broker \(unsigned\) dropped/, 10_000);
+    expect(agent.process!.running).toBe(true);
+  }, 60_000);
+});
