@@ -8,6 +8,7 @@ bash scripts/setup.sh
 # and Python's grpcio (an independent client of the API).
 # Installed up front (once) so no test spends its own timeout on apt.
 bash scripts/ensure-system.sh nats-server docker.io podman catatonit slurm-wlm munge busybox-static python3-grpcio
-# Typecheck, lint, format and the dependency directions first: a broken rule fails the run.
-npm run --silent check >&2
+# The whole suite starts with the typecheck, lint, format and dependency checks: a broken rule fails
+# the run (`npm test -- FILE` runs just that file).
+if [ "$#" -eq 0 ]; then npm run --silent check >&2; fi
 exec npx --no-install vitest run "$@"
