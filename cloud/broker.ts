@@ -129,7 +129,13 @@ export class Broker {
 
     const policy = new AccessPolicy(this.config.groups);
     const functions = new FunctionRegistry(store, policy);
-    const endpoints = new EndpointRegistry(store, this.config, policy);
+    const endpoints = new EndpointRegistry(
+      store,
+      this.config,
+      auth.messageKeys,
+      log.child({ component: "cloud.endpoints" }),
+      policy,
+    );
     const records: TaskRecordCache = new RecordCache<Task>(Task, 50_000, (t) => !isTerminal(t.state));
     const events = new TaskEventHub(
       this.nc,
@@ -155,6 +161,7 @@ export class Broker {
       events,
       log.child({ component: "cloud.ingest" }),
       records,
+      auth.messageKeys,
       minter !== undefined,
     );
     await this.ingest.start();

@@ -4,6 +4,7 @@ import { z } from "zod";
 import { Bus } from "../common/bus-layout.js";
 import { FabricError, notFound, unauthenticated } from "../common/errors.js";
 import { newId } from "../common/ids.js";
+import { DropLog, MAC_HEADER, type BrokerMessageKeys } from "../common/message-auth.js";
 import {
   Endpoint,
   EndpointControl,
@@ -42,12 +43,18 @@ const registerSchema = z.object({
 /** Endpoints: owned records, looked up by id, with their agents' last heartbeat. */
 export class EndpointRegistry {
   private readonly cache = new TtlCache<Endpoint>(5_000);
+  private readonly droppedStatus: DropLog;
 
   constructor(
     private readonly store: FabricStore,
     private readonly config: BrokerConfig,
+    /** Each endpoint's message key: a status counts only if its agent signed it. */
+    private readonly keys: BrokerMessageKeys,
+    log: Logger,
     readonly policy: AccessPolicy = new AccessPolicy(),
-  ) {}
+  ) {
+    this.droppedStatus = new DropLog(log, "endpoint status", { from: "the endpoint's agent" });
+  }
 
   private async read(endpointId: string): Promise<Endpoint | undefined> {
     let ep = this.cache.get(endpointId);
@@ -79,17 +86,42 @@ export class EndpointRegistry {
   }
 
   async statusView(endpointId: string): Promise<EndpointStatusView> {
-    const [rec, queued] = await Promise.all([
-      readRecord(this.store.endpointStatus, endpointId, EndpointStatus),
+    const [last, queued] = await Promise.all([
+      this.lastStatus(endpointId),
       this.store.queuedTasks(endpointId),
     ]);
-    if (!rec) return { connection: "never-connected", last: undefined, queuedTasks: queued };
-    const fresh = Date.now() - rec.value.atMs < this.config.endpointOfflineAfterSeconds * 1000;
+    if (!last) return { connection: "never-connected", last: undefined, queuedTasks: queued };
+    const fresh = Date.now() - last.atMs < this.config.endpointOfflineAfterSeconds * 1000;
     return {
-      connection: fresh && rec.value.state === "online" ? "online" : "offline",
-      last: rec.value,
+      connection: fresh && last.state === "online" ? "online" : "offline",
+      last,
       queuedTasks: queued,
     };
+  }
+
+  /**
+   * The endpoint's last status if its agent signed it, else undefined (as if it never reported).
+   * Read with a direct get, which returns the stored headers (a KV get does not): the MAC is
+   * there. Anyone the server publishes for (issue 12: it answers requests onto any reply subject)
+   * could write the record; only the agent could sign it.
+   */
+  private async lastStatus(endpointId: string): Promise<EndpointStatus | undefined> {
+    const subject = Bus.endpointStatusSubject(endpointId);
+    const m = await this.store.publisher.getLast(`KV_${Bus.endpointStatusBucket}`, subject);
+    if (!m || m.operation !== "PUT") return undefined;
+    const verdict = this.keys.endpoint(endpointId).check(subject, m.data, m.headers.last(MAC_HEADER));
+    if (verdict !== "ok") {
+      this.droppedStatus.drop(subject, verdict);
+      return undefined;
+    }
+    try {
+      return EndpointStatus.decode(m.data);
+    } catch (err) {
+      throw new FabricError(
+        "DATA_LOSS",
+        `the status of endpoint ${endpointId} cannot be decoded: ${(err as Error).message}`,
+      );
+    }
   }
 }
 

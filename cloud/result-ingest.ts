@@ -3,6 +3,7 @@ import type { Msg, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 
 import { Bus } from "../common/bus-layout.js";
+import { DropLog, MAC_HEADER, type BrokerMessageKeys } from "../common/message-auth.js";
 import { isTerminal } from "../common/task-state.js";
 import { Task, TaskUpdateBatch, TaskUpdateBatchReply, type TaskUpdate } from "../proto/index.js";
 import type { TaskEventHub } from "./event-hub.js";
@@ -18,24 +19,44 @@ import { applyTaskUpdate } from "./task-transitions.js";
  * replica (or the restarted one) gets the message again, and duplicates are absorbed by task id.
  * Agents send batches as core NATS requests first (any replica answers once they are recorded),
  * and publish to the stream only when no broker says "recorded".
+ *
+ * Only batches the endpoint's own agent signed (its endpoint's message key, over the subject and
+ * the bytes) are read at all. NATS permissions keep an agent off other endpoints' subjects, but
+ * the server itself publishes, with its own rights, to whatever reply subject a request names
+ * (issue 12): an agent can have the server put bytes onto another endpoint's result subject.
  */
 export class ResultIngest {
   private messages: ConsumerMessages | undefined;
   private loop: Promise<void> | undefined;
   private stopping = false;
+  private readonly droppedBatches: DropLog;
+  private readonly droppedRequests: DropLog;
 
   constructor(
     private readonly store: FabricStore,
     private readonly events: TaskEventHub,
     private readonly log: Logger,
     private readonly records: TaskRecordCache,
+    /** Each endpoint's message key: what its agent signs its batches with. */
+    private readonly keys: BrokerMessageKeys,
     /**
      * With per-endpoint NATS users: answers go only to the sending agent's own inbox. NATS lets a
      * requester name any reply subject, and the answer is published with the broker's rights, so
      * without this check an agent could have the broker publish on another endpoint's subjects.
      */
     private readonly isolated = false,
-  ) {}
+  ) {
+    this.droppedBatches = new DropLog(log, "result batch", { from: "the endpoint's agent" });
+    this.droppedRequests = new DropLog(log, "result request", { from: "the endpoint's agent" });
+  }
+
+  /** Whether the endpoint's agent signed this message; if not, it is logged (rate-limited) as dropped. */
+  private fromAgent(endpointId: string, msg: Msg | JsMsg, dropped: DropLog): boolean {
+    const verdict = this.keys.endpoint(endpointId).check(msg.subject, msg.data, msg.headers?.get(MAC_HEADER));
+    if (verdict === "ok") return true;
+    dropped.drop(msg.subject, verdict);
+    return false;
+  }
 
   async start(): Promise<void> {
     const consumer = await this.store.js.consumers.get(Bus.resultStream, Bus.resultConsumer);
@@ -78,6 +99,10 @@ export class ResultIngest {
       }
       return;
     }
+    // Answered (on the agent's own inbox, checked above), so that an agent that did not sign falls
+    // back to the stream at once rather than after a timeout; there it is dropped too.
+    if (!this.fromAgent(endpointId, msg, this.droppedRequests))
+      return answer(false, "not signed with the endpoint's message key");
     if (this.stopping) return answer(false, "the broker is stopping");
     let batch: TaskUpdateBatch;
     try {
@@ -106,12 +131,19 @@ export class ResultIngest {
 
   private async handle(msg: JsMsg): Promise<void> {
     const endpointId = msg.subject.slice(Bus.resultSubject("").length);
+    // Dropped messages are acked, not terminated: an ack removes a message from the work queue,
+    // where a terminated one stays stored (nats-server 2.9) until its max age. A flood of
+    // forgeries must not fill the result stream.
+    if (!this.fromAgent(endpointId, msg, this.droppedBatches)) {
+      msg.ack();
+      return;
+    }
     let batch: TaskUpdateBatch;
     try {
       batch = TaskUpdateBatch.decode(msg.data);
     } catch (err) {
       this.log.warn({ err, endpointId, subject: msg.subject }, "undecodable result message dropped");
-      msg.term();
+      msg.ack();
       return;
     }
     const keepAlive = setInterval(() => msg.working(), RESULT_ACK_WAIT_MS / 3);

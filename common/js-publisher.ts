@@ -41,6 +41,8 @@ export interface LastMessage {
   readonly seq: number;
   /** `KV-Operation` header: "DEL" or "PURGE" for a KV delete marker, else "PUT". */
   readonly operation: string;
+  /** Its headers as stored (with the server's `Nats-*` ones): a MAC travels here. */
+  readonly headers: MsgHdrs;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -150,6 +152,7 @@ export class JetStreamPublisher {
             data: msg.data,
             seq: Number(h.last("Nats-Sequence")) || 0,
             operation: h.last("KV-Operation") || "PUT",
+            headers: h,
           });
         }
       };

@@ -86,14 +86,16 @@ describe("DropLog", () => {
       { level: "warn" },
       { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) },
     );
-    const drops = new DropLog(log, "task message", 60_000);
+    const drops = new DropLog(log, "task message", { intervalMs: 60_000 });
     for (let i = 0; i < 1000; i++) drops.drop(`fabric.tasks.e${i}`, "unsigned");
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ subject: "fabric.tasks.e0", reason: "unsigned", level: 40 });
     expect(String(lines[0]!["msg"])).toMatch(/task message not sent by a broker/);
-    const soon = new DropLog(log, "control message", 0);
+    const soon = new DropLog(log, "control message", { intervalMs: 0 });
     soon.drop("a", "unsigned");
     soon.drop("b", "bad signature");
     expect(lines).toHaveLength(3);
+    new DropLog(log, "result batch", { from: "the endpoint's agent" }).drop("fabric.results.e", "unsigned");
+    expect(String(lines[3]!["msg"])).toBe("result batch not sent by the endpoint's agent (unsigned) dropped");
   });
 });

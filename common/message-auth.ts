@@ -6,12 +6,15 @@ import type { Logger } from "pino";
 import { FabricError } from "./errors.js";
 
 /**
- * Authentication of the messages brokers send on NATS: task messages and control messages to an
- * endpoint's agent, and task events between broker replicas. NATS permissions decide who may
+ * Authentication of the messages sent on NATS: task messages and control messages brokers send to
+ * an endpoint's agent, task events between broker replicas, and what an agent sends the brokers
+ * (result batches, as stream messages and requests, and its status). NATS permissions decide who may
  * publish where; this is the second lock, for the day a permission is wrong (a server feature
  * that delivers a user's bytes onto a subject it may not publish to, a misconfigured account):
  * a receiver accepts only what carries a MAC made with a key that only brokers (and, for one
- * endpoint's messages, that endpoint's agent) hold.
+ * endpoint's messages, that endpoint's agent) hold. An agent signs with its endpoint's key, and a
+ * broker checks what arrives on an endpoint's subjects with that endpoint's key: an agent can
+ * speak for its own endpoint only.
  *
  * The MAC is HMAC-SHA256 over the subject and the payload, truncated to 16 bytes, carried
  * base64url-encoded in the {@link MAC_HEADER} header. The subject is part of it, so a message
@@ -99,9 +102,10 @@ export function deriveMessageRoot(signingKeyMaterial: Uint8Array): Uint8Array {
 }
 
 /**
- * What a broker signs with: the broker-wide key of task events, and each endpoint's key of task
- * and control messages. An endpoint's key is handed to its agent at connect time; an agent holds
- * only its own, so it can forge messages for nobody but itself.
+ * What a broker signs and checks with: the broker-wide key of task events, and each endpoint's key
+ * of the messages between brokers and that endpoint's agent (both ways: tasks and control
+ * messages to it; result batches and status from it). An endpoint's key is handed to its agent at
+ * connect time; an agent holds only its own, so it can forge messages for nobody but itself.
  */
 export class BrokerMessageKeys {
   /** Task events between broker replicas (no agent has this key). */
@@ -115,13 +119,13 @@ export class BrokerMessageKeys {
     this.events = new MessageKey(this.derive(EVENTS_LABEL));
   }
 
-  /** The secret of one endpoint's task and control messages (what its agent is given). */
+  /** The secret of one endpoint's messages (what its agent is given). */
   endpointSecret(endpointId: string): Uint8Array {
     // NUL between label and id: the label can never run into the id.
     return this.derive(`${ENDPOINT_LABEL}\u0000${endpointId}`);
   }
 
-  /** The key of one endpoint's task and control messages (cached: one key object per endpoint). */
+  /** The key of one endpoint's messages, both ways (cached: one key object per endpoint). */
   endpoint(endpointId: string): MessageKey {
     let k = this.endpoints.get(endpointId);
     if (!k) {
@@ -140,6 +144,14 @@ export class BrokerMessageKeys {
 /** How often a {@link DropLog} writes a line at most. */
 const DROP_LOG_INTERVAL_MS = 10_000;
 
+/** Options of a {@link DropLog}. */
+export interface DropLogOptions {
+  /** Shortest time between two lines. @default 10000 */
+  readonly intervalMs?: number;
+  /** Who should have signed, as the line says it: "not sent by <from>". @default "a broker" */
+  readonly from?: string;
+}
+
 /**
  * Warns about messages dropped because they are not authentic, at most one line per interval: a
  * flood of forgeries must not flood the log. Each line counts the drops it stood for.
@@ -147,12 +159,17 @@ const DROP_LOG_INTERVAL_MS = 10_000;
 export class DropLog {
   private quietUntil = 0;
   private suppressed = 0;
+  private readonly intervalMs: number;
+  private readonly from: string;
 
   constructor(
     private readonly log: Logger,
     private readonly what: string,
-    private readonly intervalMs = DROP_LOG_INTERVAL_MS,
-  ) {}
+    opts: DropLogOptions = {},
+  ) {
+    this.intervalMs = opts.intervalMs ?? DROP_LOG_INTERVAL_MS;
+    this.from = opts.from ?? "a broker";
+  }
 
   /** Records one dropped message on `subject`, refused because it was `reason` (a {@link MacCheck}). */
   drop(subject: string, reason: string): void {
@@ -163,7 +180,7 @@ export class DropLog {
     }
     this.log.warn(
       { subject, reason, droppedSinceLastLine: this.suppressed },
-      `${this.what} not sent by a broker (${reason}) dropped`,
+      `${this.what} not sent by ${this.from} (${reason}) dropped`,
     );
     this.suppressed = 0;
     this.quietUntil = now + this.intervalMs;

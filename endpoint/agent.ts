@@ -8,7 +8,7 @@ import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg } from "@nats-i
 import { Objm } from "@nats-io/obj";
 import type { ObjectStore } from "@nats-io/obj";
 import { connect, jwtAuthenticator } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 
 import { Bus } from "../common/bus-layout.js";
 import { FabricError, errorToInfo, toFabricError } from "../common/errors.js";
@@ -193,8 +193,10 @@ export class EndpointAgent {
   private creds: EndpointCredentials | undefined;
   private bus: BusConnectInfo | undefined;
   /**
-   * Key of this endpoint's task and control messages, from ConnectEndpoint: only messages a
-   * broker signed with it are run or obeyed. Undefined: the broker does not sign (older).
+   * Key of this endpoint's messages, from ConnectEndpoint: only task and control messages a broker
+   * signed with it are run or obeyed, and the agent signs its own (result batches, status) with
+   * it, as brokers believe nothing else from this endpoint. Undefined: the broker does not sign
+   * (older), nor check.
    */
   private messageKey: MessageKey | undefined;
   private droppedTasks: DropLog | undefined;
@@ -319,7 +321,7 @@ export class EndpointAgent {
         // batches are large and the stream's quick PubAck keeps them flowing while brokers record
         // earlier ones (a request would hold the next batch until this one is recorded).
         if (count <= DIRECT_UPDATE_MAX && (await this.sendUpdatesDirectly(bytes))) return;
-        await js.publish(bus.resultSubject, bytes);
+        await js.publish(bus.resultSubject, bytes, { headers: this.signed(bus.resultSubject, bytes) });
       },
     });
     this.consumer = await this.getConsumer(bus);
@@ -600,7 +602,10 @@ export class EndpointAgent {
     const subject = this.bus?.resultRequestSubject;
     if (!subject || !this.nc || this.nc.isClosed()) return false;
     try {
-      const reply = await this.nc.request(subject, bytes, { timeout: DIRECT_UPDATE_TIMEOUT_MS });
+      const reply = await this.nc.request(subject, bytes, {
+        timeout: DIRECT_UPDATE_TIMEOUT_MS,
+        headers: this.signed(subject, bytes),
+      });
       const { recorded, reason } = TaskUpdateBatchReply.decode(reply.data);
       if (!recorded)
         this.log.debug({ reason }, "a broker did not record updates sent directly; using the stream");
@@ -725,6 +730,14 @@ export class EndpointAgent {
 
   private actor(): string {
     return `endpoint/${this.creds!.endpointId}`;
+  }
+
+  /**
+   * Headers carrying the MAC of a message this agent sends (none when the broker gave no key). The
+   * MAC covers the exact subject: a batch sent as a request and then to the stream is signed twice.
+   */
+  private signed(subject: string, data: Uint8Array): MsgHdrs | undefined {
+    return this.messageKey?.headers(subject, data);
   }
 
   /**
@@ -1659,7 +1672,12 @@ export class EndpointAgent {
       startedAtMs: this.startedAtMs,
     };
     try {
-      await this.js.publish(this.bus.statusSubject, EndpointStatus.encode(status).finish());
+      // A publish on the bucket's subject, not a KV put: a put carries no headers, and the broker
+      // believes only a status that carries this endpoint's MAC.
+      const bytes = EndpointStatus.encode(status).finish();
+      await this.js.publish(this.bus.statusSubject, bytes, {
+        headers: this.signed(this.bus.statusSubject, bytes),
+      });
     } catch (err) {
       this.log.warn({ err: (err as Error).message, state }, "cannot publish endpoint status");
     }

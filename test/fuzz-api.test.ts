@@ -267,16 +267,27 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
       const garbage = randomBytes(1 + Math.floor(Math.random() * 300));
       if (i % 4 < 2) key.headers(subject, garbage, h);
       await js.publish(subject, garbage, { headers: h });
-      await js.publish(Bus.resultSubject(endpointId), randomBytes(1 + Math.floor(Math.random() * 300)));
+      // Garbage results too, half of them signed with the endpoint's key (as its agent would).
+      const result = randomBytes(1 + Math.floor(Math.random() * 300));
+      const resultSubject = Bus.resultSubject(endpointId);
+      await js.publish(
+        resultSubject,
+        result,
+        i % 2 === 0 ? { headers: key.headers(resultSubject, result) } : {},
+      );
     }
     expect(await traffic).toBe(20);
     const agent = stack.endpoints[0]!.process!;
     // Unsigned: dropped before it is read. Signed but undecodable, with a task id: reported failed
     // (the broker knows no such task and says so); without one: terminated. Garbage results:
-    // dropped by the broker.
+    // dropped by the broker, unsigned ones before they are read.
     await agent.waitFor(/task message not sent by a broker \(unsigned\) dropped/, 20_000);
     await agent.waitFor(/undecodable task message; reporting it failed/, 20_000);
     await agent.waitFor(/undecodable task message without a task id/, 20_000);
+    await stack.broker.process!.waitFor(
+      /result batch not sent by the endpoint's agent \(unsigned\) dropped/,
+      20_000,
+    );
     await stack.broker.process!.waitFor(/undecodable result message dropped/, 20_000);
     await stack.broker.process!.waitFor(/update for an unknown or expired task dropped/, 20_000);
     // Nothing stays queued: every garbage task message was settled.

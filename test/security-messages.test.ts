@@ -8,15 +8,19 @@ import { connect, credsAuthenticator, headers, type NatsConnection } from "@nats
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { TokenAuthority } from "../cloud/auth.js";
+import { agentInboxPrefix } from "../cloud/nats-credentials.js";
 import { Bus } from "../common/bus-layout.js";
 import { MAC_HEADER, MessageKey } from "../common/message-auth.js";
 import type { EndpointProcess } from "../devkit/processes.js";
 import {
   EndpointControl,
+  EndpointStatus,
   Task,
   TaskEventBatch,
   TaskMessage,
   TaskState,
+  TaskUpdateBatch,
+  TaskUpdateBatchReply,
   type BusConnectInfo,
   type WatchTasksResponse,
 } from "../proto/index.js";
@@ -230,5 +234,122 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
     expect((await alice.getEndpoint(endpointId)).status.queuedTasks).toBe(0);
     await agent.process!.waitFor(/task message not sent by a broker \(unsigned\) dropped/, 10_000);
     expect(agent.process!.running).toBe(true);
+  }, 60_000);
+  /** A batch claiming `taskId` succeeded with "forged": what a forger would send as the agent. */
+  const forgedSuccess = (taskId: string): Uint8Array => {
+    const now = Date.now();
+    return TaskUpdateBatch.encode({
+      endpointId,
+      updates: [
+        {
+          taskId,
+          state: TaskState.TASK_STATE_SUCCESS,
+          atMs: now,
+          actor: `endpoint/${endpointId}`,
+          detail: "",
+          result: { json: enc.encode('"forged"'), objectRef: "", size: 8 },
+          error: undefined,
+          attempt: 1,
+          startedAtMs: now,
+          startedBy: `endpoint/${endpointId}`,
+        },
+      ],
+    }).finish();
+  };
+
+  /** Unsigned; signed with another endpoint's key; signed for another subject; a MAC of junk. */
+  const forgeries = (subject: string, payload: Uint8Array) => {
+    const other = new MessageKey(otherBus.messageKey);
+    const junk = headers();
+    junk.set(MAC_HEADER, "A".repeat(22));
+    return [undefined, other.headers(subject, payload), other.headers(otherBus.resultSubject, payload), junk];
+  };
+
+  it("(d) a forged result batch on the endpoint's result stream is not recorded, and leaves the stream", async () => {
+    const log = path.join(scratch, "result-stream.log");
+    const taskId = await alice.run(fid, endpointId, [log, "stream", 2_500]);
+    await until(async () => (await alice.getTask(taskId)).state === "running", 30_000, "the task to run");
+    const subject = Bus.resultSubject(endpointId);
+    const payload = forgedSuccess(taskId);
+    const js = jetstream(admin);
+    for (const h of forgeries(subject, payload)) await js.publish(subject, payload, h ? { headers: h } : {});
+    // Acked once handled, not left to loop or to sit in the work queue until its max age.
+    const jsm = await jetstreamManager(admin);
+    await until(
+      async () => {
+        const info = await jsm.streams.info(Bus.resultStream, { subjects_filter: subject });
+        return (info.state.subjects?.[subject] ?? 0) === 0;
+      },
+      10_000,
+      "the forged batches to leave the result stream",
+    );
+    expect((await alice.getTask(taskId)).state).toBe("running");
+    await stack.broker.process!.waitFor(
+      /result batch not sent by the endpoint's agent \(unsigned\) dropped/,
+      10_000,
+    );
+    expect(await alice.waitForResult(taskId, { timeoutMs: 30_000 })).toBe("real stream");
+  }, 60_000);
+
+  it("(e) a forged result batch sent as a request is not recorded", async () => {
+    const log = path.join(scratch, "result-request.log");
+    const taskId = await alice.run(fid, endpointId, [log, "request", 2_500]);
+    await until(async () => (await alice.getTask(taskId)).state === "running", 30_000, "the task to run");
+    const subject = Bus.resultRequestSubject(endpointId);
+    const payload = forgedSuccess(taskId);
+    // The reply on the agent's own inbox (what the broker answers on): the reply check passes, so
+    // only the signature stands between the forgery and the task record.
+    const inbox = `${agentInboxPrefix(endpointId)}.forged-${randomUUID()}`;
+    const answers: TaskUpdateBatchReply[] = [];
+    admin.subscribe(inbox, { callback: (_e, m) => void answers.push(TaskUpdateBatchReply.decode(m.data)) });
+    for (const h of forgeries(subject, payload))
+      admin.publish(subject, payload, { reply: inbox, ...(h ? { headers: h } : {}) });
+    await admin.flush();
+    await new Promise((r) => setTimeout(r, 500));
+    expect(answers.filter((a) => a.recorded)).toEqual([]);
+    expect((await alice.getTask(taskId)).state).toBe("running");
+    await stack.broker.process!.waitFor(
+      /result request not sent by the endpoint's agent \(unsigned\) dropped/,
+      10_000,
+    );
+    expect(await alice.waitForResult(taskId, { timeoutMs: 30_000 })).toBe("real request");
+  }, 60_000);
+
+  it("(f) a forged status does not show a stopped endpoint online; the real agent's status does", async () => {
+    expect((await alice.getEndpoint(endpointId)).status.connection).toBe("online");
+    const stopped = await stack.startEndpoint("alice", "stopped", { workers: 1 });
+    const id = stopped.endpointId();
+    await until(
+      async () => (await alice.getEndpoint(id)).status.connection === "online",
+      30_000,
+      "the second agent online",
+    );
+    await stopped.stop();
+    expect((await alice.getEndpoint(id)).status.connection).toBe("offline");
+
+    const subject = Bus.endpointStatusSubject(id);
+    const payload = EndpointStatus.encode(
+      EndpointStatus.fromJSON({
+        endpointId: id,
+        atMs: Date.now(),
+        state: "online",
+        hostname: "forged",
+        agentVersion: "forged",
+        workers: 64,
+      }),
+    ).finish();
+    // Besides the usual forgeries: signed right, by the running agent's key, for its own subject
+    // (its own status, replayed onto another endpoint's).
+    const keys = (await TokenAuthority.fromKeyFile(stack.broker.keyFile, "fabric-broker", "fabric-api"))
+      .messageKeys;
+    const moved = keys.endpoint(endpointId).headers(Bus.endpointStatusSubject(endpointId), payload);
+    const js = jetstream(admin);
+    for (const h of [...forgeries(subject, payload), moved]) {
+      await js.publish(subject, payload, h ? { headers: h } : {});
+      const view = (await alice.getEndpoint(id)).status;
+      expect(view.connection).not.toBe("online");
+      expect(view.last?.hostname).not.toBe("forged");
+    }
+    await stack.broker.process!.waitFor(/endpoint status not sent by the endpoint's agent/, 10_000);
   }, 60_000);
 });

@@ -8,6 +8,7 @@ import { connect, credsAuthenticator, jwtAuthenticator, type NatsConnection } fr
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { Bus } from "../common/bus-layout.js";
+import { MessageKey } from "../common/message-auth.js";
 import { EndpointProcess } from "../devkit/processes.js";
 import { ObjectReader } from "../endpoint/object-reader.js";
 import {
@@ -31,6 +32,11 @@ async function until(what: string, fn: () => Promise<boolean> | boolean, timeout
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** Options that sign a message as the agent of `bus`'s endpoint does (brokers believe nothing else). */
+const signedAs = (bus: BusConnectInfo, subject: string, data: Uint8Array) => ({
+  headers: new MessageKey(bus.messageKey).headers(subject, data),
+});
 
 /** A NATS connection as an agent would open it with the credentials ConnectEndpoint handed out. */
 async function connectAs(bus: BusConnectInfo): Promise<{ nc: NatsConnection; errors: string[] }> {
@@ -251,7 +257,11 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
       if (direct) {
         // Sent as a request, the batch is handled before the answer: the forged update refused for
         // good, the forger's own recorded.
-        const reply = await a.nc.request(Bus.resultRequestSubject(a.id), batch, { timeout: 5_000 });
+        const subject = Bus.resultRequestSubject(a.id);
+        const reply = await a.nc.request(subject, batch, {
+          timeout: 5_000,
+          ...signedAs(a.bus, subject, batch),
+        });
         expect(TaskUpdateBatchReply.decode(reply.data)).toMatchObject({ recorded: true });
         // An update for a task the broker has no record of is not answered "recorded": the agent
         // then sends it through the stream, which retries it.
@@ -259,10 +269,14 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
           endpointId: a.id,
           updates: [{ ...TaskUpdateBatch.decode(batch).updates[1]!, taskId: randomUUID() }],
         }).finish();
-        const no = await a.nc.request(Bus.resultRequestSubject(a.id), unknown, { timeout: 5_000 });
+        const no = await a.nc.request(subject, unknown, {
+          timeout: 5_000,
+          ...signedAs(a.bus, subject, unknown),
+        });
         expect(TaskUpdateBatchReply.decode(no.data)).toMatchObject({ recorded: false });
       } else {
-        await jetstream(a.nc).publish(Bus.resultSubject(a.id), batch);
+        const subject = Bus.resultSubject(a.id);
+        await jetstream(a.nc).publish(subject, batch, signedAs(a.bus, subject, batch));
       }
       await until("the forger's own task to be recorded", async () => {
         const t = (await aliceRaw.getTasks({ taskIds: [ownTask], omitResults: true })).tasks[0];
@@ -341,7 +355,11 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
         },
       ],
     }).finish();
-    await jetstream(a.nc).publish(Bus.resultSubject(a.id), forged);
+    await jetstream(a.nc).publish(
+      Bus.resultSubject(a.id),
+      forged,
+      signedAs(a.bus, Bus.resultSubject(a.id), forged),
+    );
     let t: Task | undefined;
     await until("the forged result to be recorded", async () => {
       t = (await aliceRaw.getTasks({ taskIds: [ownTask], omitResults: false })).tasks[0];
@@ -418,11 +436,14 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     const batch = TaskUpdateBatch.encode({ updates: [], endpointId: a.id }).finish();
     // NATS does not check a reply subject against the requester's permissions, and the broker
     // answers with its own: the broker must check it.
-    for (const reply of targets) a.nc.publish(a.bus.resultRequestSubject!, batch, { reply });
+    const signed = signedAs(a.bus, a.bus.resultRequestSubject!, batch);
+    for (const reply of targets) a.nc.publish(a.bus.resultRequestSubject!, batch, { reply, ...signed });
     await a.nc.flush();
     await stack.broker.process!.waitFor(/result requests with a foreign reply subject dropped/, 10_000);
     // Its own inbox is answered as before.
-    const own = TaskUpdateBatchReply.decode((await a.nc.request(a.bus.resultRequestSubject!, batch)).data);
+    const own = TaskUpdateBatchReply.decode(
+      (await a.nc.request(a.bus.resultRequestSubject!, batch, { timeout: 5_000, ...signed })).data,
+    );
     expect(own.recorded).toBe(true);
     await new Promise((r) => setTimeout(r, 300));
     expect(arrived).toEqual([]);
