@@ -9,6 +9,7 @@ import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 
 import { FabricError } from "../common/errors.js";
+import { Bus } from "../common/bus-layout.js";
 import { silentLogger } from "../common/logger.js";
 import { natsTlsOption } from "../common/nats-tls.js";
 import { isTerminal } from "../common/task-state.js";
@@ -29,6 +30,8 @@ import { tolerantService } from "./rpc.js";
 import { FabricStore } from "./store.js";
 import { TaskBook, taskService } from "./tasks-service.js";
 import { ServerTlsContext, grpcServerCredentials, isLocalOnlyListen } from "./tls.js";
+
+const KEY_CHECK_SUBJECT = "fabric.broker-key-check";
 
 /** How often a broker removes the payload buckets of deleted endpoints once they are empty. */
 const PAYLOAD_SWEEP_INTERVAL_MS = 3_600_000;
@@ -124,6 +127,7 @@ export class Broker {
       storage: StorageType.File,
     });
     await auth.followRevocations(revoked, log.child({ component: "cloud.auth" }));
+    await checkSharedKey(store, auth, this.config.nats.replicas, log);
     if (this.config.auth.oidc) auth.useOidc(new OidcVerifier(this.config.auth.oidc));
     auth.rateLimiter = new RateLimiter(this.config.limits.callsPerSecond, this.config.limits.callBurst);
 
@@ -272,5 +276,37 @@ export class Broker {
     this.store?.close();
     await this.nc?.drain().catch(() => undefined);
     this.log.info({ brokerId: this.brokerId }, "broker stopped");
+  }
+}
+
+/**
+ * Every broker on one NATS must sign with the same key (tokens, and the signatures on every message
+ * between brokers and agents, derive from it). The first broker leaves a check value (a MAC of a
+ * fixed text: it tells nothing of the key) that later ones compare with theirs, so a replica
+ * started with another key file says so loudly instead of quietly dropping what the others sign.
+ */
+async function checkSharedKey(
+  store: FabricStore,
+  auth: TokenAuthority,
+  replicas: number,
+  log: Logger,
+): Promise<void> {
+  const kv = await new Kvm(store.js).create(Bus.brokersBucket, {
+    replicas,
+    history: 1,
+    storage: StorageType.File,
+  });
+  const mine = new TextEncoder().encode(auth.messageKeys.events.mac(KEY_CHECK_SUBJECT, new Uint8Array(0)));
+  try {
+    await kv.create("key-check", mine);
+    return;
+  } catch {
+    // Someone left one already: compare.
+  }
+  const theirs = await kv.get("key-check");
+  if (theirs && Buffer.compare(Buffer.from(theirs.value), Buffer.from(mine)) !== 0) {
+    log.error(
+      "another broker on this NATS signs with a different key: every replica must use the same auth.keyFile, or tokens fail on some replicas and their messages are dropped (delete the key-check entry of the fabric_brokers bucket after replacing the key everywhere)",
+    );
   }
 }

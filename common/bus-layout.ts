@@ -41,6 +41,8 @@ export const Bus = {
   tasksBucket: "fabric_tasks",
   groupsBucket: "fabric_groups",
   endpointStatusBucket: "fabric_endpoint_status",
+  /** Facts every broker replica must agree on (a check value of the shared signing key). */
+  brokersBucket: "fabric_brokers",
   /** An agent publishes its EndpointStatus here (a KV put is a publish on this subject). */
   endpointStatusSubject: (endpointId: string) => `$KV.fabric_endpoint_status.${endpointId}`,
 

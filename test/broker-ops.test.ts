@@ -30,9 +30,12 @@ describe("broker operations: health, replicas, graceful stop, retention", () => 
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** Two brokers sharing a signing key on the suite's NATS, an endpoint of `user`'s, a client on each. */
+  /**
+   * Two brokers on the suite's NATS, an endpoint of `user`'s, a client on each. Every broker on one
+   * NATS shares one signing key (replicas must: tokens and message signatures derive from it).
+   */
   async function twoBrokers(user: string) {
-    const keyFile = path.join(dir, `key-${user}.pem`);
+    const keyFile = path.join(dir, "key.pem");
     const a = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, `${user}-a`), keyFile });
     const b = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, `${user}-b`), keyFile });
     started.push(a, b);
@@ -68,6 +71,20 @@ describe("broker operations: health, replicas, graceful stop, retention", () => 
     await broker.process!.stop();
     expect((await broker.process!.exited).code).toBe(0);
   });
+
+  it("a broker started with another signing key than its replicas says so loudly", async () => {
+    const first = await twoBrokers("keyholder");
+    first.viaA.close();
+    first.viaB.close();
+    const odd = await BrokerProcess.start({
+      natsUrl: nats.url,
+      dir: path.join(dir, "odd"),
+      keyFile: path.join(dir, "another-key.pem"),
+    });
+    started.push(odd);
+    await odd.process!.waitFor(/another broker on this NATS signs with a different key/, 10_000);
+    await odd.process!.stop();
+  }, 60_000);
 
   it("two brokers on one NATS serve the same users: submit through one, results through the other", async () => {
     const { ep, viaA, viaB } = await twoBrokers("dave");
