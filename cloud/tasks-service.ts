@@ -7,6 +7,13 @@ import { FabricError, notFound, resourceExhausted } from "../common/errors.js";
 import { newId } from "../common/ids.js";
 import { checkJsonSyntax } from "../common/json.js";
 import { MAX_TIMEOUT_S } from "../common/limits.js";
+import {
+  TASK_MESSAGE_OVERHEAD_BYTES,
+  fitsInline,
+  inlinePayload,
+  isStored,
+  storedPayload,
+} from "../common/payload.js";
 import { MAC_HEADER, type BrokerMessageKeys } from "../common/message-auth.js";
 import { isTerminal } from "../common/task-state.js";
 import {
@@ -56,8 +63,6 @@ async function settleAll<T>(
   if (first) throw first.err;
 }
 const CONCURRENCY = 256;
-/** A task message's bytes besides its function's spec and inline payloads (ids, owner, framing). */
-const TASK_MESSAGE_OVERHEAD = 4 * 1024;
 /** While a watch waits for events, it re-reads what it still waits for this often, in case one was missed. */
 const WATCH_RECHECK_MS = 2_000;
 /** A watch re-reads what it still waits for at least this often, events or not. */
@@ -155,7 +160,7 @@ export class TaskBook {
       let room = rooms.get(functionId);
       if (room === undefined) {
         const specBytes = FunctionSpec.encode(fns.get(functionId)!.spec!).finish().length;
-        room = this.store.maxMessageBytes - specBytes - TASK_MESSAGE_OVERHEAD;
+        room = this.store.maxMessageBytes - specBytes - TASK_MESSAGE_OVERHEAD_BYTES;
         rooms.set(functionId, room);
       }
       return room;
@@ -436,21 +441,21 @@ export class TaskBook {
 
   /** A payload small enough to travel in the task message (the common case: no await, no turn). */
   private inline(json: Uint8Array, room: number): Payload | undefined {
-    return json.length <= Math.min(this.config.limits.inlinePayloadBytes, room)
-      ? { json, objectRef: "", size: json.length }
+    return fitsInline(json.length, this.config.limits.inlinePayloadBytes, room)
+      ? inlinePayload(json)
       : undefined;
   }
 
   /** A large payload, stored in the endpoint's payload bucket; the message refers to it. */
   private async toObject(json: Uint8Array, endpointId: string, objectName: string): Promise<Payload> {
     await (await this.store.payloads(endpointId)).putBlob({ name: objectName }, json);
-    return { json: new Uint8Array(0), objectRef: objectName, size: json.length };
+    return storedPayload(objectName, json.length);
   }
 
   /** Brings a result kept in the object store back inline, for the caller. */
   private async withInlineResult(task: Task): Promise<Task> {
-    const ref = task.result?.objectRef;
-    if (!ref) return task;
+    if (!isStored(task.result)) return task;
+    const ref = task.result.objectRef;
     const json = await (await this.store.payloads(task.endpointId)).getBlob(ref);
     if (!json) {
       return {
@@ -465,7 +470,7 @@ export class TaskBook {
         },
       };
     }
-    return { ...task, result: { json, objectRef: "", size: json.length } };
+    return { ...task, result: inlinePayload(json) };
   }
 }
 

@@ -1,11 +1,10 @@
 import { z } from "zod";
 
 import { FabricError } from "../common/errors.js";
+import { ID_PATTERN } from "../common/ids.js";
 import { MAX_TIMEOUT_S } from "../common/limits.js";
 import { describeIssues } from "./config.js";
 import { MAX_COMMAND_BYTES, MAX_SOURCE_BYTES } from "./request-shapes.js";
-
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 const idSchemas = new Map<string, z.ZodString>();
 
@@ -13,7 +12,7 @@ const idSchemas = new Map<string, z.ZodString>();
 export function idSchema(what: string): z.ZodString {
   let schema = idSchemas.get(what);
   if (!schema) {
-    schema = z.string().regex(UUID_RE, { message: `expected a ${what} id (a UUID)` });
+    schema = z.string().regex(ID_PATTERN, { message: `expected a ${what} id (a UUID)` });
     idSchemas.set(what, schema);
   }
   return schema;

@@ -80,7 +80,26 @@ export interface ShellOutcome {
   readonly signal?: string;
 }
 
-const retryableCodes: ReadonlySet<ErrorCode> = new Set(["UNAVAILABLE", "RESOURCE_EXHAUSTED", "ABORTED"]);
+/**
+ * Codes that mean "not now" rather than "no": the broker, or the connection or stream to it, was
+ * away, restarting or overloaded, so the same idempotent call may succeed later. grpc-js reports
+ * a server going away under a call as CANCELLED, INTERNAL or UNKNOWN as well as UNAVAILABLE.
+ * Every other code (NOT_FOUND, INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, ...) is the
+ * answer. RESOURCE_EXHAUSTED is retryable only as a rate limit: a payload over a limit stays so.
+ */
+const retryableCodes: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "UNAVAILABLE",
+  "DEADLINE_EXCEEDED",
+  "ABORTED",
+  "CANCELLED",
+  "INTERNAL",
+  "UNKNOWN",
+]);
+
+/** Whether trying the same (idempotent) call again later may succeed: the one rule, for every caller. */
+export function isRetryable(err: { readonly code: ErrorCode; readonly reason?: string }): boolean {
+  return retryableCodes.has(err.code) || (err.code === "RESOURCE_EXHAUSTED" && err.reason === "rate_limited");
+}
 
 /**
  * The one error type of the fabric. `code` is from {@link ErrorCode}; `message` says what went wrong
@@ -112,7 +131,7 @@ export class FabricError extends Error {
 
   /** Whether trying the same call again later may succeed. */
   get retryable(): boolean {
-    return retryableCodes.has(this.code);
+    return isRetryable(this);
   }
 }
 

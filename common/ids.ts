@@ -5,9 +5,10 @@ export function newId(): string {
   return randomUUID();
 }
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+/** The shape of every id this system issues: a lower-case UUID. */
+export const ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** Whether `s` looks like an id this system issues. */
 export function isId(s: string): boolean {
-  return UUID_RE.test(s);
+  return ID_PATTERN.test(s);
 }

@@ -11,13 +11,21 @@ import { connect, jwtAuthenticator } from "@nats-io/transport-node";
 import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 
 import { Bus } from "../common/bus-layout.js";
-import { FabricError, errorToInfo, toFabricError } from "../common/errors.js";
-import type { ErrorCode } from "../common/errors.js";
+import { FabricError, errorToInfo, isRetryable, toFabricError } from "../common/errors.js";
 import { bearer, callUnary, channelFor, clientOptions } from "../common/grpc-client.js";
 import { natsTlsOption } from "../common/nats-tls.js";
 import { newId } from "../common/ids.js";
 import type { Logger } from "../common/logger.js";
 import { DropLog, MAC_HEADER, MessageKey } from "../common/message-auth.js";
+import {
+  UPDATE_OVERHEAD_BYTES,
+  fitsInline,
+  inlineBytes,
+  inlineLimitFor,
+  inlinePayload,
+  isStored,
+  storedPayload,
+} from "../common/payload.js";
 import {
   EndpointControl,
   EndpointServiceClient,
@@ -123,8 +131,6 @@ const RECENT_DONE_LIMIT = 10_000;
 /** Backoff before a function's retry: 1 s, 2 s, 4 s, … up to 60 s. */
 const RETRY_BASE_MS = 1_000;
 const RETRY_MAX_MS = 60_000;
-/** Room kept in a NATS message for everything but an inline result. */
-const UPDATE_OVERHEAD_BYTES = 64 * 1024;
 /** How much of a failed task's output, stack and message is kept in its ErrorInfo. */
 const ERROR_FIELD_CAP = 64 * 1024;
 const FETCH_EXPIRES_MS = 5000;
@@ -165,15 +171,6 @@ function fitError(info: ErrorInfo): ErrorInfo {
       : undefined,
   };
 }
-
-const retryableConnectCodes: ReadonlySet<ErrorCode> = new Set([
-  "UNAVAILABLE",
-  "DEADLINE_EXCEEDED",
-  "INTERNAL",
-  "UNKNOWN",
-  "RESOURCE_EXHAUSTED",
-  "ABORTED",
-]);
 
 /**
  * The endpoint agent: registers with the broker, takes this endpoint's tasks from NATS, runs them
@@ -307,10 +304,7 @@ export class EndpointAgent {
     void this.watchNats(this.nc);
     this.js = jetstream(this.nc);
     const maxPayload = this.nc.info?.max_payload ?? 1024 * 1024;
-    this.inlineLimit = Math.max(
-      1024,
-      Math.min(this.cfg.limits.inlinePayloadBytes, maxPayload - UPDATE_OVERHEAD_BYTES),
-    );
+    this.inlineLimit = inlineLimitFor(this.cfg.limits.inlinePayloadBytes, maxPayload, UPDATE_OVERHEAD_BYTES);
     const js = this.js;
     this.publisher = new UpdatePublisher({
       endpointId,
@@ -442,7 +436,7 @@ export class EndpointAgent {
         return await call();
       } catch (err) {
         const fe = toFabricError(err);
-        if (!retryableConnectCodes.has(fe.code)) throw fe;
+        if (!isRetryable(fe)) throw fe;
         this.lastError = `${what}: ${fe.code}: ${fe.message}`;
         this.log.warn(
           { broker: this.cfg.broker, code: fe.code, err: fe.message, retryInMs: delay },
@@ -853,7 +847,7 @@ export class EndpointAgent {
   }
 
   private async resolvePayload(p: Payload | undefined, what: string): Promise<Buffer> {
-    if (!p?.objectRef) return inlinePayload(p);
+    if (!isStored(p)) return inlineBytes(p);
     const data = await this.payloadReader().read(p.objectRef);
     if (data === null) {
       throw new FabricError(
@@ -873,9 +867,9 @@ export class EndpointAgent {
         });
       }
       // Inline payloads (the common case) need no round trip: no await, no extra turn.
-      const inline = !task.args?.objectRef && !task.kwargs?.objectRef;
+      const inline = !isStored(task.args) && !isStored(task.kwargs);
       const [argsJson, kwargsJson] = inline
-        ? [inlinePayload(task.args), inlinePayload(task.kwargs)]
+        ? [inlineBytes(task.args), inlineBytes(task.kwargs)]
         : await Promise.all([
             this.resolvePayload(task.args, "args"),
             this.resolvePayload(task.kwargs, "kwargs"),
@@ -1063,13 +1057,13 @@ export class EndpointAgent {
       atMs: o.finishedAtMs || Date.now(),
       actor,
       detail: "",
-      result: { json: bytes, objectRef: "", size: bytes.length },
+      result: inlinePayload(bytes),
       error: undefined,
       attempt: t.attempt,
       startedAtMs: 0,
       startedBy: "",
     };
-    return bytes.length > this.inlineLimit ? this.storeResult(update, bytes) : update;
+    return fitsInline(bytes.length, this.inlineLimit) ? update : this.storeResult(update, bytes);
   }
 
   /** Writes a large result to the payload store; the update then refers to it. */
@@ -1079,7 +1073,7 @@ export class EndpointAgent {
       try {
         const store = await this.objectStore();
         await store.putBlob({ name }, bytes);
-        return { ...update, result: { json: Buffer.alloc(0), objectRef: name, size: bytes.length } };
+        return { ...update, result: storedPayload(name, bytes.length) };
       } catch (err) {
         this.log.warn(
           { taskId: update.taskId, err: (err as Error).message },
@@ -1682,9 +1676,4 @@ export class EndpointAgent {
       this.log.warn({ err: (err as Error).message, state }, "cannot publish endpoint status");
     }
   }
-}
-
-/** An inline payload's JSON bytes, copied out of the message (empty when there is none). */
-function inlinePayload(p: Payload | undefined): Buffer {
-  return p ? Buffer.from(p.json) : Buffer.alloc(0);
 }

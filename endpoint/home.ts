@@ -1,10 +1,10 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { homedir } from "node:os";
 import path from "node:path";
 
 import { parseDocument } from "yaml";
 
 import { FabricError } from "../common/errors.js";
+import { fabricHome } from "../common/home.js";
 
 /** Files of one configured endpoint, under `$FABRIC_HOME/endpoints/<name>/`. */
 export interface EndpointPaths {
@@ -28,10 +28,7 @@ export interface EndpointCredentials {
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
-/** The fabric's home directory: `$FABRIC_HOME`, else `~/.fabric`. */
-export function fabricHome(env: NodeJS.ProcessEnv = process.env): string {
-  return env["FABRIC_HOME"] || path.join(homedir(), ".fabric");
-}
+export { fabricHome };
 
 /** Checks an endpoint name is usable as a directory name. */
 export function validateEndpointName(name: string): void {

@@ -4,7 +4,7 @@ import { setMaxListeners } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 
-import { FabricError } from "../common/errors.js";
+import { FabricError, isRetryable } from "../common/errors.js";
 import { MAX_TIMEOUT_S } from "../common/limits.js";
 import { bearer, callUnary, channelFor, clientOptions } from "../common/grpc-client.js";
 import { silentLogger } from "../common/logger.js";
@@ -406,9 +406,7 @@ export class Client {
         return await this.unary(this.tasks.submitTasks.bind(this.tasks), this.tasks, request);
       } catch (err) {
         const fe = err as FabricError;
-        const transient =
-          fe.code === "UNAVAILABLE" || fe.code === "DEADLINE_EXCEEDED" || fe.code === "ABORTED";
-        if (!transient || Date.now() > deadline || this.closed) throw err;
+        if (!isRetryable(fe) || Date.now() > deadline || this.closed) throw err;
         this.log.debug({ attempt, code: fe.code }, "submit failed; retrying with the same idempotency key");
         await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 2_000)));
       }

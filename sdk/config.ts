@@ -1,11 +1,11 @@
 import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { homedir } from "node:os";
 import path from "node:path";
 
 import type { Logger } from "pino";
 import { z } from "zod";
 
 import { FabricError } from "../common/errors.js";
+import { fabricHome } from "../common/home.js";
 
 /** Most tasks the broker accepts in one SubmitTasks call (its default `maxBatchSize`). */
 export const BROKER_MAX_BATCH = 10_000;
@@ -81,10 +81,7 @@ export const clientFileSchema = z.object({
 /** The contents of `$FABRIC_HOME/client.json`. */
 export type ClientFile = z.infer<typeof clientFileSchema>;
 
-/** The fabric's home directory: `$FABRIC_HOME`, else `~/.fabric`. */
-export function fabricHome(env: NodeJS.ProcessEnv = process.env): string {
-  return env["FABRIC_HOME"] || path.join(homedir(), ".fabric");
-}
+export { fabricHome };
 
 /** Path of the saved client settings. */
 export function clientConfigPath(env: NodeJS.ProcessEnv = process.env): string {

@@ -7,8 +7,7 @@
 // the broker's batch limit however many tasks are watched.
 import type { Logger } from "pino";
 
-import { FabricError } from "../common/errors.js";
-import type { ErrorCode } from "../common/errors.js";
+import { FabricError, isRetryable } from "../common/errors.js";
 import { fromGrpcError } from "../common/grpc-client.js";
 import { type LongTimer, setLongTimeout } from "../common/timers.js";
 import type { Task, WatchTasksRequest } from "../proto/index.js";
@@ -55,21 +54,11 @@ export interface WatchOptions {
   readonly logger?: Logger | undefined;
 }
 
-// Codes a broken stream ends with when the broker goes away or restarts; anything else (NOT_FOUND,
-// UNAUTHENTICATED, INVALID_ARGUMENT, ...) is the answer and is not retried.
-const RECONNECT_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  "UNAVAILABLE",
-  "CANCELLED",
-  "INTERNAL",
-  "UNKNOWN",
-  "ABORTED",
-  "DEADLINE_EXCEEDED",
-  "RESOURCE_EXHAUSTED",
-]);
-
 /** Whether a stream that failed with this error should be re-opened. */
 export function shouldReconnect(err: FabricError): boolean {
-  return RECONNECT_CODES.has(err.code);
+  // A broker that went away or restarts ends a stream with one of these; anything else (NOT_FOUND,
+  // UNAUTHENTICATED, INVALID_ARGUMENT, ...) is the answer and is not retried.
+  return isRetryable(err);
 }
 
 /** The delay before re-open attempt `attempt` (0-based): exponential with jitter, capped. */
