@@ -1,4 +1,5 @@
-import { errorToInfo, FabricError, toFabricError } from "../../common/errors.js";
+import type { FabricError } from "../../common/errors.js";
+import { toFabricError } from "../../common/errors.js";
 import { readFrames, writeFrame } from "../../common/framing.js";
 import type { Logger } from "../../common/logger.js";
 import { type LongTimer, setLongTimeout } from "../../common/timers.js";
@@ -10,6 +11,14 @@ import { networkAllowed } from "../runtime/docker-options.js";
 import type { LaunchedWorker, WorkerExit, WorkerLauncher } from "../runtime/launcher.js";
 import { ProcessLauncher } from "../runtime/process-launcher.js";
 import { WORKER_MAIN, workerEnvOf, workerIdOf } from "./early-workers.js";
+import {
+  cancelledError,
+  cancelledOutcome,
+  failedOutcome,
+  timeoutError,
+  unstartedOutcome,
+  workerLostError,
+} from "./outcomes.js";
 
 export { WORKER_MAIN };
 
@@ -185,8 +194,6 @@ export class WorkerPool {
     const dropped = this.queue.filter((item) => ids.has(item.taskId));
     this.queue = this.queue.filter((item) => !ids.has(item.taskId));
     const now = Date.now();
-    const cancelled = () =>
-      new FabricError("CANCELLED", "the task was cancelled by its owner", { reason: "cancelled" });
     for (const slot of this.slots.values()) {
       // Pipelined but not started: cancelled here; the worker may still run it (it is short).
       for (const item of slot.next.filter((i) => ids.has(i.taskId))) {
@@ -194,19 +201,9 @@ export class WorkerPool {
         slot.discard.add(item.taskId);
         dropped.push(item);
       }
-      if (slot.current && ids.has(slot.current.taskId)) this.stopTask(slot, cancelled());
+      if (slot.current && ids.has(slot.current.taskId)) this.stopTask(slot, cancelledError());
     }
-    for (const item of dropped) {
-      this.events.onOutcome({
-        taskId: item.taskId,
-        ok: false,
-        resultJson: Buffer.alloc(0),
-        error: errorToInfo(cancelled()),
-        startedAtMs: now,
-        finishedAtMs: now,
-        workerId: "",
-      });
-    }
+    for (const item of dropped) this.events.onOutcome(cancelledOutcome(item.taskId, now));
   }
 
   /** Ends the task running on `slot` by stopping its worker; the outcome is `why`. */
@@ -308,17 +305,7 @@ export class WorkerPool {
     if (failed.length > 0) {
       this.queue = this.queue.filter((item) => this.placementFor(item).key !== slot.key);
       const now = Date.now();
-      for (const item of failed) {
-        this.events.onOutcome({
-          taskId: item.taskId,
-          ok: false,
-          resultJson: Buffer.alloc(0),
-          error: errorToInfo(fe),
-          startedAtMs: now,
-          finishedAtMs: now,
-          workerId: slot.id,
-        });
-      }
+      for (const item of failed) this.events.onOutcome(unstartedOutcome(item.taskId, fe, slot.id, now));
     }
     this.dispatch();
   }
@@ -370,43 +357,15 @@ export class WorkerPool {
     // Tasks pipelined behind the one it was running never started: another worker takes them.
     if (slot.next.length > 0) this.queue.unshift(...slot.next.splice(0));
     const what = this.containers ? "worker container" : "worker process";
+    const times = { startedAtMs: slot.startedAtMs, finishedAtMs: Date.now(), workerId: slot.id };
     if (item && slot.stoppedBecause) {
-      this.events.onOutcome({
-        taskId: item.taskId,
-        ok: false,
-        resultJson: Buffer.alloc(0),
-        error: errorToInfo(slot.stoppedBecause),
-        startedAtMs: slot.startedAtMs,
-        finishedAtMs: Date.now(),
-        workerId: slot.id,
-      });
+      this.events.onOutcome(failedOutcome(item.taskId, slot.stoppedBecause, times));
     } else if (item) {
       this.log.warn(
         { workerId: slot.id, taskId: item.taskId, exit: exit.description },
         "worker died while running a task",
       );
-      const err = exit.outOfMemory
-        ? new FabricError(
-            "RESOURCE_EXHAUSTED",
-            `the task ran out of memory: the ${what} ${slot.id} ${exit.description}`,
-            { reason: "out_of_memory" },
-          )
-        : new FabricError(
-            "UNAVAILABLE",
-            `the ${what} ${slot.id} ${exit.description} while running the task`,
-            {
-              reason: "worker_lost",
-            },
-          );
-      this.events.onOutcome({
-        taskId: item.taskId,
-        ok: false,
-        resultJson: Buffer.alloc(0),
-        error: errorToInfo(err),
-        startedAtMs: slot.startedAtMs,
-        finishedAtMs: Date.now(),
-        workerId: slot.id,
-      });
+      this.events.onOutcome(failedOutcome(item.taskId, workerLostError(what, slot.id, exit), times));
     } else if (!this.stopping && slot.state !== "retiring") {
       this.log.warn(
         { workerId: slot.id, exit: exit.description },
@@ -465,20 +424,7 @@ export class WorkerPool {
     slot.startedAtMs = Date.now();
     const timeoutS = item.timeoutS ?? 0;
     if (timeoutS > 0) {
-      slot.deadline = setLongTimeout(
-        () =>
-          this.stopTask(
-            slot,
-            new FabricError(
-              "DEADLINE_EXCEEDED",
-              `the task ran longer than its ${timeoutS} s timeout and was stopped`,
-              {
-                reason: "timeout",
-              },
-            ),
-          ),
-        timeoutS * 1000,
-      );
+      slot.deadline = setLongTimeout(() => this.stopTask(slot, timeoutError(timeoutS)), timeoutS * 1000);
     }
     this.events.onStarted(item.taskId, slot.id, slot.startedAtMs);
   }
