@@ -56,7 +56,8 @@ export interface WorkerSlot {
   retire(): void;
   /**
    * Stops the worker (politely, then by force after `graceMs`), or, while it is still starting,
-   * once its launch settles. Resolves when the polite part is done; the end comes by `onExit`.
+   * once its launch settles. Resolves once a started worker is gone (at once for one still
+   * starting); the slot ends with {@link SlotEvents.onExit} either way.
    */
   stop(graceMs: number): Promise<void>;
 }
