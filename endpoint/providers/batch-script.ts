@@ -99,3 +99,35 @@ export function directiveLines(prefix: string, raw: string): string[] {
     .filter((l) => l.length > 0)
     .map((l) => (l.startsWith(prefix) ? l : `${prefix} ${l}`));
 }
+
+/** The settings of a block that every scheduler's job script is made from. */
+export interface BatchScriptSettings {
+  readonly nodesPerBlock: number;
+  readonly walltime: string;
+  readonly workerInit: string;
+  /** Raw scheduler options, one per line (see {@link directiveLines}). */
+  readonly schedulerOptions: string;
+}
+
+/**
+ * A whole job script: `#!/bin/bash`, the scheduler's `directives`, the raw `schedulerOptions` as
+ * directives with `prefix`, then the body, which also exports the block's walltime in seconds
+ * (FABRIC_BLOCK_WALLTIME_S). Pure: what it returns is what gets submitted.
+ */
+export function jobScript(
+  prefix: string,
+  directives: readonly string[],
+  c: BatchScriptSettings,
+  launcher: LauncherConfig,
+  launch: BlockLaunch,
+): string {
+  const d = ["#!/bin/bash", ...directives, ...directiveLines(prefix, c.schedulerOptions)];
+  const body = scriptBody({
+    launch,
+    workerInit: c.workerInit,
+    launcher,
+    nodes: c.nodesPerBlock,
+    extraEnv: { FABRIC_BLOCK_WALLTIME_S: String(parseWalltime(c.walltime) ?? 0) },
+  });
+  return `${d.join("\n")}\n\n${body}`;
+}

@@ -1,15 +1,10 @@
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-
 import { FabricError } from "../../common/errors.js";
-import type { Logger } from "../../common/logger.js";
 import type { PbsProviderConfig } from "../config.js";
-import type { BlockJobState, BlockJobStatus, BlockLaunch, ExecutionProvider } from "../provider.js";
-import { directiveLines, parseWalltime, scriptBody } from "./batch-script.js";
+import type { BlockJobState, BlockJobStatus, BlockLaunch } from "../provider.js";
+import { BatchProvider } from "./batch-provider.js";
+import type { BatchProviderOptions } from "./batch-provider.js";
+import { jobScript } from "./batch-script.js";
 import type { LauncherConfig } from "./batch-script.js";
-import { errorLine, runSchedulerCommand } from "./scheduler-command.js";
-import type { CommandResult } from "./scheduler-command.js";
 
 /** The PBS settings a job script is generated from. */
 export type PbsScriptConfig = Pick<
@@ -47,7 +42,7 @@ export function pbsSelect(
 
 /** The qsub script of one block. Pure: what it returns is what gets submitted. */
 export function pbsScript(c: PbsScriptConfig, launch: BlockLaunch): string {
-  const d: string[] = ["#!/bin/bash", `#PBS -N fabric-${launch.blockId}`];
+  const d: string[] = [`#PBS -N fabric-${launch.blockId}`];
   if (launch.logFile) d.push(`#PBS -o ${launch.logFile}`, "#PBS -j oe");
   d.push(`#PBS -l select=${pbsSelect(c)}`);
   if (c.nodesPerBlock > 1) d.push("#PBS -l place=scatter");
@@ -56,15 +51,7 @@ export function pbsScript(c: PbsScriptConfig, launch: BlockLaunch): string {
   if (c.account) d.push(`#PBS -A ${c.account}`);
   // The job gets the agent's environment (PATH, the block's variables are exported below anyway).
   d.push("#PBS -V");
-  d.push(...directiveLines("#PBS", c.schedulerOptions));
-  const body = scriptBody({
-    launch,
-    workerInit: c.workerInit,
-    launcher: pbsLauncher(c),
-    nodes: c.nodesPerBlock,
-    extraEnv: { FABRIC_BLOCK_WALLTIME_S: String(parseWalltime(c.walltime) ?? 0) },
-  });
-  return `${d.join("\n")}\n\n${body}`;
+  return jobScript("#PBS", d, c, pbsLauncher(c), launch);
 }
 
 /** The job id qsub prints (`1234.server`). */
@@ -204,79 +191,40 @@ export function parseQstatJson(
 }
 
 /** Options of a {@link PbsProvider}. */
-export interface PbsProviderOptions {
-  readonly config: PbsScriptConfig & Pick<PbsProviderConfig, "commandTimeoutSeconds">;
-  readonly log: Logger;
-  /** Where job scripts are written (briefly: they are removed once submitted). */
-  readonly scriptDir?: string;
-  /** Environment of the PBS commands. @default process.env */
-  readonly env?: NodeJS.ProcessEnv;
-}
+export type PbsProviderOptions = BatchProviderOptions<
+  PbsScriptConfig & Pick<PbsProviderConfig, "commandTimeoutSeconds">
+>;
 
 /**
  * Blocks as PBS Pro / OpenPBS jobs: `qsub` to submit, `qstat -x -f -F json` for states (with
  * Exit_status, so a failed or deleted job never reads as completed), `qdel` to cancel.
  */
-export class PbsProvider implements ExecutionProvider {
-  readonly name = "pbs";
-  private readonly log: Logger;
-  private readonly timeoutMs: number;
-
-  constructor(private readonly opts: PbsProviderOptions) {
-    this.log = opts.log.child({ component: "endpoint.provider.pbs" });
-    this.timeoutMs = opts.config.commandTimeoutSeconds * 1000;
+export class PbsProvider extends BatchProvider<PbsScriptConfig> {
+  constructor(opts: PbsProviderOptions) {
+    super(
+      {
+        name: "pbs",
+        scriptSuffix: ".pbs",
+        submit: (file) => ["qsub", file],
+        jobIdOf: parseQsubOutput,
+        cancel: (jobId) => ["qdel", jobId],
+        alreadyEnded: /unknown job id|job has finished|request invalid for state/i,
+      },
+      opts,
+    );
   }
 
-  private run(argv: string[]): Promise<CommandResult> {
-    return runSchedulerCommand(argv, {
-      timeoutMs: this.timeoutMs,
-      ...(this.opts.env ? { env: this.opts.env } : {}),
-    });
+  protected override script(launch: BlockLaunch): string {
+    return pbsScript(this.opts.config, launch);
   }
 
-  async submitBlock(launch: BlockLaunch): Promise<string> {
-    const dir = this.opts.scriptDir ?? (launch.logFile ? path.dirname(launch.logFile) : tmpdir());
-    mkdirSync(dir, { recursive: true });
-    const file = path.join(dir, `${launch.blockId}.pbs`);
-    writeFileSync(file, pbsScript(this.opts.config, launch), { mode: 0o600 });
-    chmodSync(file, 0o600);
-    try {
-      const r = await this.run(["qsub", file]);
-      const jobId = r.code === 0 ? parseQsubOutput(r.stdout) : undefined;
-      if (!jobId) {
-        const why = errorLine(r);
-        this.log.error(
-          { blockId: launch.blockId, code: r.code, stderr: r.stderr.trim() },
-          `qsub refused the block: ${why}`,
-        );
-        throw new FabricError("FAILED_PRECONDITION", `qsub refused the block: ${why}`);
-      }
-      this.log.info({ blockId: launch.blockId, jobId }, "block submitted");
-      return jobId;
-    } finally {
-      rmSync(file, { force: true });
-    }
-  }
-
-  async status(jobIds: readonly string[]): Promise<Map<string, BlockJobStatus>> {
-    if (jobIds.length === 0) return new Map();
-    const r = await this.run(["qstat", "-x", "-f", "-F", "json", ...jobIds]);
+  protected override async jobStates(jobIds: readonly string[]): Promise<Map<string, BlockJobStatus>> {
     // qstat exits non-zero when any id is unknown, yet still answers for the others.
-    if (r.code !== 0 && !/unknown job id/i.test(r.stderr)) {
-      throw new FabricError("UNAVAILABLE", `qstat failed: ${errorLine(r)}`);
-    }
+    const r = await this.query(["qstat", "-x", "-f", "-F", "json", ...jobIds], /unknown job id/i);
     try {
       return parseQstatJson(r.stdout, r.stderr, jobIds);
     } catch (err) {
       throw new FabricError("UNAVAILABLE", `cannot parse qstat's JSON: ${(err as Error).message}`);
     }
-  }
-
-  async cancel(jobId: string): Promise<void> {
-    const r = await this.run(["qdel", jobId]);
-    if (r.code !== 0 && !/unknown job id|job has finished|request invalid for state/i.test(r.stderr)) {
-      throw new FabricError("UNAVAILABLE", `qdel ${jobId} failed: ${errorLine(r)}`);
-    }
-    this.log.info({ jobId }, "block cancelled");
   }
 }

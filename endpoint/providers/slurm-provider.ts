@@ -1,15 +1,10 @@
-import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-
-import { FabricError } from "../../common/errors.js";
-import type { Logger } from "../../common/logger.js";
 import type { SlurmProviderConfig } from "../config.js";
-import type { BlockJobState, BlockJobStatus, BlockLaunch, ExecutionProvider } from "../provider.js";
-import { directiveLines, parseWalltime, scriptBody } from "./batch-script.js";
+import type { BlockJobState, BlockJobStatus, BlockLaunch } from "../provider.js";
+import { BatchProvider } from "./batch-provider.js";
+import type { BatchProviderOptions } from "./batch-provider.js";
+import { jobScript } from "./batch-script.js";
 import type { LauncherConfig } from "./batch-script.js";
-import { errorLine, runSchedulerCommand } from "./scheduler-command.js";
-import type { CommandResult } from "./scheduler-command.js";
+import { errorLine } from "./scheduler-command.js";
 
 /** The Slurm settings a job script is generated from. */
 export type SlurmScriptConfig = Pick<
@@ -36,7 +31,7 @@ export function slurmLauncher(c: Pick<SlurmScriptConfig, "launcher" | "nodesPerB
 
 /** The sbatch script of one block. Pure: what it returns is what gets submitted. */
 export function slurmScript(c: SlurmScriptConfig, launch: BlockLaunch): string {
-  const d: string[] = ["#!/bin/bash", `#SBATCH --job-name=fabric-${launch.blockId}`];
+  const d: string[] = [`#SBATCH --job-name=fabric-${launch.blockId}`];
   if (launch.logFile) d.push(`#SBATCH --output=${launch.logFile}`);
   d.push(`#SBATCH --nodes=${c.nodesPerBlock}`, "#SBATCH --ntasks-per-node=1");
   if (c.coresPerNode) d.push(`#SBATCH --cpus-per-task=${c.coresPerNode}`);
@@ -50,15 +45,7 @@ export function slurmScript(c: SlurmScriptConfig, launch: BlockLaunch): string {
   if (c.exclusive) d.push("#SBATCH --exclusive");
   // The job inherits the agent's environment (sbatch's default), which carries SLURM_CONF and PATH.
   d.push("#SBATCH --export=ALL");
-  d.push(...directiveLines("#SBATCH", c.schedulerOptions));
-  const body = scriptBody({
-    launch,
-    workerInit: c.workerInit,
-    launcher: slurmLauncher(c),
-    nodes: c.nodesPerBlock,
-    extraEnv: { FABRIC_BLOCK_WALLTIME_S: String(parseWalltime(c.walltime) ?? 0) },
-  });
-  return `${d.join("\n")}\n\n${body}`;
+  return jobScript("#SBATCH", d, c, slurmLauncher(c), launch);
 }
 
 /** The job id in sbatch's output (`Submitted batch job 123` or, with --parsable, `123` / `123;cluster`). */
@@ -176,67 +163,39 @@ export function parseSacct(stdout: string): Map<string, BlockJobStatus> {
 }
 
 /** Options of a {@link SlurmProvider}. */
-export interface SlurmProviderOptions {
-  readonly config: SlurmScriptConfig & Pick<SlurmProviderConfig, "commandTimeoutSeconds">;
-  readonly log: Logger;
-  /** Where job scripts are written (briefly: they are removed once submitted). @default the OS temp dir */
-  readonly scriptDir?: string;
-  /** Environment of the scheduler commands (and so of the jobs). @default process.env */
-  readonly env?: NodeJS.ProcessEnv;
-}
+export type SlurmProviderOptions = BatchProviderOptions<
+  SlurmScriptConfig & Pick<SlurmProviderConfig, "commandTimeoutSeconds">
+>;
 
 /**
  * Blocks as Slurm batch jobs. Submits with `sbatch --parsable`, asks `sacct` for states where
  * accounting exists and `squeue -t all` otherwise, cancels with `scancel`. Every command has a
  * deadline, and every failure becomes a FabricError whose message quotes Slurm's own reason.
  */
-export class SlurmProvider implements ExecutionProvider {
-  readonly name = "slurm";
-  private readonly log: Logger;
-  private readonly timeoutMs: number;
+export class SlurmProvider extends BatchProvider<SlurmScriptConfig> {
   /** undefined until sacct was tried; false once it said there is no accounting. */
   private sacctWorks: boolean | undefined;
 
-  constructor(private readonly opts: SlurmProviderOptions) {
-    this.log = opts.log.child({ component: "endpoint.provider.slurm" });
-    this.timeoutMs = opts.config.commandTimeoutSeconds * 1000;
+  constructor(opts: SlurmProviderOptions) {
+    super(
+      {
+        name: "slurm",
+        scriptSuffix: ".sbatch",
+        submit: (file) => ["sbatch", "--parsable", file],
+        jobIdOf: parseSbatchOutput,
+        cancel: (jobId) => ["scancel", jobId],
+        alreadyEnded: /invalid job id|already completing or completed/i,
+      },
+      opts,
+    );
   }
 
-  private run(argv: string[]): Promise<CommandResult> {
-    return runSchedulerCommand(argv, {
-      timeoutMs: this.timeoutMs,
-      ...(this.opts.env ? { env: this.opts.env } : {}),
-    });
+  protected override script(launch: BlockLaunch): string {
+    return slurmScript(this.opts.config, launch);
   }
 
-  async submitBlock(launch: BlockLaunch): Promise<string> {
-    const dir = this.opts.scriptDir ?? (launch.logFile ? path.dirname(launch.logFile) : tmpdir());
-    mkdirSync(dir, { recursive: true });
-    const file = path.join(dir, `${launch.blockId}.sbatch`);
-    writeFileSync(file, slurmScript(this.opts.config, launch), { mode: 0o600 });
-    chmodSync(file, 0o600);
-    try {
-      const r = await this.run(["sbatch", "--parsable", file]);
-      const jobId = r.code === 0 ? parseSbatchOutput(r.stdout) : undefined;
-      if (!jobId) {
-        const why = errorLine(r);
-        this.log.error(
-          { blockId: launch.blockId, code: r.code, stderr: r.stderr.trim() },
-          `sbatch refused the block: ${why}`,
-        );
-        throw new FabricError("FAILED_PRECONDITION", `sbatch refused the block: ${why}`);
-      }
-      this.log.info({ blockId: launch.blockId, jobId }, "block submitted");
-      return jobId;
-    } finally {
-      // Slurm keeps its own copy; ours holds the block secret.
-      rmSync(file, { force: true });
-    }
-  }
-
-  async status(jobIds: readonly string[]): Promise<Map<string, BlockJobStatus>> {
+  protected override async jobStates(jobIds: readonly string[]): Promise<Map<string, BlockJobStatus>> {
     const out = new Map<string, BlockJobStatus>();
-    if (jobIds.length === 0) return out;
     if (this.sacctWorks !== false) {
       const r = await this.run([
         "sacct",
@@ -258,10 +217,10 @@ export class SlurmProvider implements ExecutionProvider {
     }
     const rest = jobIds.filter((id) => !out.has(id));
     if (rest.length === 0) return out;
-    const r = await this.run(["squeue", "-h", "-t", "all", "-j", rest.join(","), "-o", "%i|%T|%r|%S"]);
-    if (r.code !== 0 && !/invalid job id/i.test(r.stderr)) {
-      throw new FabricError("UNAVAILABLE", `squeue failed: ${errorLine(r)}`);
-    }
+    const r = await this.query(
+      ["squeue", "-h", "-t", "all", "-j", rest.join(","), "-o", "%i|%T|%r|%S"],
+      /invalid job id/i,
+    );
     const seen = parseSqueue(r.stdout);
     for (const id of rest) {
       out.set(
@@ -273,13 +232,5 @@ export class SlurmProvider implements ExecutionProvider {
       );
     }
     return out;
-  }
-
-  async cancel(jobId: string): Promise<void> {
-    const r = await this.run(["scancel", jobId]);
-    if (r.code !== 0 && !/invalid job id|already completing or completed/i.test(r.stderr)) {
-      throw new FabricError("UNAVAILABLE", `scancel ${jobId} failed: ${errorLine(r)}`);
-    }
-    this.log.info({ jobId }, "block cancelled");
   }
 }
