@@ -312,9 +312,13 @@ describe("manager process against a stand-in agent", () => {
       });
       await agent.until(() => agent.outcomes().length === 6);
       expect(agent.outcomes().filter((o) => o.ok)).toHaveLength(5);
-      // A task still running after a moment is reported as started, before its outcome.
-      const started = agent.messages.filter((m) => m.msg?.$case === "started");
-      expect(started.map((m) => (m.msg?.$case === "started" ? m.msg.value.taskId : ""))).toEqual(["f"]);
+      // A task still running after a moment is reported as started, before its outcome. (A quick
+      // task on a loaded machine may outlast the moment too: only the slow one must be reported.)
+      const startedIds = agent.messages.flatMap((m) =>
+        m.msg?.$case === "started" ? [m.msg.value.taskId] : [],
+      );
+      expect(startedIds).toContain("f");
+      expect(startedIds.every((id) => ["d", "e", "f"].includes(id))).toBe(true);
       await agent.until(() => agent.messages.some((m) => m.msg?.$case === "heartbeat"));
 
       agent.send({ msg: { $case: "shutdown", value: { reason: "test over" } } });
