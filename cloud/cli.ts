@@ -9,7 +9,7 @@ import { decodeJwt } from "jose";
 import { FabricError, toFabricError } from "../common/errors.js";
 import { createLogger } from "../common/logger.js";
 import { natsTlsOption } from "../common/nats-tls.js";
-import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "./auth.js";
+import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "./auth/tokens.js";
 import { Broker } from "./broker.js";
 import { loadBrokerConfigFile } from "./config.js";
 

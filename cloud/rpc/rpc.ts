@@ -9,10 +9,10 @@ import {
   resourceExhausted,
   toFabricError,
   unauthenticated,
-} from "../common/errors.js";
-import { ErrorInfo } from "../proto/index.js";
-import type { Principal, TokenAuthority } from "./auth.js";
-import { RateLimitedError } from "./rate-limit.js";
+} from "../../common/errors.js";
+import { ErrorInfo } from "../../proto/index.js";
+import type { Principal, TokenAuthority } from "../auth/tokens.js";
+import { RateLimitedError } from "../auth/rate-limit.js";
 import type { RequestGuard } from "./request-shapes.js";
 import { checkWire } from "./wire-guard.js";
 

@@ -6,8 +6,8 @@ import type { KV } from "@nats-io/kv";
 import * as jose from "jose";
 import type { Logger } from "pino";
 
-import { FabricError } from "../common/errors.js";
-import { BrokerMessageKeys, deriveMessageRoot } from "../common/message-auth.js";
+import { FabricError } from "../../common/errors.js";
+import { BrokerMessageKeys, deriveMessageRoot } from "../../common/message-auth.js";
 import type { OidcVerifier } from "./oidc.js";
 import type { RateLimiter } from "./rate-limit.js";
 

@@ -16,14 +16,14 @@ import { Kvm, type KV } from "@nats-io/kv";
 import { Objm, type ObjectStore } from "@nats-io/obj";
 import { nanos, type NatsConnection } from "@nats-io/transport-node";
 
-import { Bus } from "../common/bus-layout.js";
-import { FabricError } from "../common/errors.js";
-import { JetStreamPublisher } from "../common/js-publisher.js";
-import { MAC_HEADER, type MessageKey } from "../common/message-auth.js";
-import { Task, TaskMessage } from "../proto/index.js";
-import type { BrokerConfig } from "./config.js";
+import { Bus } from "../../common/bus-layout.js";
+import { FabricError } from "../../common/errors.js";
+import { JetStreamPublisher } from "../../common/js-publisher.js";
+import { MAC_HEADER, type MessageKey } from "../../common/message-auth.js";
+import { Task, TaskMessage } from "../../proto/index.js";
+import type { BrokerConfig } from "../config.js";
 import { updateRecord, type RecordIo } from "./records.js";
-import { failTask } from "./task-transitions.js";
+import { failTask } from "../tasks/task-transitions.js";
 
 /** How long the results consumer waits for a broker's ack before another replica gets the batch. */
 export const RESULT_ACK_WAIT_MS = 5_000;

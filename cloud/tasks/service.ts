@@ -2,20 +2,20 @@ import { createHash } from "node:crypto";
 
 import type { Logger } from "pino";
 
-import { Bus } from "../common/bus-layout.js";
-import { FabricError, notFound, resourceExhausted } from "../common/errors.js";
-import { newId } from "../common/ids.js";
-import { checkJsonSyntax } from "../common/json.js";
-import { MAX_TIMEOUT_S } from "../common/limits.js";
+import { Bus } from "../../common/bus-layout.js";
+import { FabricError, notFound, resourceExhausted } from "../../common/errors.js";
+import { newId } from "../../common/ids.js";
+import { checkJsonSyntax } from "../../common/json.js";
+import { MAX_TIMEOUT_S } from "../../common/limits.js";
 import {
   TASK_MESSAGE_OVERHEAD_BYTES,
   fitsInline,
   inlinePayload,
   isStored,
   storedPayload,
-} from "../common/payload.js";
-import { MAC_HEADER, type BrokerMessageKeys } from "../common/message-auth.js";
-import { isTerminal } from "../common/task-state.js";
+} from "../../common/payload.js";
+import { MAC_HEADER, type BrokerMessageKeys } from "../../common/message-auth.js";
+import { isTerminal } from "../../common/task-state.js";
 import {
   EndpointControl,
   FunctionSpec,
@@ -32,19 +32,19 @@ import {
   type TaskServiceServer,
   type WatchTasksRequest,
   type WatchTasksResponse,
-} from "../proto/index.js";
-import type { TokenAuthority } from "./auth.js";
-import { assertFunctionAllowed } from "./authz.js";
-import type { BrokerConfig } from "./config.js";
-import type { EndpointRegistry } from "./endpoints-service.js";
+} from "../../proto/index.js";
+import type { TokenAuthority } from "../auth/tokens.js";
+import { assertFunctionAllowed } from "../auth/authz.js";
+import type { BrokerConfig } from "../config.js";
+import type { EndpointRegistry } from "../registry/endpoints.js";
 import type { TaskEventHub } from "./event-hub.js";
-import type { FunctionRegistry } from "./functions-service.js";
-import { isWrongRevision, mapLimit, readRecord, updateRecord, type TaskRecordCache } from "./records.js";
-import { serverStream, unary, userOf } from "./rpc.js";
-import { sessionHandler } from "./session.js";
-import type { FabricStore } from "./store.js";
+import type { FunctionRegistry } from "../registry/functions.js";
+import { isWrongRevision, mapLimit, readRecord, updateRecord, type TaskRecordCache } from "../state/records.js";
+import { serverStream, unary, userOf } from "../rpc/rpc.js";
+import { sessionHandler } from "../rpc/session.js";
+import type { FabricStore } from "../state/store.js";
 import { cancelTask } from "./task-transitions.js";
-import { check, idSchema } from "./validate.js";
+import { check, idSchema } from "../rpc/validate.js";
 
 const decoder = new TextDecoder();
 

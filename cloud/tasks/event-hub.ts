@@ -1,9 +1,9 @@
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 
-import { Bus } from "../common/bus-layout.js";
-import { DropLog, MAC_HEADER, type MessageKey } from "../common/message-auth.js";
-import { Task, TaskEventBatch } from "../proto/index.js";
+import { Bus } from "../../common/bus-layout.js";
+import { DropLog, MAC_HEADER, type MessageKey } from "../../common/message-auth.js";
+import { Task, TaskEventBatch } from "../../proto/index.js";
 
 type Listener = (task: Task) => void;
 

@@ -2,14 +2,14 @@ import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream";
 import type { Msg, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 
-import { Bus } from "../common/bus-layout.js";
-import { DropLog, MAC_HEADER, type BrokerMessageKeys } from "../common/message-auth.js";
-import { isTerminal } from "../common/task-state.js";
-import { Task, TaskUpdateBatch, TaskUpdateBatchReply, type TaskUpdate } from "../proto/index.js";
+import { Bus } from "../../common/bus-layout.js";
+import { DropLog, MAC_HEADER, type BrokerMessageKeys } from "../../common/message-auth.js";
+import { isTerminal } from "../../common/task-state.js";
+import { Task, TaskUpdateBatch, TaskUpdateBatchReply, type TaskUpdate } from "../../proto/index.js";
 import type { TaskEventHub } from "./event-hub.js";
-import { agentInboxPrefix } from "./nats-credentials.js";
-import { mapLimit, updateRecord, type TaskRecordCache } from "./records.js";
-import { RESULT_ACK_WAIT_MS, type FabricStore } from "./store.js";
+import { agentInboxPrefix } from "../auth/nats-credentials.js";
+import { mapLimit, updateRecord, type TaskRecordCache } from "../state/records.js";
+import { RESULT_ACK_WAIT_MS, type FabricStore } from "../state/store.js";
 import { applyTaskUpdate } from "./task-transitions.js";
 
 /**

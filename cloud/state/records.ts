@@ -1,7 +1,7 @@
 import type { KV, KvEntry } from "@nats-io/kv";
-import type { Task } from "../proto/index.js";
+import type { Task } from "../../proto/index.js";
 
-import { FabricError } from "../common/errors.js";
+import { FabricError } from "../../common/errors.js";
 
 /** Encode/decode pair of a generated protobuf message. */
 export interface Codec<T> {

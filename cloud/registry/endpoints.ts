@@ -1,10 +1,10 @@
 import type { Logger } from "pino";
 import { z } from "zod";
 
-import { Bus } from "../common/bus-layout.js";
-import { FabricError, notFound, unauthenticated } from "../common/errors.js";
-import { newId } from "../common/ids.js";
-import { DropLog, MAC_HEADER, type BrokerMessageKeys } from "../common/message-auth.js";
+import { Bus } from "../../common/bus-layout.js";
+import { FabricError, notFound, unauthenticated } from "../../common/errors.js";
+import { newId } from "../../common/ids.js";
+import { DropLog, MAC_HEADER, type BrokerMessageKeys } from "../../common/message-auth.js";
 import {
   Endpoint,
   EndpointControl,
@@ -23,16 +23,16 @@ import {
   type RegisterEndpointResponse,
   type UpdateEndpointPolicyRequest,
   type UpdateEndpointPolicyResponse,
-} from "../proto/index.js";
-import { AccessPolicy, shareListSchema } from "./authz.js";
-import type { TokenAuthority } from "./auth.js";
-import type { BrokerConfig } from "./config.js";
-import type { NatsCredentialMinter } from "./nats-credentials.js";
-import { listRecords, mapLimit, readRecord, TtlCache, updateRecord } from "./records.js";
-import { unary, userOf, type CallContext } from "./rpc.js";
-import type { TaskEventHub } from "./event-hub.js";
-import type { FabricStore } from "./store.js";
-import { check, descriptionSchema, idSchema, nameSchema } from "./validate.js";
+} from "../../proto/index.js";
+import { AccessPolicy, shareListSchema } from "../auth/authz.js";
+import type { TokenAuthority } from "../auth/tokens.js";
+import type { BrokerConfig } from "../config.js";
+import type { NatsCredentialMinter } from "../auth/nats-credentials.js";
+import { listRecords, mapLimit, readRecord, TtlCache, updateRecord } from "../state/records.js";
+import { unary, userOf, type CallContext } from "../rpc/rpc.js";
+import type { TaskEventHub } from "../tasks/event-hub.js";
+import type { FabricStore } from "../state/store.js";
+import { check, descriptionSchema, idSchema, nameSchema } from "../rpc/validate.js";
 
 const registerSchema = z.object({
   name: nameSchema.min(1, { message: "an endpoint needs a name" }),

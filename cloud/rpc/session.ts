@@ -3,17 +3,17 @@ import { EventEmitter } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 
-import { FabricError, errorToInfo, toFabricError } from "../common/errors.js";
+import { FabricError, errorToInfo, toFabricError } from "../../common/errors.js";
 import type {
   SessionRequest,
   SessionResponse,
   SubmitTasksRequest,
   WatchTasksRequest,
   WatchTasksResponse,
-} from "../proto/index.js";
-import type { Principal, TokenAuthority } from "./auth.js";
+} from "../../proto/index.js";
+import type { Principal, TokenAuthority } from "../auth/tokens.js";
 import { PendingRequest, authenticate, logFailure, toServiceError, userOf } from "./rpc.js";
-import type { TaskBook, WatchSink } from "./tasks-service.js";
+import type { TaskBook, WatchSink } from "../tasks/service.js";
 import { peekVarint } from "./wire-guard.js";
 
 /** Submits a session works on at once; it stops reading further requests meanwhile. */

@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 
-import { notFound } from "../common/errors.js";
-import { newId } from "../common/ids.js";
+import { notFound } from "../../common/errors.js";
+import { newId } from "../../common/ids.js";
 import {
   FunctionMessage,
   type DeleteFunctionRequest,
@@ -15,13 +15,13 @@ import {
   type RegisterFunctionResponse,
   type ShareFunctionRequest,
   type ShareFunctionResponse,
-} from "../proto/index.js";
-import { AccessPolicy, shareListSchema } from "./authz.js";
-import type { TokenAuthority } from "./auth.js";
-import { listRecords, readRecord, TtlCache, updateRecord } from "./records.js";
-import { unary, userOf } from "./rpc.js";
-import type { FabricStore } from "./store.js";
-import { check, descriptionSchema, functionSpecSchema, idSchema, nameSchema } from "./validate.js";
+} from "../../proto/index.js";
+import { AccessPolicy, shareListSchema } from "../auth/authz.js";
+import type { TokenAuthority } from "../auth/tokens.js";
+import { listRecords, readRecord, TtlCache, updateRecord } from "../state/records.js";
+import { unary, userOf } from "../rpc/rpc.js";
+import type { FabricStore } from "../state/store.js";
+import { check, descriptionSchema, functionSpecSchema, idSchema, nameSchema } from "../rpc/validate.js";
 import { z } from "zod";
 
 /**
