@@ -5,7 +5,8 @@
 export { Broker } from "./broker.js";
 export { BrokerConfigSchema, resolveBrokerConfig, loadBrokerConfigFile } from "./config.js";
 export type { BrokerConfig, BrokerConfigInput } from "./config.js";
-export { TokenAuthority, REVOKED_TOKENS_BUCKET } from "./auth/tokens.js";
+export { TokenAuthority } from "./auth/tokens.js";
+export { REVOKED_TOKENS_BUCKET } from "./state/revocations.js";
 export type { Principal } from "./auth/tokens.js";
 export { AccessPolicy, assertFunctionAllowed } from "./auth/authz.js";
 export { NatsCredentialMinter, agentPermissions, createOperatorSetup } from "./auth/nats-credentials.js";

@@ -1,114 +1,139 @@
-import { randomBytes } from "node:crypto";
-
 import {
   AckPolicy,
   DeliverPolicy,
-  JetStreamApiError,
   RetentionPolicy,
   StorageType,
   jetstream,
   jetstreamManager,
-  type ConsumerInfo,
   type JetStreamClient,
-  type JetStreamManager,
 } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import { Objm, type ObjectStore } from "@nats-io/obj";
-import { nanos, type NatsConnection } from "@nats-io/transport-node";
+import { headers as natsHeaders, nanos, type NatsConnection } from "@nats-io/transport-node";
 
 import { Bus } from "../../common/bus-layout.js";
 import { FabricError } from "../../common/errors.js";
 import { JetStreamPublisher } from "../../common/js-publisher.js";
-import { MAC_HEADER, type MessageKey } from "../../common/message-auth.js";
-import { Task, TaskMessage } from "../../proto/index.js";
+import { MAC_HEADER, type BrokerMessageKeys } from "../../common/message-auth.js";
+import { Endpoint, EndpointControl, FunctionMessage, Task } from "../../proto/index.js";
 import type { BrokerConfig } from "../config.js";
-import { updateRecord, type RecordIo } from "./records.js";
-import { failTask } from "../tasks/task-transitions.js";
+import {
+  connectNats,
+  type BusMessage,
+  type BusSubscription,
+  type MessageBus,
+  type QueuedMessages,
+  type StoredMessage,
+} from "./bus.js";
+import { EndpointQueues } from "./endpoint-queues.js";
+import { ensureConsumer, ensureStream } from "./jetstream.js";
+import { PayloadBuckets } from "./payload-buckets.js";
+import { RecordBucket, kvRecordIo, type RecordIo } from "./records.js";
+import { openRevocationBucket, type RevocationBucket } from "./revocations.js";
 
 /** How long the results consumer waits for a broker's ack before another replica gets the batch. */
 export const RESULT_ACK_WAIT_MS = 5_000;
 
+interface Buckets {
+  readonly functions: KV;
+  readonly endpoints: KV;
+  readonly tasks: KV;
+  readonly groups: KV;
+  readonly endpointStatus: KV;
+}
+
 /**
- * Everything the broker keeps lives in NATS JetStream; this class creates (idempotently) and
- * opens it. A broker restart or a second replica opens the same streams and buckets.
+ * Everything the broker keeps lives in NATS JetStream; this class creates it (idempotently), opens
+ * it, and is the broker's only way to it: records with revisions, payload objects, the endpoints'
+ * queues, and the messages it sends and receives. A broker restart or a second replica opens the
+ * same streams and buckets. Task and control messages for an agent are signed here, with its
+ * endpoint's message key, as they leave.
  */
-export class FabricStore {
+export class FabricStore implements MessageBus {
+  /** Functions by id. */
+  readonly functions: RecordBucket<FunctionMessage>;
+  /** Endpoints by id. */
+  readonly endpoints: RecordBucket<Endpoint>;
+  /** Task records by id, read and written through the publisher (the hot path), not the KV client. */
+  readonly tasks: RecordBucket<Task>;
+  /** Each endpoint's task queue. */
+  readonly queues: EndpointQueues;
+  /** Each endpoint's large arguments and results. */
+  readonly payloads: PayloadBuckets;
+  /** The hot path's JetStream writes (task records, queue entries, record updates). */
+  private readonly publisher: JetStreamPublisher;
+
   private constructor(
-    readonly nc: NatsConnection,
-    readonly js: JetStreamClient,
-    readonly jsm: JetStreamManager,
-    readonly functions: KV,
-    readonly endpoints: KV,
-    readonly tasks: KV,
-    readonly groups: KV,
-    readonly endpointStatus: KV,
+    private readonly nc: NatsConnection,
+    private readonly js: JetStreamClient,
+    queues: EndpointQueues,
+    payloads: PayloadBuckets,
+    private readonly buckets: Buckets,
     private readonly config: BrokerConfig,
+    private readonly keys: BrokerMessageKeys,
   ) {
     this.publisher = new JetStreamPublisher(nc);
+    this.queues = queues;
+    this.payloads = payloads;
+    this.functions = new RecordBucket(kvRecordIo(buckets.functions), FunctionMessage);
+    this.endpoints = new RecordBucket(kvRecordIo(buckets.endpoints), Endpoint);
+    this.tasks = new RecordBucket(this.taskIo(), Task);
   }
 
-  /** The hot path's JetStream writes (task records, queue entries, record updates). */
-  readonly publisher: JetStreamPublisher;
-
-  /** Task records read and written through the publisher (the hot path), not the KV client. */
-  readonly taskIo: RecordIo = {
-    read: async (taskId) => {
-      const m = await this.publisher.getLast(`KV_${Bus.tasksBucket}`, `$KV.${Bus.tasksBucket}.${taskId}`);
-      return m && m.operation === "PUT" ? { bytes: m.data, revision: m.seq } : null;
-    },
-    write: (taskId, bytes, revision) => this.updateTaskRecord(taskId, bytes, revision),
-  };
-
-  /** Creates a task record (fails with "wrong last sequence" if it exists); resolves its revision. */
-  createTaskRecord(taskId: string, bytes: Uint8Array): Promise<number> {
-    return this.publisher.publish(`$KV.${Bus.tasksBucket}.${taskId}`, bytes, { expectedLastSubjectSeq: 0 });
+  private taskIo(): RecordIo {
+    const stream = `KV_${Bus.tasksBucket}`;
+    const subject = (taskId: string) => `$KV.${Bus.tasksBucket}.${taskId}`;
+    return {
+      read: async (taskId) => {
+        const m = await this.publisher.getLast(stream, subject(taskId));
+        return m && m.operation === "PUT" ? { bytes: m.data, revision: m.seq } : null;
+      },
+      write: (taskId, bytes, revision) =>
+        this.publisher.publish(subject(taskId), bytes, { expectedLastSubjectSeq: revision }),
+      create: (taskId, bytes) =>
+        this.publisher.publish(subject(taskId), bytes, { expectedLastSubjectSeq: 0 }),
+      delete: (taskId) => this.buckets.tasks.delete(taskId),
+      keys: () => this.buckets.tasks.keys(),
+    };
   }
 
-  /** Creates a group record (fails with "wrong last sequence" if it exists); resolves its revision. */
-  createGroupRecord(key: string, bytes: Uint8Array): Promise<number> {
-    return this.publisher.publish(`$KV.${Bus.groupsBucket}.${key}`, bytes, { expectedLastSubjectSeq: 0 });
-  }
-
-  /** Writes a record of the groups bucket; resolves its revision. */
-  putGroupRecord(key: string, bytes: Uint8Array): Promise<number> {
-    return this.publisher.publish(`$KV.${Bus.groupsBucket}.${key}`, bytes);
-  }
-
-  /** Replaces a task record at `revision` (compare-and-set); resolves the new revision. */
-  updateTaskRecord(taskId: string, bytes: Uint8Array, revision: number): Promise<number> {
-    return this.publisher.publish(`$KV.${Bus.tasksBucket}.${taskId}`, bytes, {
-      expectedLastSubjectSeq: revision,
+  /**
+   * Connects to NATS with the broker's settings and opens the store. `keys` sign what the broker
+   * sends agents; `onConnectionChange` hears of every disconnect and reconnect (messages may have
+   * been missed meanwhile).
+   */
+  static async connect(
+    config: BrokerConfig,
+    keys: BrokerMessageKeys,
+    opts: { name: string; onConnectionChange?: (status: "disconnect" | "reconnect") => void },
+  ): Promise<FabricStore> {
+    const nc = await connectNats(config.nats, {
+      name: opts.name,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 500,
+      // No stack captured per request: on a busy broker that was a quarter of the CPU.
+      noAsyncTraces: true,
+      // The broker's own task events reach its watchers directly (see TaskEventHub.publish), so
+      // the server need not send them back. Nothing else it subscribes to is published by itself.
+      noEcho: true,
     });
-  }
-
-  /**
-   * The largest message the NATS server takes (its `max_payload`, 1 MiB by default): every record
-   * and queue entry must fit in one.
-   */
-  get maxMessageBytes(): number {
-    return this.nc.info?.max_payload ?? 1024 * 1024;
-  }
-
-  /**
-   * Throws INVALID_ARGUMENT when a record of `bytes` would not fit in a NATS message with
-   * `reserve` bytes to spare; `fix` tells the caller what to change.
-   */
-  assertFits(bytes: number, reserve: number, what: string, fix: string): void {
-    const limit = this.maxMessageBytes - reserve;
-    if (bytes > limit) {
-      throw new FabricError(
-        "INVALID_ARGUMENT",
-        `${what} would be ${bytes} bytes, over the ${limit} bytes the bus can carry (its max_payload less room for a task's arguments): ${fix}`,
-      );
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === "disconnect" || s.type === "reconnect") opts.onConnectionChange?.(s.type);
+      }
+    })();
+    try {
+      return await FabricStore.open(nc, config, keys);
+    } catch (err) {
+      await nc.close().catch(() => undefined);
+      throw err;
     }
   }
 
-  /** Stops the publisher (what still waits for an acknowledgement fails). */
-  close(): void {
-    this.publisher.close();
-  }
-
-  static async open(nc: NatsConnection, config: BrokerConfig): Promise<FabricStore> {
+  private static async open(
+    nc: NatsConnection,
+    config: BrokerConfig,
+    keys: BrokerMessageKeys,
+  ): Promise<FabricStore> {
     const jsm = await jetstreamManager(nc);
     const js = jetstream(nc);
     const replicas = config.nats.replicas;
@@ -144,253 +169,162 @@ export class FabricStore {
 
     const kvm = new Kvm(js);
     const kvOpts = { replicas, history: 1, storage: StorageType.File } as const;
-    const functions = await kvm.create(Bus.functionsBucket, kvOpts);
-    const endpoints = await kvm.create(Bus.endpointsBucket, kvOpts);
-    const tasks = await kvm.create(Bus.tasksBucket, { ...kvOpts, ttl: config.resultRetentionSeconds * 1000 });
-    const groups = await kvm.create(Bus.groupsBucket, {
-      ...kvOpts,
-      ttl: config.resultRetentionSeconds * 1000,
-    });
-    const endpointStatus = await kvm.create(Bus.endpointStatusBucket, kvOpts);
-    return new FabricStore(nc, js, jsm, functions, endpoints, tasks, groups, endpointStatus, config);
-  }
-
-  /** Open payload buckets by endpoint id. */
-  private readonly payloadStores = new Map<string, Promise<ObjectStore>>();
-
-  /**
-   * The endpoint's payload bucket (large arguments and results), created if it does not exist:
-   * one per endpoint, so that an agent's NATS user can be allowed its own bucket's stream and no
-   * other. Objects expire with the results' retention.
-   */
-  payloads(endpointId: string): Promise<ObjectStore> {
-    let p = this.payloadStores.get(endpointId);
-    if (!p) {
-      const created = new Objm(this.js).create(Bus.payloadBucket(endpointId), {
-        replicas: this.config.nats.replicas,
-        storage: StorageType.File,
-        ttl: nanos(this.config.resultRetentionSeconds * 1000),
-      });
-      p = created;
-      this.payloadStores.set(endpointId, p);
-      created.catch(() => {
-        if (this.payloadStores.get(endpointId) === created) this.payloadStores.delete(endpointId);
-      });
-    }
-    return p;
+    const buckets: Buckets = {
+      functions: await kvm.create(Bus.functionsBucket, kvOpts),
+      endpoints: await kvm.create(Bus.endpointsBucket, kvOpts),
+      tasks: await kvm.create(Bus.tasksBucket, { ...kvOpts, ttl: config.resultRetentionSeconds * 1000 }),
+      groups: await kvm.create(Bus.groupsBucket, { ...kvOpts, ttl: config.resultRetentionSeconds * 1000 }),
+      endpointStatus: await kvm.create(Bus.endpointStatusBucket, kvOpts),
+    };
+    const queues = new EndpointQueues(js, jsm, config.taskAckWaitSeconds);
+    const payloads = new PayloadBuckets(js, jsm, replicas, config.resultRetentionSeconds);
+    return new FabricStore(nc, js, queues, payloads, buckets, config, keys);
   }
 
   /**
-   * Deletes the payload buckets whose endpoint is gone and whose objects have all expired (a
-   * deleted endpoint's finished tasks keep their large results until the retention ends).
-   * Returns how many it deleted. Safe to run on several broker replicas at once.
+   * The largest message the NATS server takes (its `max_payload`, 1 MiB by default): every record
+   * and queue entry must fit in one.
    */
-  async sweepPayloadBuckets(): Promise<number> {
-    const prefix = `OBJ_${Bus.payloadBucketPrefix}`;
-    let deleted = 0;
-    for await (const si of this.jsm.streams.list()) {
-      const name = si.config.name;
-      if (!name.startsWith(prefix) || si.state.messages > 0) continue;
-      const endpointId = name.slice(prefix.length);
-      if ((await this.endpoints.get(endpointId))?.operation === "PUT") continue;
-      try {
-        await this.jsm.streams.delete(name);
-        this.payloadStores.delete(endpointId);
-        deleted++;
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
-      }
-    }
-    return deleted;
+  get maxMessageBytes(): number {
+    return this.nc.info?.max_payload ?? 1024 * 1024;
   }
 
-  /** Last known task-consumer name of each endpoint (names change on every agent connection). */
-  private readonly consumerNames = new Map<string, string>();
-
-  /** The name of the endpoint's task consumer, whatever generation it is, or undefined. */
-  async endpointConsumerName(endpointId: string): Promise<string | undefined> {
-    return (await this.endpointConsumerInfo(endpointId))?.name;
+  /**
+   * Throws INVALID_ARGUMENT when a record of `bytes` would not fit in a NATS message with
+   * `reserve` bytes to spare; `fix` tells the caller what to change.
+   */
+  assertFits(bytes: number, reserve: number, what: string, fix: string): void {
+    const limit = this.maxMessageBytes - reserve;
+    if (bytes > limit) {
+      throw new FabricError(
+        "INVALID_ARGUMENT",
+        `${what} would be ${bytes} bytes, over the ${limit} bytes the bus can carry (its max_payload less room for a task's arguments): ${fix}`,
+      );
+    }
   }
 
-  private async endpointConsumerInfo(endpointId: string): Promise<ConsumerInfo | undefined> {
-    const known = this.consumerNames.get(endpointId) ?? Bus.taskConsumer(endpointId);
-    try {
-      return await this.jsm.consumers.info(Bus.taskStream, known);
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
+  /** Creates a group record (fails with "wrong last sequence" if it exists); resolves its revision. */
+  createGroupRecord(key: string, bytes: Uint8Array): Promise<number> {
+    return this.publisher.publish(`$KV.${Bus.groupsBucket}.${key}`, bytes, { expectedLastSubjectSeq: 0 });
+  }
+
+  /** Writes a record of the groups bucket; resolves its revision. */
+  putGroupRecord(key: string, bytes: Uint8Array): Promise<number> {
+    return this.publisher.publish(`$KV.${Bus.groupsBucket}.${key}`, bytes);
+  }
+
+  /** A record of the groups bucket; undefined when absent, deleted or expired. */
+  async readGroupRecord(key: string): Promise<Uint8Array | undefined> {
+    const entry = await this.buckets.groups.get(key);
+    return entry && entry.operation === "PUT" ? entry.value : undefined;
+  }
+
+  /** Keys of the groups bucket matching `filter` (NATS subject wildcards). */
+  groupRecordKeys(filter: string): Promise<AsyncIterable<string>> {
+    return this.buckets.groups.keys(filter);
+  }
+
+  /**
+   * Queues a task message for an endpoint's agent, signed with the endpoint's key; `taskId` is its
+   * message id (the stream drops a second one within its duplicate window). Resolves its sequence.
+   */
+  queueTask(endpointId: string, taskId: string, payload: Uint8Array): Promise<number> {
     const subject = Bus.taskSubject(endpointId);
-    for await (const ci of this.jsm.consumers.list(Bus.taskStream)) {
-      if (ci.config.filter_subject === subject) {
-        this.consumerNames.set(endpointId, ci.name);
-        return ci;
-      }
-    }
-    this.consumerNames.delete(endpointId);
-    return undefined;
+    return this.publisher.publish(subject, payload, {
+      msgId: taskId,
+      headers: { [MAC_HEADER]: this.keys.endpoint(endpointId).mac(subject, payload) },
+    });
+  }
+
+  /** Tells an endpoint's agent of cancellations or policy changes (best effort), signed with its key. */
+  sendControl(endpointId: string, control: EndpointControl): void {
+    const subject = Bus.controlSubject(endpointId);
+    const payload = EndpointControl.encode(control).finish();
+    this.nc.publish(subject, payload, { headers: this.keys.endpoint(endpointId).headers(subject, payload) });
+  }
+
+  /** The status an endpoint's agent last stored, with its headers (its MAC); undefined if none. */
+  async lastEndpointStatus(endpointId: string): Promise<StoredMessage | undefined> {
+    const subject = Bus.endpointStatusSubject(endpointId);
+    // A direct get, which returns the stored headers (a KV get does not).
+    const m = await this.publisher.getLast(`KV_${Bus.endpointStatusBucket}`, subject);
+    if (!m || m.operation !== "PUT") return undefined;
+    const h = m.headers;
+    return { subject, data: m.data, headers: { get: (name) => h.last(name) } };
+  }
+
+  async deleteEndpointStatus(endpointId: string): Promise<void> {
+    await this.buckets.endpointStatus.delete(endpointId);
   }
 
   /**
-   * Creates an endpoint's durable task consumer if it has none; returns its name. With `reset`
-   * (an agent connecting with credential `reset.credentialId`, or a credential revoked), deletes
-   * the current one and creates one under a new name: un-acked tasks of a previous agent are
-   * delivered again at once, and the previous agent, whose NATS user may use only the old name,
-   * can never pull another task (last connection wins).
+   * Deletes the payload buckets of deleted endpoints once their objects have all expired (see
+   * {@link PayloadBuckets.sweep}); returns how many.
    */
-  async ensureEndpointConsumer(endpointId: string, reset?: { credentialId: string }): Promise<string> {
-    let name: string;
-    if (reset) {
-      await this.deleteEndpointConsumer(endpointId);
-      name = Bus.agentTaskConsumer(endpointId, reset.credentialId, randomBytes(6).toString("hex"));
-    } else {
-      const existing = await this.endpointConsumerName(endpointId);
-      if (existing) return existing;
-      name = Bus.taskConsumer(endpointId);
+  sweepPayloadBuckets(): Promise<number> {
+    return this.payloads.sweep(
+      async (endpointId) => (await this.buckets.endpoints.get(endpointId))?.operation === "PUT",
+    );
+  }
+
+  /** The agents' result batches from the results consumer every replica shares, `maxMessages` at a time. */
+  async consumeResults(maxMessages: number): Promise<QueuedMessages> {
+    const consumer = await this.js.consumers.get(Bus.resultStream, Bus.resultConsumer);
+    return consumer.consume({ max_messages: maxMessages });
+  }
+
+  publish(subject: string, payload: Uint8Array, headers?: Readonly<Record<string, string>>): void {
+    if (!headers) {
+      this.nc.publish(subject, payload);
+      return;
     }
-    await ensureConsumer(this.jsm, Bus.taskStream, {
-      durable_name: name,
-      filter_subject: Bus.taskSubject(endpointId),
-      ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.All,
-      ack_wait: nanos(this.config.taskAckWaitSeconds * 1000),
-      max_ack_pending: 100_000,
-      max_deliver: -1,
+    const h = natsHeaders();
+    for (const k in headers) h.set(k, headers[k]!);
+    this.nc.publish(subject, payload, { headers: h });
+  }
+
+  subscribe(
+    subject: string,
+    onMessage: (msg: BusMessage) => void,
+    opts: { queue?: string; onError?: (err: Error) => void } = {},
+  ): BusSubscription {
+    return this.nc.subscribe(subject, {
+      ...(opts.queue !== undefined ? { queue: opts.queue } : {}),
+      callback: (err, msg) => {
+        if (err) opts.onError?.(err);
+        else onMessage(msg);
+      },
     });
-    this.consumerNames.set(endpointId, name);
-    return name;
   }
 
-  /** Deletes one generation of the endpoint's task consumer, if it still exists. */
-  async deleteEndpointConsumerNamed(endpointId: string, name: string): Promise<void> {
-    try {
-      await this.jsm.consumers.delete(Bus.taskStream, name);
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
-    if (this.consumerNames.get(endpointId) === name) this.consumerNames.delete(endpointId);
-  }
-
-  /** Deletes the endpoint's task consumer (every generation of it). */
-  async deleteEndpointConsumer(endpointId: string): Promise<void> {
-    for (let i = 0; i < 10; i++) {
-      const name = await this.endpointConsumerName(endpointId);
-      if (!name) return;
-      try {
-        await this.jsm.consumers.delete(Bus.taskStream, name);
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
-      }
-      this.consumerNames.delete(endpointId);
-    }
+  /** The bucket of revoked token ids, created if it does not exist. */
+  revocations(): Promise<RevocationBucket> {
+    return openRevocationBucket(this.nc, this.config.nats.replicas);
   }
 
   /**
-   * Fails every task still queued for a deleted endpoint (reason `endpoint_deleted`) and removes
-   * its queue entries, calling `announce` with each task it failed. Call after the endpoint's own
-   * consumer is gone. Returns how many failed. Only task messages signed with the endpoint's
-   * message `key` count, and only for tasks of that endpoint: a message someone else slipped into
-   * the queue cannot fail another task.
+   * Compares `mine` with the key check value the first broker on this NATS left (leaving `mine`
+   * if none is there): false when another broker left a different one.
    */
-  async failQueuedTasks(
-    endpointId: string,
-    key: MessageKey,
-    actor: string,
-    announce: (task: Task, encoded?: Uint8Array) => void,
-  ): Promise<number> {
-    const drain = `drain-${endpointId}`;
-    await ensureConsumer(this.jsm, Bus.taskStream, {
-      durable_name: drain,
-      filter_subject: Bus.taskSubject(endpointId),
-      ack_policy: AckPolicy.Explicit,
-      deliver_policy: DeliverPolicy.All,
-      ack_wait: nanos(30_000),
+  async matchesKeyCheck(mine: Uint8Array): Promise<boolean> {
+    const kv = await new Kvm(this.js).create(Bus.brokersBucket, {
+      replicas: this.config.nats.replicas,
+      history: 1,
+      storage: StorageType.File,
     });
-    let failed = 0;
     try {
-      const consumer = await this.js.consumers.get(Bus.taskStream, drain);
-      for (;;) {
-        const { num_pending } = await consumer.info();
-        if (num_pending === 0) break;
-        const batch = await consumer.fetch({ max_messages: 256, expires: 2_000 });
-        for await (const msg of batch) {
-          let taskId = "";
-          try {
-            if (key.check(msg.subject, msg.data, msg.headers?.get(MAC_HEADER)) === "ok")
-              taskId = TaskMessage.decode(msg.data).taskId;
-          } catch {
-            // not a task: just drop it
-          }
-          if (taskId) {
-            const error = {
-              code: "FAILED_PRECONDITION",
-              message: `endpoint ${endpointId} was deleted before the task ran; submit it to another endpoint`,
-              reason: "endpoint_deleted",
-              remote: undefined,
-              shell: undefined,
-            };
-            const out = await updateRecord(this.taskIo, taskId, Task, (t) =>
-              t.endpointId === endpointId ? failTask(t, error, actor) : null,
-            );
-            if (out?.changed) {
-              failed++;
-              announce(out.value, out.bytes);
-            }
-          }
-          msg.ack();
-        }
-      }
-    } finally {
-      await this.jsm.consumers.delete(Bus.taskStream, drain).catch(() => undefined);
+      await kv.create("key-check", mine);
+      return true;
+    } catch {
+      // Someone left one already: compare.
     }
-    return failed;
+    const theirs = await kv.get("key-check");
+    return !theirs || Buffer.compare(Buffer.from(theirs.value), Buffer.from(mine)) === 0;
   }
 
-  /** Tasks queued for an endpoint that its agent has not taken yet. */
-  async queuedTasks(endpointId: string): Promise<number> {
-    return (await this.endpointConsumerInfo(endpointId))?.num_pending ?? 0;
+  /** Stops the publisher (what still waits for an acknowledgement fails), then drains the connection. */
+  async close(): Promise<void> {
+    this.publisher.close();
+    await this.nc.drain().catch(() => undefined);
   }
-}
-
-type StreamCfg = Parameters<JetStreamManager["streams"]["add"]>[0];
-type ConsumerCfg = Parameters<JetStreamManager["consumers"]["add"]>[1];
-
-async function ensureStream(jsm: JetStreamManager, cfg: StreamCfg): Promise<void> {
-  try {
-    await jsm.streams.info(cfg.name);
-    const { name, ...rest } = cfg;
-    await jsm.streams.update(name, rest);
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-    await jsm.streams.add(cfg);
-  }
-}
-
-async function ensureConsumer(jsm: JetStreamManager, stream: string, cfg: ConsumerCfg): Promise<void> {
-  const name = cfg.durable_name ?? "";
-  try {
-    const info = await jsm.consumers.info(stream, name);
-    if (cfg.ack_wait !== undefined && info.config.ack_wait !== cfg.ack_wait) {
-      await jsm.consumers.update(stream, name, { ack_wait: cfg.ack_wait });
-    }
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-    try {
-      await jsm.consumers.add(stream, cfg);
-    } catch (addErr) {
-      // Two replicas raced to create it: fine if it now exists.
-      await jsm.consumers.info(stream, name).catch(() => {
-        throw addErr;
-      });
-    }
-  }
-}
-
-/** Whether a JetStream API error means "no such stream/consumer/message". */
-export function isNotFound(err: unknown): boolean {
-  if (err instanceof JetStreamApiError && (err.status === 404 || err.code === 10059 || err.code === 10014))
-    return true;
-  const e = err as { code?: unknown; message?: unknown };
-  return (
-    e.code === 404 || e.code === "404" || (typeof e.message === "string" && /not found/i.test(e.message))
-  );
 }
