@@ -2,34 +2,34 @@ import { readFileSync } from "node:fs";
 import { hostname } from "node:os";
 
 import * as grpc from "@grpc/grpc-js";
-import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
-import { StorageType } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 
-import { FabricError } from "../common/errors.js";
-import { Bus } from "../common/bus-layout.js";
 import { silentLogger } from "../common/logger.js";
-import { natsTlsOption } from "../common/nats-tls.js";
 import { isTerminal } from "../common/task-state.js";
 import { EndpointServiceService, FunctionServiceService, TaskServiceService, Task } from "../proto/index.js";
-import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "./auth.js";
-import { AccessPolicy } from "./authz.js";
+import { AccessPolicy } from "./auth/authz.js";
+import { accountOfUserJwt, jwtOfCredsFile, NatsCredentialMinter } from "./auth/nats-credentials.js";
+import { OidcVerifier } from "./auth/oidc.js";
+import { RateLimiter } from "./auth/rate-limit.js";
+import { TokenAuthority } from "./auth/tokens.js";
 import type { BrokerConfig } from "./config.js";
-import { EndpointRegistry, endpointService } from "./endpoints-service.js";
-import { TaskEventHub } from "./event-hub.js";
-import { FunctionRegistry, functionService } from "./functions-service.js";
-import { RecordCache, type TaskRecordCache } from "./records.js";
-import { accountOfUserJwt, jwtOfCredsFile, NatsCredentialMinter } from "./nats-credentials.js";
-import { OidcVerifier } from "./oidc.js";
-import { RateLimiter } from "./rate-limit.js";
-import { ResultIngest } from "./result-ingest.js";
-import { requestGuards } from "./request-shapes.js";
-import { tolerantService } from "./rpc.js";
-import { FabricStore } from "./store.js";
-import { TaskBook, taskService } from "./tasks-service.js";
-import { ServerTlsContext, grpcServerCredentials, isLocalOnlyListen } from "./tls.js";
+import { EndpointStatuses } from "./registry/endpoint-status.js";
+import { endpointService } from "./registry/endpoints.js";
+import { functionService } from "./registry/functions.js";
+import { OwnedRegistry } from "./registry/owned-registry.js";
+import { requestGuards } from "./rpc/request-shapes.js";
+import { tolerantService } from "./rpc/rpc.js";
+import { ServerTlsContext, grpcServerCredentials, isLocalOnlyListen } from "./rpc/tls.js";
+import { RecordCache, type TaskRecordCache } from "./state/records.js";
+import { FabricStore } from "./state/store.js";
+import { TaskBook } from "./tasks/book.js";
+import { TaskEventHub } from "./tasks/event-hub.js";
+import { TaskGroups } from "./tasks/groups.js";
+import { ResultIngest } from "./tasks/result-ingest.js";
+import { taskService } from "./tasks/service.js";
+import { TaskSubmitter } from "./tasks/submit.js";
+import { TaskWatcher } from "./tasks/watch.js";
 
 const KEY_CHECK_SUBJECT = "fabric.broker-key-check";
 
@@ -44,7 +44,6 @@ const PAYLOAD_SWEEP_INTERVAL_MS = 3_600_000;
  * await broker.start();
  */
 export class Broker {
-  private nc: NatsConnection | undefined;
   private server: grpc.Server | undefined;
   private ingest: ResultIngest | undefined;
   private sweeper: NodeJS.Timeout | undefined;
@@ -86,79 +85,50 @@ export class Broker {
         accountOfUserJwt(jwtOfCredsFile(natsCfg.credentials)),
       );
     }
-    this.nc = await connect({
-      ...(natsCfg.credentials
-        ? { authenticator: credsAuthenticator(new Uint8Array(readFileSync(natsCfg.credentials))) }
-        : {}),
-      servers: [...this.config.nats.servers],
-      ...natsTlsOption(natsCfg.servers, natsCfg.tls, "nats.tls"),
+    const store = await FabricStore.connect(this.config, auth.messageKeys, {
       name: `fabric-broker ${this.brokerId}`,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 500,
-      // No stack captured per request: on a busy broker that was a quarter of the CPU.
-      noAsyncTraces: true,
-      // The broker's own task events reach its watchers directly (see TaskEventHub.publish), so
-      // the server need not send them back. Nothing else it subscribes to is published by itself.
-      noEcho: true,
-    }).catch((err: unknown) => {
-      // A TLS refusal says only "unable to verify the first certificate"; say where and what to check.
-      const tlsHint = natsCfg.servers.some((u) => u.startsWith("tls://")) ? " (TLS: see nats.tls)" : "";
-      throw new FabricError(
-        "UNAVAILABLE",
-        `cannot connect to NATS at ${natsCfg.servers.join(", ")}${tlsHint}: ${(err as Error).message}`,
-        { cause: err },
-      );
+      onConnectionChange: (status) => {
+        log.warn({ status }, "NATS connection changed");
+        // Task events may have been missed: watches read what they wait for again.
+        this.events?.connectionChanged();
+      },
     });
-    const nc = this.nc;
-    void (async () => {
-      for await (const s of nc.status()) {
-        if (s.type === "disconnect" || s.type === "reconnect") {
-          log.warn({ status: s.type }, "NATS connection changed");
-          // Task events may have been missed: watches read what they wait for again.
-          this.events?.connectionChanged();
-        }
-      }
-    })();
-    const store = await FabricStore.open(this.nc, this.config);
     this.store = store;
-    const revoked = await new Kvm(store.js).create(REVOKED_TOKENS_BUCKET, {
-      replicas: this.config.nats.replicas,
-      history: 1,
-      storage: StorageType.File,
-    });
-    await auth.followRevocations(revoked, log.child({ component: "cloud.auth" }));
-    await checkSharedKey(store, auth, this.config.nats.replicas, log);
+    await auth.followRevocations(await store.revocations(), log.child({ component: "cloud.auth" }));
+    await checkSharedKey(store, auth, log);
     if (this.config.auth.oidc) auth.useOidc(new OidcVerifier(this.config.auth.oidc));
     auth.rateLimiter = new RateLimiter(this.config.limits.callsPerSecond, this.config.limits.callBurst);
 
     const policy = new AccessPolicy(this.config.groups);
-    const functions = new FunctionRegistry(store, policy);
-    const endpoints = new EndpointRegistry(
+    const functions = new OwnedRegistry(store.functions, "function", policy);
+    const endpoints = new OwnedRegistry(store.endpoints, "endpoint", policy);
+    const statuses = new EndpointStatuses(
       store,
-      this.config,
+      this.config.endpointOfflineAfterSeconds,
       auth.messageKeys,
       log.child({ component: "cloud.endpoints" }),
-      policy,
     );
     const records: TaskRecordCache = new RecordCache<Task>(Task, 50_000, (t) => !isTerminal(t.state));
     const events = new TaskEventHub(
-      this.nc,
+      store,
       log.child({ component: "cloud.events" }),
       auth.messageKeys.events,
       (id) => records.forget(id),
     );
     this.events = events;
-    const book = new TaskBook(
+    const book = new TaskBook(store, this.config, events, records, auth.messageKeys);
+    const groups = new TaskGroups(store);
+    const submitter = new TaskSubmitter(
       store,
       this.config,
       functions,
       endpoints,
-      events,
+      groups,
       this.brokerId,
       log.child({ component: "cloud.tasks" }),
       records,
-      auth.messageKeys,
     );
+    const watcher = new TaskWatcher(book, events, groups);
 
     this.ingest = new ResultIngest(
       store,
@@ -200,9 +170,21 @@ export class Broker {
     );
     server.addService(
       tolerantService(EndpointServiceService, guards),
-      endpointService(store, endpoints, this.config, auth, rpcLog, events, minter),
+      endpointService({
+        store,
+        registry: endpoints,
+        statuses,
+        config: this.config,
+        auth,
+        log: rpcLog,
+        failQueuedTasks: (endpointId, actor) => book.failQueued(endpointId, actor),
+        minter,
+      }),
     );
-    server.addService(tolerantService(TaskServiceService, guards), taskService(book, auth, rpcLog));
+    server.addService(
+      tolerantService(TaskServiceService, guards),
+      taskService({ submitter, book, watcher }, auth, rpcLog),
+    );
     this.health = new HealthImplementation({ "": "SERVING" });
     this.health.addToServer(server);
     this.boundPort = await new Promise<number>((resolve, reject) => {
@@ -273,8 +255,7 @@ export class Broker {
     this.tls?.close();
     await this.ingest?.stop();
     this.events?.close();
-    this.store?.close();
-    await this.nc?.drain().catch(() => undefined);
+    await this.store?.close();
     this.log.info({ brokerId: this.brokerId }, "broker stopped");
   }
 }
@@ -285,26 +266,9 @@ export class Broker {
  * fixed text: it tells nothing of the key) that later ones compare with theirs, so a replica
  * started with another key file says so loudly instead of quietly dropping what the others sign.
  */
-async function checkSharedKey(
-  store: FabricStore,
-  auth: TokenAuthority,
-  replicas: number,
-  log: Logger,
-): Promise<void> {
-  const kv = await new Kvm(store.js).create(Bus.brokersBucket, {
-    replicas,
-    history: 1,
-    storage: StorageType.File,
-  });
+async function checkSharedKey(store: FabricStore, auth: TokenAuthority, log: Logger): Promise<void> {
   const mine = new TextEncoder().encode(auth.messageKeys.events.mac(KEY_CHECK_SUBJECT, new Uint8Array(0)));
-  try {
-    await kv.create("key-check", mine);
-    return;
-  } catch {
-    // Someone left one already: compare.
-  }
-  const theirs = await kv.get("key-check");
-  if (theirs && Buffer.compare(Buffer.from(theirs.value), Buffer.from(mine)) !== 0) {
+  if (!(await store.matchesKeyCheck(mine))) {
     log.error(
       "another broker on this NATS signs with a different key: every replica must use the same auth.keyFile, or tokens fail on some replicas and their messages are dropped (delete the key-check entry of the fabric_brokers bucket after replacing the key everywhere)",
     );

@@ -1,17 +1,13 @@
 #!/usr/bin/env node
-import { readFileSync } from "node:fs";
-
-import { Kvm } from "@nats-io/kv";
-import { connect, credsAuthenticator } from "@nats-io/transport-node";
 import { Command, InvalidArgumentError } from "commander";
 import { decodeJwt } from "jose";
 
 import { FabricError, toFabricError } from "../common/errors.js";
 import { createLogger } from "../common/logger.js";
-import { natsTlsOption } from "../common/nats-tls.js";
-import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "./auth.js";
+import { TokenAuthority } from "./auth/tokens.js";
 import { Broker } from "./broker.js";
 import { loadBrokerConfigFile } from "./config.js";
+import { withRevocationBucket } from "./state/revocations.js";
 
 /** Parses "90", "90s", "15m", "12h", "30d" into seconds. */
 export function parseDuration(text: string): number {
@@ -95,22 +91,7 @@ program
     if (!/^[\w.@:+-]{1,256}$/.test(tokenId)) {
       throw new FabricError("INVALID_ARGUMENT", "give --token (with a jti claim) or --token-id");
     }
-    const nc = await connect({
-      servers: [...config.nats.servers],
-      ...natsTlsOption(config.nats.servers, config.nats.tls, "nats.tls"),
-      ...(config.nats.credentials
-        ? { authenticator: credsAuthenticator(new Uint8Array(readFileSync(config.nats.credentials))) }
-        : {}),
-    });
-    try {
-      const kv = await new Kvm(nc).create(REVOKED_TOKENS_BUCKET, {
-        replicas: config.nats.replicas,
-        history: 1,
-      });
-      await TokenAuthority.revoke(kv, tokenId, exp);
-    } finally {
-      await nc.close();
-    }
+    await withRevocationBucket(config.nats, (bucket) => TokenAuthority.revoke(bucket, tokenId, exp));
     process.stdout.write(`revoked ${tokenId}\n`);
   });
 

@@ -4,7 +4,7 @@ import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
-import { createOperatorSetup, type OperatorSetup } from "../cloud/nats-credentials.js";
+import { createOperatorSetup, type OperatorSetup } from "../cloud/index.js";
 import { reapOnExit } from "./reaper.js";
 
 /** A free TCP port on 127.0.0.1 (the OS picks it). */

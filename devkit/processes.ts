@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 
 import { parse, stringify as toYaml } from "yaml";
 
-import { TokenAuthority } from "../cloud/auth.js";
+import { TokenAuthority } from "../cloud/index.js";
 import { freePort, waitForPort } from "./nats-server.js";
 import { reapOnExit } from "./reaper.js";
 

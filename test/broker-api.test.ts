@@ -5,7 +5,7 @@ import path from "node:path";
 import * as jose from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { TokenAuthority } from "../cloud/auth.js";
+import { TokenAuthority } from "../cloud/index.js";
 import { FabricError } from "../common/errors.js";
 import { fromGrpcError } from "../common/grpc-client.js";
 import type { FunctionSpec } from "../proto/index.js";

@@ -12,7 +12,7 @@ import * as jose from "jose";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "../cloud/auth.js";
+import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "../cloud/index.js";
 import { FabricError, errorFromInfo } from "../common/errors.js";
 import { fromGrpcError } from "../common/grpc-client.js";
 import { NatsServer } from "../devkit/nats-server.js";

@@ -7,8 +7,8 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect, credsAuthenticator, headers, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { TokenAuthority } from "../cloud/auth.js";
-import { agentInboxPrefix } from "../cloud/nats-credentials.js";
+import { TokenAuthority } from "../cloud/index.js";
+import { agentInboxPrefix } from "../cloud/internal.js";
 import { Bus } from "../common/bus-layout.js";
 import { MAC_HEADER, MessageKey } from "../common/message-auth.js";
 import type { EndpointProcess } from "../devkit/processes.js";

@@ -6,7 +6,7 @@ import { jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { TokenAuthority } from "../cloud/auth.js";
+import { TokenAuthority } from "../cloud/index.js";
 import { Bus } from "../common/bus-layout.js";
 import { TaskMessage } from "../proto/index.js";
 import { Client, TaskFailedError } from "../sdk/index.js";

@@ -9,10 +9,10 @@ import {
   resourceExhausted,
   toFabricError,
   unauthenticated,
-} from "../common/errors.js";
-import { ErrorInfo } from "../proto/index.js";
-import type { Principal, TokenAuthority } from "./auth.js";
-import { RateLimitedError } from "./rate-limit.js";
+} from "../../common/errors.js";
+import { ErrorInfo, type WatchTasksResponse } from "../../proto/index.js";
+import type { Principal, TokenAuthority } from "../auth/tokens.js";
+import { RateLimitedError } from "../auth/rate-limit.js";
 import type { RequestGuard } from "./request-shapes.js";
 import { checkWire } from "./wire-guard.js";
 
@@ -149,6 +149,18 @@ export function unary<Req, Res>(
       },
     );
   };
+}
+
+/**
+ * Where a watch sends finished tasks: a WatchTasks call, or one watch of a Session stream. `write`
+ * returns false when the writer should wait for "drain"; "cancelled" means nobody listens anymore.
+ */
+export interface WatchSink {
+  readonly cancelled: boolean;
+  write(msg: WatchTasksResponse): boolean;
+  once(event: "drain", listener: () => void): unknown;
+  on(event: "cancelled", listener: () => void): unknown;
+  off(event: "cancelled", listener: () => void): unknown;
 }
 
 /** Wraps a server-streaming handler the same way. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { Task, TaskEventBatch, TaskState } from "../proto/index.js";
+import { Task, TaskEventBatch, TaskState } from "../../proto/index.js";
 import { repeatedField } from "./event-hub.js";
 
 function task(id: string, resultBytes: number): Task {

@@ -1,9 +1,9 @@
 import { z } from "zod";
 
-import { FabricError } from "../common/errors.js";
-import { ID_PATTERN } from "../common/ids.js";
-import { MAX_TIMEOUT_S } from "../common/limits.js";
-import { describeIssues } from "./config.js";
+import { FabricError } from "../../common/errors.js";
+import { ID_PATTERN } from "../../common/ids.js";
+import { MAX_TIMEOUT_S } from "../../common/limits.js";
+import { describeIssues } from "../config.js";
 import { MAX_COMMAND_BYTES, MAX_SOURCE_BYTES } from "./request-shapes.js";
 
 const idSchemas = new Map<string, z.ZodString>();

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { TaskState, type Task, type TaskUpdate } from "../proto/index.js";
+import { TaskState, type Task, type TaskUpdate } from "../../proto/index.js";
 import { applyTaskUpdate, cancelTask } from "./task-transitions.js";
 
 const S = TaskState;

@@ -1,9 +1,9 @@
-import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 
-import { Bus } from "../common/bus-layout.js";
-import { DropLog, MAC_HEADER, type MessageKey } from "../common/message-auth.js";
-import { Task, TaskEventBatch } from "../proto/index.js";
+import { Bus } from "../../common/bus-layout.js";
+import { DropLog, MAC_HEADER, type MessageKey } from "../../common/message-auth.js";
+import { Task, TaskEventBatch } from "../../proto/index.js";
+import type { BusSubscription, MessageBus } from "../state/bus.js";
 
 type Listener = (task: Task) => void;
 
@@ -14,7 +14,7 @@ const MAX_BATCH_BYTES = 512 * 1024;
 const LINGER_MS = 60_000;
 
 interface Following {
-  readonly sub: Subscription;
+  readonly sub: BusSubscription;
   readonly listeners: Set<Listener>;
   /** performance.now() when the subscription was sent (reset by a reconnect). */
   since: number;
@@ -40,7 +40,7 @@ export class TaskEventHub {
    *   copy of its record is stale
    */
   constructor(
-    private readonly nc: NatsConnection,
+    private readonly bus: MessageBus,
     private readonly log: Logger,
     private readonly key: MessageKey,
     private readonly forget: (taskId: string) => void = () => undefined,
@@ -100,7 +100,7 @@ export class TaskEventHub {
         }
         try {
           const payload = repeatedField(1, tasks.slice(from, to));
-          this.nc.publish(subject, payload, { headers: this.key.headers(subject, payload) });
+          this.bus.publish(subject, payload, { [MAC_HEADER]: this.key.mac(subject, payload) });
         } catch (err) {
           // Best effort, like every core NATS publish: a watch re-reads what it still waits for.
           this.log.warn({ err, owner }, "cannot announce finished tasks");
@@ -126,12 +126,9 @@ export class TaskEventHub {
     if (!entry) {
       const listeners = new Set<Listener>();
       const since = performance.now();
-      const sub = this.nc.subscribe(this.subjectOf(owner), {
-        callback: (err, msg) => {
-          if (err) {
-            this.log.warn({ err }, "task event subscription failed");
-            return;
-          }
+      const sub = this.bus.subscribe(
+        this.subjectOf(owner),
+        (msg) => {
           // Before decoding: what no broker signed is not looked at.
           const verdict = this.key.check(msg.subject, msg.data, msg.headers?.get(MAC_HEADER));
           if (verdict !== "ok") {
@@ -150,7 +147,8 @@ export class TaskEventHub {
             for (const l of listeners) l(task);
           }
         },
-      });
+        { onError: (err) => this.log.warn({ err }, "task event subscription failed") },
+      );
       entry = { sub, listeners, since, linger: undefined };
       this.owners.set(owner, entry);
     }

@@ -10,8 +10,8 @@ import { createSecureContext, type SecureContextOptions } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 
-import { FabricError } from "../common/errors.js";
-import { silentLogger } from "../common/logger.js";
+import { FabricError } from "../../common/errors.js";
+import { silentLogger } from "../../common/logger.js";
 
 /** The `tls` block of the broker config (see BrokerConfigSchema). */
 export interface ServerTlsConfig {

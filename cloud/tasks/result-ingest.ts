@@ -1,15 +1,14 @@
-import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream";
-import type { Msg, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 
-import { Bus } from "../common/bus-layout.js";
-import { DropLog, MAC_HEADER, type BrokerMessageKeys } from "../common/message-auth.js";
-import { isTerminal } from "../common/task-state.js";
-import { Task, TaskUpdateBatch, TaskUpdateBatchReply, type TaskUpdate } from "../proto/index.js";
+import { Bus } from "../../common/bus-layout.js";
+import { DropLog, MAC_HEADER, type BrokerMessageKeys } from "../../common/message-auth.js";
+import { isTerminal } from "../../common/task-state.js";
+import { TaskUpdateBatch, TaskUpdateBatchReply, type TaskUpdate } from "../../proto/index.js";
 import type { TaskEventHub } from "./event-hub.js";
-import { agentInboxPrefix } from "./nats-credentials.js";
-import { mapLimit, updateRecord, type TaskRecordCache } from "./records.js";
-import { RESULT_ACK_WAIT_MS, type FabricStore } from "./store.js";
+import { agentInboxPrefix } from "../auth/nats-credentials.js";
+import type { BusMessage, BusSubscription, QueuedMessage, QueuedMessages } from "../state/bus.js";
+import { mapLimit, type TaskRecordCache } from "../state/records.js";
+import { RESULT_ACK_WAIT_MS, type FabricStore } from "../state/store.js";
 import { applyTaskUpdate } from "./task-transitions.js";
 
 /**
@@ -26,7 +25,7 @@ import { applyTaskUpdate } from "./task-transitions.js";
  * (issue 12): an agent can have the server put bytes onto another endpoint's result subject.
  */
 export class ResultIngest {
-  private messages: ConsumerMessages | undefined;
+  private messages: QueuedMessages | undefined;
   private loop: Promise<void> | undefined;
   private stopping = false;
   private readonly droppedBatches: DropLog;
@@ -51,7 +50,7 @@ export class ResultIngest {
   }
 
   /** Whether the endpoint's agent signed this message; if not, it is logged (rate-limited) as dropped. */
-  private fromAgent(endpointId: string, msg: Msg | JsMsg, dropped: DropLog): boolean {
+  private fromAgent(endpointId: string, msg: BusMessage | QueuedMessage, dropped: DropLog): boolean {
     const verdict = this.keys.endpoint(endpointId).check(msg.subject, msg.data, msg.headers?.get(MAC_HEADER));
     if (verdict === "ok") return true;
     dropped.drop(msg.subject, verdict);
@@ -59,18 +58,14 @@ export class ResultIngest {
   }
 
   async start(): Promise<void> {
-    const consumer = await this.store.js.consumers.get(Bus.resultStream, Bus.resultConsumer);
-    this.messages = await consumer.consume({ max_messages: 64 });
+    this.messages = await this.store.consumeResults(64);
     this.loop = this.run(this.messages);
-    this.requests = this.store.nc.subscribe(Bus.resultRequestSubjects, {
+    this.requests = this.store.subscribe(Bus.resultRequestSubjects, (msg) => void this.handleRequest(msg), {
       queue: Bus.resultRequestQueue,
-      callback: (err, msg) => {
-        if (!err) void this.handleRequest(msg);
-      },
     });
   }
 
-  private requests: Subscription | undefined;
+  private requests: BusSubscription | undefined;
   private foreignReplies = 0;
   private foreignLoggedAt = 0;
 
@@ -79,7 +74,7 @@ export class ResultIngest {
    * quicker than the stream. Anything short of every update recorded is answered `recorded:
    * false`, and the agent publishes the batch to the stream, which retries and redelivers.
    */
-  private async handleRequest(msg: Msg): Promise<void> {
+  private async handleRequest(msg: BusMessage): Promise<void> {
     const answer = (recorded: boolean, reason = ""): void => {
       msg.respond(TaskUpdateBatchReply.encode({ recorded, reason }).finish());
     };
@@ -119,7 +114,7 @@ export class ResultIngest {
     }
   }
 
-  private async run(messages: ConsumerMessages): Promise<void> {
+  private async run(messages: QueuedMessages): Promise<void> {
     const inflight = new Set<Promise<void>>();
     for await (const msg of messages) {
       const p = this.handle(msg).finally(() => inflight.delete(p));
@@ -129,7 +124,7 @@ export class ResultIngest {
     await Promise.all(inflight);
   }
 
-  private async handle(msg: JsMsg): Promise<void> {
+  private async handle(msg: QueuedMessage): Promise<void> {
     const endpointId = msg.subject.slice(Bus.resultSubject("").length);
     // Dropped messages are acked, not terminated: an ack removes a message from the work queue,
     // where a terminated one stays stored (nats-server 2.9) until its max age. A flood of
@@ -171,10 +166,8 @@ export class ResultIngest {
    * (`deliveryCount` 0: a request, whose batch the agent then sends through the stream).
    */
   private async apply(endpointId: string, update: TaskUpdate, deliveryCount: number): Promise<boolean> {
-    const out = await updateRecord(
-      this.store.taskIo,
+    const out = await this.store.tasks.update(
       update.taskId,
-      Task,
       (t) => applyTaskUpdate(t, update, endpointId),
       this.records,
     );

@@ -1,7 +1,7 @@
 import type { KV, KvEntry } from "@nats-io/kv";
-import type { Task } from "../proto/index.js";
 
-import { FabricError } from "../common/errors.js";
+import { FabricError } from "../../common/errors.js";
+import type { Task } from "../../proto/index.js";
 
 /** Encode/decode pair of a generated protobuf message. */
 export interface Codec<T> {
@@ -9,12 +9,21 @@ export interface Codec<T> {
   decode(bytes: Uint8Array): T;
 }
 
-/** How records are read and written: through a KV client by default; the broker's hot path uses its own. */
+/**
+ * How a bucket's records are read and written: through a KV client by default; the broker's hot
+ * path (task records) uses its own publisher.
+ */
 export interface RecordIo {
   /** The record's bytes and revision; null when absent or deleted. */
   read(key: string): Promise<{ bytes: Uint8Array; revision: number } | null>;
   /** Writes at `revision` (compare-and-set); resolves the new revision. */
   write(key: string, bytes: Uint8Array, revision: number): Promise<number>;
+  /** Creates the record; fails with "wrong last sequence" if it exists. Resolves its revision. */
+  create(key: string, bytes: Uint8Array): Promise<number>;
+  /** Deletes the record (a delete marker; absent records are fine). */
+  delete(key: string): Promise<void>;
+  /** The keys of the bucket's live records. */
+  keys(): Promise<AsyncIterable<string>>;
 }
 
 /** {@link RecordIo} through a KV bucket's client. */
@@ -25,20 +34,68 @@ export function kvRecordIo(kv: KV): RecordIo {
       return entry && entry.operation === "PUT" ? { bytes: entry.value, revision: entry.revision } : null;
     },
     write: (key, bytes, revision) => kv.update(key, bytes, revision),
+    create: (key, bytes) => kv.create(key, bytes),
+    delete: (key) => kv.delete(key),
+    keys: () => kv.keys(),
   };
 }
 
-function ioOf(source: KV | RecordIo): RecordIo {
-  return "get" in source ? kvRecordIo(source) : source;
+/**
+ * One bucket of protobuf records (functions, endpoints, tasks), read and changed with revisions:
+ * every change is a compare-and-set on the revision it started from.
+ */
+export class RecordBucket<T extends { createdAtMs: number }> {
+  constructor(
+    private readonly io: RecordIo,
+    readonly codec: Codec<T>,
+  ) {}
+
+  /** One record and its revision; null when absent or deleted. */
+  read(key: string): Promise<{ value: T; revision: number } | null> {
+    return readRecord(this.io, key, this.codec);
+  }
+
+  /**
+   * Creates a record (`bytes`: its encoding, if the caller has it already); fails with "wrong last
+   * sequence" if it exists. Resolves its revision.
+   */
+  create(key: string, value: T, bytes: Uint8Array = this.codec.encode(value).finish()): Promise<number> {
+    return this.io.create(key, bytes);
+  }
+
+  /** {@link updateRecord} on this bucket. */
+  update(
+    key: string,
+    mutate: (current: T) => T | null,
+    cache?: RecordCache<T>,
+  ): Promise<{ value: T; changed: boolean; bytes?: Uint8Array } | null> {
+    return updateRecord(this.io, key, this.codec, mutate, cache);
+  }
+
+  delete(key: string): Promise<void> {
+    return this.io.delete(key);
+  }
+
+  /**
+   * Every record that `keep` accepts, oldest first by `createdAtMs`. Records are read in parallel:
+   * one round trip per record, not one after another.
+   */
+  async list(keep: (value: T) => boolean): Promise<T[]> {
+    const keys: string[] = [];
+    for await (const key of await this.io.keys()) keys.push(key);
+    const records = await mapLimit(keys, 64, (key) => this.read(key));
+    const out: T[] = [];
+    for (const rec of records) if (rec && keep(rec.value)) out.push(rec.value);
+    return out.sort((a, b) => a.createdAtMs - b.createdAtMs);
+  }
 }
 
 /** Reads one record; null when absent or deleted. */
-export async function readRecord<T>(
-  source: KV | RecordIo,
+async function readRecord<T>(
+  io: RecordIo,
   key: string,
   codec: Codec<T>,
 ): Promise<{ value: T; revision: number } | null> {
-  const io = ioOf(source);
   const raw = await io.read(key);
   if (!raw) return null;
   try {
@@ -46,23 +103,6 @@ export async function readRecord<T>(
   } catch (err) {
     throw new FabricError("DATA_LOSS", `stored record ${key} cannot be decoded: ${(err as Error).message}`);
   }
-}
-
-/**
- * Every record of a bucket that `keep` accepts, oldest first by `createdAtMs`. Records are read in
- * parallel: one round trip per record, not one after another.
- */
-export async function listRecords<T extends { createdAtMs: number }>(
-  kv: KV,
-  codec: Codec<T>,
-  keep: (value: T) => boolean,
-): Promise<T[]> {
-  const keys: string[] = [];
-  for await (const key of await kv.keys()) keys.push(key);
-  const records = await mapLimit(keys, 64, (key) => readRecord(kv, key, codec));
-  const out: T[] = [];
-  for (const rec of records) if (rec && keep(rec.value)) out.push(rec.value);
-  return out.sort((a, b) => a.createdAtMs - b.createdAtMs);
 }
 
 /** Whether a KV write failed because the revision moved on (a concurrent writer). */
@@ -125,14 +165,13 @@ export type TaskRecordCache = RecordCache<Task>;
  * its encoding if this call wrote it.
  * With a cache, the first attempt starts from the cached revision instead of a read.
  */
-export async function updateRecord<T>(
-  source: KV | RecordIo,
+async function updateRecord<T>(
+  io: RecordIo,
   key: string,
   codec: Codec<T>,
   mutate: (current: T) => T | null,
   cache?: RecordCache<T>,
 ): Promise<{ value: T; changed: boolean; bytes?: Uint8Array } | null> {
-  const io = ioOf(source);
   let cached = cache?.get(key);
   for (let attempt = 0; attempt < 50; attempt++) {
     const current = cached ?? (await readRecord(io, key, codec));
@@ -173,32 +212,4 @@ export async function mapLimit<T, R>(
   });
   await Promise.all(workers);
   return out;
-}
-
-/** A tiny time-bounded cache for immutable or slowly changing records. */
-export class TtlCache<V> {
-  private readonly entries = new Map<string, { value: V; until: number }>();
-  constructor(
-    private readonly ttlMs: number,
-    private readonly maxEntries = 10_000,
-  ) {}
-  get(key: string): V | undefined {
-    const e = this.entries.get(key);
-    if (!e) return undefined;
-    if (e.until < Date.now()) {
-      this.entries.delete(key);
-      return undefined;
-    }
-    return e.value;
-  }
-  set(key: string, value: V): void {
-    if (this.entries.size >= this.maxEntries) {
-      const first = this.entries.keys().next();
-      if (!first.done) this.entries.delete(first.value);
-    }
-    this.entries.set(key, { value, until: Date.now() + this.ttlMs });
-  }
-  delete(key: string): void {
-    this.entries.delete(key);
-  }
 }

@@ -2,9 +2,9 @@ import { randomBytes } from "node:crypto";
 
 import { describe, expect, it } from "vitest";
 
-import { FabricError } from "../common/errors.js";
-import { SessionRequest, ShareFunctionRequest, SubmitTasksRequest } from "../proto/index.js";
-import { resolveBrokerConfig } from "./config.js";
+import { FabricError } from "../../common/errors.js";
+import { SessionRequest, ShareFunctionRequest, SubmitTasksRequest } from "../../proto/index.js";
+import { resolveBrokerConfig } from "../config.js";
 import { requestGuards } from "./request-shapes.js";
 import { checkWire, peekVarint } from "./wire-guard.js";
 

@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
+import { z } from "zod";
 
-import { notFound } from "../common/errors.js";
-import { newId } from "../common/ids.js";
+import { newId } from "../../common/ids.js";
 import {
   FunctionMessage,
   type DeleteFunctionRequest,
@@ -15,14 +15,13 @@ import {
   type RegisterFunctionResponse,
   type ShareFunctionRequest,
   type ShareFunctionResponse,
-} from "../proto/index.js";
-import { AccessPolicy, shareListSchema } from "./authz.js";
-import type { TokenAuthority } from "./auth.js";
-import { listRecords, readRecord, TtlCache, updateRecord } from "./records.js";
-import { unary, userOf } from "./rpc.js";
-import type { FabricStore } from "./store.js";
-import { check, descriptionSchema, functionSpecSchema, idSchema, nameSchema } from "./validate.js";
-import { z } from "zod";
+} from "../../proto/index.js";
+import { shareListSchema } from "../auth/authz.js";
+import type { TokenAuthority } from "../auth/tokens.js";
+import { unary, userOf } from "../rpc/rpc.js";
+import { check, descriptionSchema, functionSpecSchema, idSchema, nameSchema } from "../rpc/validate.js";
+import type { FabricStore } from "../state/store.js";
+import type { OwnedRegistry } from "./owned-registry.js";
 
 /**
  * Bytes of a NATS message a function's record leaves free: a task message carries the function's
@@ -30,51 +29,14 @@ import { z } from "zod";
  */
 export const TASK_MESSAGE_RESERVE = 64 * 1024;
 
+/** Functions: code immutable once registered, owned, shareable, looked up by id. */
+export type FunctionRegistry = OwnedRegistry<FunctionMessage>;
+
 const registerSchema = z.object({
   name: nameSchema,
   description: descriptionSchema,
   spec: functionSpecSchema.optional().refine((s) => s !== undefined, { message: "spec is required" }),
 });
-
-/** Functions: code immutable once registered, owned, shareable, looked up by id. */
-export class FunctionRegistry {
-  // Short: a change of sharing made through another replica shows here within this time.
-  private readonly cache = new TtlCache<FunctionMessage>(5_000);
-
-  constructor(
-    private readonly store: FabricStore,
-    readonly policy: AccessPolicy = new AccessPolicy(),
-  ) {}
-
-  private async read(functionId: string): Promise<FunctionMessage | undefined> {
-    let fn = this.cache.get(functionId);
-    if (!fn) {
-      const rec = await readRecord(this.store.functions, functionId, FunctionMessage);
-      if (rec) {
-        fn = rec.value;
-        this.cache.set(functionId, fn);
-      }
-    }
-    return fn;
-  }
-
-  /**
-   * A function `user` may run (theirs, public, or shared with them), or NOT_FOUND exactly as for
-   * an unknown id.
-   */
-  async get(functionId: string, user: string): Promise<FunctionMessage> {
-    return this.policy.usable(await this.read(functionId), user, `function ${functionId}`);
-  }
-
-  /** A function `user` owns (NOT_FOUND if invisible to them, PERMISSION_DENIED if only shared). */
-  async getOwned(functionId: string, user: string, action: string): Promise<FunctionMessage> {
-    return this.policy.owned(await this.read(functionId), user, `function ${functionId}`, action);
-  }
-
-  forget(functionId: string): void {
-    this.cache.delete(functionId);
-  }
-}
 
 export function functionService(
   store: FabricStore,
@@ -102,7 +64,7 @@ export function functionService(
         };
         const record = FunctionMessage.encode(fn).finish();
         store.assertFits(record.length, TASK_MESSAGE_RESERVE, "the function's record", "shorten its source");
-        await store.functions.create(fn.id, record);
+        await registry.create(fn, record);
         ctx.log.info({ functionId: fn.id, owner, kind: req.spec?.kind?.$case }, "function registered");
         return { function: fn };
       },
@@ -120,13 +82,7 @@ export function functionService(
       auth,
       log,
       "ListFunctions",
-      async (_req, ctx) => {
-        const owner = userOf(ctx);
-        const functions = await listRecords(store.functions, FunctionMessage, (f) =>
-          registry.policy.lists(f, owner),
-        );
-        return { functions };
-      },
+      async (_req, ctx) => ({ functions: await registry.list(userOf(ctx)) }),
     ),
     deleteFunction: unary<DeleteFunctionRequest, DeleteFunctionResponse>(
       auth,
@@ -135,8 +91,7 @@ export function functionService(
       async (req, ctx) => {
         const id = check(idSchema("function"), req.functionId, "function id");
         await registry.getOwned(id, userOf(ctx), "delete");
-        await store.functions.delete(id);
-        registry.forget(id);
+        await registry.delete(id);
         ctx.log.info({ functionId: id }, "function deleted");
         return {};
       },
@@ -149,8 +104,8 @@ export function functionService(
         const id = check(idSchema("function"), req.functionId, "function id");
         const sharedWith = check(shareListSchema, req.sharedWith, "sharedWith");
         await registry.getOwned(id, userOf(ctx), "share");
-        const out = await updateRecord(store.functions, id, FunctionMessage, (fn) => {
-          const next = { ...fn, public: req.public, sharedWith };
+        const fn = await registry.update(id, (current) => {
+          const next = { ...current, public: req.public, sharedWith };
           store.assertFits(
             FunctionMessage.encode(next).finish().length,
             TASK_MESSAGE_RESERVE,
@@ -159,10 +114,8 @@ export function functionService(
           );
           return next;
         });
-        if (!out) throw notFound(`function ${id} not found`);
-        registry.forget(id);
         ctx.log.info({ functionId: id, public: req.public, sharedWith }, "function sharing changed");
-        return { function: out.value };
+        return { function: fn };
       },
     ),
   };

@@ -1,4 +1,4 @@
-import type { BrokerConfig } from "./config.js";
+import type { BrokerConfig } from "../config.js";
 import type { FieldRule, MessageShape } from "./wire-guard.js";
 
 const KiB = 1024;

@@ -3,17 +3,17 @@ import { EventEmitter } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 
-import { FabricError, errorToInfo, toFabricError } from "../common/errors.js";
+import { FabricError, errorToInfo, toFabricError } from "../../common/errors.js";
 import type {
   SessionRequest,
   SessionResponse,
   SubmitTasksRequest,
+  SubmitTasksResponse,
   WatchTasksRequest,
   WatchTasksResponse,
-} from "../proto/index.js";
-import type { Principal, TokenAuthority } from "./auth.js";
-import { PendingRequest, authenticate, logFailure, toServiceError, userOf } from "./rpc.js";
-import type { TaskBook, WatchSink } from "./tasks-service.js";
+} from "../../proto/index.js";
+import type { Principal, TokenAuthority } from "../auth/tokens.js";
+import { PendingRequest, authenticate, logFailure, toServiceError, userOf, type WatchSink } from "./rpc.js";
 import { peekVarint } from "./wire-guard.js";
 
 /** Submits a session works on at once; it stops reading further requests meanwhile. */
@@ -23,6 +23,12 @@ const MAX_WATCHES = 10_000;
 
 type SessionCall = grpc.ServerDuplexStream<PendingRequest<SessionRequest>, SessionResponse>;
 
+/** What a Session stream serves: the task service's SubmitTasks and WatchTasks, for `owner`. */
+export interface SessionTasks {
+  submit(req: SubmitTasksRequest, owner: string): Promise<SubmitTasksResponse>;
+  watch(req: WatchTasksRequest, sink: WatchSink, owner: string): Promise<void>;
+}
+
 /**
  * The broker's end of a Session stream: SubmitTasks and WatchTasks requests arriving as messages
  * on one long-lived stream, answered on it by `ref`. Each request is authenticated before it is
@@ -31,12 +37,12 @@ type SessionCall = grpc.ServerDuplexStream<PendingRequest<SessionRequest>, Sessi
  * When the client half-closes, the stream ends once every open request has been answered.
  */
 export function sessionHandler(
-  book: TaskBook,
+  tasks: SessionTasks,
   auth: TokenAuthority,
   log: Logger,
 ): grpc.handleBidiStreamingCall<SessionRequest, SessionResponse> {
   return (call) => {
-    new BrokerSession(call, book, auth, log).start();
+    new BrokerSession(call, tasks, auth, log).start();
   };
 }
 
@@ -51,7 +57,7 @@ class BrokerSession {
 
   constructor(
     private readonly call: SessionCall,
-    private readonly book: TaskBook,
+    private readonly tasks: SessionTasks,
     private readonly auth: TokenAuthority,
     private readonly log: Logger,
   ) {}
@@ -153,7 +159,7 @@ class BrokerSession {
       ref,
       "SubmitTasks",
       principal,
-      (owner) => this.book.submit(request, owner),
+      (owner) => this.tasks.submit(request, owner),
       (submitted) => ({ $case: "submitted", value: submitted }),
     ).finally(() => {
       this.submits--;
@@ -191,7 +197,7 @@ class BrokerSession {
       ref,
       "WatchTasks",
       principal,
-      (owner) => this.book.watch(request, sink, owner),
+      (owner) => this.tasks.watch(request, sink, owner),
       () => ({ $case: "done", value: {} }),
     ).finally(() => {
       this.watches.delete(ref);
@@ -229,7 +235,7 @@ class BrokerSession {
   }
 }
 
-/** One watch of a session, as the {@link WatchSink} TaskBook.watch writes to. */
+/** One watch of a session, as the {@link WatchSink} a task watch writes to. */
 class SessionWatch extends EventEmitter implements WatchSink {
   cancelled = false;
 

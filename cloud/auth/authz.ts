@@ -1,7 +1,7 @@
 import { z } from "zod";
 
-import { FabricError, notFound } from "../common/errors.js";
-import type { Endpoint } from "../proto/index.js";
+import { FabricError, notFound } from "../../common/errors.js";
+import type { Endpoint } from "../../proto/index.js";
 
 /** Who may use a shared object: its owner, plus users and `group:NAME` entries. */
 export interface Shareable {

@@ -1,6 +1,6 @@
-import { Bus } from "../common/bus-layout.js";
-import { canTransition, isTerminal } from "../common/task-state.js";
-import { TaskState, type ErrorInfo, type Task, type TaskUpdate } from "../proto/index.js";
+import { Bus } from "../../common/bus-layout.js";
+import { canTransition, isTerminal } from "../../common/task-state.js";
+import { TaskState, type ErrorInfo, type Task, type TaskUpdate } from "../../proto/index.js";
 
 /**
  * Applies an agent's update to a task record. Pure. Returns the new record, or null when the

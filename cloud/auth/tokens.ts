@@ -2,17 +2,14 @@ import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 
-import type { KV } from "@nats-io/kv";
 import * as jose from "jose";
 import type { Logger } from "pino";
 
-import { FabricError } from "../common/errors.js";
-import { BrokerMessageKeys, deriveMessageRoot } from "../common/message-auth.js";
+import { FabricError } from "../../common/errors.js";
+import { BrokerMessageKeys, deriveMessageRoot } from "../../common/message-auth.js";
+import type { RevocationBucket } from "../state/revocations.js";
 import type { OidcVerifier } from "./oidc.js";
 import type { RateLimiter } from "./rate-limit.js";
-
-/** KV bucket of revoked token ids (`jti` → seconds since epoch when the token expires anyway). */
-export const REVOKED_TOKENS_BUCKET = "fabric_revoked_tokens";
 
 const ALG = "EdDSA";
 
@@ -143,10 +140,10 @@ export class TokenAuthority {
   }
 
   /**
-   * Loads the revoked token ids from `kv` and follows its changes, so that a revocation made on
+   * Loads the revoked token ids from `kv` (the revocations bucket) and follows its changes, so that a revocation made on
    * any replica (or with `fabric-broker revoke`) applies here within moments, cache or not.
    */
-  async followRevocations(kv: KV, log: Logger): Promise<void> {
+  async followRevocations(kv: RevocationBucket, log: Logger): Promise<void> {
     this.revocations = kv;
     for await (const key of await kv.keys()) this.revoked.add(key);
     const watch = await kv.watch({ include: "updates" });
@@ -160,7 +157,7 @@ export class TokenAuthority {
     })();
   }
 
-  private revocations: KV | undefined;
+  private revocations: RevocationBucket | undefined;
 
   /** Revokes a token id in the bucket this authority follows (see {@link followRevocations}). */
   async revokeTokenId(tokenId: string, expSeconds: number): Promise<void> {
@@ -190,7 +187,7 @@ export class TokenAuthority {
   }
 
   /** Marks a token id revoked in `kv` (every replica following it refuses the token from then on). */
-  static async revoke(kv: KV, tokenId: string, expSeconds: number): Promise<void> {
+  static async revoke(kv: RevocationBucket, tokenId: string, expSeconds: number): Promise<void> {
     await kv.put(tokenId, new TextEncoder().encode(String(expSeconds)));
   }
 
