@@ -46,22 +46,22 @@ import type {
   WorkItem,
   WorkOutcome,
 } from "../proto/index.js";
-import { BlockScaler } from "./block-scaler.js";
-import type { BlockView } from "./block-scaler.js";
+import { BlockScaler } from "./agent/block-scaler.js";
+import type { BlockView } from "./agent/block-scaler.js";
 import { scalingOf } from "./config.js";
 import type { EndpointConfig } from "./config.js";
 import { readCredentials, removeConfigToken, writeCredentials } from "./home.js";
 import type { EndpointCredentials, EndpointPaths } from "./home.js";
-import { ManagerServer } from "./manager-link.js";
-import type { ManagerConnection } from "./manager-link.js";
-import { ObjectReader } from "./object-reader.js";
+import { ManagerServer } from "./agent/manager-server.js";
+import type { ManagerConnection } from "./agent/manager-server.js";
+import { ObjectReader } from "./agent/object-reader.js";
 import { isJobEnded } from "./provider.js";
 import type { BlockJobStatus, ExecutionProvider } from "./provider.js";
 import { parseWalltime } from "./providers/batch-script.js";
 import { blockLogTail } from "./providers/block-log.js";
 import { createProvider } from "./providers/create-provider.js";
-import { QueueSizer } from "./queue-sizing.js";
-import { UpdatePublisher } from "./update-publisher.js";
+import { QueueSizer } from "./agent/queue-sizing.js";
+import { UpdatePublisher } from "./agent/update-publisher.js";
 
 /** Version the agent reports to the broker. */
 export const AGENT_VERSION = "0.1.0";

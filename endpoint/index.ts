@@ -24,6 +24,6 @@ export type { EndpointCredentials, EndpointPaths } from "./home.js";
 export { BlockJobState, isJobEnded } from "./provider.js";
 export type { BlockJobStatus, BlockLaunch, ExecutionProvider } from "./provider.js";
 export { LocalProvider } from "./providers/local-provider.js";
-export { BlockScaler } from "./block-scaler.js";
-export type { BlockScalerOptions } from "./block-scaler.js";
+export { BlockScaler } from "./agent/block-scaler.js";
+export type { BlockScalerOptions } from "./agent/block-scaler.js";
 export { quoteShellArg, fillCommandTemplate } from "./worker/shell.js";

@@ -1,10 +1,10 @@
 import { timingSafeEqual } from "node:crypto";
 import net from "node:net";
 
-import { readFrames, writeFrame } from "../common/framing.js";
-import type { Logger } from "../common/logger.js";
-import { AgentMessage, ManagerMessage } from "../proto/index.js";
-import type { ManagerHello, TaskStarted, WorkItem, WorkOutcome } from "../proto/index.js";
+import { readFrames, writeFrame } from "../../common/framing.js";
+import type { Logger } from "../../common/logger.js";
+import { AgentMessage, ManagerMessage } from "../../proto/index.js";
+import type { ManagerHello, TaskStarted, WorkItem, WorkOutcome } from "../../proto/index.js";
 
 /** One connected worker manager, as the agent sees it. */
 export class ManagerConnection {
