@@ -45,6 +45,11 @@ export class ManagerConnection {
     this.send({ msg: { $case: "work", value: { items: [...items] } } });
   }
 
+  /** Asks the manager to stop these tasks (their owners cancelled them). */
+  cancelTasks(taskIds: readonly string[]): void {
+    this.send({ msg: { $case: "cancel", value: { taskIds: [...taskIds] } } });
+  }
+
   /** Asks the manager to stop its workers and exit. */
   shutdown(reason: string): void {
     this.send({ msg: { $case: "shutdown", value: { reason } } });
@@ -157,6 +162,13 @@ export class ManagerServer {
   /** Connected managers. */
   managers(): ManagerConnection[] {
     return [...this.conns];
+  }
+
+  /** Workers of the connected managers. */
+  workers(): number {
+    let n = 0;
+    for (const c of this.conns) n += c.workers;
+    return n;
   }
 
   /** Stops listening and drops every connection. */
