@@ -11,7 +11,7 @@ import type { EndpointPaths } from "../home.js";
 import type { ExecutionProvider } from "../provider.js";
 import { createProvider } from "../providers/create-provider.js";
 import { Blocks, SCALE_TICK_MS } from "./blocks.js";
-import { BrokerLink, EndpointRejectedError } from "./broker-link.js";
+import { BrokerLink } from "./broker-link.js";
 import { BusLink } from "./bus-link.js";
 import { ManagerServer } from "./manager-server.js";
 import type { ManagerConnection } from "./manager-server.js";
@@ -39,7 +39,7 @@ export interface EndpointAgentOptions {
   readonly blockPollIntervalMs?: number;
 }
 
-/** The parts of a started agent; each owns its state, and they talk through the callbacks of {@link EndpointAgent.wire}. */
+/** The agent's parts: each owns its state; they talk through the callbacks `wire` gives them. */
 interface Parts {
   readonly bus: BusLink;
   readonly managers: ManagerServer;
@@ -66,13 +66,11 @@ export class EndpointAgent {
   private readonly broker: BrokerLink;
   /** Queue depths, from task run times unless the config fixes them. */
   private readonly sizer: QueueSizer;
-  /** Workers of the blocks started at start (at least one block): the prefetch's floor. */
-  private readonly blockWorkers: number;
   private parts: Parts | undefined;
   private managerAddress = "";
   /** The endpoint's most recent trouble, as status shows it; every part notes its own. */
   private lastError = "";
-  private timers: NodeJS.Timeout[] = [];
+  private readonly timers: NodeJS.Timeout[] = [];
   private stopping = false;
   private stopped: Promise<void> | undefined;
   private running = false;
@@ -82,9 +80,6 @@ export class EndpointAgent {
     this.log = opts.log.child({ component: "endpoint.agent", endpoint: opts.paths.name });
     this.provider = opts.provider ?? createProvider(this.cfg.provider, opts.log);
     this.sizer = new QueueSizer(this.cfg);
-    // At least one block's worth of prefetch, so an endpoint whose blocks come and go still pulls.
-    const scaling = scalingOf(this.cfg.provider);
-    this.blockWorkers = Math.max(1, scaling.initBlocks) * scaling.workersPerBlock;
     this.broker = new BrokerLink({
       paths: opts.paths,
       config: this.cfg,
@@ -108,57 +103,58 @@ export class EndpointAgent {
 
   /**
    * Registers if needed, connects to the broker and NATS, launches blocks and starts taking
-   * tasks. Resolves once the endpoint is ready; rejects with {@link EndpointRejectedError} when
+   * tasks. Resolves once the endpoint is ready; rejects with an EndpointRejectedError when
    * the broker refuses it, or with a FabricError when stopped while starting.
    */
   async start(): Promise<void> {
     const { endpointId } = await this.broker.register();
     this.log = this.log.child({ endpointId });
     this.broker.useLogger(this.log);
-    const res = await this.broker.connect();
-    this.broker.setAllowedFunctions(res.endpoint?.allowedFunctions ?? []);
-    const info = res.bus;
-    if (!info || info.servers.length === 0) {
-      throw new EndpointRejectedError("FAILED_PRECONDITION", "the broker gave no NATS servers to connect to");
-    }
-    const bus = new BusLink({
-      bus: info,
-      endpointId,
-      config: this.cfg,
-      log: this.log,
-      noteError: (message) => (this.lastError = message),
-      onReconnect: () => {
-        this.lastError = "";
-        this.parts?.intake.pump();
-        // A policy change published while the link was down never arrived: ask for it.
-        void this.broker.refreshPolicy();
-      },
-    });
+    const info = await this.broker.connect();
+    const p = (this.parts = this.wire(endpointId, info));
     this.throwIfStopping();
-    await bus.connect();
-    const p = this.wire(endpointId, bus);
-    this.parts = p;
-    await p.intake.open(bus.jetstream, info.taskStream, info.taskConsumer);
-    if (info.controlSubject) p.intake.listenForControl(bus.connection, info.controlSubject);
+    await p.bus.connect();
+    await p.intake.open(p.bus.jetstream, info.taskStream, info.taskConsumer);
+    if (info.controlSubject) p.intake.listenForControl(p.bus.connection, info.controlSubject);
     const addr = await p.managers.listen();
     this.managerAddress = `${addr.host}:${addr.port}`;
     this.running = true;
     await p.blocks.scale();
-    this.startTimers(p, info);
+    const every = (ms: number, fn: () => void) => this.timers.push(setInterval(fn, ms));
+    every(p.blocks.pollIntervalMs(this.opts.blockPollIntervalMs), () => void p.blocks.poll());
+    // Scaling decisions are cheap; a quick tick makes a cold start (0 blocks) quick too.
+    every(SCALE_TICK_MS, () => void p.blocks.scale());
+    every(this.cfg.heartbeatIntervalSeconds * 1000, () => void p.status.publish("online"));
+    // Extend every un-acked delivery well before the bus would hand it out again.
+    every(Math.max(500, (info.ackWaitS * 1000) / 3), () => {
+      if (p.bus.open) p.tracker.extendDeliveries();
+    });
     void p.status.publish("online");
     this.log.info(
-      // endpointId is bound on this.log already.
       { managerListen: this.managerAddress, provider: this.provider.name, blocks: p.blocks.size },
       "endpoint ready",
     );
     p.intake.pump();
   }
 
-  /** Builds the parts and connects their callbacks (none is called before start() returns parts). */
-  private wire(endpointId: string, bus: BusLink): Parts {
+  /** Builds the parts and connects their callbacks (no part calls another before all exist). */
+  private wire(endpointId: string, info: BusConnectInfo): Parts {
     const { cfg, log, sizer } = this;
     const stopping = () => this.stopping;
     const noteError = (message: string) => (this.lastError = message);
+    const bus = new BusLink({
+      bus: info,
+      endpointId,
+      config: cfg,
+      log,
+      noteError,
+      onReconnect: () => {
+        this.lastError = "";
+        intake.pump();
+        // A policy change published while the link was down never arrived: ask for it.
+        void this.broker.refreshPolicy();
+      },
+    });
     const managers: ManagerServer = new ManagerServer(
       {
         host: cfg.managerListen.host,
@@ -204,10 +200,12 @@ export class EndpointAgent {
       noteError,
       stopping,
     });
+    // At least one block's worth of prefetch, so an endpoint whose blocks come and go still pulls.
+    const scaling = scalingOf(cfg.provider);
     const intake: TaskIntake = new TaskIntake({
       log,
       sizer,
-      blockWorkers: this.blockWorkers,
+      blockWorkers: Math.max(1, scaling.initBlocks) * scaling.workersPerBlock,
       fromBroker: (m, on) => bus.fromBroker(m, on),
       workers: () => managers.workers(),
       held: () => tracker.size,
@@ -264,18 +262,6 @@ export class EndpointAgent {
     return { bus, managers, tracker, intake, blocks, status };
   }
 
-  private startTimers(p: Parts, info: BusConnectInfo): void {
-    const every = (ms: number, fn: () => void) => this.timers.push(setInterval(fn, ms));
-    every(p.blocks.pollIntervalMs(this.opts.blockPollIntervalMs), () => void p.blocks.poll());
-    // Scaling decisions are cheap; a quick tick makes a cold start (0 blocks) quick too.
-    every(SCALE_TICK_MS, () => void p.blocks.scale());
-    every(this.cfg.heartbeatIntervalSeconds * 1000, () => void p.status.publish("online"));
-    // Extend every un-acked delivery well before the bus would hand it out again.
-    every(Math.max(500, (info.ackWaitS * 1000) / 3), () => {
-      if (p.bus.open) p.tracker.extendDeliveries();
-    });
-  }
-
   /**
    * Stops taking tasks, lets running ones finish for `stopGraceSeconds`, gives the rest back to
    * the queue (nak: redelivered at once), publishes what finished, reports "offline", shuts the
@@ -297,10 +283,7 @@ export class EndpointAgent {
       const deadline = Date.now() + this.cfg.stopGraceSeconds * 1000;
       while (p.tracker.hasActiveTasks() && Date.now() < deadline) await sleep(50);
       p.tracker.giveBackUnreported("still running when the agent stopped");
-    }
-    for (const t of this.timers) clearInterval(t);
-    this.timers = [];
-    if (p) {
+      for (const t of this.timers.splice(0)) clearInterval(t);
       p.status.stop();
       await p.bus.flushUpdates(10_000);
       if (this.running) await p.status.publish("offline");

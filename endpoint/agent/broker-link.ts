@@ -10,6 +10,7 @@ import { bearer, callUnary, channelFor, clientOptions } from "../../common/grpc-
 import type { Logger } from "../../common/logger.js";
 import { EndpointServiceClient } from "../../proto/index.js";
 import type {
+  BusConnectInfo,
   ConnectEndpointResponse,
   GetEndpointResponse,
   RegisterEndpointResponse,
@@ -175,10 +176,21 @@ export class BrokerLink {
   }
 
   /**
-   * ConnectEndpoint with the endpoint token, retrying while the broker is unreachable; a broker
-   * that does not know the endpoint (deleted?) rejects it with {@link EndpointRejectedError}.
+   * ConnectEndpoint with the endpoint token, retrying while the broker is unreachable: takes the
+   * endpoint's policy and returns how to reach NATS. A broker that does not know the endpoint
+   * (deleted?) or names no NATS server rejects it with {@link EndpointRejectedError}.
    */
-  async connect(): Promise<ConnectEndpointResponse> {
+  async connect(): Promise<BusConnectInfo> {
+    const res = await this.connectEndpoint();
+    this.setAllowedFunctions(res.endpoint?.allowedFunctions ?? []);
+    const bus = res.bus;
+    if (!bus || bus.servers.length === 0) {
+      throw new EndpointRejectedError("FAILED_PRECONDITION", "the broker gave no NATS servers to connect to");
+    }
+    return bus;
+  }
+
+  private async connectEndpoint(): Promise<ConnectEndpointResponse> {
     const client = this.client();
     const { endpointId, endpointToken } = this.creds!;
     try {
