@@ -17,7 +17,7 @@ import { bearer, callUnary, channelFor, clientOptions } from "../common/grpc-cli
 import { createLogger } from "../common/logger.js";
 import { EndpointServiceClient } from "../proto/index.js";
 import type { DeleteEndpointResponse, GetEndpointResponse } from "../proto/index.js";
-import { EndpointAgent, EndpointRejectedError } from "./agent.js";
+import { EndpointAgent, EndpointRejectedError } from "./agent/index.js";
 import { loadConfig, resolveConfig } from "./config.js";
 import type { EndpointConfigInput } from "./config.js";
 import {

@@ -2,8 +2,8 @@
  * The endpoint: the agent that runs on a cluster login node, and what it launches.
  * This file is the folder's whole public surface.
  */
-export { EndpointAgent, EndpointRejectedError, AGENT_VERSION, MANAGER_MAIN } from "./agent.js";
-export type { EndpointAgentOptions } from "./agent.js";
+export { EndpointAgent, EndpointRejectedError, AGENT_VERSION, MANAGER_MAIN } from "./agent/index.js";
+export type { EndpointAgentOptions } from "./agent/index.js";
 export {
   EndpointConfigSchema,
   LocalProviderConfigSchema,
@@ -24,6 +24,6 @@ export type { EndpointCredentials, EndpointPaths } from "./home.js";
 export { BlockJobState, isJobEnded } from "./provider.js";
 export type { BlockJobStatus, BlockLaunch, ExecutionProvider } from "./provider.js";
 export { LocalProvider } from "./providers/local-provider.js";
-export { BlockScaler } from "./block-scaler.js";
-export type { BlockScalerOptions } from "./block-scaler.js";
+export { BlockScaler } from "./agent/index.js";
+export type { BlockScalerOptions } from "./agent/index.js";
 export { quoteShellArg, fillCommandTemplate } from "./worker/shell.js";

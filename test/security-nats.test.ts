@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Bus } from "../common/bus-layout.js";
 import { MessageKey } from "../common/message-auth.js";
 import { EndpointProcess } from "../devkit/processes.js";
-import { ObjectReader } from "../endpoint/object-reader.js";
+import { ObjectReader } from "../endpoint/agent/object-reader.js";
 import {
   TaskState,
   TaskUpdateBatch,

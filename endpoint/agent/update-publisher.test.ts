@@ -1,7 +1,7 @@
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 
-import { TaskState, TaskUpdate, TaskUpdateBatch } from "../proto/index.js";
+import { TaskState, TaskUpdate, TaskUpdateBatch } from "../../proto/index.js";
 import { UpdatePublisher, encodedSizeBound } from "./update-publisher.js";
 
 const log = pino({ level: "silent" });

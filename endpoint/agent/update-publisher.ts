@@ -1,6 +1,6 @@
-import type { Logger } from "../common/logger.js";
-import { isTerminal } from "../common/task-state.js";
-import { TaskState, TaskUpdateBatch, type ErrorInfo, type TaskUpdate } from "../proto/index.js";
+import type { Logger } from "../../common/logger.js";
+import { isTerminal } from "../../common/task-state.js";
+import { TaskState, TaskUpdateBatch, type ErrorInfo, type TaskUpdate } from "../../proto/index.js";
 
 /** Options of an {@link UpdatePublisher}. */
 export interface UpdatePublisherOptions {

@@ -1,10 +1,10 @@
 import { timingSafeEqual } from "node:crypto";
 import net from "node:net";
 
-import { readFrames, writeFrame } from "../common/framing.js";
-import type { Logger } from "../common/logger.js";
-import { AgentMessage, ManagerMessage } from "../proto/index.js";
-import type { ManagerHello, TaskStarted, WorkItem, WorkOutcome } from "../proto/index.js";
+import { readFrames, writeFrame } from "../../common/framing.js";
+import type { Logger } from "../../common/logger.js";
+import { AgentMessage, ManagerMessage } from "../../proto/index.js";
+import type { ManagerHello, TaskStarted, WorkItem, WorkOutcome } from "../../proto/index.js";
 
 /** One connected worker manager, as the agent sees it. */
 export class ManagerConnection {
@@ -43,6 +43,11 @@ export class ManagerConnection {
   /** Sends tasks; the caller has recorded them in {@link assigned}. */
   sendWork(items: readonly WorkItem[]): void {
     this.send({ msg: { $case: "work", value: { items: [...items] } } });
+  }
+
+  /** Asks the manager to stop these tasks (their owners cancelled them). */
+  cancelTasks(taskIds: readonly string[]): void {
+    this.send({ msg: { $case: "cancel", value: { taskIds: [...taskIds] } } });
   }
 
   /** Asks the manager to stop its workers and exit. */
@@ -157,6 +162,13 @@ export class ManagerServer {
   /** Connected managers. */
   managers(): ManagerConnection[] {
     return [...this.conns];
+  }
+
+  /** Workers of the connected managers. */
+  workers(): number {
+    let n = 0;
+    for (const c of this.conns) n += c.workers;
+    return n;
   }
 
   /** Stops listening and drops every connection. */
