@@ -130,6 +130,39 @@ describe("the docs' TypeScript examples", () => {
   }, 30_000);
 });
 
+/** GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens. */
+function anchorOf(heading: string): string {
+  return heading
+    .trim()
+    .toLowerCase()
+    .replace(/[^\p{L}\p{N} _-]/gu, "")
+    .replace(/ /g, "-");
+}
+
+describe("the docs' links", () => {
+  it("point at files that exist, and at headings those files have", () => {
+    const broken: string[] = [];
+    for (const file of docFiles()) {
+      const text = readFileSync(file, "utf8").replace(/^```[\s\S]*?^```/gm, "");
+      for (const m of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+        const target = m[1]!;
+        if (/^[a-z]+:/.test(target)) continue;
+        const [rel = "", hash] = target.split("#");
+        const linked = rel === "" ? file : path.resolve(path.dirname(file), rel);
+        if (!existsSync(linked)) broken.push(`${path.relative(ROOT, file)}: ${target} (no such file)`);
+        else if (hash !== undefined && linked.endsWith(".md")) {
+          const headings = [...readFileSync(linked, "utf8").matchAll(/^#+ (.+)$/gm)].map((h) =>
+            anchorOf(h[1]!),
+          );
+          if (!headings.includes(hash))
+            broken.push(`${path.relative(ROOT, file)}: ${target} (no such heading)`);
+        }
+      }
+    }
+    expect(broken, broken.join("\n")).toEqual([]);
+  });
+});
+
 describe("tsBlocksOf", () => {
   it("takes ts and typescript blocks with their mode and first line, and nothing else", () => {
     const md = [
