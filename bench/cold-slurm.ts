@@ -15,15 +15,10 @@
  *
  * `node dist/bench/cold-slurm.js` prints one JSON line `{"bench":"cold_slurm",...}`.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { NatsServer } from "../devkit/nats-server.js";
-import { BrokerProcess, EndpointProcess } from "../devkit/processes.js";
-import { SlurmCluster } from "../devkit/slurm.js";
-import { Client } from "../sdk/index.js";
+import { LocalFabric, SlurmCluster, until } from "../devkit/index.js";
 
 const RUNS = 5;
 /** Slurm's default `batch_sched_delay`: batch jobs start in passes at least this far apart. */
@@ -35,17 +30,8 @@ const median = (xs: readonly number[]) => {
 };
 const round = (x: number) => Number(x.toFixed(3));
 
-async function waitUntil(
-  what: string,
-  cond: () => boolean | Promise<boolean>,
-  timeoutMs: number,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`cold_slurm: timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
+/** How often the benchmark polls Slurm and the endpoint: its clock is only as fine as this. */
+const POLL_MS = 20;
 
 /** One bare `sbatch --wrap=true`, submit to COMPLETED as squeue reports it (polled every 20 ms). */
 async function bareSbatch(slurm: SlurmCluster): Promise<{ seconds: number; jobId: string }> {
@@ -53,43 +39,34 @@ async function bareSbatch(slurm: SlurmCluster): Promise<{ seconds: number; jobId
   const r = slurm.command(["sbatch", "--parsable", "--wrap=true", "-o", "/dev/null"]);
   const id = r.stdout.trim();
   if (r.code !== 0 || !id) throw new Error(`sbatch failed: ${r.stderr}`);
-  await waitUntil(`job ${id} COMPLETED`, () => slurm.jobState(id) === "COMPLETED", 60_000);
+  await until(() => slurm.jobState(id) === "COMPLETED", 60_000, `job ${id} COMPLETED`, POLL_MS);
   return { seconds: (performance.now() - t0) / 1000, jobId: id };
 }
 
 /** Seconds slurmctld held a job between accepting and starting it, from its log. */
 async function queueSeconds(slurm: SlurmCluster, jobId: string): Promise<number> {
   let t: { submittedAtMs?: number; startedAtMs?: number } = {};
-  await waitUntil(
-    `slurmctld's log lines of job ${jobId}`,
+  await until(
     () => {
       t = slurm.jobTimes(jobId);
       return t.submittedAtMs !== undefined && t.startedAtMs !== undefined;
     },
     5_000,
+    `slurmctld's log lines of job ${jobId}`,
+    POLL_MS,
   );
   return (t.startedAtMs! - t.submittedAtMs!) / 1000;
 }
 
 /** Runs the benchmark: `{ median_s, min_s, max_s, runs, sbatch_median_s, ... }` (seconds). */
 export async function coldSlurm(): Promise<Record<string, number>> {
-  const dir = mkdtempSync(path.join(tmpdir(), "fabric-bench-cold-"));
   const slurm = await SlurmCluster.start({ cpus: 2 });
   const savedConf = process.env["SLURM_CONF"];
   process.env["SLURM_CONF"] = slurm.confFile;
-  let nats: NatsServer | undefined;
-  let broker: BrokerProcess | undefined;
-  let endpoint: EndpointProcess | undefined;
-  let client: Client | undefined;
+  let fabric: LocalFabric | undefined;
   try {
-    nats = await NatsServer.start({ storeDir: path.join(dir, "nats") });
-    broker = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "broker") });
-    const token = await broker.token("bench");
-    endpoint = await EndpointProcess.start({
-      home: path.join(dir, "home"),
-      name: "cold-slurm",
-      broker: broker.address,
-      token,
+    fabric = await LocalFabric.start({ name: "bench-cold" });
+    const endpoint = await fabric.startEndpoint("bench", "cold-slurm", {
       extra: {
         heartbeatIntervalSeconds: 1,
         provider: {
@@ -105,14 +82,14 @@ export async function coldSlurm(): Promise<Record<string, number>> {
         },
       },
     });
-    client = new Client({ address: broker.address, token });
+    const client = await fabric.client("bench");
     const endpointId = endpoint.endpointId();
     const noop = await client.registerFunction(function noop() {
       return null;
     });
     const idle = async () => {
       if (slurm.jobs("PENDING,RUNNING,COMPLETING,CONFIGURING").length > 0) return false;
-      const last = (await client!.getEndpoint(endpointId)).status.last;
+      const last = (await client.getEndpoint(endpointId)).status.last;
       return !!last && last.workers === 0 && last.blocks.every((b) => b.state === "ended");
     };
     const cold: number[] = [];
@@ -126,7 +103,7 @@ export async function coldSlurm(): Promise<Record<string, number>> {
     const offsetMs = (i: number) => 500 + Math.round((i * SCHED_CYCLE_MS) / RUNS);
     for (let i = 0; i < RUNS; i++) {
       // The endpoint is back to 0 blocks and Slurm has nothing running: a real cold start.
-      await waitUntil("the endpoint at 0 blocks", idle, 60_000);
+      await until(idle, 60_000, "the endpoint at 0 blocks", POLL_MS);
       await sleep(offsetMs(i));
       const before = new Set(slurm.jobs());
       const t0 = performance.now();
@@ -137,12 +114,13 @@ export async function coldSlurm(): Promise<Record<string, number>> {
       if (blocks.length !== 1) throw new Error(`cold_slurm: expected one block job, saw ${blocks.length}`);
       coldQueue.push(await queueSeconds(slurm, blocks[0]!));
     }
-    await waitUntil("the endpoint at 0 blocks", idle, 60_000);
+    await until(idle, 60_000, "the endpoint at 0 blocks", POLL_MS);
     for (let i = 0; i < RUNS; i++) {
-      await waitUntil(
-        "an idle cluster",
+      await until(
         async () => slurm.jobs("PENDING,RUNNING,COMPLETING").length === 0,
         60_000,
+        "an idle cluster",
+        POLL_MS,
       );
       await sleep(offsetMs(i));
       const b = await bareSbatch(slurm);
@@ -165,14 +143,10 @@ export async function coldSlurm(): Promise<Record<string, number>> {
       sbatch_queue_median_s: round(median(bareQueue)),
     };
   } finally {
-    client?.close();
-    await endpoint?.stop().catch(() => undefined);
-    await broker?.stop().catch(() => undefined);
-    await nats?.stop().catch(() => undefined);
+    await fabric?.stop();
     await slurm.stop();
     if (savedConf === undefined) delete process.env["SLURM_CONF"];
     else process.env["SLURM_CONF"] = savedConf;
-    rmSync(dir, { recursive: true, force: true });
   }
 }
 

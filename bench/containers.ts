@@ -16,9 +16,7 @@ import { fileURLToPath } from "node:url";
 import type Docker from "dockerode";
 
 import { createLogger } from "../common/logger.js";
-import { ensureDockerEngine } from "../devkit/docker.js";
-import type { ContainerEngine } from "../devkit/docker.js";
-import { ensureWorkerImages } from "../devkit/worker-images.js";
+import { ensureDockerEngine, type ContainerEngine, ensureWorkerImages } from "../devkit/index.js";
 import { WorkerPool } from "../endpoint/manager/worker-pool.js";
 import { resolveContainerConfig } from "../endpoint/runtime/config.js";
 import type { ContainerConfig } from "../endpoint/runtime/config.js";

@@ -1,10 +1,32 @@
 import { execFileSync } from "node:child_process";
 
-import { BenchStack, percentile, round } from "./stack.js";
+import { LocalFabric, type EndpointProcess } from "../devkit/index.js";
+import type { Client } from "../sdk/index.js";
+import { percentile, round } from "./stats.js";
+
+/** A local fabric with one endpoint of `workers` workers, and a client of its owner. */
+interface BenchFabric {
+  readonly fabric: LocalFabric;
+  readonly endpoint: EndpointProcess;
+  readonly endpointId: string;
+  readonly client: Client;
+}
+
+/** Starts a {@link BenchFabric}; its `fabric.stop()` ends it all, and a failed start leaves nothing running. */
+async function startBenchFabric(workers = 2): Promise<BenchFabric> {
+  const fabric = await LocalFabric.start({ name: "bench" });
+  try {
+    const endpoint = await fabric.startEndpoint("bench", "bench", { workers });
+    return { fabric, endpoint, endpointId: endpoint.endpointId(), client: await fabric.client("bench") };
+  } catch (err) {
+    await fabric.stop();
+    throw err;
+  }
+}
 
 /** 1,000 sequential no-op tasks through the whole path, after a warm-up. */
 export async function latency(n = 1_000): Promise<Record<string, number>> {
-  const stack = await BenchStack.start({ workers: 2 });
+  const stack = await startBenchFabric(2);
   try {
     const { client, endpointId } = stack;
     const fid = await client.registerFunction(function noop() {
@@ -23,7 +45,7 @@ export async function latency(n = 1_000): Promise<Record<string, number>> {
     for (let i = 0; i < n; i++) samples.push(await once());
     return { p50_ms: round(percentile(samples, 50)), p99_ms: round(percentile(samples, 99)), tasks: n };
   } finally {
-    await stack.stop();
+    await stack.fabric.stop();
   }
 }
 
@@ -32,7 +54,7 @@ export const LATENCY_WARMUP = 1_000;
 
 /** 100,000 no-op tasks submitted in batches; first submit to last result received by the SDK. */
 export async function throughput(n = 100_000, batch = 10_000): Promise<Record<string, number>> {
-  const stack = await BenchStack.start({ workers: 2 });
+  const stack = await startBenchFabric(2);
   try {
     const { client, endpointId } = stack;
     const fid = await client.registerFunction(function noop() {
@@ -63,7 +85,7 @@ export async function throughput(n = 100_000, batch = 10_000): Promise<Record<st
     const seconds = (performance.now() - t0) / 1000;
     return { tasks_per_s: round(n / seconds, 0), seconds: round(seconds), tasks: n, succeeded: ok };
   } finally {
-    await stack.stop();
+    await stack.fabric.stop();
   }
 }
 
@@ -82,7 +104,7 @@ export async function memory(
   brokerTasks = Number(process.env["FABRIC_BENCH_MEMORY_TASKS"] ?? 1_000_000),
   queuedTasks = 100_000,
 ): Promise<Record<string, number>> {
-  const stack = await BenchStack.start({ workers: 2 });
+  const stack = await startBenchFabric(2);
   try {
     const { client, endpointId } = stack;
     const noop = await client.registerFunction(function noop() {
@@ -104,7 +126,7 @@ export async function memory(
       if (inFlight.length >= 5) await inFlight.shift();
     }
     await Promise.all(inFlight);
-    const brokerPid = stack.broker.process!.proc.pid!;
+    const brokerPid = stack.fabric.broker.process!.proc.pid!;
     const broker_rss_mb = rssMb(brokerPid);
 
     const sleeper = await client.registerFunction({
@@ -125,6 +147,6 @@ export async function memory(
     const agent_rss_mb = rssMb(stack.endpoint.process!.proc.pid!);
     return { broker_rss_mb, broker_tasks: brokerTasks, agent_rss_mb, agent_queued_tasks: queuedTasks };
   } finally {
-    await stack.stop();
+    await stack.fabric.stop();
   }
 }

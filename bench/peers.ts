@@ -2,7 +2,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import path from "node:path";
 
-import { ROOT } from "../devkit/processes.js";
+import { ROOT } from "../devkit/index.js";
 import { LATENCY_WARMUP } from "./core.js";
 
 /** Dask distributed on this machine, same no-op tasks, same number of worker processes. */

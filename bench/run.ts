@@ -6,7 +6,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
-import { ROOT } from "../devkit/processes.js";
+import { ROOT } from "../devkit/index.js";
 import { coldSlurm } from "./cold-slurm.js";
 import { coldContainer, warmContainer } from "./containers.js";
 import { latency, memory, throughput } from "./core.js";

@@ -138,7 +138,13 @@ export class NatsServer {
     });
     this.proc = proc;
     reapOnExit(proc);
-    await Promise.race([waitForPort(this.port, 10_000), exited]);
+    try {
+      await Promise.race([waitForPort(this.port, 10_000), exited]);
+    } catch (err) {
+      // Never leave a half-started server behind (one that failed to spawn has no pid).
+      if (proc.pid !== undefined) await endChild(proc, "SIGKILL");
+      throw err;
+    }
     // JetStream is ready once the server says so; poll the log rather than sleep.
     const deadline = Date.now() + 10_000;
     while (!/Server is ready/.test(stderr) && Date.now() < deadline)

@@ -3,15 +3,7 @@
  * endpoint with a local provider — then a JS function and a shell function, 1,000 tasks, and a
  * summary. Everything it starts, it stops. Run it with `npm run demo`.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-
-import { ensureDockerEngine, type ContainerEngine } from "../devkit/docker.js";
-import { NatsServer } from "../devkit/nats-server.js";
-import { ensureWorkerImages } from "../devkit/worker-images.js";
-import { BrokerProcess, EndpointProcess } from "../devkit/processes.js";
-import { Client } from "../sdk/index.js";
+import { ensureDockerEngine, ensureWorkerImages, LocalFabric } from "../devkit/index.js";
 
 const TOTAL = 1_000;
 /** `npm run demo -- --containers`: every function runs in a warm, hardened Docker container. */
@@ -36,21 +28,14 @@ function analyseTrace(seed: number, samples: number) {
 }
 
 async function main(): Promise<number> {
-  const dir = mkdtempSync(path.join(tmpdir(), "fabric-demo-"));
-  const started: Array<{ stop(): Promise<void> }> = [];
   const say = (s: string) => process.stdout.write(`${s}\n`);
+  const fabric = await LocalFabric.start({ name: "demo" });
   try {
-    const nats = await NatsServer.start({ storeDir: path.join(dir, "nats") });
-    started.push(nats);
-    say(`nats-server   ${nats.url} (JetStream file store in ${nats.storeDir})`);
-    const broker = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "broker") });
-    started.push(broker);
-    say(`broker        ${broker.address}`);
-    const token = await broker.token("demo-user");
+    say(`nats-server   ${fabric.nats.url} (JetStream file store in ${fabric.nats.storeDir})`);
+    say(`broker        ${fabric.broker.address}`);
     let container: Record<string, unknown> | undefined;
     if (CONTAINERS) {
-      const engine: ContainerEngine = await ensureDockerEngine();
-      started.push(engine);
+      const engine = fabric.adopt(await ensureDockerEngine());
       const tags = await ensureWorkerImages({
         docker: engine.docker,
         onProgress: (l) => say(`images        ${l}`),
@@ -58,66 +43,56 @@ async function main(): Promise<number> {
       container = { runtime: "docker", socket: engine.socketPath, image: tags.js, shellImage: tags.shell };
       say(`containers    docker (${engine.socketPath}), images ${tags.js}, ${tags.shell}`);
     }
-    const endpoint = await EndpointProcess.start({
-      home: path.join(dir, "home"),
-      name: "demo",
-      broker: broker.address,
-      token,
+    const endpoint = await fabric.startEndpoint("demo-user", "demo", {
       workers: 2,
       blocks: 1,
       ...(container ? { extra: { container } } : {}),
     });
-    started.push(endpoint);
     const endpointId = endpoint.endpointId();
     say(`endpoint      demo (${endpointId}), local provider, 1 block × 2 workers`);
 
-    const client = new Client({ address: broker.address, token });
-    try {
-      const analyse = await client.registerFunction(analyseTrace, { name: "analyse-trace" });
-      const checksum = await client.registerShellFunction("printf '%s' {sample} | sha256sum | cut -c1-16", {
-        name: "checksum",
-        walltimeSeconds: 60,
-      });
-      say(`functions     analyse-trace (JS) ${analyse}`);
-      say(`              checksum (shell)   ${checksum}`);
+    const client = await fabric.client("demo-user");
+    const analyse = await client.registerFunction(analyseTrace, { name: "analyse-trace" });
+    const checksum = await client.registerShellFunction("printf '%s' {sample} | sha256sum | cut -c1-16", {
+      name: "checksum",
+      walltimeSeconds: 60,
+    });
+    say(`functions     analyse-trace (JS) ${analyse}`);
+    say(`              checksum (shell)   ${checksum}`);
 
-      const t0 = performance.now();
-      const tasks = Array.from({ length: TOTAL }, (_, i) =>
-        i < TOTAL - SHELL_TASKS
-          ? { functionId: analyse, endpointId, args: [i, 2_000] }
-          : { functionId: checksum, endpointId, kwargs: { sample: `sample-${i}` } },
-      );
-      const { groupId } = await client.submitBatch(tasks);
-      let succeeded = 0;
-      let failed = 0;
-      let example: unknown;
-      let shellExample: unknown;
-      for await (const outcome of client.results({ groupId }, { timeoutMs: 300_000 })) {
-        if (outcome.ok) {
-          succeeded++;
-          const v = outcome.value as { seed?: number; stdout?: string };
-          if (v.seed === 0) example = v;
-          if (v.stdout !== undefined && shellExample === undefined) shellExample = v;
-        } else {
-          failed++;
-          if (failed <= 3)
-            say(`failed        ${outcome.taskId}: ${outcome.error.code}: ${outcome.error.message}`);
-        }
+    const t0 = performance.now();
+    const tasks = Array.from({ length: TOTAL }, (_, i) =>
+      i < TOTAL - SHELL_TASKS
+        ? { functionId: analyse, endpointId, args: [i, 2_000] }
+        : { functionId: checksum, endpointId, kwargs: { sample: `sample-${i}` } },
+    );
+    const { groupId } = await client.submitBatch(tasks);
+    let succeeded = 0;
+    let failed = 0;
+    let example: unknown;
+    let shellExample: unknown;
+    for await (const outcome of client.results({ groupId }, { timeoutMs: 300_000 })) {
+      if (outcome.ok) {
+        succeeded++;
+        const v = outcome.value as { seed?: number; stdout?: string };
+        if (v.seed === 0) example = v;
+        if (v.stdout !== undefined && shellExample === undefined) shellExample = v;
+      } else {
+        failed++;
+        if (failed <= 3)
+          say(`failed        ${outcome.taskId}: ${outcome.error.code}: ${outcome.error.message}`);
       }
-      const seconds = (performance.now() - t0) / 1000;
-      say(
-        `results       ${succeeded} succeeded, ${failed} failed in ${seconds.toFixed(2)} s (${Math.round(TOTAL / seconds)} tasks/s)`,
-      );
-      say(`example       analyse-trace(0) = ${JSON.stringify(example)}`);
-      say(`example       checksum = ${JSON.stringify(shellExample)}`);
-      say(`demo: ${succeeded}/${TOTAL} tasks succeeded`);
-      return succeeded === TOTAL ? 0 : 1;
-    } finally {
-      client.close();
     }
+    const seconds = (performance.now() - t0) / 1000;
+    say(
+      `results       ${succeeded} succeeded, ${failed} failed in ${seconds.toFixed(2)} s (${Math.round(TOTAL / seconds)} tasks/s)`,
+    );
+    say(`example       analyse-trace(0) = ${JSON.stringify(example)}`);
+    say(`example       checksum = ${JSON.stringify(shellExample)}`);
+    say(`demo: ${succeeded}/${TOTAL} tasks succeeded`);
+    return succeeded === TOTAL ? 0 : 1;
   } finally {
-    for (const s of started.reverse()) await s.stop().catch(() => undefined);
-    rmSync(dir, { recursive: true, force: true });
+    await fabric.stop();
   }
 }
 

@@ -9,8 +9,7 @@ import { TokenAuthority } from "../cloud/index.js";
 import { FabricError } from "../common/errors.js";
 import { fromGrpcError } from "../common/grpc-client.js";
 import type { FunctionSpec } from "../proto/index.js";
-import { NatsServer } from "../devkit/nats-server.js";
-import { BrokerProcess } from "../devkit/processes.js";
+import { NatsServer, BrokerProcess } from "../devkit/index.js";
 import { RawClients } from "./support/raw-clients.js";
 
 const enc = new TextEncoder();

@@ -10,8 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { Bus } from "../common/bus-layout.js";
 
-import { NatsServer } from "../devkit/nats-server.js";
-import { BrokerProcess, EndpointProcess } from "../devkit/processes.js";
+import { NatsServer, BrokerProcess, EndpointProcess } from "../devkit/index.js";
 import { Client } from "../sdk/index.js";
 
 describe("broker operations: health, replicas, graceful stop, retention", () => {

@@ -3,17 +3,16 @@ import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { runCli } from "../devkit/processes.js";
-import { TestStack } from "./support/stack.js";
+import { runCli, LocalFabric } from "../devkit/index.js";
 
 /** The CLIs as users type them: `fabric-endpoint ...` and `fabric ...`, against real services. */
 describe("command lines", () => {
-  let stack: TestStack;
+  let stack: LocalFabric;
   let home: string;
   let token: string;
 
   beforeAll(async () => {
-    stack = await TestStack.start();
+    stack = await LocalFabric.start();
     home = path.join(stack.dir, "home-cli");
     token = await stack.broker.token("carol");
   }, 60_000);

@@ -6,20 +6,23 @@ import { hostname } from "node:os";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { ensureDockerEngine, removeImagesByLabel } from "../devkit/docker.js";
-import type { ContainerEngine } from "../devkit/docker.js";
-import { ensureWorkerImages } from "../devkit/worker-images.js";
+import {
+  ensureDockerEngine,
+  removeImagesByLabel,
+  type ContainerEngine,
+  ensureWorkerImages,
+  LocalFabric,
+} from "../devkit/index.js";
 import { removeContainersByLabel } from "../endpoint/runtime/docker-launcher.js";
 import { MANAGED_LABEL } from "../endpoint/runtime/docker-options.js";
 import { Client, TaskFailedError } from "../sdk/index.js";
-import { TestStack } from "./support/stack.js";
 
 const RUN = `${process.pid}-${Date.now().toString(36)}`;
 const TEST_LABEL = `org.fabric.test=${RUN}`;
 
 describe("end to end with functions in Docker containers", () => {
   let engine: ContainerEngine;
-  let stack: TestStack;
+  let stack: LocalFabric;
   let client: Client;
   let endpointId: string;
   let tags: { js: string; shell: string };
@@ -31,7 +34,7 @@ describe("end to end with functions in Docker containers", () => {
       tags: { js: `fabric-test-worker:${RUN}`, shell: `fabric-test-worker-shell:${RUN}` },
       labels: { "org.fabric.test": RUN },
     });
-    stack = await TestStack.start();
+    stack = await LocalFabric.start();
     const ep = await stack.startEndpoint("alice", "in-containers", {
       workers: 2,
       extra: {

@@ -12,9 +12,13 @@ import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { ensureDockerEngine, removeImagesByLabel, startPodmanService } from "../devkit/docker.js";
-import type { ContainerEngine } from "../devkit/docker.js";
-import { ensureWorkerImages } from "../devkit/worker-images.js";
+import {
+  ensureDockerEngine,
+  removeImagesByLabel,
+  startPodmanService,
+  type ContainerEngine,
+  ensureWorkerImages,
+} from "../devkit/index.js";
 import { resolveContainerConfig } from "../endpoint/runtime/config.js";
 import type { ContainerConfig } from "../endpoint/runtime/config.js";
 import { removeContainersByLabel } from "../endpoint/runtime/docker-launcher.js";

@@ -1,15 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { Client, TaskFailedError } from "../sdk/index.js";
-import { TestStack } from "./support/stack.js";
+import { LocalFabric } from "../devkit/index.js";
 
 describe("end to end: SDK → broker → NATS → agent → worker → SDK", () => {
-  let stack: TestStack;
+  let stack: LocalFabric;
   let client: Client;
   let endpointId: string;
 
   beforeAll(async () => {
-    stack = await TestStack.start();
+    stack = await LocalFabric.start();
     const ep = await stack.startEndpoint("alice", "e2e", { workers: 2 });
     endpointId = ep.endpointId();
     client = new Client({ address: stack.broker.address, token: await stack.broker.token("alice") });

@@ -4,9 +4,8 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 
-import { runCli, type EndpointProcess } from "../devkit/processes.js";
+import { runCli, type EndpointProcess, LocalFabric } from "../devkit/index.js";
 import { Client } from "../sdk/index.js";
-import { TestStack } from "./support/stack.js";
 
 /**
  * Looks for `needle` in the worker's environment and in every file under `home`: what a function
@@ -58,13 +57,13 @@ interface Snoop {
 const signatureOf = (token: string) => token.split(".").at(-1)!;
 
 describe("the owner's user token after an endpoint registers", () => {
-  let stack: TestStack;
+  let stack: LocalFabric;
   let client: Client;
   let home: string;
   let snoop: string;
 
   beforeAll(async () => {
-    stack = await TestStack.start();
+    stack = await LocalFabric.start();
     home = path.join(stack.dir, "home-alice");
     client = new Client({ address: stack.broker.address, token: await stack.broker.token("alice") });
     snoop = await client.registerFunction({ source: snoopSource, entryPoint: "snoop" });

@@ -7,8 +7,7 @@ import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { Bus } from "../common/bus-layout.js";
-import { NatsCluster } from "../devkit/nats-cluster.js";
-import { BrokerProcess, EndpointProcess } from "../devkit/processes.js";
+import { NatsCluster, BrokerProcess, EndpointProcess } from "../devkit/index.js";
 import { Client } from "../sdk/index.js";
 import { countingSource, expectEachOnce, expectRanAtLeastOnce, lines, until } from "./support/fault.js";
 

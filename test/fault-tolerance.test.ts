@@ -8,8 +8,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 
 import { Bus } from "../common/bus-layout.js";
-import { NatsServer } from "../devkit/nats-server.js";
-import { BrokerProcess, EndpointProcess } from "../devkit/processes.js";
+import { NatsServer, BrokerProcess, EndpointProcess } from "../devkit/index.js";
 import { Client } from "../sdk/index.js";
 import { countingSource, expectEachOnce, expectRanAtLeastOnce, lines, until } from "./support/fault.js";
 import { TcpProxy } from "./support/tcp-proxy.js";

@@ -15,8 +15,8 @@ import {
   TaskServiceService,
 } from "../proto/index.js";
 import { Client } from "../sdk/index.js";
+import { LocalFabric } from "../devkit/index.js";
 import { RawClients } from "./support/raw-clients.js";
-import { TestStack } from "./support/stack.js";
 
 const METHODS = [FunctionServiceService, EndpointServiceService, TaskServiceService].flatMap((s) =>
   Object.values(s).map((d: { path: string; responseStream: boolean }) => ({
@@ -94,14 +94,14 @@ function rawCall(
 }
 
 describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traffic alongside", () => {
-  let stack: TestStack;
+  let stack: LocalFabric;
   let client: Client;
   let endpointId: string;
   let admin: NatsConnection;
   let fuzzer: RawClients;
 
   beforeAll(async () => {
-    stack = await TestStack.start({ limits: { callsPerSecond: 0 } }, { operator: true });
+    stack = await LocalFabric.start({ brokerConfig: { limits: { callsPerSecond: 0 } }, operator: true });
     const ep = await stack.startEndpoint("alice", "fuzz", { workers: 2 });
     endpointId = ep.endpointId();
     client = new Client({ address: stack.broker.address, token: await stack.broker.token("alice") });

@@ -3,8 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { FabricError } from "../common/errors.js";
 import { MAX_TIMEOUT_S } from "../common/limits.js";
 import { Client, TaskFailedError } from "../sdk/index.js";
+import { LocalFabric } from "../devkit/index.js";
 import { RawClients } from "./support/raw-clients.js";
-import { TestStack } from "./support/stack.js";
 
 /** Sleeps `ms`, then returns "slept". */
 const sleeperSource = `
@@ -21,13 +21,13 @@ const JUST_OVER_TIMER_LIMIT_S = 2_147_484;
  * the 30-day maximum, which the broker enforces on a task's own timeout too.
  */
 describe("long timeouts: task, function and shell limits past 24.8 days", () => {
-  let stack: TestStack;
+  let stack: LocalFabric;
   let client: Client;
   let endpointId: string;
   let napper: string;
 
   beforeAll(async () => {
-    stack = await TestStack.start();
+    stack = await LocalFabric.start();
     const ep = await stack.startEndpoint("alice", "long", { workers: 2 });
     endpointId = ep.endpointId();
     // The client's own deadlines are past the limit too (submit calls, result watches).

@@ -5,7 +5,7 @@ import { Objm, type ObjectStore } from "@nats-io/obj";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { NatsServer } from "../devkit/nats-server.js";
+import { NatsServer } from "../devkit/index.js";
 import { metaSubject, ObjectReader } from "../endpoint/agent/object-reader.js";
 
 describe("ObjectReader (message gets on a real nats-server)", () => {

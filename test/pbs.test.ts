@@ -7,7 +7,7 @@ import { spawnSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { Client, TaskFailedError } from "../sdk/index.js";
-import { TestStack } from "./support/stack.js";
+import { LocalFabric } from "../devkit/index.js";
 
 const standinBin = path.join(path.dirname(fileURLToPath(import.meta.url)), "support", "pbs");
 
@@ -42,7 +42,7 @@ function standinJobs(
 }
 
 describe("PBS provider end to end, through the qsub/qstat/qdel stand-in", () => {
-  let stack: TestStack;
+  let stack: LocalFabric;
   let client: Client;
   let jobsDir: string;
 
@@ -51,7 +51,7 @@ describe("PBS provider end to end, through the qsub/qstat/qdel stand-in", () => 
     // The agent (a child of this process) finds the stand-in's qsub/qstat/qdel first on PATH.
     process.env["PATH"] = `${standinBin}:${process.env["PATH"]}`;
     process.env["PBS_STANDIN_DIR"] = jobsDir;
-    stack = await TestStack.start();
+    stack = await LocalFabric.start();
     client = new Client({ address: stack.broker.address, token: await stack.broker.token("pat") });
   }, 120_000);
 

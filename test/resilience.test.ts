@@ -5,8 +5,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { Client } from "../sdk/index.js";
-import { TestStack } from "./support/stack.js";
-import { until } from "./support/wait.js";
+import { LocalFabric, until } from "../devkit/index.js";
 
 /** A function that records each execution in a file, so duplicate executions show. */
 const countingSource = `
@@ -17,12 +16,12 @@ async function work(i, logFile, sleepMs) {
 }`;
 
 describe("resilience: stopped endpoints, broker restarts, agent crashes", () => {
-  let stack: TestStack;
+  let stack: LocalFabric;
   let client: Client;
   let scratch: string;
 
   beforeAll(async () => {
-    stack = await TestStack.start();
+    stack = await LocalFabric.start();
     client = new Client({ address: stack.broker.address, token: await stack.broker.token("alice") });
     scratch = mkdtempSync(path.join(tmpdir(), "fabric-resilience-"));
   }, 60_000);

@@ -15,8 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "../cloud/index.js";
 import { FabricError, errorFromInfo } from "../common/errors.js";
 import { fromGrpcError } from "../common/grpc-client.js";
-import { NatsServer } from "../devkit/nats-server.js";
-import { BrokerProcess, runCli } from "../devkit/processes.js";
+import { NatsServer, BrokerProcess, runCli } from "../devkit/index.js";
 import type { SessionResponse } from "../proto/index.js";
 import { RawClients } from "./support/raw-clients.js";
 

@@ -11,8 +11,8 @@ import {
   type UpdateEndpointPolicyRequest,
   type UpdateEndpointPolicyResponse,
 } from "../proto/index.js";
+import { LocalFabric } from "../devkit/index.js";
 import { RawClients } from "./support/raw-clients.js";
-import { TestStack } from "./support/stack.js";
 
 const enc = new TextEncoder();
 const UNKNOWN = "00000000-0000-4000-8000-000000000000";
@@ -52,12 +52,12 @@ function setPolicy(c: RawClients, req: UpdateEndpointPolicyRequest): Promise<Upd
 }
 
 describe("authorization: owners, sharing, allowed functions", () => {
-  let stack: TestStack;
+  let stack: LocalFabric;
   const users: Record<string, RawClients> = {};
   const u = (name: string) => users[name]!;
 
   beforeAll(async () => {
-    stack = await TestStack.start({ groups: { physics: ["carol"] } }, { operator: true });
+    stack = await LocalFabric.start({ brokerConfig: { groups: { physics: ["carol"] } }, operator: true });
     for (const name of ["alice", "bob", "carol", "dave"]) {
       users[name] = new RawClients(stack.broker.address, await stack.broker.token(name));
     }

@@ -7,8 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FabricError } from "../common/errors.js";
 import { ConnectEndpointRequest, RegisterFunctionRequest } from "../proto/index.js";
 import { Client } from "../sdk/index.js";
+import { LocalFabric } from "../devkit/index.js";
 import { RawClients } from "./support/raw-clients.js";
-import { TestStack } from "./support/stack.js";
 
 const KiB = 1024;
 
@@ -62,14 +62,14 @@ function rawUnary(
 }
 
 describe("hostile requests: sizes, counts and strings are checked before anything is decoded", () => {
-  let stack: TestStack;
+  let stack: LocalFabric;
   let alice: Client;
   let raw: RawClients;
   let endpointId: string;
   const noToken = new grpc.Metadata();
 
   beforeAll(async () => {
-    stack = await TestStack.start({ limits: { callsPerSecond: 0 } });
+    stack = await LocalFabric.start({ brokerConfig: { limits: { callsPerSecond: 0 } } });
     const ep = await stack.startEndpoint("alice", "limits", { workers: 2 });
     endpointId = ep.endpointId();
     const token = await stack.broker.token("alice");

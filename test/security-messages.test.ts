@@ -11,7 +11,7 @@ import { TokenAuthority } from "../cloud/index.js";
 import { agentInboxPrefix } from "../cloud/internal.js";
 import { Bus } from "../common/bus-layout.js";
 import { MAC_HEADER, MessageKey } from "../common/message-auth.js";
-import type { EndpointProcess } from "../devkit/processes.js";
+import { type EndpointProcess, LocalFabric, until } from "../devkit/index.js";
 import {
   EndpointControl,
   EndpointStatus,
@@ -26,8 +26,6 @@ import {
 } from "../proto/index.js";
 import { Client } from "../sdk/index.js";
 import { RawClients } from "./support/raw-clients.js";
-import { TestStack } from "./support/stack.js";
-import { until } from "./support/wait.js";
 
 const enc = new TextEncoder();
 
@@ -49,7 +47,7 @@ const lines = (file: string) =>
  * subjects). Nothing it forges may be believed.
  */
 describe("broker messages are authenticated: forged events, cancels and tasks are dropped", () => {
-  let stack: TestStack;
+  let stack: LocalFabric;
   let admin: NatsConnection;
   let alice: Client;
   let aliceRaw: RawClients;
@@ -62,7 +60,7 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
   let otherBus: BusConnectInfo;
 
   beforeAll(async () => {
-    stack = await TestStack.start({}, { operator: true });
+    stack = await LocalFabric.start({ operator: true });
     admin = await connect({
       servers: stack.nats.url,
       authenticator: credsAuthenticator(readFileSync(stack.nats.operator!.brokerCredsFile)),

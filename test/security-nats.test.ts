@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { Bus } from "../common/bus-layout.js";
 import { MessageKey } from "../common/message-auth.js";
-import { EndpointProcess } from "../devkit/processes.js";
+import { EndpointProcess, LocalFabric } from "../devkit/index.js";
 import { ObjectReader } from "../endpoint/agent/object-reader.js";
 import {
   TaskState,
@@ -20,7 +20,6 @@ import {
 } from "../proto/index.js";
 import { Client } from "../sdk/index.js";
 import { RawClients } from "./support/raw-clients.js";
-import { TestStack } from "./support/stack.js";
 
 const enc = new TextEncoder();
 
@@ -53,7 +52,7 @@ async function connectAs(bus: BusConnectInfo): Promise<{ nc: NatsConnection; err
 }
 
 describe("isolation on NATS: per-endpoint users in operator mode", () => {
-  let stack: TestStack;
+  let stack: LocalFabric;
   let admin: NatsConnection;
   let alice: Client;
   let aliceRaw: RawClients;
@@ -63,7 +62,10 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
   const opened: NatsConnection[] = [];
 
   beforeAll(async () => {
-    stack = await TestStack.start({ limits: { inlinePayloadBytes: 4096 } }, { operator: true });
+    stack = await LocalFabric.start({
+      brokerConfig: { limits: { inlinePayloadBytes: 4096 } },
+      operator: true,
+    });
     admin = await connect({
       servers: stack.nats.url,
       authenticator: credsAuthenticator(readFileSync(stack.nats.operator!.brokerCredsFile)),

@@ -7,8 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { errorFromInfo } from "../common/errors.js";
 import { fromGrpcError } from "../common/grpc-client.js";
-import { NatsServer } from "../devkit/nats-server.js";
-import { BrokerProcess } from "../devkit/processes.js";
+import { NatsServer, BrokerProcess } from "../devkit/index.js";
 import {
   SessionRequest,
   TaskState,

@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { SlurmCluster } from "../devkit/slurm.js";
+import { SlurmCluster, LocalFabric } from "../devkit/index.js";
 import { Client, TaskFailedError } from "../sdk/index.js";
 import type { EndpointReport } from "../sdk/index.js";
-import { TestStack } from "./support/stack.js";
 
 /** Polls `probe` until it returns a value (not undefined), or fails after `timeoutMs` with `what`. */
 async function until<T>(
@@ -42,14 +41,14 @@ const slurmProvider = (extra: Record<string, unknown> = {}) => ({
 
 describe("Slurm provider against a real one-node Slurm", () => {
   let slurm: SlurmCluster;
-  let stack: TestStack;
+  let stack: LocalFabric;
   let client: Client;
 
   beforeAll(async () => {
     slurm = await SlurmCluster.start({ cpus: 2 });
     // Endpoint agents inherit this: their sbatch/squeue talk to the test cluster.
     process.env["SLURM_CONF"] = slurm.confFile;
-    stack = await TestStack.start();
+    stack = await LocalFabric.start();
     client = new Client({ address: stack.broker.address, token: await stack.broker.token("sam") });
   }, 120_000);
 

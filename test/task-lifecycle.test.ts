@@ -10,9 +10,8 @@ import { TokenAuthority } from "../cloud/index.js";
 import { Bus } from "../common/bus-layout.js";
 import { TaskMessage } from "../proto/index.js";
 import { Client, TaskFailedError } from "../sdk/index.js";
+import { LocalFabric, until } from "../devkit/index.js";
 import { RawClients } from "./support/raw-clients.js";
-import { TestStack } from "./support/stack.js";
-import { until } from "./support/wait.js";
 
 const lines = (file: string) =>
   existsSync(file) ? readFileSync(file, "utf8").split("\n").filter(Boolean) : [];
@@ -37,7 +36,7 @@ async function work(logFile, tag, sleepMs, marker) {
 }`;
 
 describe("task lifecycle: retries, timeouts, cancellation, duplicates, long tasks, idempotency", () => {
-  let stack: TestStack;
+  let stack: LocalFabric;
   let client: Client;
   let endpointId: string;
   let fid: string;
@@ -45,7 +44,7 @@ describe("task lifecycle: retries, timeouts, cancellation, duplicates, long task
 
   beforeAll(async () => {
     // A short ack wait, to show a long task is not redelivered while it runs.
-    stack = await TestStack.start({ taskAckWaitSeconds: 2 });
+    stack = await LocalFabric.start({ brokerConfig: { taskAckWaitSeconds: 2 } });
     const ep = await stack.startEndpoint("alice", "life", { workers: 2 });
     endpointId = ep.endpointId();
     client = new Client({ address: stack.broker.address, token: await stack.broker.token("alice") });

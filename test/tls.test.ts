@@ -10,9 +10,15 @@ import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { freePort, NatsServer } from "../devkit/nats-server.js";
-import { BrokerProcess, EndpointProcess, runCli } from "../devkit/processes.js";
-import { TestCa, type CertFiles } from "../devkit/test-ca.js";
+import {
+  freePort,
+  NatsServer,
+  BrokerProcess,
+  EndpointProcess,
+  runCli,
+  TestCa,
+  type CertFiles,
+} from "../devkit/index.js";
 import { Client } from "../sdk/index.js";
 
 /** The serial number of the certificate a fresh TLS connection to the broker is served. */

@@ -1,6 +1,6 @@
 /**
  * Spawns the real worker and manager processes. Node 20 cannot run TypeScript, so the endpoint
- * folder is compiled first (see testing/build-for-tests.ts) and the compiled entries are spawned.
+ * folder is compiled first (see devkit/build-for-tests.ts) and the compiled entries are spawned.
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { readFrames, writeFrame } from "../../common/framing.js";
 import { AgentMessage, ManagerMessage, WorkerRequest, WorkerResponse } from "../../proto/index.js";
 import type { FunctionSpec, WorkItem, WorkOutcome } from "../../proto/index.js";
-import { buildEndpointForTests } from "../testing/build-for-tests.js";
+import { buildEndpointForTests } from "../../devkit/index.js";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

@@ -6,7 +6,7 @@ import type { ContainerConfig } from "../../endpoint/runtime/config.js";
 import { MANAGER_LABEL } from "../../endpoint/runtime/docker-options.js";
 import { createWorkerLauncher } from "../../endpoint/runtime/runtimes.js";
 import type { FunctionSpec, WorkItem, WorkOutcome } from "../../proto/index.js";
-export { until } from "./wait.js";
+export { until } from "../../devkit/index.js";
 
 const enc = new TextEncoder();
 let seq = 0;

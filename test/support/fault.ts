@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { expect } from "vitest";
 
 import type { Client, TaskInfo } from "../../sdk/index.js";
-export { until } from "./wait.js";
+export { until } from "../../devkit/index.js";
 
 /**
  * A function that appends its argument to a file on each execution, so duplicate executions show
