@@ -20,7 +20,17 @@ import { sourceOfFunction, sourceOfText } from "./function-source.js";
 import type { JsSource } from "./function-source.js";
 import { BatchSubmitError } from "./errors.js";
 import { ClientSession } from "./session.js";
-import type { EndpointInfo, FunctionInfo, TaskInfo, TaskOutcome } from "./types.js";
+import type {
+  AnyFunction,
+  EndpointInfo,
+  FunctionInfo,
+  RegisterOptions,
+  RegisterShellOptions,
+  SubmittedBatch,
+  TaskInfo,
+  TaskOutcome,
+  WaitOptions,
+} from "./types.js";
 import { watchTasks } from "./watch.js";
 import type { WatchTarget } from "./watch.js";
 
@@ -49,47 +59,14 @@ function limitsOf(options: RegisterOptions): Pick<FunctionSpec, "maxRetries" | "
 }
 
 /** Any JavaScript function (the SDK sends its source, never calls it). */
-export type AnyFunction = (...args: never[]) => unknown;
+export type {
+  AnyFunction,
+  RegisterOptions,
+  RegisterShellOptions,
+  SubmittedBatch,
+  WaitOptions,
+} from "./types.js";
 
-/** Name, description and container image of a function being registered. */
-export interface RegisterOptions {
-  /** A human name shown in listings. Default: the function's name (JS) or the command (shell). */
-  readonly name?: string;
-  readonly description?: string;
-  /** Container image the function needs. Default: the endpoint's default image. */
-  readonly containerImage?: string;
-  /**
-   * Times a failed task runs again, with backoff (1 s, 2 s, 4 s, …). Default 0: functions may not
-   * be idempotent. Every attempt shows in the task's history.
-   */
-  readonly maxRetries?: number;
-  /** Seconds a task may run before it is stopped (reason `timeout`). Default: no limit. */
-  readonly timeoutSeconds?: number;
-}
-
-/** Options of {@link Client.registerShellFunction}. */
-export interface RegisterShellOptions extends RegisterOptions {
-  /** Seconds before the command is killed. Default (0): the endpoint's default. */
-  readonly walltimeSeconds?: number;
-}
-
-/** The tasks a {@link Client.submitBatch} call created. */
-export interface SubmittedBatch {
-  /** The group they all belong to. */
-  readonly groupId: string;
-  /** One id per submitted task, in submission order. */
-  readonly taskIds: readonly string[];
-}
-
-/** Options of {@link Client.waitForResult} and {@link Client.results}. */
-export interface WaitOptions {
-  /** Give up after this many milliseconds with DEADLINE_EXCEEDED. Default: wait as long as it takes. */
-  readonly timeoutMs?: number;
-  /** Stop waiting (CANCELLED) when this aborts. */
-  readonly signal?: AbortSignal;
-}
-
-/** Options of {@link Client.fromConfig}: everything but the address, token and TLS files, which come from there. */
 export type FromConfigOptions = Omit<
   ClientOptions,
   "address" | "token" | "caFile" | "certFile" | "keyFile"

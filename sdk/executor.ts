@@ -6,8 +6,28 @@ import { FabricError, toFabricError } from "../common/errors.js";
 import type { ShellOutcome } from "../common/errors.js";
 import type { TaskInput } from "./codec.js";
 import { BatchSubmitError } from "./errors.js";
-import type { AnyFunction, Client } from "./client.js";
 import { sourceOfFunction } from "./function-source.js";
+import type { JsSource } from "./function-source.js";
+import type {
+  AnyFunction,
+  RegisterOptions,
+  SubmittedBatch,
+  TaskInfo,
+  TaskOutcome,
+  WaitOptions,
+} from "./types.js";
+
+/** What an executor needs of its {@link Client}: registering, submitting, watching and cancelling. */
+export interface ExecutorHost {
+  readonly options: { readonly submitChunkSize: number };
+  registerFunction(fn: AnyFunction | JsSource, options?: RegisterOptions): Promise<string>;
+  submitBatch(tasks: readonly TaskInput[], options?: { groupId?: string }): Promise<SubmittedBatch>;
+  results<T = unknown>(
+    target: readonly string[] | { readonly groupId: string },
+    options?: WaitOptions,
+  ): AsyncGenerator<TaskOutcome<T>, void, undefined>;
+  cancel(taskIds: readonly string[]): Promise<TaskInfo[]>;
+}
 
 /** Options of {@link Client.executor}. */
 export interface ExecutorOptions {
@@ -70,7 +90,7 @@ interface Pending {
 export class Executor {
   /** Where this executor's tasks run. */
   readonly endpointId: string;
-  private readonly client: Client;
+  private readonly client: ExecutorHost;
   private readonly windowMs: number;
   private readonly maxBatch: number;
   private readonly containerImage: string;
@@ -84,7 +104,7 @@ export class Executor {
   private closed = false;
 
   /** Use {@link Client.executor}. */
-  constructor(client: Client, options: ExecutorOptions) {
+  constructor(client: ExecutorHost, options: ExecutorOptions) {
     if (typeof options?.endpointId !== "string" || options.endpointId === "") {
       throw new FabricError("INVALID_ARGUMENT", "an executor needs an endpointId");
     }
