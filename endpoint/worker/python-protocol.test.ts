@@ -274,6 +274,28 @@ describe("the Python runtime over fd 3", () => {
     expect(ok(await rt.run(source, "main", { functionId: "count-a" }))).toEqual([2, 3]);
   });
 
+  it("loads a function without an id for its task only", async () => {
+    const source = py("calls = 0", "def main():", "    global calls", "    calls += 1", "    return calls");
+    expect(ok(await rt.run(source, "main", { functionId: "" }))).toBe(1);
+    expect(ok(await rt.run(source, "main", { functionId: "" }))).toBe(1);
+  });
+
+  it("a child the function forks never answers for it", async () => {
+    const source = py(
+      "import os",
+      "def main():",
+      "    pid = os.fork()",
+      "    if pid == 0:",
+      "        return 'child'",
+      "    os.waitpid(pid, 0)",
+      "    return 'parent'",
+      "def after():",
+      "    return 'next'",
+    );
+    expect(ok(await rt.run(source, "main"))).toBe("parent");
+    expect(ok(await rt.run(source, "after"))).toBe("next");
+  });
+
   it("passes args and kwargs, and async functions run to completion", async () => {
     const source = py(
       "def main(a, b, *, scale=1, label=''):",

@@ -1,51 +1,44 @@
 """The fabric's Python worker runtime: one long-lived interpreter that runs an endpoint's Python
 functions, task after task. Standard library only, Python 3.8 or later.
 
-Link. The runtime talks to its worker manager over fd 3 when started with it open (`stdio:
-["ignore", "pipe", "pipe", "pipe"]`), or over the unix socket named by FABRIC_WORKER_SOCKET (in a
-container, where fd 3 cannot be handed over). Every message is a frame of `4-byte big-endian
-length + body` (common/framing.ts), so nothing a function prints can corrupt the protocol. A body is
-a JSON header on one line (JSON text never holds a raw newline), then, for some messages, a newline
-and a payload of raw bytes. endpoint/worker/python-protocol.ts is the other side.
+Link: fd 3 when started with it open (`stdio: ["ignore", "pipe", "pipe", "pipe"]`), else the unix
+socket named by FABRIC_WORKER_SOCKET (in a container, where fd 3 cannot be handed over). Messages
+are frames of `4-byte big-endian length + body` (common/framing.ts), so nothing a function prints
+can corrupt the protocol. A body is a one-line JSON header, then for some messages a newline and
+raw bytes. endpoint/worker/python-protocol.ts is the other side.
 
-  runtime -> manager, once at start:
+  runtime -> manager at start:
     {"op":"hello","python":"3.11.2","implementation":"cpython","pid":N,"executable":"/usr/bin/python3"}
-  manager -> runtime, one task:
+  manager -> runtime, a task (its argument bytes spliced in unparsed; empty means [] / {}):
     {"op":"run","taskId":..,"functionId":..,"entryPoint":"main","source":"..","argsBytes":N}\n
     <args: N bytes of JSON, an array><kwargs: the rest, JSON, an object>
-    The manager splices the task's argument bytes in without parsing them; empty means [] / {}.
   runtime -> manager, its outcome:
     {"op":"result","taskId":..,"ok":true,"stdout":"..","stderr":".."}\n<the result's JSON text>
     {"op":"result","taskId":..,"ok":false,"reason":..,"error":{"type","message","traceback"},
      "stdout":"..","stderr":"..", "exitCode": N (system_exit), "module": ".." (import_error)}
-  manager -> runtime: {"op":"inspect"}
-  runtime -> manager: {"op":"inspected","python":"3.11.2","modules":[..sorted..],"path":[..]}
+  manager -> runtime {"op":"inspect"}; runtime -> manager {"op":"inspected","python":..,"modules":[..],"path":[..]}
 
-Reasons for failures that are not a plain exception from the function: system_exit (SystemExit,
-with exitCode), interrupted (KeyboardInterrupt, raised by the function or a SIGINT to this
-process during a task), out_of_memory (MemoryError), import_error (ModuleNotFoundError, with
-module), invalid_arguments (args not a JSON array, kwargs not an object, bad base64),
-bad_result (not JSON-serialisable: the message names the type), result_too_large (over
-FABRIC_MAX_RESULT_BYTES, default 10 MiB), no_entry_point (missing or not callable),
-syntax_error (the source does not compile). A plain exception has no reason.
+Reasons (a plain exception from the function has none): system_exit (with exitCode),
+interrupted (KeyboardInterrupt raised, or a SIGINT to this process during a task; between tasks
+SIGINT is ignored), out_of_memory (MemoryError), import_error (ModuleNotFoundError, with module),
+invalid_arguments, bad_result (not JSON-serialisable: the message names the type),
+result_too_large (over FABRIC_MAX_RESULT_BYTES, default 10 MiB), no_entry_point, syntax_error.
 
-Bytes. A JSON object of exactly one key, `{"$bytes": "<base64>"}`, anywhere in args or kwargs
-arrives as `bytes`; `bytes`, `bytearray` or `memoryview` anywhere in a result leaves as
-`{"$bytes": "<base64>"}`. So numpy arrays travel as .npy bytes (`np.save` to an `io.BytesIO`).
-Nothing is ever unpickled, and nothing is compiled but the functions' registered source.
+Bytes: an object of exactly one key, `{"$bytes": "<base64 string>"}`, anywhere in args or kwargs
+arrives as `bytes`; `bytes`, `bytearray` or `memoryview` anywhere in a result leaves as one. So
+numpy arrays travel as .npy bytes (`np.save` to an `io.BytesIO`). Nothing is ever unpickled, and
+nothing is compiled but the functions' registered source.
 
-Functions. Each source is compiled once and each function id's module namespace is kept (up to
-256 functions), so module-level imports are paid once per worker. The module is registered in
-sys.modules and linecache, so tracebacks and `inspect.getsource` show the source lines.
-sys.path[0] is the working directory (as for `python3 -c`), not this file's folder.
+Functions: each source is compiled once, and each function id's module runs once and is kept (up
+to 256), so module-level imports are paid once per worker. Modules are registered in sys.modules
+and linecache (tracebacks and `inspect.getsource` show source lines). sys.path[0] is the working
+directory, as for `python3 -c`.
 
-Output. sys.stdout and sys.stderr are bounded buffers: each task's result carries the last
-64 KiB of each, after a note `[… N bytes cut …]` when more was written. Output written between
-tasks (by threads a function left running) is reported with the next task. Output written to
-fds 1 and 2 directly (C code, subprocesses) goes to this process's stdout and stderr, as does
-everything when FABRIC_PYTHON_ECHO=1 (so the last words of a task that kills the interpreter
-reach the manager). faulthandler writes a fatal signal's Python stack to fd 2; SIGUSR1 dumps
-every thread's stack there without stopping.
+Output: sys.stdout and sys.stderr are buffers keeping the last 64 KiB of each per task, after a
+note `[… N bytes cut …]`; what threads write between tasks goes with the next one. Writes to fds
+1 and 2 (C code, subprocesses) reach this process's stdout and stderr, as does everything with
+FABRIC_PYTHON_ECHO=1 (so the last words of a task that kills the interpreter reach the manager).
+faulthandler writes a fatal signal's Python stack to fd 2; SIGUSR1 dumps every thread's there.
 
 Exit codes: 0 when the manager closes the link, 2 on a protocol error (with a line on fd 2).
 """
@@ -77,6 +70,8 @@ def _positive_env(name, fallback):
 MAX_RESULT_BYTES = min(_positive_env("FABRIC_MAX_RESULT_BYTES", 10 * 1024 * 1024), MAX_FRAME_BYTES - (1 << 20))
 ECHO = os.environ.get("FABRIC_PYTHON_ECHO") == "1"
 PID = os.getpid()
+VERSION = "%d.%d.%d" % tuple(sys.version_info[:3])
+_forked = False  # set in a child a function forked
 
 
 class TaskFailure(Exception):
@@ -87,9 +82,6 @@ class TaskFailure(Exception):
         self.reason = reason
         self.type_name = type_name
         self.traceback_text = traceback_text
-
-
-# ---- output capture ------------------------------------------------------------------------
 
 
 class _BytesSink:
@@ -172,8 +164,6 @@ class OutputTail(io.TextIOBase):
 STDOUT = OutputTail(1 if ECHO else None)
 STDERR = OutputTail(2 if ECHO else None)
 
-# ---- JSON and the bytes convention --------------------------------------------------------
-
 
 def _bytes_hook(obj):
     if len(obj) == 1 and "$bytes" in obj:
@@ -200,6 +190,21 @@ _RESULT_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separato
 _RESULT_ENCODER_ASCII = json.JSONEncoder(allow_nan=False, separators=(",", ":"), default=_encode_default)
 # Headers are ASCII JSON: never a raw newline, never an unencodable lone surrogate.
 _HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_quote = json.encoder.encode_basestring_ascii
+_ARGS_DECODER = json.JSONDecoder(object_hook=_bytes_hook)
+# JSONDecoder.decode and JSONEncoder.encode cost a few microseconds of Python-level set-up per
+# call, the better part of a no-op task: the hot path calls the C scanner and encoder directly.
+_scan_header = json.JSONDecoder().scan_once
+_result_markers = {}
+_encode_result_fast = None
+if json.encoder.c_make_encoder is not None:
+    try:
+        _encode_result_fast = json.encoder.c_make_encoder(
+            _result_markers, _encode_default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+        if "".join(_encode_result_fast({"a": [1, 2.5, "é", None, True]}, 0)) != '{"a":[1,2.5,"é",null,true]}':
+            _encode_result_fast = None
+    except Exception:  # an interpreter whose private encoder differs: the public one will do
+        _encode_result_fast = None
 _JSON_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
                bool: "a boolean", type(None): "null"}
 
@@ -208,7 +213,7 @@ def decode_payload(raw, kind, what):
     if not raw:
         return kind()
     try:
-        value = json.loads(raw, object_hook=_bytes_hook)
+        value = _ARGS_DECODER.decode(raw.decode("utf-8"))
     except (ValueError, RecursionError) as err:
         raise TaskFailure("invalid_arguments", type(err).__name__, "%s is not valid JSON: %s" % (what, err))
     if type(value) is not kind:
@@ -219,7 +224,13 @@ def decode_payload(raw, kind, what):
 
 def encode_result(value):
     try:
-        text = _RESULT_ENCODER.encode(value)
+        if _encode_result_fast is not None:
+            try:
+                text = "".join(_encode_result_fast(value, 0))
+            finally:
+                _result_markers.clear()  # what a failed encoding left behind
+        else:
+            text = _RESULT_ENCODER.encode(value)
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate: JSON's \u escapes carry it
@@ -236,18 +247,9 @@ def encode_result(value):
     return data
 
 
-# ---- functions ------------------------------------------------------------------------------
-
 _functions = {}  # function id -> [module, entry point, callable]
 _codes = {}  # source -> code object, shared by function ids with the same source
-_sources = {}  # code filename -> source, for linecache
 _module_count = 0
-
-
-def _remember(cache, key, value):
-    if len(cache) >= MAX_CACHED_FUNCTIONS:
-        cache.pop(next(iter(cache)))
-    cache[key] = value
 
 
 def _register_lines(filename, source):
@@ -268,13 +270,12 @@ def compile_source(function_id, source):
 
         text = "".join(traceback.format_exception_only(type(err), err))
         raise TaskFailure("syntax_error", type(err).__name__, "the function source does not compile: %s" % err, text)
-    if len(_sources) >= MAX_CACHED_FUNCTIONS:
+    if len(_codes) >= MAX_CACHED_FUNCTIONS:
         import linecache
 
-        linecache.cache.pop(_sources.pop(next(iter(_sources)))[0], None)
-    _sources[filename] = (filename, source)
+        linecache.cache.pop(_codes.pop(next(iter(_codes))).co_filename, None)
+    _codes[source] = code
     _register_lines(filename, source)
-    _remember(_codes, source, code)
     return code
 
 
@@ -323,8 +324,6 @@ def load_function(function_id, source, entry):
     return fn
 
 
-# ---- failures -------------------------------------------------------------------------------
-
 _RUNTIME_FILE = _positive_env.__code__.co_filename
 
 
@@ -347,9 +346,9 @@ def format_traceback(exc):
     import linecache
     import traceback
 
-    for filename, source in _sources.values():
-        if filename not in linecache.cache:
-            _register_lines(filename, source)
+    for source, code in _codes.items():  # in case a function cleared linecache
+        if code.co_filename not in linecache.cache:
+            _register_lines(code.co_filename, source)
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename == _RUNTIME_FILE:
         tb = tb.tb_next
@@ -386,8 +385,6 @@ def describe_failure(exc):
     return fields
 
 
-# ---- tasks ----------------------------------------------------------------------------------
-
 _in_task = False
 
 
@@ -398,7 +395,7 @@ def _on_sigint(_signum, _frame):
 
 
 def run_task(header, body, newline_at):
-    """Runs one task; returns the parts of its result frame's body."""
+    """Runs one task; returns its result frame's header and payload (None for a failure)."""
     global _in_task
     try:
         task_id = header["taskId"]
@@ -406,6 +403,8 @@ def run_task(header, body, newline_at):
         entry = header["entryPoint"]
         source = header["source"]
         args_end = newline_at + 1 + int(header.get("argsBytes", 0))
+        if not (type(task_id) is str and type(function_id) is str and type(entry) is str and type(source) is str):
+            raise TypeError("taskId, functionId, entryPoint and source must be strings")
     except (KeyError, TypeError, ValueError) as err:
         protocol_error("malformed run header: %r" % (err,))
     sys.stdout = STDOUT
@@ -428,14 +427,16 @@ def run_task(header, body, newline_at):
         _in_task = False
         fields = describe_failure(exc)
         del exc
-    if os.getpid() != PID:
+    if _forked:
         # A child the function forked came back here: it must not answer for its parent.
         os._exit(0 if fields is None else 1)
-    head = {"op": "result", "taskId": task_id, "ok": fields is None, "stdout": STDOUT.take(), "stderr": STDERR.take()}
     if fields is not None:
+        head = {"op": "result", "taskId": task_id, "ok": False, "stdout": STDOUT.take(), "stderr": STDERR.take()}
         head.update(fields)
-        return [_HEADER_ENCODER.encode(head).encode("ascii")]
-    return [_HEADER_ENCODER.encode(head).encode("ascii"), NEWLINE, result]
+        return _HEADER_ENCODER.encode(head).encode("ascii"), None
+    head = '{"op":"result","taskId":%s,"ok":true,"stdout":%s,"stderr":%s}' % (
+        _quote(task_id), _quote(STDOUT.take()), _quote(STDERR.take()))
+    return head.encode("ascii"), result
 
 
 def inspect_runtime():
@@ -443,14 +444,7 @@ def inspect_runtime():
 
     names = set(sys.builtin_module_names)
     names.update(module.name for module in pkgutil.iter_modules())
-    return {"op": "inspected", "python": _version(), "modules": sorted(names), "path": list(sys.path)}
-
-
-def _version():
-    return "%d.%d.%d" % tuple(sys.version_info[:3])
-
-
-# ---- the link -------------------------------------------------------------------------------
+    return {"op": "inspected", "python": VERSION, "modules": sorted(names), "path": list(sys.path)}
 
 
 def _say(line):
@@ -500,9 +494,13 @@ class Link:
         self.pending = b""
         return body
 
-    def send(self, parts):
-        size = sum(len(part) for part in parts)
-        parts.insert(0, size.to_bytes(4, "big"))
+    def send(self, header, payload=None):
+        if payload is None:
+            size = len(header)
+            parts = [size.to_bytes(4, "big"), header]
+        else:
+            size = len(header) + 1 + len(payload)
+            parts = [size.to_bytes(4, "big"), header, NEWLINE, payload]
         try:
             written = os.writev(self.fd, parts)
             if written < size + 4:
@@ -534,10 +532,10 @@ def open_link():
 
 
 def serve(link):
-    link.send([_HEADER_ENCODER.encode({
-        "op": "hello", "python": _version(), "implementation": sys.implementation.name,
+    link.send(_HEADER_ENCODER.encode({
+        "op": "hello", "python": VERSION, "implementation": sys.implementation.name,
         "pid": PID, "executable": sys.executable,
-    }).encode("ascii")])
+    }).encode("ascii"))
     while True:
         body = link.read_frame()
         if body is None:
@@ -546,16 +544,24 @@ def serve(link):
         if newline_at < 0:
             newline_at = len(body)  # a header alone: no payload
         try:
-            header = json.loads(body[:newline_at])
-            op = header["op"]
-        except (ValueError, KeyError, TypeError) as err:
-            protocol_error("undecodable frame header (%s)" % err)
+            text = body[:newline_at].decode("utf-8")
+            header, end = _scan_header(text, 0)
+            op = header["op"] if end == len(text) else None
+        except (StopIteration, ValueError, KeyError, TypeError) as err:
+            protocol_error("undecodable frame header (%r)" % (err,))
         if op == "run":
-            link.send(run_task(header, body, newline_at))
+            link.send(*run_task(header, body, newline_at))
         elif op == "inspect":
-            link.send([_HEADER_ENCODER.encode(inspect_runtime()).encode("ascii")])
+            link.send(_HEADER_ENCODER.encode(inspect_runtime()).encode("ascii"))
         else:
             protocol_error("unknown op %r" % (op,))
+
+
+def _in_child(fd):
+    # A child forked by a function must not write on the link.
+    global _forked
+    _forked = True
+    os.close(fd)
 
 
 def main():
@@ -567,8 +573,7 @@ def main():
         faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
     signal.signal(signal.SIGINT, _on_sigint)
     fd = open_link()
-    # A child forked by a function must not write on the link.
-    os.register_at_fork(after_in_child=lambda: os.close(fd))
+    os.register_at_fork(after_in_child=lambda: _in_child(fd))
     sys.stdout = STDOUT
     sys.stderr = STDERR
     serve(Link(fd))
