@@ -26,19 +26,14 @@ const bytes = (text: string) => encoder.encode(text);
 /** Python source from lines (template literals would carry this file's indentation). */
 const py = (...lines: string[]) => lines.join("\n") + "\n";
 
-interface Exit {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-}
+type Exit = { readonly code: number | null; readonly signal: NodeJS.Signals | null };
+type Waiter = { resolve: (m: PythonRuntimeMessage) => void; reject: (e: Error) => void };
 
 /** A runtime process and its link, as a manager holds them. */
 class RuntimeUnderTest {
   stderr = "";
   private readonly queued: PythonRuntimeMessage[] = [];
-  private readonly waiters: Array<{
-    resolve: (m: PythonRuntimeMessage) => void;
-    reject: (e: Error) => void;
-  }> = [];
+  private readonly waiters: Waiter[] = [];
   private exit: Exit | undefined;
   private link: Duplex | undefined;
   private taskSeq = 0;
@@ -156,11 +151,10 @@ async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<vo
   }
 }
 
-const value = (r: PythonTaskResult): unknown => JSON.parse(decoder.decode(r.resultJson));
-
+/** The value of a task that succeeded. */
 function ok(r: PythonTaskResult): unknown {
   if (!r.ok) throw new Error(`task failed: ${JSON.stringify(r)}`);
-  return value(r);
+  return JSON.parse(decoder.decode(r.resultJson));
 }
 
 describe("Python run frames", () => {
@@ -202,13 +196,13 @@ describe("Python run frames", () => {
       decodePythonFrame(bytes('{"op":"result","taskId":"t","ok":true,"stdout":"","stderr":""}')),
     ).toThrow(/no payload/);
     expect(() => decodePythonFrame(bytes('{"op":"what"}'))).toThrow(/unknown op/);
-    expect(() =>
-      decodePythonFrame(
-        bytes(
-          '{"op":"result","taskId":"t","ok":false,"stdout":"","stderr":"","reason":"odd","error":{"type":"E","message":"","traceback":""}}',
-        ),
-      ),
-    ).toThrow(/unknown reason/);
+    const failed = { op: "result", taskId: "t", ok: false, stdout: "", stderr: "" };
+    const error = { type: "E", message: "", traceback: "" };
+    expect(() => decodePythonFrame(bytes(JSON.stringify({ ...failed, error: {} })))).toThrow(
+      /type is not a string/,
+    );
+    const odd = JSON.stringify({ ...failed, reason: "odd", error });
+    expect(() => decodePythonFrame(bytes(odd))).toThrow(/unknown reason/);
   });
 
   it("maps failures to the FabricError the SDK sees", () => {

@@ -2,8 +2,8 @@
  * Micro-benchmark of the Python worker runtime alone (no agent, no manager): spawn-to-hello time,
  * and round trips per second of a no-op function through ONE runtime over fd 3, with one task in
  * flight (a worker's latency-bound loop) and with a window of tasks in flight (the runtime's own
- * ceiling). Prints the median of several runs. Not part of the bench list; run it by hand after
- * `npm run build`:
+ * ceiling), the first task's time, and the CPU time per task of the runtime and of this process.
+ * Prints medians of several runs. Not part of the bench list; run it by hand after `npm run build`:
  *
  *   node endpoint/worker/python/bench-runtime.mjs [--python python3] [--runs 5] [--tasks 20000] [--window 16]
  */
@@ -111,9 +111,24 @@ async function roundTrips(count, inFlight) {
 const cpuPerTask = { python: [], node: [] };
 
 const hellos = [];
+const firsts = [];
 for (let i = 0; i < Math.max(runs, 10); i++) {
-  const rt = start(() => undefined);
+  let answered;
+  const first = new Promise((resolve) => (answered = resolve));
+  const rt = start(() => answered(process.hrtime.bigint()));
   hellos.push(await rt.hello);
+  const t0 = process.hrtime.bigint();
+  rt.link.write(
+    encodePythonRunFrame({
+      taskId: "t",
+      functionId: "noop",
+      source: noop,
+      entryPoint: "noop",
+      argsJson: empty,
+      kwargsJson: empty,
+    }),
+  );
+  firsts.push(Number((await first) - t0) / 1e6);
   await stop(rt);
 }
 await roundTrips(2000, 1); // warm the page cache and the JIT
@@ -129,6 +144,7 @@ console.log(`python: ${values.python} (runtime ${pythonRuntimePath()})`);
 console.log(
   `spawn to hello: median ${median(hellos).toFixed(1)} ms over ${hellos.length} starts (min ${Math.min(...hellos).toFixed(1)} ms)`,
 );
+console.log(`first no-op task after hello (compiling it): median ${median(firsts).toFixed(2)} ms`);
 console.log(
   `no-op round trips, 1 in flight: median ${fmt(median(serial))}/s over ${runs} runs of ${tasks} (${serial.map(fmt).join(", ")})`,
 );
