@@ -15,13 +15,15 @@ import { fileURLToPath } from "node:url";
 
 import type Docker from "dockerode";
 
-import { createLogger } from "../common/logger.js";
+import { createLogger } from "../common/index.js";
 import { ensureDockerEngine, type ContainerEngine, ensureWorkerImages } from "../devkit/index.js";
-import { WorkerPool } from "../endpoint/manager/worker-pool.js";
-import { resolveContainerConfig } from "../endpoint/runtime/config.js";
-import type { ContainerConfig } from "../endpoint/runtime/config.js";
-import { removeContainersByLabel } from "../endpoint/runtime/docker-launcher.js";
-import { createWorkerLauncher } from "../endpoint/runtime/runtimes.js";
+import {
+  WorkerPool,
+  resolveContainerConfig,
+  removeContainersByLabel,
+  createWorkerLauncher,
+  type ContainerConfig,
+} from "../endpoint/internal.js";
 import type { WorkItem, WorkOutcome } from "../proto/index.js";
 
 const BENCH_LABEL_KEY = "org.fabric.bench";

@@ -5,8 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 
-import { silentLogger } from "../common/logger.js";
-import { isTerminal } from "../common/task-state.js";
+import { silentLogger, isTerminal } from "../common/index.js";
 import { EndpointServiceService, FunctionServiceService, TaskServiceService, Task } from "../proto/index.js";
 import { AccessPolicy } from "./auth/authz.js";
 import { accountOfUserJwt, jwtOfCredsFile, NatsCredentialMinter } from "./auth/nats-credentials.js";

@@ -2,8 +2,7 @@
 import { Command, InvalidArgumentError } from "commander";
 import { decodeJwt } from "jose";
 
-import { FabricError, toFabricError } from "../common/errors.js";
-import { createLogger } from "../common/logger.js";
+import { FabricError, toFabricError, createLogger } from "../common/index.js";
 import { TokenAuthority } from "./auth/tokens.js";
 import { Broker } from "./broker.js";
 import { loadBrokerConfigFile } from "./config.js";

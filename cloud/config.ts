@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 
-import { FabricError } from "../common/errors.js";
+import { FabricError } from "../common/index.js";
 
 const MiB = 1024 * 1024;
 

@@ -1,4 +1,4 @@
-import type { ErrorInfo } from "../proto/index.js";
+import type { ErrorInfo } from "../proto/messages.js";
 
 /**
  * The closed set of error codes, aligned with gRPC status names. Every error the system raises,

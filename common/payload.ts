@@ -6,7 +6,7 @@
  * message carries only that reference and the size. Broker and agent both decide with these
  * functions, so a payload never travels one way on one side and another way on the other.
  */
-import type { Payload } from "../proto/index.js";
+import type { Payload } from "../proto/messages.js";
 
 /** Room an agent keeps in a NATS message for everything in a task update but an inline result. */
 export const UPDATE_OVERHEAD_BYTES = 64 * 1024;

@@ -1,4 +1,4 @@
-import { TaskState } from "../proto/index.js";
+import { TaskState } from "../proto/messages.js";
 
 export { TaskState };
 

@@ -32,8 +32,11 @@ import { parseArgs } from "node:util";
 import Docker from "dockerode";
 
 import { ROOT } from "./processes.js";
-import { DEFAULT_SHELL_WORKER_IMAGE, DEFAULT_WORKER_IMAGE } from "../endpoint/runtime/config.js";
-import { DEFAULT_ENGINE_SOCKET } from "../endpoint/runtime/docker-launcher.js";
+import {
+  DEFAULT_SHELL_WORKER_IMAGE,
+  DEFAULT_WORKER_IMAGE,
+  DEFAULT_ENGINE_SOCKET,
+} from "../endpoint/internal.js";
 
 /** Label holding the hash of an image's content: an image with the same hash is not rebuilt. */
 export const IMAGE_HASH_LABEL = "org.fabric.image-hash";

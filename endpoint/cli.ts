@@ -12,9 +12,7 @@ import { fileURLToPath } from "node:url";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { stringify as toYaml } from "yaml";
 
-import { FabricError } from "../common/errors.js";
-import { bearer, callUnary, channelFor, clientOptions } from "../common/grpc-client.js";
-import { createLogger } from "../common/logger.js";
+import { FabricError, bearer, callUnary, channelFor, clientOptions, createLogger } from "../common/index.js";
 import { EndpointServiceClient } from "../proto/index.js";
 import type { DeleteEndpointResponse, GetEndpointResponse } from "../proto/index.js";
 import { EndpointAgent, EndpointRejectedError } from "./agent/index.js";

@@ -6,7 +6,7 @@ import { z } from "zod";
 
 import { nonNegativeInt, positiveInt } from "./config-fields.js";
 
-import { FabricError } from "../common/errors.js";
+import { FabricError } from "../common/index.js";
 import { ContainerConfigSchema } from "./runtime/config.js";
 
 /** Elastic scaling, shared by every provider. */

@@ -3,8 +3,7 @@ import path from "node:path";
 
 import { parseDocument } from "yaml";
 
-import { FabricError } from "../common/errors.js";
-import { fabricHome } from "../common/home.js";
+import { FabricError, fabricHome } from "../common/index.js";
 
 /** Files of one configured endpoint, under `$FABRIC_HOME/endpoints/<name>/`. */
 export interface EndpointPaths {

@@ -1,18 +1,9 @@
 /**
- * Every message on every wire, generated from proto/fabric/v1/*.proto by ts-proto
- * (`npm run gen`). The generated files are never edited by hand.
+ * Every message on every wire, and the gRPC services, generated from proto/fabric/v1/*.proto by
+ * ts-proto (`npm run gen`). The generated files are never edited by hand. The messages alone,
+ * without gRPC, are in ./messages.ts.
  */
-export {
-  TaskState,
-  Payload,
-  RemoteException,
-  ShellResult,
-  ErrorInfo,
-  StateTransition,
-  JsFunctionSpec,
-  ShellFunctionSpec,
-  FunctionSpec,
-} from "./gen/fabric/v1/common.js";
+export * from "./messages.js";
 export {
   FunctionMessage,
   RegisterFunctionRequest,
@@ -61,28 +52,3 @@ export {
   TaskServiceClient,
 } from "./gen/fabric/v1/api.js";
 export type { FunctionServiceServer, EndpointServiceServer, TaskServiceServer } from "./gen/fabric/v1/api.js";
-export {
-  TaskMessage,
-  TaskUpdate,
-  TaskUpdateBatch,
-  TaskUpdateBatchReply,
-  BlockStatus,
-  EndpointStatus,
-  EndpointControl,
-} from "./gen/fabric/v1/bus.js";
-export {
-  WorkItem,
-  WorkOutcome,
-  ManagerHello,
-  ManagerHeartbeat,
-  ManagerMessage,
-  WorkOutcomeBatch,
-  TaskStarted,
-  WorkBatch,
-  AgentWelcome,
-  Shutdown,
-  AgentMessage,
-  CancelTasks,
-  WorkerRequest,
-  WorkerResponse,
-} from "./gen/fabric/v1/worker.js";

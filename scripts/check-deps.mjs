@@ -2,9 +2,12 @@
 //
 // 1. Direction: proto ← common ← {cloud, endpoint, sdk} ← devkit ← {bench, test, examples}.
 //    The broker (cloud/), the agent (endpoint/) and the client (sdk/) never import one another.
+//    Tests (`*.test.ts` anywhere) may also use the dev harness.
 // 2. Surfaces: a file imports another top-level folder only through that folder's index.ts, or
-//    its internal.ts (what siblings, the dev harness and tests need beyond the public surface).
+//    its internal.ts (what siblings, the dev harness and tests need beyond the public surface),
+//    or a lighter entry the folder declares below for processes whose start-up time matters.
 // 3. No import cycles among the project's own modules.
+// 4. The processes on a block's start path (worker manager, workers) load neither gRPC nor NATS.
 //
 // Usage: node scripts/check-deps.mjs [ROOT]   (exits 1 and names each broken rule)
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -28,6 +31,14 @@ const allowed = {
 };
 /** The files through which other folders may enter a folder. */
 const surfaces = ["index.ts", "internal.ts"];
+/** Lighter entries, for the processes on a block's start path (rule 4). */
+const lightSurfaces = {
+  proto: ["messages.ts"], // every message, without the gRPC services
+  common: ["lean.ts", "logger.ts"], // no network client, no logging library; the logger alone
+};
+/** Entry points whose static imports must not reach these packages (rule 4). */
+const startPath = ["endpoint/manager/main.ts", "endpoint/worker/main.ts"];
+const heavyPackages = /^(@grpc\/|@nats-io\/)/;
 const skipped = new Set(["node_modules", "dist", "gen", ".git", ".tmp"]);
 
 function* sources(dir) {
@@ -53,17 +64,28 @@ const rel = (p) => path.relative(root, p);
 const topOf = (p) => rel(p).split(path.sep)[0];
 const problems = [];
 const graph = new Map();
+const staticGraph = new Map();
 
 for (const folder of Object.keys(allowed)) {
   const dir = path.join(root, folder);
   if (!existsSync(dir)) continue;
   for (const file of sources(dir)) {
     const edges = [];
+    const staticEdges = [];
+    const packages = [];
     graph.set(file, edges);
-    const { importedFiles } = ts.preProcessFile(readFileSync(file, "utf8"), true, true);
+    staticGraph.set(file, { edges: staticEdges, packages });
+    const text = readFileSync(file, "utf8");
+    const { importedFiles } = ts.preProcessFile(text, true, true);
+    const isTest = file.endsWith(".test.ts");
     for (const { fileName: spec } of importedFiles) {
+      const dynamic = new RegExp(`import\\(\\s*["']${spec.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}["']`).test(text);
       const target = resolve(file, spec);
-      if (!target) continue;
+      if (!target) {
+        if (!dynamic) packages.push(spec);
+        continue;
+      }
+      if (!dynamic) staticEdges.push(target);
       const top = topOf(target);
       if (top === folder) {
         edges.push(target);
@@ -72,9 +94,12 @@ for (const folder of Object.keys(allowed)) {
       if (!(top in allowed)) continue; // generated code under proto/gen is reached through proto/index.ts
       edges.push(target);
       const where = `${rel(file)} imports ${spec}`;
-      if (!allowed[folder].includes(top)) {
+      if (!allowed[folder].includes(top) && !(isTest && top === "devkit")) {
         problems.push(`${where}: ${folder}/ must not depend on ${top}/`);
-      } else if (path.dirname(target) !== path.join(root, top) || !surfaces.includes(path.basename(target))) {
+      } else if (
+        path.dirname(target) !== path.join(root, top) ||
+        ![...surfaces, ...(lightSurfaces[top] ?? [])].includes(path.basename(target))
+      ) {
         problems.push(`${where}: import ${top}/ through ${top}/index.ts or ${top}/internal.ts, not a file inside it`);
       }
     }
@@ -112,6 +137,29 @@ function connect(v) {
   }
 }
 for (const v of graph.keys()) if (!state.has(v)) connect(v);
+
+// Rule 4: what the start-path entry points load before their first line runs.
+for (const entry of startPath) {
+  const start = path.join(root, entry);
+  if (!staticGraph.has(start)) continue;
+  const seen = new Set([start]);
+  const queue = [[start, [entry]]];
+  while (queue.length > 0) {
+    const [file, via] = queue.shift();
+    const node = staticGraph.get(file);
+    if (!node) continue;
+    for (const pkg of node.packages) {
+      if (heavyPackages.test(pkg)) {
+        problems.push(`${entry} loads ${pkg} at start (${via.join(" → ")}): keep gRPC and NATS off a block's start path`);
+      }
+    }
+    for (const next of node.edges) {
+      if (seen.has(next)) continue;
+      seen.add(next);
+      queue.push([next, [...via, rel(next)]]);
+    }
+  }
+}
 
 for (const p of problems) console.error(p);
 if (problems.length > 0) {

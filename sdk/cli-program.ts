@@ -6,8 +6,7 @@ import path from "node:path";
 
 import { Command, CommanderError, Option } from "commander";
 
-import { FabricError } from "../common/errors.js";
-import { channelFor } from "../common/grpc-client.js";
+import { FabricError, channelFor } from "../common/index.js";
 import { Client } from "./client.js";
 import {
   formatEndpoint,

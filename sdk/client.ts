@@ -4,10 +4,16 @@ import { setMaxListeners } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 
-import { FabricError, isRetryable } from "../common/errors.js";
-import { MAX_TIMEOUT_S } from "../common/limits.js";
-import { bearer, callUnary, channelFor, clientOptions } from "../common/grpc-client.js";
-import { silentLogger } from "../common/logger.js";
+import {
+  FabricError,
+  isRetryable,
+  MAX_TIMEOUT_S,
+  bearer,
+  callUnary,
+  channelFor,
+  clientOptions,
+  silentLogger,
+} from "../common/index.js";
 import { EndpointServiceClient, FunctionServiceClient, TaskServiceClient } from "../proto/index.js";
 import type { FunctionSpec, Task, TaskSpec, WatchTasksRequest } from "../proto/index.js";
 import { chunk, encodeTaskSpec, taskOutcome, toEndpointInfo, toFunctionInfo, toTaskInfo } from "./codec.js";

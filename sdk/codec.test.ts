@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { FabricError } from "../common/errors.js";
-import { TaskState } from "../common/task-state.js";
+import { FabricError, TaskState } from "../common/index.js";
 import type { Task } from "../proto/index.js";
 import { chunk, encodeTaskSpec, taskOutcome, toEndpointInfo, toFunctionInfo, toTaskInfo } from "./codec.js";
 import { TaskFailedError, TaskPendingError } from "./errors.js";

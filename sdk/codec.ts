@@ -1,10 +1,16 @@
 // Pure conversions between the wire messages (proto/) and the SDK's friendly shapes. No IO here,
 // so every rule about arguments, results and errors is unit-tested in codec.test.ts.
-import { FabricError, isErrorCode } from "../common/errors.js";
-import { MAX_TIMEOUT_S } from "../common/limits.js";
-import type { ErrorCode } from "../common/errors.js";
-import { decodeJson, encodeJson } from "../common/json.js";
-import { TaskState, isTerminal, stateName } from "../common/task-state.js";
+import {
+  FabricError,
+  isErrorCode,
+  MAX_TIMEOUT_S,
+  type ErrorCode,
+  decodeJson,
+  encodeJson,
+  TaskState,
+  isTerminal,
+  stateName,
+} from "../common/index.js";
 import type {
   Endpoint,
   EndpointStatus,

@@ -1,5 +1,4 @@
-import { FabricError } from "../common/errors.js";
-import type { ErrorCode, RemoteExceptionInfo, ShellOutcome } from "../common/errors.js";
+import { FabricError, type ErrorCode, type RemoteExceptionInfo, type ShellOutcome } from "../common/index.js";
 import type { TaskStateName } from "./types.js";
 
 /**

@@ -30,8 +30,13 @@ export type {
 export { Executor } from "./executor.js";
 export type { CloseOptions, ExecutorOptions } from "./executor.js";
 export { BatchSubmitError, TaskFailedError, TaskPendingError } from "./errors.js";
-export { FabricError, ErrorCode, FailureReason } from "../common/errors.js";
-export type { RemoteExceptionInfo, ShellOutcome } from "../common/errors.js";
+export {
+  FabricError,
+  ErrorCode,
+  FailureReason,
+  type RemoteExceptionInfo,
+  type ShellOutcome,
+} from "../common/index.js";
 export { clientConfigPath, fabricHome, loadClientSettings, writeClientFile } from "./config.js";
 export type { ClientFile, ClientOptions, ClientSettings, ResolvedClientOptions } from "./config.js";
 export type { TaskInput } from "./codec.js";

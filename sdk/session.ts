@@ -11,9 +11,13 @@ import { EventEmitter } from "node:events";
 
 import type * as grpc from "@grpc/grpc-js";
 
-import { FabricError, errorFromInfo } from "../common/errors.js";
-import { fromGrpcError } from "../common/grpc-client.js";
-import { type LongTimer, setLongTimeout } from "../common/timers.js";
+import {
+  FabricError,
+  errorFromInfo,
+  fromGrpcError,
+  type LongTimer,
+  setLongTimeout,
+} from "../common/index.js";
 import type {
   SessionRequest,
   SessionResponse,

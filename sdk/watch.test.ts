@@ -3,8 +3,7 @@ import { EventEmitter } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 
-import { FabricError } from "../common/errors.js";
-import { TaskState } from "../common/task-state.js";
+import { FabricError, TaskState } from "../common/index.js";
 import type { Task, WatchTasksRequest } from "../proto/index.js";
 import { backoffDelay, shouldReconnect, watchTasks } from "./watch.js";
 import type { WatchStream } from "./watch.js";

@@ -7,9 +7,7 @@
 // the broker's batch limit however many tasks are watched.
 import type { Logger } from "pino";
 
-import { FabricError, isRetryable } from "../common/errors.js";
-import { fromGrpcError } from "../common/grpc-client.js";
-import { type LongTimer, setLongTimeout } from "../common/timers.js";
+import { FabricError, isRetryable, fromGrpcError, type LongTimer, setLongTimeout } from "../common/index.js";
 import type { Task, WatchTasksRequest } from "../proto/index.js";
 import { chunk } from "./codec.js";
 

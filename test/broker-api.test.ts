@@ -6,8 +6,7 @@ import * as jose from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { TokenAuthority } from "../cloud/index.js";
-import { FabricError } from "../common/errors.js";
-import { fromGrpcError } from "../common/grpc-client.js";
+import { FabricError, fromGrpcError } from "../common/index.js";
 import type { FunctionSpec } from "../proto/index.js";
 import { NatsServer, BrokerProcess } from "../devkit/index.js";
 import { RawClients } from "./support/raw-clients.js";

@@ -8,7 +8,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { Bus } from "../common/bus-layout.js";
+import { Bus } from "../common/index.js";
 
 import { NatsServer, BrokerProcess, EndpointProcess } from "../devkit/index.js";
 import { Client } from "../sdk/index.js";

@@ -76,4 +76,40 @@ describe("the dependency check", () => {
     expect(r.code).toBe(1);
     expect(r.out).toContain("import cycle: sdk/a.ts ↔ sdk/b.ts");
   });
+
+  it("fails a worker process that loads gRPC or NATS at start, and lets it load them lazily", () => {
+    const heavy = tree({
+      "common/index.ts": 'export { p } from "../proto/index.js";\nexport * from "./net.js";\n',
+      "common/net.ts": 'import { connect } from "@nats-io/transport-node";\nexport { connect };\n',
+      "endpoint/worker/main.ts": 'import { p } from "../../common/index.js";\nexport const w = p;\n',
+    });
+    const r = check(heavy);
+    expect(r.code).toBe(1);
+    expect(r.out).toContain(
+      "endpoint/worker/main.ts loads @nats-io/transport-node at start (endpoint/worker/main.ts → common/index.ts → common/net.ts)",
+    );
+    const lazy = tree({
+      "common/index.ts": 'export { p } from "../proto/index.js";\nexport * from "./net.js";\n',
+      "common/net.ts": 'import { connect } from "@nats-io/transport-node";\nexport { connect };\n',
+      "endpoint/worker/main.ts": 'export const w = () => import("../../common/index.js");\n',
+    });
+    expect(check(lazy).code).toBe(0);
+  });
+
+  it("lets a test beside its code use the dev harness, but not product code", () => {
+    const t = tree({
+      "devkit/index.ts": "export const d = 1;\n",
+      "cloud/state/store.test.ts": 'import { d } from "../../devkit/index.js";\nexport const x = d;\n',
+    });
+    expect(check(t).code).toBe(0);
+    const bad = tree({
+      "devkit/index.ts": "export const d = 1;\n",
+      "cloud/state/use.ts": 'import { d } from "../../devkit/index.js";\nexport const x = d;\n',
+    });
+    const r = check(bad);
+    expect(r.code).toBe(1);
+    expect(r.out).toContain(
+      "cloud/state/use.ts imports ../../devkit/index.js: cloud/ must not depend on devkit/",
+    );
+  });
 });

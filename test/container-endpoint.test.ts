@@ -13,8 +13,7 @@ import {
   ensureWorkerImages,
   LocalFabric,
 } from "../devkit/index.js";
-import { removeContainersByLabel } from "../endpoint/runtime/docker-launcher.js";
-import { MANAGED_LABEL } from "../endpoint/runtime/docker-options.js";
+import { removeContainersByLabel, MANAGED_LABEL } from "../endpoint/internal.js";
 import { Client, TaskFailedError } from "../sdk/index.js";
 
 const RUN = `${process.pid}-${Date.now().toString(36)}`;

@@ -19,9 +19,11 @@ import {
   type ContainerEngine,
   ensureWorkerImages,
 } from "../devkit/index.js";
-import { resolveContainerConfig } from "../endpoint/runtime/config.js";
-import type { ContainerConfig } from "../endpoint/runtime/config.js";
-import { removeContainersByLabel } from "../endpoint/runtime/docker-launcher.js";
+import {
+  resolveContainerConfig,
+  removeContainersByLabel,
+  type ContainerConfig,
+} from "../endpoint/internal.js";
 import { jsItem, PoolHarness, resultOf, shellItem, until } from "./support/container-pool.js";
 
 const RUN = `${process.pid}-${Date.now().toString(36)}`;

@@ -7,7 +7,7 @@ import { connect, credsAuthenticator, headers, type NatsConnection } from "@nats
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { TokenAuthority } from "../cloud/index.js";
-import { Bus } from "../common/bus-layout.js";
+import { Bus } from "../common/index.js";
 import {
   EndpointServiceService,
   FunctionServiceService,

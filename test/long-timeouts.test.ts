@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import type { FabricError } from "../common/errors.js";
-import { MAX_TIMEOUT_S } from "../common/limits.js";
+import { type FabricError, MAX_TIMEOUT_S } from "../common/index.js";
 import { Client, TaskFailedError } from "../sdk/index.js";
 import { LocalFabric } from "../devkit/index.js";
 import { RawClients } from "./support/raw-clients.js";

@@ -6,7 +6,7 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { NatsServer } from "../devkit/index.js";
-import { metaSubject, ObjectReader } from "../endpoint/agent/object-reader.js";
+import { metaSubject, ObjectReader } from "../endpoint/internal.js";
 
 describe("ObjectReader (message gets on a real nats-server)", () => {
   let server: NatsServer;

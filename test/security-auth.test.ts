@@ -13,8 +13,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "../cloud/index.js";
-import { FabricError, errorFromInfo } from "../common/errors.js";
-import { fromGrpcError } from "../common/grpc-client.js";
+import { FabricError, errorFromInfo, fromGrpcError } from "../common/index.js";
 import { NatsServer, BrokerProcess, runCli } from "../devkit/index.js";
 import type { SessionResponse } from "../proto/index.js";
 import { RawClients } from "./support/raw-clients.js";

@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { FabricError } from "../common/errors.js";
-import { fromGrpcError } from "../common/grpc-client.js";
+import { FabricError, fromGrpcError } from "../common/index.js";
 import {
   TaskState,
   type FunctionMessage,

@@ -4,7 +4,7 @@ import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { FabricError } from "../common/errors.js";
+import { FabricError } from "../common/index.js";
 import { ConnectEndpointRequest, RegisterFunctionRequest } from "../proto/index.js";
 import { Client } from "../sdk/index.js";
 import { LocalFabric } from "../devkit/index.js";

@@ -9,8 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { TokenAuthority } from "../cloud/index.js";
 import { agentInboxPrefix } from "../cloud/internal.js";
-import { Bus } from "../common/bus-layout.js";
-import { MAC_HEADER, MessageKey } from "../common/message-auth.js";
+import { Bus, MAC_HEADER, MessageKey } from "../common/index.js";
 import { type EndpointProcess, LocalFabric, until } from "../devkit/index.js";
 import {
   EndpointControl,

@@ -7,10 +7,9 @@ import { Objm } from "@nats-io/obj";
 import { connect, credsAuthenticator, jwtAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { Bus } from "../common/bus-layout.js";
-import { MessageKey } from "../common/message-auth.js";
+import { Bus, MessageKey } from "../common/index.js";
 import { EndpointProcess, LocalFabric } from "../devkit/index.js";
-import { ObjectReader } from "../endpoint/agent/object-reader.js";
+import { ObjectReader } from "../endpoint/internal.js";
 import {
   TaskState,
   TaskUpdateBatch,

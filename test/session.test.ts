@@ -5,8 +5,7 @@ import path from "node:path";
 import type * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { errorFromInfo } from "../common/errors.js";
-import { fromGrpcError } from "../common/grpc-client.js";
+import { errorFromInfo, fromGrpcError } from "../common/index.js";
 import { NatsServer, BrokerProcess } from "../devkit/index.js";
 import {
   SessionRequest,

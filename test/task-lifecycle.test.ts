@@ -7,7 +7,7 @@ import { connect } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { TokenAuthority } from "../cloud/index.js";
-import { Bus } from "../common/bus-layout.js";
+import { Bus } from "../common/index.js";
 import { TaskMessage } from "../proto/index.js";
 import { Client, TaskFailedError } from "../sdk/index.js";
 import { LocalFabric, until } from "../devkit/index.js";

@@ -1,6 +1,6 @@
 import { z } from "zod";
 
-import { FabricError, notFound } from "../../common/errors.js";
+import { FabricError, notFound } from "../../common/index.js";
 import type { Endpoint } from "../../proto/index.js";
 
 /** Who may use a shared object: its owner, plus users and `group:NAME` entries. */

@@ -5,8 +5,7 @@ import { decode as decodeJwt, encodeAccount, encodeOperator, encodeUser, fmtCred
 import type { Permissions } from "@nats-io/jwt";
 import { createAccount, createOperator, createUser, fromSeed, type KeyPair } from "@nats-io/nkeys";
 
-import { Bus } from "../../common/bus-layout.js";
-import { FabricError } from "../../common/errors.js";
+import { Bus, FabricError } from "../../common/index.js";
 
 /** NATS credentials handed to one agent: a user JWT, its seed, and the inbox prefix it must use. */
 export interface AgentNatsCredentials {

@@ -1,6 +1,6 @@
 import * as jose from "jose";
 
-import { FabricError } from "../../common/errors.js";
+import { FabricError } from "../../common/index.js";
 
 /** Options of an external OpenID Connect issuer (broker config `auth.oidc`). */
 export interface OidcOptions {

@@ -1,4 +1,4 @@
-import { FabricError } from "../../common/errors.js";
+import { FabricError } from "../../common/index.js";
 
 /** RESOURCE_EXHAUSTED because a caller exceeded its call rate; `retryAfterMs` says when to try again. */
 export class RateLimitedError extends FabricError {

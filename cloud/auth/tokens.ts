@@ -5,8 +5,7 @@ import { dirname } from "node:path";
 import * as jose from "jose";
 import type { Logger } from "pino";
 
-import { FabricError } from "../../common/errors.js";
-import { BrokerMessageKeys, deriveMessageRoot } from "../../common/message-auth.js";
+import { FabricError, BrokerMessageKeys, deriveMessageRoot } from "../../common/index.js";
 import type { RevocationBucket } from "../state/revocations.js";
 import type { OidcVerifier } from "./oidc.js";
 import type { RateLimiter } from "./rate-limit.js";

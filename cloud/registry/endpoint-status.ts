@@ -1,7 +1,6 @@
 import type { Logger } from "pino";
 
-import { FabricError } from "../../common/errors.js";
-import { DropLog, MAC_HEADER, type BrokerMessageKeys } from "../../common/message-auth.js";
+import { FabricError, DropLog, MAC_HEADER, type BrokerMessageKeys } from "../../common/index.js";
 import { EndpointStatus, type EndpointStatusView } from "../../proto/index.js";
 import type { FabricStore } from "../state/store.js";
 

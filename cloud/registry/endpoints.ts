@@ -1,9 +1,7 @@
 import type { Logger } from "pino";
 import { z } from "zod";
 
-import { Bus } from "../../common/bus-layout.js";
-import { FabricError, notFound, unauthenticated } from "../../common/errors.js";
-import { newId } from "../../common/ids.js";
+import { Bus, FabricError, notFound, unauthenticated, newId } from "../../common/index.js";
 import {
   type ConnectEndpointRequest,
   type ConnectEndpointResponse,

@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 import { z } from "zod";
 
-import { newId } from "../../common/ids.js";
+import { newId } from "../../common/index.js";
 import {
   FunctionMessage,
   type DeleteFunctionRequest,

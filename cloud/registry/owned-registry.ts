@@ -1,4 +1,4 @@
-import { notFound } from "../../common/errors.js";
+import { notFound } from "../../common/index.js";
 import { AccessPolicy, type Shareable } from "../auth/authz.js";
 import type { RecordBucket } from "../state/records.js";
 

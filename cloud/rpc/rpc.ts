@@ -9,7 +9,7 @@ import {
   resourceExhausted,
   toFabricError,
   unauthenticated,
-} from "../../common/errors.js";
+} from "../../common/index.js";
 import { ErrorInfo, type WatchTasksResponse } from "../../proto/index.js";
 import type { Principal, TokenAuthority } from "../auth/tokens.js";
 import { RateLimitedError } from "../auth/rate-limit.js";

@@ -3,7 +3,7 @@ import { EventEmitter } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 
-import { FabricError, errorToInfo, toFabricError } from "../../common/errors.js";
+import { FabricError, errorToInfo, toFabricError } from "../../common/index.js";
 import type {
   SessionRequest,
   SessionResponse,

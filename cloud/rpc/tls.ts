@@ -10,8 +10,7 @@ import { createSecureContext, type SecureContextOptions } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 
-import { FabricError } from "../../common/errors.js";
-import { silentLogger } from "../../common/logger.js";
+import { FabricError, silentLogger } from "../../common/index.js";
 
 /** The `tls` block of the broker config (see BrokerConfigSchema). */
 export interface ServerTlsConfig {

@@ -1,8 +1,6 @@
 import { z } from "zod";
 
-import { FabricError } from "../../common/errors.js";
-import { ID_PATTERN } from "../../common/ids.js";
-import { MAX_TIMEOUT_S } from "../../common/limits.js";
+import { FabricError, ID_PATTERN, MAX_TIMEOUT_S } from "../../common/index.js";
 import { describeIssues } from "../config.js";
 import { MAX_COMMAND_BYTES, MAX_SOURCE_BYTES } from "./request-shapes.js";
 

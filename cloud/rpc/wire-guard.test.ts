@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 
 import { describe, expect, it } from "vitest";
 
-import { FabricError } from "../../common/errors.js";
+import { FabricError } from "../../common/index.js";
 import { SessionRequest, ShareFunctionRequest, SubmitTasksRequest } from "../../proto/index.js";
 import { resolveBrokerConfig } from "../config.js";
 import { requestGuards } from "./request-shapes.js";

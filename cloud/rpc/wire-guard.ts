@@ -1,6 +1,6 @@
 import { isUtf8 } from "node:buffer";
 
-import { FabricError, resourceExhausted } from "../../common/errors.js";
+import { FabricError, resourceExhausted } from "../../common/index.js";
 
 /**
  * What one field of a request may hold, checked on the wire before the message is decoded.

@@ -7,8 +7,7 @@ import {
   type NatsConnection,
 } from "@nats-io/transport-node";
 
-import { FabricError } from "../../common/errors.js";
-import { natsTlsOption } from "../../common/nats-tls.js";
+import { FabricError, natsTlsOption } from "../../common/index.js";
 import type { BrokerConfig } from "../config.js";
 
 /** A message's headers, as the broker reads them (a MAC travels here). */

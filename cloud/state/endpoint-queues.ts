@@ -9,7 +9,7 @@ import {
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 
-import { Bus } from "../../common/bus-layout.js";
+import { Bus } from "../../common/index.js";
 import type { QueuedMessage } from "./bus.js";
 import { ensureConsumer, isNotFound } from "./jetstream.js";
 

@@ -2,7 +2,7 @@ import { StorageType, type JetStreamClient, type JetStreamManager } from "@nats-
 import { Objm, type ObjectStore } from "@nats-io/obj";
 import { nanos } from "@nats-io/transport-node";
 
-import { Bus } from "../../common/bus-layout.js";
+import { Bus } from "../../common/index.js";
 import { isNotFound } from "./jetstream.js";
 
 /**

@@ -1,6 +1,6 @@
 import type { KV, KvEntry } from "@nats-io/kv";
 
-import { FabricError } from "../../common/errors.js";
+import { FabricError } from "../../common/index.js";
 import type { Task } from "../../proto/index.js";
 
 /** Encode/decode pair of a generated protobuf message. */

@@ -10,10 +10,13 @@ import {
 import { Kvm, type KV } from "@nats-io/kv";
 import { headers as natsHeaders, nanos, type NatsConnection } from "@nats-io/transport-node";
 
-import { Bus } from "../../common/bus-layout.js";
-import { FabricError } from "../../common/errors.js";
-import { JetStreamPublisher } from "../../common/js-publisher.js";
-import { MAC_HEADER, type BrokerMessageKeys } from "../../common/message-auth.js";
+import {
+  Bus,
+  FabricError,
+  JetStreamPublisher,
+  MAC_HEADER,
+  type BrokerMessageKeys,
+} from "../../common/index.js";
 import { Endpoint, EndpointControl, FunctionMessage, Task } from "../../proto/index.js";
 import type { BrokerConfig } from "../config.js";
 import {

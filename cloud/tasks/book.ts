@@ -1,6 +1,12 @@
-import { FabricError, notFound, resourceExhausted } from "../../common/errors.js";
-import { MAC_HEADER, type BrokerMessageKeys } from "../../common/message-auth.js";
-import { inlinePayload, isStored } from "../../common/payload.js";
+import {
+  FabricError,
+  notFound,
+  resourceExhausted,
+  MAC_HEADER,
+  type BrokerMessageKeys,
+  inlinePayload,
+  isStored,
+} from "../../common/index.js";
 import {
   TaskMessage,
   type CancelTasksRequest,

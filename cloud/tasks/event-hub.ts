@@ -1,7 +1,6 @@
 import type { Logger } from "pino";
 
-import { Bus } from "../../common/bus-layout.js";
-import { DropLog, MAC_HEADER, type MessageKey } from "../../common/message-auth.js";
+import { Bus, DropLog, MAC_HEADER, type MessageKey } from "../../common/index.js";
 import { Task, TaskEventBatch } from "../../proto/index.js";
 import type { BusSubscription, MessageBus } from "../state/bus.js";
 

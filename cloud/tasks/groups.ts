@@ -1,4 +1,4 @@
-import { notFound } from "../../common/errors.js";
+import { notFound } from "../../common/index.js";
 import type { FabricStore } from "../state/store.js";
 
 const decoder = new TextDecoder();

@@ -1,8 +1,6 @@
 import type { Logger } from "pino";
 
-import { Bus } from "../../common/bus-layout.js";
-import { DropLog, MAC_HEADER, type BrokerMessageKeys } from "../../common/message-auth.js";
-import { isTerminal } from "../../common/task-state.js";
+import { Bus, DropLog, MAC_HEADER, type BrokerMessageKeys, isTerminal } from "../../common/index.js";
 import { TaskUpdateBatch, TaskUpdateBatchReply, type TaskUpdate } from "../../proto/index.js";
 import type { TaskEventHub } from "./event-hub.js";
 import { agentInboxPrefix } from "../auth/nats-credentials.js";

@@ -1,16 +1,17 @@
 import type { Logger } from "pino";
 
-import { Bus } from "../../common/bus-layout.js";
-import { FabricError, resourceExhausted } from "../../common/errors.js";
-import { newId } from "../../common/ids.js";
-import { checkJsonSyntax } from "../../common/json.js";
-import { MAX_TIMEOUT_S } from "../../common/limits.js";
 import {
+  Bus,
+  FabricError,
+  resourceExhausted,
+  newId,
+  checkJsonSyntax,
+  MAX_TIMEOUT_S,
   TASK_MESSAGE_OVERHEAD_BYTES,
   fitsInline,
   inlinePayload,
   storedPayload,
-} from "../../common/payload.js";
+} from "../../common/index.js";
 import {
   FunctionSpec,
   Task,

@@ -1,5 +1,4 @@
-import { Bus } from "../../common/bus-layout.js";
-import { canTransition, isTerminal } from "../../common/task-state.js";
+import { Bus, canTransition, isTerminal } from "../../common/index.js";
 import { TaskState, type ErrorInfo, type Task, type TaskUpdate } from "../../proto/index.js";
 
 /**

@@ -1,5 +1,4 @@
-import { FabricError } from "../../common/errors.js";
-import { isTerminal } from "../../common/task-state.js";
+import { FabricError, isTerminal } from "../../common/index.js";
 import type { Task, WatchTasksRequest } from "../../proto/index.js";
 import type { WatchSink } from "../rpc/rpc.js";
 import { check, idSchema } from "../rpc/validate.js";

@@ -2,8 +2,7 @@ import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 
-import { FabricError } from "../../common/errors.js";
-import type { Logger } from "../../common/logger.js";
+import { FabricError, type Logger } from "../../common/index.js";
 import type { BusConnectInfo } from "../../proto/index.js";
 import { scalingOf } from "../config.js";
 import type { EndpointConfig } from "../config.js";

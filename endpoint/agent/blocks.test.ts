@@ -5,7 +5,7 @@ import path from "node:path";
 import { pino } from "pino";
 import { afterAll, describe, expect, it } from "vitest";
 
-import { inlinePayload } from "../../common/payload.js";
+import { inlinePayload } from "../../common/index.js";
 import { TaskState } from "../../proto/index.js";
 import type { TaskMessage, TaskUpdate, WorkItem } from "../../proto/index.js";
 import { resolveConfig } from "../config.js";

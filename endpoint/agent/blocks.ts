@@ -8,9 +8,7 @@ import { randomBytes } from "node:crypto";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 
-import { toFabricError } from "../../common/errors.js";
-import { newId } from "../../common/ids.js";
-import type { Logger } from "../../common/logger.js";
+import { toFabricError, newId, type Logger } from "../../common/index.js";
 import type { BlockStatus } from "../../proto/index.js";
 import { scalingOf } from "../config.js";
 import type { EndpointConfig } from "../config.js";

@@ -5,9 +5,16 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 
-import { FabricError, isRetryable, toFabricError } from "../../common/errors.js";
-import { bearer, callUnary, channelFor, clientOptions } from "../../common/grpc-client.js";
-import type { Logger } from "../../common/logger.js";
+import {
+  FabricError,
+  isRetryable,
+  toFabricError,
+  bearer,
+  callUnary,
+  channelFor,
+  clientOptions,
+  type Logger,
+} from "../../common/index.js";
 import { EndpointServiceClient } from "../../proto/index.js";
 import type {
   BusConnectInfo,

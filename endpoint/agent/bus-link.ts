@@ -13,10 +13,15 @@ import type { ObjectStore } from "@nats-io/obj";
 import { connect, jwtAuthenticator } from "@nats-io/transport-node";
 import type { Msg, MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 
-import type { Logger } from "../../common/logger.js";
-import { DropLog, MAC_HEADER, MessageKey } from "../../common/message-auth.js";
-import { natsTlsOption } from "../../common/nats-tls.js";
-import { UPDATE_OVERHEAD_BYTES, inlineLimitFor } from "../../common/payload.js";
+import {
+  type Logger,
+  DropLog,
+  MAC_HEADER,
+  MessageKey,
+  natsTlsOption,
+  UPDATE_OVERHEAD_BYTES,
+  inlineLimitFor,
+} from "../../common/index.js";
 import { TaskUpdateBatchReply } from "../../proto/index.js";
 import type { BusConnectInfo, TaskUpdate } from "../../proto/index.js";
 import type { EndpointConfig } from "../config.js";

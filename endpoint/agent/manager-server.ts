@@ -1,8 +1,7 @@
 import { timingSafeEqual } from "node:crypto";
 import net from "node:net";
 
-import { readFrames, writeFrame } from "../../common/framing.js";
-import type { Logger } from "../../common/logger.js";
+import { readFrames, writeFrame, type Logger } from "../../common/index.js";
 import { AgentMessage, ManagerMessage } from "../../proto/index.js";
 import type { ManagerHello, TaskStarted, WorkItem, WorkOutcome } from "../../proto/index.js";
 

@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 
 import type { Msg, NatsConnection } from "@nats-io/transport-node";
 
-import { FabricError, toFabricError } from "../../common/errors.js";
+import { FabricError, toFabricError } from "../../common/index.js";
 
 /** What an object's metadata message holds (the JSON nats.js and the Go client write). */
 interface ObjectMeta {

@@ -2,7 +2,7 @@
  * The endpoint's status as users see it (`fabric endpoint status`): published to the broker's
  * status bucket at every heartbeat, soon after managers come or go, and as "offline" on stop.
  */
-import type { Logger } from "../../common/logger.js";
+import type { Logger } from "../../common/index.js";
 import { EndpointStatus } from "../../proto/index.js";
 import type { BlockStatus } from "../../proto/index.js";
 

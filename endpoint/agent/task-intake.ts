@@ -8,8 +8,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import type { Msg, NatsConnection } from "@nats-io/transport-node";
 
-import { FabricError } from "../../common/errors.js";
-import type { Logger } from "../../common/logger.js";
+import { FabricError, type Logger } from "../../common/index.js";
 import { EndpointControl, TaskMessage } from "../../proto/index.js";
 import type { QueueSizer } from "./queue-sizing.js";
 

@@ -1,8 +1,7 @@
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 
-import { FabricError } from "../../common/errors.js";
-import { inlinePayload, storedPayload } from "../../common/payload.js";
+import { FabricError, inlinePayload, storedPayload } from "../../common/index.js";
 import { TaskState } from "../../proto/index.js";
 import type { TaskMessage, TaskUpdate, WorkItem, WorkOutcome } from "../../proto/index.js";
 import { QueueSizer } from "./queue-sizing.js";

@@ -16,10 +16,18 @@ import { setTimeout as sleep } from "node:timers/promises";
 
 import type { JsMsg } from "@nats-io/jetstream";
 
-import { Bus } from "../../common/bus-layout.js";
-import { FabricError, errorToInfo, toFabricError } from "../../common/errors.js";
-import type { Logger } from "../../common/logger.js";
-import { fitsInline, inlineBytes, inlinePayload, isStored, storedPayload } from "../../common/payload.js";
+import {
+  Bus,
+  FabricError,
+  errorToInfo,
+  toFabricError,
+  type Logger,
+  fitsInline,
+  inlineBytes,
+  inlinePayload,
+  isStored,
+  storedPayload,
+} from "../../common/index.js";
 import type {
   ErrorInfo,
   Payload,

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { FabricError } from "../../common/errors.js";
-import { inlinePayload, storedPayload } from "../../common/payload.js";
+import { FabricError, inlinePayload, storedPayload } from "../../common/index.js";
 import { TaskState } from "../../proto/index.js";
 import type { ErrorInfo } from "../../proto/index.js";
 import {

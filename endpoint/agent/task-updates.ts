@@ -2,7 +2,7 @@
  * Every TaskUpdate the agent sends, one builder per kind. Pure: the time is passed in, so each
  * update's fields can be tested without a clock, a bus or a manager.
  */
-import { FabricError, errorToInfo } from "../../common/errors.js";
+import { FabricError, errorToInfo } from "../../common/index.js";
 import { TaskState } from "../../proto/index.js";
 import type { ErrorInfo, Payload, TaskUpdate } from "../../proto/index.js";
 

@@ -1,5 +1,4 @@
-import type { Logger } from "../../common/logger.js";
-import { isTerminal } from "../../common/task-state.js";
+import { type Logger, isTerminal } from "../../common/index.js";
 import { TaskState, TaskUpdateBatch, type ErrorInfo, type TaskUpdate } from "../../proto/index.js";
 
 /** Options of an {@link UpdatePublisher}. */

@@ -15,7 +15,7 @@
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 
-import { newId } from "../../common/ids.js";
+import { newId } from "../../common/lean.js";
 import type { ContainerConfig } from "../runtime/config.js";
 import { EarlyWorkerLauncher, workerEnvOf, workerIdOf } from "./early-workers.js";
 

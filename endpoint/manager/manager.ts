@@ -1,12 +1,12 @@
 import net from "node:net";
 import { hostname } from "node:os";
 
-import { readFrames, writeFrame } from "../../common/framing.js";
+import { readFrames, writeFrame } from "../../common/lean.js";
 import type { Logger } from "../../common/logger.js";
 import type { WorkOutcome } from "../../proto/index.js";
 // The worker protocol alone: the proto/index barrel also loads the gRPC service definitions and
 // @grpc/grpc-js, which a manager never uses and which would slow every block's start.
-import { AgentMessage, ManagerMessage } from "../../proto/gen/fabric/v1/worker.js";
+import { AgentMessage, ManagerMessage } from "../../proto/messages.js";
 import type { ContainerConfig } from "../runtime/config.js";
 import type { WorkerLauncher } from "../runtime/launcher.js";
 import type { EarlyWorkerLauncher } from "./early-workers.js";

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { FabricError } from "../../common/errors.js";
+import { FabricError } from "../../common/lean.js";
 import {
   cancelledError,
   cancelledOutcome,

@@ -2,7 +2,7 @@
  * The outcomes a manager reports for tasks its workers could not finish: cancelled, never
  * started, stopped at their timeout, or lost with their worker. Pure: every time is an argument.
  */
-import { errorToInfo, FabricError } from "../../common/errors.js";
+import { errorToInfo, FabricError } from "../../common/lean.js";
 import type { WorkOutcome } from "../../proto/index.js";
 import type { WorkerExit } from "../runtime/launcher.js";
 

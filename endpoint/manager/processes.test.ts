@@ -9,7 +9,7 @@ import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { readFrames, writeFrame } from "../../common/framing.js";
+import { readFrames, writeFrame } from "../../common/lean.js";
 import { AgentMessage, ManagerMessage, WorkerRequest, WorkerResponse } from "../../proto/index.js";
 import type { FunctionSpec, WorkItem, WorkOutcome } from "../../proto/index.js";
 import { buildEndpointForTests } from "../../devkit/index.js";

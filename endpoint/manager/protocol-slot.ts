@@ -3,13 +3,17 @@
  * {@link WorkerLauncher} opens: bare processes over fd 3, Docker/Podman containers over a unix
  * socket, Apptainer processes over fd 3. One task runs at a time; short ones may be pipelined.
  */
-import type { FabricError } from "../../common/errors.js";
-import { toFabricError } from "../../common/errors.js";
-import { readFrames, writeFrame } from "../../common/framing.js";
+import {
+  type FabricError,
+  toFabricError,
+  readFrames,
+  writeFrame,
+  type LongTimer,
+  setLongTimeout,
+} from "../../common/lean.js";
 import type { Logger } from "../../common/logger.js";
-import { type LongTimer, setLongTimeout } from "../../common/timers.js";
 // The worker protocol alone, not the proto/index barrel (which loads @grpc/grpc-js too).
-import { WorkerRequest, WorkerResponse } from "../../proto/gen/fabric/v1/worker.js";
+import { WorkerRequest, WorkerResponse } from "../../proto/messages.js";
 import type { WorkItem } from "../../proto/index.js";
 import type { ContainerRuntimeName } from "../runtime/config.js";
 import type { LaunchedWorker, WorkerExit, WorkerLauncher } from "../runtime/launcher.js";

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 
-import { FabricError } from "../../common/errors.js";
+import { FabricError } from "../../common/lean.js";
 import { silentLogger } from "../../common/logger.js";
 import type { WorkItem, WorkOutcome } from "../../proto/index.js";
 import type { ContainerRuntimeName } from "../runtime/config.js";

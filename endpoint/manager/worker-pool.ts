@@ -1,4 +1,4 @@
-import type { FabricError } from "../../common/errors.js";
+import type { FabricError } from "../../common/lean.js";
 import type { Logger } from "../../common/logger.js";
 import type { WorkItem, WorkOutcome } from "../../proto/index.js";
 import type { ContainerConfig } from "../runtime/config.js";

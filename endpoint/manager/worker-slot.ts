@@ -5,7 +5,7 @@
  * {@link SlotKind}: it opens slots, and everything runtime-specific (how a worker starts, how
  * tasks reach it, how its end is told) stays inside them.
  */
-import type { FabricError } from "../../common/errors.js";
+import type { FabricError } from "../../common/lean.js";
 import type { WorkItem, WorkOutcome } from "../../proto/index.js";
 import type { ContainerRuntimeName } from "../runtime/config.js";
 

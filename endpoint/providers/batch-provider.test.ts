@@ -8,7 +8,7 @@ import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { silentLogger } from "../../common/logger.js";
+import { silentLogger } from "../../common/index.js";
 import type { BlockJobStatus, BlockLaunch } from "../provider.js";
 import { BatchProvider } from "./batch-provider.js";
 import type { BatchProviderOptions } from "./batch-provider.js";

@@ -8,8 +8,7 @@ import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
-import { FabricError } from "../../common/errors.js";
-import type { Logger } from "../../common/logger.js";
+import { FabricError, type Logger } from "../../common/index.js";
 import type { BlockJobStatus, BlockLaunch, ExecutionProvider } from "../provider.js";
 import { errorLine, runSchedulerCommand } from "./scheduler-command.js";
 import type { CommandResult } from "./scheduler-command.js";

@@ -1,4 +1,4 @@
-import type { Logger } from "../../common/logger.js";
+import type { Logger } from "../../common/index.js";
 import type { ProviderConfig } from "../config.js";
 import type { ExecutionProvider } from "../provider.js";
 import { LocalProvider } from "./local-provider.js";

@@ -3,8 +3,7 @@ import type { ChildProcess } from "node:child_process";
 import { closeSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 
-import { FabricError } from "../../common/errors.js";
-import type { Logger } from "../../common/logger.js";
+import { FabricError, type Logger } from "../../common/index.js";
 import type { BlockJobStatus, BlockLaunch, ExecutionProvider } from "../provider.js";
 
 interface LocalJob {

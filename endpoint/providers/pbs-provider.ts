@@ -1,4 +1,4 @@
-import { FabricError } from "../../common/errors.js";
+import { FabricError } from "../../common/index.js";
 import type { PbsProviderConfig } from "../config.js";
 import type { BlockJobState, BlockJobStatus, BlockLaunch } from "../provider.js";
 import { BatchProvider } from "./batch-provider.js";

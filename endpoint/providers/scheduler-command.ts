@@ -1,7 +1,6 @@
 import { spawn } from "node:child_process";
 
-import { FabricError } from "../../common/errors.js";
-import { setLongTimeout } from "../../common/timers.js";
+import { FabricError, setLongTimeout } from "../../common/index.js";
 
 /** What a finished scheduler command printed. */
 export interface CommandResult {

@@ -5,7 +5,7 @@ import path from "node:path";
 
 import Docker from "dockerode";
 
-import { FabricError } from "../../common/errors.js";
+import { FabricError } from "../../common/lean.js";
 import type { Logger } from "../../common/logger.js";
 import type { ContainerConfig } from "./config.js";
 import { MANAGED_LABEL, WORKER_SOCKET_IN_CONTAINER, workerContainerOptions } from "./docker-options.js";

@@ -1,9 +1,13 @@
 import { createRequire } from "node:module";
 import path from "node:path";
 
-import { FabricError, errorToInfo, toFabricError } from "../../common/errors.js";
-import type { RemoteExceptionInfo } from "../../common/errors.js";
-import { decodeJson } from "../../common/json.js";
+import {
+  FabricError,
+  errorToInfo,
+  toFabricError,
+  type RemoteExceptionInfo,
+  decodeJson,
+} from "../../common/lean.js";
 import type { JsFunctionSpec, ShellFunctionSpec, WorkItem, WorkOutcome } from "../../proto/index.js";
 import { fillCommandTemplate, runShellCommand } from "./shell.js";
 

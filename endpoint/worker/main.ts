@@ -10,11 +10,11 @@
  */
 import net from "node:net";
 
-import { readFrames, writeFrame } from "../../common/framing.js";
+import { readFrames, writeFrame } from "../../common/lean.js";
 import type { Logger } from "../../common/logger.js";
 // The worker protocol alone: the proto/index barrel also loads @grpc/grpc-js, which would slow
 // every worker's start.
-import { WorkerRequest, WorkerResponse } from "../../proto/gen/fabric/v1/worker.js";
+import { WorkerRequest, WorkerResponse } from "../../proto/messages.js";
 import type { WorkItem } from "../../proto/index.js";
 import { executeWorkItem } from "./execute.js";
 import type { ExecuteOptions } from "./execute.js";

@@ -9,7 +9,7 @@ import type { Duplex } from "node:stream";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { readFrames } from "../../common/framing.js";
+import { readFrames } from "../../common/lean.js";
 import {
   decodePythonFrame,
   encodePythonInspectFrame,

@@ -20,9 +20,7 @@
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
-import { FabricError } from "../../common/errors.js";
-import type { ErrorCode, RemoteExceptionInfo } from "../../common/errors.js";
-import { encodeFrame } from "../../common/framing.js";
+import { FabricError, type ErrorCode, type RemoteExceptionInfo, encodeFrame } from "../../common/lean.js";
 
 /** Why a Python task ended other than with a result or a plain exception from the function. */
 export const PythonEndReason = {

@@ -1,8 +1,6 @@
 import { spawn } from "node:child_process";
 
-import { FabricError } from "../../common/errors.js";
-import type { ShellOutcome } from "../../common/errors.js";
-import { setLongTimeout } from "../../common/timers.js";
+import { FabricError, type ShellOutcome, setLongTimeout } from "../../common/lean.js";
 
 /** Largest stdout or stderr a shell function keeps (each); the rest is dropped with a note. */
 export const DEFAULT_SHELL_OUTPUT_CAP_BYTES = 1024 * 1024;

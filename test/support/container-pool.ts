@@ -1,10 +1,12 @@
 import type Docker from "dockerode";
 
-import { createLogger } from "../../common/logger.js";
-import { WorkerPool } from "../../endpoint/manager/worker-pool.js";
-import type { ContainerConfig } from "../../endpoint/runtime/config.js";
-import { MANAGER_LABEL } from "../../endpoint/runtime/docker-options.js";
-import { createWorkerLauncher } from "../../endpoint/runtime/runtimes.js";
+import { createLogger } from "../../common/index.js";
+import {
+  WorkerPool,
+  MANAGER_LABEL,
+  createWorkerLauncher,
+  type ContainerConfig,
+} from "../../endpoint/internal.js";
 import type { FunctionSpec, WorkItem, WorkOutcome } from "../../proto/index.js";
 export { until } from "../../devkit/index.js";
 

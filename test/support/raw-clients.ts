@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 
-import { bearer, callUnary, channelFor, clientOptions } from "../../common/grpc-client.js";
+import { bearer, callUnary, channelFor, clientOptions } from "../../common/index.js";
 import {
   EndpointServiceClient,
   FunctionServiceClient,
