@@ -15,7 +15,9 @@ import path from "node:path";
 
 import ts from "typescript";
 
-const root = path.resolve(process.argv[2] ?? path.join(path.dirname(new URL(import.meta.url).pathname), ".."));
+const root = path.resolve(
+  process.argv[2] ?? path.join(path.dirname(new URL(import.meta.url).pathname), ".."),
+);
 
 /** What each top-level folder may import, besides itself. */
 const allowed = {
@@ -79,7 +81,9 @@ for (const folder of Object.keys(allowed)) {
     const { importedFiles } = ts.preProcessFile(text, true, true);
     const isTest = file.endsWith(".test.ts");
     for (const { fileName: spec } of importedFiles) {
-      const dynamic = new RegExp(`import\\(\\s*["']${spec.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}["']`).test(text);
+      const dynamic = new RegExp(`import\\(\\s*["']${spec.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}["']`).test(
+        text,
+      );
       const target = resolve(file, spec);
       if (!target) {
         if (!dynamic) packages.push(spec);
@@ -100,7 +104,9 @@ for (const folder of Object.keys(allowed)) {
         path.dirname(target) !== path.join(root, top) ||
         ![...surfaces, ...(lightSurfaces[top] ?? [])].includes(path.basename(target))
       ) {
-        problems.push(`${where}: import ${top}/ through ${top}/index.ts or ${top}/internal.ts, not a file inside it`);
+        problems.push(
+          `${where}: import ${top}/ through ${top}/index.ts or ${top}/internal.ts, not a file inside it`,
+        );
       }
     }
   }
@@ -150,7 +156,9 @@ for (const entry of startPath) {
     if (!node) continue;
     for (const pkg of node.packages) {
       if (heavyPackages.test(pkg)) {
-        problems.push(`${entry} loads ${pkg} at start (${via.join(" → ")}): keep gRPC and NATS off a block's start path`);
+        problems.push(
+          `${entry} loads ${pkg} at start (${via.join(" → ")}): keep gRPC and NATS off a block's start path`,
+        );
       }
     }
     for (const next of node.edges) {
