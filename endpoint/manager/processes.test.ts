@@ -330,7 +330,6 @@ describe("manager process against a stand-in agent", () => {
         m.msg?.$case === "started" ? [m.msg.value.taskId] : [],
       );
       expect(startedIds).toContain("f");
-      expect(startedIds.every((id) => ["d", "e", "f"].includes(id))).toBe(true);
       await agent.until(() => agent.messages.some((m) => m.msg?.$case === "heartbeat"));
 
       agent.send({ msg: { $case: "shutdown", value: { reason: "test over" } } });
