@@ -3,7 +3,16 @@ import globals from "globals";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["dist/**", "node_modules/**", "proto/gen/**", "bench/results/**", ".tmp/**"] },
+  {
+    ignores: [
+      "dist/**",
+      "node_modules/**",
+      "proto/gen/**",
+      "proto/gen-pbjs/**",
+      "bench/results/**",
+      ".tmp/**",
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
 import { ROOT } from "../devkit/index.js";
+import { codecBench } from "./codec.js";
 import { coldSlurm } from "./cold-slurm.js";
 import { coldContainer, warmContainer } from "./containers.js";
 import { latency, memory, throughput } from "./core.js";
@@ -22,6 +23,7 @@ const benches: Record<string, Bench> = {
   cold_slurm: () => coldSlurm(),
   cold_container: () => coldContainer(),
   warm_container: () => warmContainer(),
+  codec: () => codecBench(),
 };
 
 async function main(): Promise<void> {
