@@ -24,7 +24,7 @@ import {
   TaskUpdate,
   TaskUpdateBatch,
 } from "../proto/index.js";
-import { percentile, round } from "./stack.js";
+import { percentile, round } from "./stats.js";
 
 /** One generator's way with one message type. */
 interface Codec {
