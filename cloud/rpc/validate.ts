@@ -16,6 +16,11 @@ export function idSchema(what: string): z.ZodString {
   return schema;
 }
 
+/** `value` as the id of a `what` ("function", "endpoint"), or INVALID_ARGUMENT naming it. */
+export function checkId(what: string, value: unknown): string {
+  return check(idSchema(what), value, `${what} id`);
+}
+
 /** A short human name. */
 export const nameSchema = z.string().max(256, { message: "must be at most 256 characters" });
 export const descriptionSchema = z.string().max(4096, { message: "must be at most 4096 characters" });
