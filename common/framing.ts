@@ -64,6 +64,42 @@ export function readFrames(
   });
 }
 
+/** What {@link readMessages} hands on: each message, and what made the stream unreadable. */
+export interface MessageHandlers<T> {
+  onMessage(msg: T): void;
+  /**
+   * A frame that is not a message of the type ("undecodable frame": the peer speaks another or a
+   * broken protocol), or framing that is broken ("protocol error": a frame over the limit, see
+   * {@link readFrames}). Either way the stream is no use any more.
+   */
+  onBadFrame(err: Error, problem: "undecodable frame" | "protocol error"): void;
+}
+
+/**
+ * Reads `stream` as frames that each hold one message of `type` (a generated message, e.g.
+ * `AgentMessage`), and hands each decoded message to `handlers`.
+ */
+export function readMessages<T>(
+  stream: Readable | Socket,
+  type: { decode(frame: Uint8Array): T },
+  handlers: MessageHandlers<T>,
+): void {
+  readFrames(
+    stream,
+    (frame) => {
+      let msg: T;
+      try {
+        msg = type.decode(frame);
+      } catch (err) {
+        handlers.onBadFrame(err as Error, "undecodable frame");
+        return;
+      }
+      handlers.onMessage(msg);
+    },
+    (err) => handlers.onBadFrame(err, "protocol error"),
+  );
+}
+
 /**
  * Writes one frame; returns false when the stream asks the writer to wait for 'drain'. Frames
  * written in the same tick leave in one system call (the stream is corked until the next tick).

@@ -1,6 +1,5 @@
 import { describe, expect, it } from "vitest";
 
-import { isRetryable } from "./errors.js";
 import {
   fitsInline,
   inlineBytes,
@@ -11,12 +10,15 @@ import {
 } from "./payload.js";
 
 describe("the payload rule", () => {
-  it("keeps a payload inline up to the limit and the room left, and stores it past either", () => {
-    expect(fitsInline(100, 256)).toBe(true);
-    expect(fitsInline(256, 256)).toBe(true);
-    expect(fitsInline(257, 256)).toBe(false);
-    expect(fitsInline(200, 256, 199)).toBe(false);
-    expect(fitsInline(0, 256, 0)).toBe(true);
+  // A payload stays inline up to the limit and the room left, and is stored past either.
+  it.each([
+    [100, 256, undefined, true],
+    [256, 256, undefined, true],
+    [257, 256, undefined, false],
+    [200, 256, 199, false],
+    [0, 256, 0, true],
+  ])("%i bytes with a limit of %i and %s bytes of room: inline %s", (bytes, limit, room, inline) => {
+    expect(fitsInline(bytes, limit, room)).toBe(inline);
   });
 
   it("lowers the inline limit to the server's message size, never below 1 KiB", () => {
@@ -38,25 +40,5 @@ describe("the payload rule", () => {
     json[0] = 0;
     expect(copy.toString()).toBe("[1,2]");
     expect(inlineBytes(undefined).length).toBe(0);
-  });
-});
-
-describe("retryable errors", () => {
-  it("retries what a broker going away ends calls with, and a rate limit; not answers", () => {
-    for (const code of [
-      "UNAVAILABLE",
-      "DEADLINE_EXCEEDED",
-      "ABORTED",
-      "CANCELLED",
-      "INTERNAL",
-      "UNKNOWN",
-    ] as const) {
-      expect(isRetryable({ code }), code).toBe(true);
-    }
-    expect(isRetryable({ code: "RESOURCE_EXHAUSTED", reason: "rate_limited" })).toBe(true);
-    expect(isRetryable({ code: "RESOURCE_EXHAUSTED", reason: "result_too_large" })).toBe(false);
-    for (const code of ["NOT_FOUND", "INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED"] as const) {
-      expect(isRetryable({ code }), code).toBe(false);
-    }
   });
 });

@@ -14,28 +14,20 @@ export function isTerminal(state: TaskState): boolean {
   return terminal.has(state);
 }
 
+const names: Partial<Record<TaskState, string>> = {
+  [TaskState.TASK_STATE_RECEIVED]: "received",
+  [TaskState.TASK_STATE_WAITING_FOR_ENDPOINT]: "waiting-for-endpoint",
+  [TaskState.TASK_STATE_WAITING_FOR_NODES]: "waiting-for-nodes",
+  [TaskState.TASK_STATE_RUNNING]: "running",
+  [TaskState.TASK_STATE_SUCCESS]: "success",
+  [TaskState.TASK_STATE_FAILED]: "failed",
+  [TaskState.TASK_STATE_CANCELLED]: "cancelled",
+  [TaskState.TASK_STATE_EXPIRED]: "expired",
+};
+
 /** The user-facing name of a state: "received", "waiting-for-endpoint", ..., "success". */
 export function stateName(state: TaskState): string {
-  switch (state) {
-    case TaskState.TASK_STATE_RECEIVED:
-      return "received";
-    case TaskState.TASK_STATE_WAITING_FOR_ENDPOINT:
-      return "waiting-for-endpoint";
-    case TaskState.TASK_STATE_WAITING_FOR_NODES:
-      return "waiting-for-nodes";
-    case TaskState.TASK_STATE_RUNNING:
-      return "running";
-    case TaskState.TASK_STATE_SUCCESS:
-      return "success";
-    case TaskState.TASK_STATE_FAILED:
-      return "failed";
-    case TaskState.TASK_STATE_CANCELLED:
-      return "cancelled";
-    case TaskState.TASK_STATE_EXPIRED:
-      return "expired";
-    default:
-      return "unknown";
-  }
+  return names[state] ?? "unknown";
 }
 
 /** Order of non-terminal states; a task never moves backwards. */

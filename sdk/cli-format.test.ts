@@ -17,6 +17,8 @@ import { TaskFailedError } from "./errors.js";
 import type { EndpointInfo, FunctionInfo, TaskInfo, TaskOutcome } from "./types.js";
 
 const at = new Date("2026-11-22T04:00:00.000Z");
+/** What every record alice registered has in common. */
+const byAlice = { owner: "alice", description: "", createdAt: at };
 
 const info: TaskInfo = {
   id: "t1",
@@ -95,12 +97,10 @@ describe("task output", () => {
 
 describe("function output", () => {
   const js: FunctionInfo = {
+    ...byAlice,
     id: "f1",
-    owner: "alice",
     name: "add",
-    description: "",
     containerImage: "",
-    createdAt: at,
     kind: "js",
     source: "const add = (function add(a, b) { return a + b; }\n);\n",
     entryPoint: "add",
@@ -132,11 +132,9 @@ describe("function output", () => {
 
 describe("endpoint output", () => {
   const ep: EndpointInfo = {
+    ...byAlice,
     id: "e1",
-    owner: "alice",
     name: "hpc",
-    description: "",
-    createdAt: at,
     status: {
       connection: "online",
       queuedTasks: 3,

@@ -4,6 +4,7 @@ import path from "node:path";
 
 import { afterEach, describe, expect, it } from "vitest";
 
+import type { Client } from "./client.js";
 import { parseArgsOption, parseKwargsOption, parseSeconds, runCli } from "./cli-program.js";
 
 function io(env: NodeJS.ProcessEnv = {}) {
@@ -107,5 +108,32 @@ describe("runCli", () => {
     ).toBe(1);
     expect(t.err.join("")).toMatch(/FAILED_PRECONDITION: caFile: cannot read .*missing-ca\.pem/);
     expect(() => statSync(path.join(home, "client.json"))).toThrow();
+  });
+
+  it("commands with only --json print what the call returned, as text or as JSON", async () => {
+    const calls: unknown[][] = [];
+    const client = {
+      deleteFunction: async (id: string) => void calls.push(["deleteFunction", id]),
+      deleteEndpoint: async (id: string) => void calls.push(["deleteEndpoint", id]),
+      cancel: async (ids: string[]) => {
+        calls.push(["cancel", ids]);
+        return [];
+      },
+      close: () => undefined,
+    };
+    const run = async (...argv: string[]) => {
+      const t = io();
+      const code = await runCli(argv, { ...t.io, connect: () => client as unknown as Client });
+      return { code, out: t.out.join(""), err: t.err.join("") };
+    };
+    expect(await run("function", "delete", "f1")).toEqual({ code: 0, out: "deleted function f1\n", err: "" });
+    const deleted = await run("endpoint", "delete", "e1", "--json");
+    expect(JSON.parse(deleted.out)).toEqual({ endpointId: "e1", deleted: true });
+    expect(JSON.parse((await run("task", "cancel", "t1", "t2", "--json")).out)).toEqual([]);
+    expect(calls).toEqual([
+      ["deleteFunction", "f1"],
+      ["deleteEndpoint", "e1"],
+      ["cancel", ["t1", "t2"]],
+    ]);
   });
 });

@@ -104,6 +104,35 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   const connect = (): Client => (client ??= (io.connect ?? ((env) => Client.fromConfig({ env })))(io.env));
   const print = (json: boolean | undefined, value: unknown, human: () => string) =>
     out(json ? toJson(value) : human());
+  /**
+   * Finishes `cmd` as a command whose only option is --json: it prints what `run` resolves for the
+   * command's arguments, as JSON with --json, else as `human` words it.
+   */
+  const printing = <A extends unknown[], T>(
+    cmd: Command,
+    run: (...args: A) => Promise<T>,
+    human: (value: T) => string,
+  ): Command =>
+    cmd.addOption(jsonOption()).action(async (...args: unknown[]) => {
+      // Commander passes the command's arguments, then its options, then the command itself.
+      const value = await run(...(args.slice(0, -2) as A));
+      print((args.at(-2) as JsonFlag).json, value, () => human(value));
+    });
+  /** `delete <id>` of a kind of record the caller owns: deletes it with `remove`, and says so. */
+  const deleting = (
+    parent: Command,
+    kind: "function" | "endpoint",
+    description: string,
+    remove: (id: string) => Promise<void>,
+  ): Command =>
+    printing(
+      parent.command("delete <id>").description(description),
+      async (id: string) => {
+        await remove(id);
+        return { [`${kind}Id`]: id, deleted: true };
+      },
+      (deleted) => `deleted ${kind} ${String(deleted[`${kind}Id`])}`,
+    );
 
   const program = new Command("fabric")
     .description("Run functions on HPC endpoints through the fabric's broker.")
@@ -195,29 +224,19 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       },
     );
 
-  fn.command("list")
-    .description("list your functions")
-    .addOption(jsonOption())
-    .action(async (opts: JsonFlag) => {
-      const fns = await connect().listFunctions();
-      print(opts.json, fns, () => formatFunctions(fns));
-    });
-
-  fn.command("show <id>")
-    .description("show a function, with its source or command")
-    .addOption(jsonOption())
-    .action(async (id: string, opts: JsonFlag) => {
-      const f = await connect().getFunction(id);
-      print(opts.json, f, () => formatFunction(f));
-    });
-
-  fn.command("delete <id>")
-    .description("delete a function (tasks already submitted are not affected)")
-    .addOption(jsonOption())
-    .action(async (id: string, opts: JsonFlag) => {
-      await connect().deleteFunction(id);
-      print(opts.json, { functionId: id, deleted: true }, () => `deleted function ${id}`);
-    });
+  printing(
+    fn.command("list").description("list your functions"),
+    () => connect().listFunctions(),
+    formatFunctions,
+  );
+  printing(
+    fn.command("show <id>").description("show a function, with its source or command"),
+    (id: string) => connect().getFunction(id),
+    formatFunction,
+  );
+  deleting(fn, "function", "delete a function (tasks already submitted are not affected)", (id) =>
+    connect().deleteFunction(id),
+  );
 
   // ---------- run ----------
   program
@@ -261,14 +280,11 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   // ---------- tasks ----------
   const task = program.command("task").description("follow, inspect and cancel tasks");
 
-  task
-    .command("status <id>")
-    .description("a task's state and its history")
-    .addOption(jsonOption())
-    .action(async (id: string, opts: JsonFlag) => {
-      const info = await connect().getTask(id);
-      print(opts.json, info, () => formatTaskStatus(info));
-    });
+  printing(
+    task.command("status <id>").description("a task's state and its history"),
+    (id: string) => connect().getTask(id),
+    formatTaskStatus,
+  );
 
   task
     .command("result <id>")
@@ -303,41 +319,28 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       }
     });
 
-  task
-    .command("cancel <ids...>")
-    .description("cancel tasks that have not finished")
-    .addOption(jsonOption())
-    .action(async (ids: string[], opts: JsonFlag) => {
-      const tasks = await connect().cancel(ids);
-      print(opts.json, tasks, () => formatTaskStates(tasks));
-    });
+  printing(
+    task.command("cancel <ids...>").description("cancel tasks that have not finished"),
+    (ids: string[]) => connect().cancel(ids),
+    formatTaskStates,
+  );
 
   // ---------- endpoints ----------
   const ep = program.command("endpoint").description("see your endpoints");
 
-  ep.command("list")
-    .description("list your endpoints and whether they are online")
-    .addOption(jsonOption())
-    .action(async (opts: JsonFlag) => {
-      const eps = await connect().listEndpoints();
-      print(opts.json, eps, () => formatEndpoints(eps));
-    });
-
-  ep.command("status <id>")
-    .description("an endpoint's connection, workers and blocks")
-    .addOption(jsonOption())
-    .action(async (id: string, opts: JsonFlag) => {
-      const e = await connect().getEndpoint(id);
-      print(opts.json, e, () => formatEndpoint(e));
-    });
-
-  ep.command("delete <id>")
-    .description("delete an endpoint (its queued tasks fail)")
-    .addOption(jsonOption())
-    .action(async (id: string, opts: JsonFlag) => {
-      await connect().deleteEndpoint(id);
-      print(opts.json, { endpointId: id, deleted: true }, () => `deleted endpoint ${id}`);
-    });
+  printing(
+    ep.command("list").description("list your endpoints and whether they are online"),
+    () => connect().listEndpoints(),
+    formatEndpoints,
+  );
+  printing(
+    ep.command("status <id>").description("an endpoint's connection, workers and blocks"),
+    (id: string) => connect().getEndpoint(id),
+    formatEndpoint,
+  );
+  deleting(ep, "endpoint", "delete an endpoint (its queued tasks fail)", (id) =>
+    connect().deleteEndpoint(id),
+  );
 
   try {
     await program.parseAsync([...argv], { from: "user" });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 
 import { FabricError, TaskState } from "../common/index.js";
-import type { Task } from "../proto/index.js";
+import type { ErrorInfo, Task } from "../proto/index.js";
 import { chunk, encodeTaskSpec, taskOutcome, toEndpointInfo, toFunctionInfo, toTaskInfo } from "./codec.js";
 import { TaskFailedError, TaskPendingError } from "./errors.js";
 
@@ -28,6 +28,13 @@ function task(over: Partial<Task> = {}): Task {
     ...over,
   };
 }
+
+/** A FAILED task whose error info has `error`'s fields (UNKNOWN, and empty, elsewhere). */
+const failed = (error: Partial<ErrorInfo>): Task =>
+  task({
+    state: TaskState.TASK_STATE_FAILED,
+    error: { code: "UNKNOWN", message: "", reason: "", remote: undefined, shell: undefined, ...error },
+  });
 
 describe("encodeTaskSpec", () => {
   it("refuses a timeout past 30 days rather than letting it wrap in the wire's 32 bits", () => {
@@ -139,18 +146,13 @@ describe("taskOutcome", () => {
 
   it("a failed JS function is TaskFailedError with the remote exception", () => {
     const o = taskOutcome(
-      task({
-        state: TaskState.TASK_STATE_FAILED,
-        error: {
-          code: "UNKNOWN",
+      failed({
+        message: "detector D7 saturated",
+        reason: "function_error",
+        remote: {
+          type: "ExperimentError",
           message: "detector D7 saturated",
-          reason: "function_error",
-          remote: {
-            type: "ExperimentError",
-            message: "detector D7 saturated",
-            stack: "ExperimentError: ...\n at explode",
-          },
-          shell: undefined,
+          stack: "ExperimentError: ...\n at explode",
         },
       }),
     );
@@ -167,15 +169,10 @@ describe("taskOutcome", () => {
 
   it("a failed shell command carries exit code and output", () => {
     const o = taskOutcome(
-      task({
-        state: TaskState.TASK_STATE_FAILED,
-        error: {
-          code: "UNKNOWN",
-          message: "command exited with code 3",
-          reason: "shell_exit_nonzero",
-          remote: undefined,
-          shell: { exitCode: 3, stdout: "partial\n", stderr: "broken\n", signal: "" },
-        },
+      failed({
+        message: "command exited with code 3",
+        reason: "shell_exit_nonzero",
+        shell: { exitCode: 3, stdout: "partial\n", stderr: "broken\n", signal: "" },
       }),
     );
     if (o.ok) throw new Error("expected a failure");
@@ -193,12 +190,7 @@ describe("taskOutcome", () => {
   });
 
   it("an unknown error code from the wire becomes UNKNOWN", () => {
-    const o = taskOutcome(
-      task({
-        state: TaskState.TASK_STATE_FAILED,
-        error: { code: "BOGUS", message: "m", reason: "", remote: undefined, shell: undefined },
-      }),
-    );
+    const o = taskOutcome(failed({ code: "BOGUS", message: "m" }));
     if (o.ok) throw new Error("expected a failure");
     expect(o.error.code).toBe("UNKNOWN");
   });

@@ -2,24 +2,11 @@ import type { Logger } from "pino";
 import { z } from "zod";
 
 import { newId } from "../../common/index.js";
-import {
-  FunctionMessage,
-  type DeleteFunctionRequest,
-  type DeleteFunctionResponse,
-  type FunctionServiceServer,
-  type GetFunctionRequest,
-  type GetFunctionResponse,
-  type ListFunctionsRequest,
-  type ListFunctionsResponse,
-  type RegisterFunctionRequest,
-  type RegisterFunctionResponse,
-  type ShareFunctionRequest,
-  type ShareFunctionResponse,
-} from "../../proto/index.js";
+import { FunctionMessage, type FunctionServiceServer } from "../../proto/index.js";
 import { shareListSchema } from "../auth/authz.js";
 import type { TokenAuthority } from "../auth/tokens.js";
-import { unary, userOf } from "../rpc/rpc.js";
-import { check, descriptionSchema, functionSpecSchema, idSchema, nameSchema } from "../rpc/validate.js";
+import { unaryService, userOf } from "../rpc/rpc.js";
+import { check, checkId, descriptionSchema, functionSpecSchema, nameSchema } from "../rpc/validate.js";
 import type { FabricStore } from "../state/store.js";
 import type { OwnedRegistry } from "./owned-registry.js";
 
@@ -44,79 +31,53 @@ export function functionService(
   auth: TokenAuthority,
   log: Logger,
 ): FunctionServiceServer {
-  return {
-    registerFunction: unary<RegisterFunctionRequest, RegisterFunctionResponse>(
-      auth,
-      log,
-      "RegisterFunction",
-      async (req, ctx) => {
-        const owner = userOf(ctx);
-        const v = check(registerSchema, req, "RegisterFunction request");
-        const fn: FunctionMessage = {
-          id: newId(),
-          owner,
-          name: v.name,
-          description: v.description,
-          spec: req.spec,
-          createdAtMs: Date.now(),
-          public: false,
-          sharedWith: [],
-        };
-        const record = FunctionMessage.encode(fn).finish();
-        store.assertFits(record.length, TASK_MESSAGE_RESERVE, "the function's record", "shorten its source");
-        await registry.create(fn, record);
-        ctx.log.info({ functionId: fn.id, owner, kind: req.spec?.kind?.$case }, "function registered");
-        return { function: fn };
-      },
-    ),
-    getFunction: unary<GetFunctionRequest, GetFunctionResponse>(
-      auth,
-      log,
-      "GetFunction",
-      async (req, ctx) => {
-        const id = check(idSchema("function"), req.functionId, "function id");
-        return { function: await registry.get(id, userOf(ctx)) };
-      },
-    ),
-    listFunctions: unary<ListFunctionsRequest, ListFunctionsResponse>(
-      auth,
-      log,
-      "ListFunctions",
-      async (_req, ctx) => ({ functions: await registry.list(userOf(ctx)) }),
-    ),
-    deleteFunction: unary<DeleteFunctionRequest, DeleteFunctionResponse>(
-      auth,
-      log,
-      "DeleteFunction",
-      async (req, ctx) => {
-        const id = check(idSchema("function"), req.functionId, "function id");
-        await registry.getOwned(id, userOf(ctx), "delete");
-        await registry.delete(id);
-        ctx.log.info({ functionId: id }, "function deleted");
-        return {};
-      },
-    ),
-    shareFunction: unary<ShareFunctionRequest, ShareFunctionResponse>(
-      auth,
-      log,
-      "ShareFunction",
-      async (req, ctx) => {
-        const id = check(idSchema("function"), req.functionId, "function id");
-        const sharedWith = check(shareListSchema, req.sharedWith, "sharedWith");
-        await registry.getOwned(id, userOf(ctx), "share");
-        const fn = await registry.update(id, (current) => {
-          const next = { ...current, public: req.public, sharedWith };
-          store.assertFits(
-            FunctionMessage.encode(next).finish().length,
-            TASK_MESSAGE_RESERVE,
-            "the function's record",
-            "share it with a group (group:NAME) instead of so many users",
-          );
-          return next;
-        });
-        ctx.log.info({ functionId: id, public: req.public, sharedWith }, "function sharing changed");
-        return { function: fn };
-      },
-    ),
-  };
+  return unaryService<FunctionServiceServer>(auth, log, {
+    registerFunction: async (req, ctx) => {
+      const owner = userOf(ctx);
+      const v = check(registerSchema, req, "RegisterFunction request");
+      const fn: FunctionMessage = {
+        id: newId(),
+        owner,
+        name: v.name,
+        description: v.description,
+        spec: req.spec,
+        createdAtMs: Date.now(),
+        public: false,
+        sharedWith: [],
+      };
+      const record = FunctionMessage.encode(fn).finish();
+      store.assertFits(record.length, TASK_MESSAGE_RESERVE, "the function's record", "shorten its source");
+      await registry.create(fn, record);
+      ctx.log.info({ functionId: fn.id, owner, kind: req.spec?.kind?.$case }, "function registered");
+      return { function: fn };
+    },
+    getFunction: async (req, ctx) => ({
+      function: await registry.get(checkId("function", req.functionId), userOf(ctx)),
+    }),
+    listFunctions: async (_req, ctx) => ({ functions: await registry.list(userOf(ctx)) }),
+    deleteFunction: async (req, ctx) => {
+      const id = checkId("function", req.functionId);
+      await registry.getOwned(id, userOf(ctx), "delete");
+      await registry.delete(id);
+      ctx.log.info({ functionId: id }, "function deleted");
+      return {};
+    },
+    shareFunction: async (req, ctx) => {
+      const id = checkId("function", req.functionId);
+      const sharedWith = check(shareListSchema, req.sharedWith, "sharedWith");
+      await registry.getOwned(id, userOf(ctx), "share");
+      const fn = await registry.update(id, (current) => {
+        const next = { ...current, public: req.public, sharedWith };
+        store.assertFits(
+          FunctionMessage.encode(next).finish().length,
+          TASK_MESSAGE_RESERVE,
+          "the function's record",
+          "share it with a group (group:NAME) instead of so many users",
+        );
+        return next;
+      });
+      ctx.log.info({ functionId: id, public: req.public, sharedWith }, "function sharing changed");
+      return { function: fn };
+    },
+  });
 }

@@ -39,6 +39,10 @@ const msg = (name: string, shape: MessageShape, repeated?: number): FieldRule =>
 });
 const empty: MessageShape = { fields: {} };
 const byId = (field: string): MessageShape => ({ fields: { 1: str(field, ID_BYTES) } });
+/** A Register request: a name, a description, and what is registered. */
+const registration = (what: FieldRule): MessageShape => ({
+  fields: { 1: str("name", NAME_BYTES), 2: str("description", DESCRIPTION_BYTES), 3: what },
+});
 
 const functionSpec: MessageShape = {
   fields: {
@@ -56,6 +60,15 @@ export interface RequestGuard {
   /** Largest encoded request. */
   readonly maxBytes: number;
   readonly shape: MessageShape;
+}
+
+/** Get, List and Delete of one kind of owned record ("Function": GetFunction, ...): by id, or nothing. */
+function lookupGuards(kind: string, idField: string): Record<string, RequestGuard> {
+  return {
+    [`Get${kind}`]: { maxBytes: KiB, shape: byId(idField) },
+    [`List${kind}s`]: { maxBytes: KiB, shape: empty },
+    [`Delete${kind}`]: { maxBytes: KiB, shape: byId(idField) },
+  };
 }
 
 /** The guards of every method of the API, sized from the broker's limits. */
@@ -88,34 +101,18 @@ export function requestGuards(config: BrokerConfig): Readonly<Record<string, Req
   return {
     RegisterFunction: {
       maxBytes: MAX_SOURCE_BYTES + MAX_COMMAND_BYTES + 64 * KiB,
-      shape: {
-        fields: {
-          1: str("name", NAME_BYTES),
-          2: str("description", DESCRIPTION_BYTES),
-          3: msg("spec", functionSpec),
-        },
-      },
+      shape: registration(msg("spec", functionSpec)),
     },
-    GetFunction: { maxBytes: KiB, shape: byId("function_id") },
-    ListFunctions: { maxBytes: KiB, shape: empty },
-    DeleteFunction: { maxBytes: KiB, shape: byId("function_id") },
+    ...lookupGuards("Function", "function_id"),
     ShareFunction: {
       maxBytes: MAX_SHARE_ENTRIES * (NAME_BYTES + 3) + 4 * KiB,
       shape: { fields: { 1: str("function_id", ID_BYTES), 2: num("public"), 3: sharing } },
     },
     RegisterEndpoint: {
       maxBytes: NAME_BYTES + DESCRIPTION_BYTES + 4 * KiB,
-      shape: {
-        fields: {
-          1: str("name", NAME_BYTES),
-          2: str("description", DESCRIPTION_BYTES),
-          3: str("endpoint_id", ID_BYTES),
-        },
-      },
+      shape: registration(str("endpoint_id", ID_BYTES)),
     },
-    GetEndpoint: { maxBytes: KiB, shape: byId("endpoint_id") },
-    ListEndpoints: { maxBytes: KiB, shape: empty },
-    DeleteEndpoint: { maxBytes: KiB, shape: byId("endpoint_id") },
+    ...lookupGuards("Endpoint", "endpoint_id"),
     UpdateEndpointPolicy: {
       maxBytes: MAX_SHARE_ENTRIES * (NAME_BYTES + 3) + MAX_ALLOWED_FUNCTIONS * (ID_BYTES + 3) + 4 * KiB,
       shape: {

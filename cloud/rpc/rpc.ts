@@ -151,6 +151,30 @@ export function unary<Req, Res>(
   };
 }
 
+/** The handler of each unary method of the service `S`, under the method's key in `S`. */
+export type UnaryHandlers<S> = {
+  [K in keyof S as string extends K ? never : K]: S[K] extends grpc.handleUnaryCall<infer Req, infer Res>
+    ? (req: Req, ctx: CallContext) => Promise<Res>
+    : never;
+};
+
+/**
+ * A service whose methods are all unary: each handler wrapped by {@link unary} under its gRPC
+ * method name, the key with a capital first letter (`getFunction` fails as "GetFunction").
+ */
+export function unaryService<S extends grpc.UntypedServiceImplementation>(
+  auth: TokenAuthority,
+  log: Logger,
+  handlers: UnaryHandlers<S>,
+): S {
+  const service: grpc.UntypedServiceImplementation = {};
+  for (const [key, handler] of Object.entries(handlers)) {
+    const method = key.charAt(0).toUpperCase() + key.slice(1);
+    service[key] = unary(auth, log, method, handler as (req: unknown, ctx: CallContext) => Promise<unknown>);
+  }
+  return service as S;
+}
+
 /**
  * Where a watch sends finished tasks: a WatchTasks call, or one watch of a Session stream. `write`
  * returns false when the writer should wait for "drain"; "cancelled" means nobody listens anymore.

@@ -16,55 +16,58 @@ export function idSchema(what: string): z.ZodString {
   return schema;
 }
 
+/** `value` as the id of a `what` ("function", "endpoint"), or INVALID_ARGUMENT naming it. */
+export function checkId(what: string, value: unknown): string {
+  return check(idSchema(what), value, `${what} id`);
+}
+
 /** A short human name. */
 export const nameSchema = z.string().max(256, { message: "must be at most 256 characters" });
 export const descriptionSchema = z.string().max(4096, { message: "must be at most 4096 characters" });
 
 const IDENT_RE = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
 
+/** One kind of function spec: `{ $case: kind, value }`, as the oneof is decoded. */
+const specKind = <K extends string, V extends z.ZodRawShape>(kind: K, value: V) =>
+  z.object({ $case: z.literal(kind), value: z.object(value) });
+/**
+ * Text a function cannot do without, at most `maxBytes`: in bytes on the wire (see
+ * request-shapes.ts); a character is at least one byte.
+ */
+const requiredText = (maxBytes: number, missing: string, tooLong: string) =>
+  z.string().min(1, { message: missing }).max(maxBytes, { message: tooLong });
+/** Whole seconds, at most 30 days. */
+const seconds = (tooLong: string) => z.number().int().min(0).max(MAX_TIMEOUT_S, { message: tooLong });
+
 export const functionSpecSchema = z.object({
   kind: z.discriminatedUnion(
     "$case",
     [
-      z.object({
-        $case: z.literal("js"),
-        value: z.object({
-          // In bytes on the wire (see request-shapes.ts); a character is at least one byte.
-          source: z
-            .string()
-            .min(1, { message: "a JS function needs its source" })
-            .max(MAX_SOURCE_BYTES, { message: "source must be at most 768 KiB" }),
-          entryPoint: z
-            .string()
-            .max(256, { message: "entry point must be at most 256 characters" })
-            .regex(IDENT_RE, { message: "entry point must be a JavaScript identifier" }),
-        }),
+      specKind("js", {
+        source: requiredText(
+          MAX_SOURCE_BYTES,
+          "a JS function needs its source",
+          "source must be at most 768 KiB",
+        ),
+        entryPoint: z
+          .string()
+          .max(256, { message: "entry point must be at most 256 characters" })
+          .regex(IDENT_RE, { message: "entry point must be a JavaScript identifier" }),
       }),
-      z.object({
-        $case: z.literal("shell"),
-        value: z.object({
-          command: z
-            .string()
-            .min(1, { message: "a shell function needs a command" })
-            .max(MAX_COMMAND_BYTES, { message: "command must be at most 64 KiB" }),
-          walltimeS: z
-            .number()
-            .int()
-            .min(0)
-            .max(MAX_TIMEOUT_S, { message: "walltime must be at most 30 days" }),
-        }),
+      specKind("shell", {
+        command: requiredText(
+          MAX_COMMAND_BYTES,
+          "a shell function needs a command",
+          "command must be at most 64 KiB",
+        ),
+        walltimeS: seconds("walltime must be at most 30 days"),
       }),
     ],
     { message: "spec.kind must be js or shell" },
   ),
   containerImage: z.string().max(512),
   maxRetries: z.number().int().min(0).max(100, { message: "at most 100 retries" }).optional(),
-  timeoutS: z
-    .number()
-    .int()
-    .min(0)
-    .max(MAX_TIMEOUT_S, { message: "timeout must be at most 30 days" })
-    .optional(),
+  timeoutS: seconds("timeout must be at most 30 days").optional(),
 });
 
 /** Parses `value` with `schema` or throws INVALID_ARGUMENT naming the bad fields. */

@@ -1,11 +1,20 @@
 import { randomBytes } from "node:crypto";
 
+import type * as grpc from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 
 import { FabricError } from "../../common/index.js";
-import { SessionRequest, ShareFunctionRequest, SubmitTasksRequest } from "../../proto/index.js";
+import {
+  EndpointServiceService,
+  FunctionServiceService,
+  SessionRequest,
+  ShareFunctionRequest,
+  SubmitTasksRequest,
+  TaskServiceService,
+} from "../../proto/index.js";
 import { resolveBrokerConfig } from "../config.js";
 import { requestGuards } from "./request-shapes.js";
+import { tolerantService } from "./rpc.js";
 import { checkWire, peekVarint } from "./wire-guard.js";
 
 const guards = requestGuards(resolveBrokerConfig({ auth: { keyFile: "/nonexistent/key.pem" } }));
@@ -37,6 +46,19 @@ function code(fn: () => void): string | undefined {
 }
 
 describe("checkWire", () => {
+  it("has a guard for every method of the API", () => {
+    const services: grpc.ServiceDefinition[] = [
+      FunctionServiceService,
+      EndpointServiceService,
+      TaskServiceService,
+    ];
+    const methods = services.flatMap((service) => {
+      tolerantService(service, guards);
+      return Object.values(service).map(({ path }) => path.slice(path.lastIndexOf("/") + 1));
+    });
+    expect(Object.keys(guards).sort()).toEqual(methods.sort());
+  });
+
   it("passes what our own encoders write", () => {
     checkWire(SubmitTasksRequest.encode(submit).finish(), guards["SubmitTasks"]!.shape, "SubmitTasks");
     const session = SessionRequest.encode({ ref: 7, op: { $case: "submit", value: submit } }).finish();

@@ -140,25 +140,22 @@ export class FabricStore implements MessageBus {
     const jsm = await jetstreamManager(nc);
     const js = jetstream(nc);
     const replicas = config.nats.replicas;
-    const retentionNs = nanos(config.resultRetentionSeconds * 1000);
+    const retentionMs = config.resultRetentionSeconds * 1000;
 
+    // Both streams are work queues on disk: a message goes once consumed, or at the retention.
+    const workQueue = {
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      num_replicas: replicas,
+      max_age: nanos(retentionMs),
+    };
     await ensureStream(jsm, {
+      ...workQueue,
       name: Bus.taskStream,
       subjects: [Bus.taskSubjects],
-      retention: RetentionPolicy.Workqueue,
-      storage: StorageType.File,
-      num_replicas: replicas,
-      max_age: retentionNs,
-      duplicate_window: nanos(Math.min(120_000, config.resultRetentionSeconds * 1000)),
+      duplicate_window: nanos(Math.min(120_000, retentionMs)),
     });
-    await ensureStream(jsm, {
-      name: Bus.resultStream,
-      subjects: [Bus.resultSubjects],
-      retention: RetentionPolicy.Workqueue,
-      storage: StorageType.File,
-      num_replicas: replicas,
-      max_age: retentionNs,
-    });
+    await ensureStream(jsm, { ...workQueue, name: Bus.resultStream, subjects: [Bus.resultSubjects] });
     await ensureConsumer(jsm, Bus.resultStream, {
       durable_name: Bus.resultConsumer,
       ack_policy: AckPolicy.Explicit,
@@ -172,11 +169,12 @@ export class FabricStore implements MessageBus {
 
     const kvm = new Kvm(js);
     const kvOpts = { replicas, history: 1, storage: StorageType.File } as const;
+    const retainedKvOpts = { ...kvOpts, ttl: retentionMs };
     const buckets: Buckets = {
       functions: await kvm.create(Bus.functionsBucket, kvOpts),
       endpoints: await kvm.create(Bus.endpointsBucket, kvOpts),
-      tasks: await kvm.create(Bus.tasksBucket, { ...kvOpts, ttl: config.resultRetentionSeconds * 1000 }),
-      groups: await kvm.create(Bus.groupsBucket, { ...kvOpts, ttl: config.resultRetentionSeconds * 1000 }),
+      tasks: await kvm.create(Bus.tasksBucket, retainedKvOpts),
+      groups: await kvm.create(Bus.groupsBucket, retainedKvOpts),
       endpointStatus: await kvm.create(Bus.endpointStatusBucket, kvOpts),
     };
     const queues = new EndpointQueues(js, jsm, config.taskAckWaitSeconds);

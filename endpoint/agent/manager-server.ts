@@ -1,7 +1,7 @@
 import { timingSafeEqual } from "node:crypto";
 import net from "node:net";
 
-import { readFrames, writeFrame, type Logger } from "../../common/index.js";
+import { readMessages, writeFrame, type Logger } from "../../common/index.js";
 import { AgentMessage, ManagerMessage } from "../../proto/index.js";
 import type { ManagerHello, TaskStarted, WorkItem, WorkOutcome } from "../../proto/index.js";
 
@@ -193,20 +193,8 @@ export class ManagerServer {
       sock.destroy();
     }, this.opts.helloTimeoutMs ?? 10_000);
 
-    readFrames(
-      sock,
-      (frame) => {
-        let msg: ManagerMessage;
-        try {
-          msg = ManagerMessage.decode(frame);
-        } catch (err) {
-          this.log.warn(
-            { peer, err: (err as Error).message },
-            "undecodable frame from a manager; closing it",
-          );
-          sock.destroy();
-          return;
-        }
+    readMessages(sock, ManagerMessage, {
+      onMessage: (msg) => {
         const m = msg.msg;
         if (!conn) {
           if (m?.$case !== "hello") {
@@ -265,11 +253,11 @@ export class ManagerServer {
             break;
         }
       },
-      (err) => {
-        this.log.warn({ peer, err: err.message }, "protocol error from a manager; closing it");
+      onBadFrame: (err, problem) => {
+        this.log.warn({ peer, err: err.message }, `${problem} from a manager; closing it`);
         sock.destroy();
       },
-    );
+    });
     sock.on("error", (err) => this.log.debug({ peer, err: err.message }, "manager socket error"));
     sock.on("close", () => {
       clearTimeout(helloTimer);

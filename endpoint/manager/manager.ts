@@ -1,7 +1,7 @@
 import net from "node:net";
 import { hostname } from "node:os";
 
-import { readFrames, writeFrame } from "../../common/lean.js";
+import { readMessages, writeFrame } from "../../common/lean.js";
 import type { Logger } from "../../common/logger.js";
 import type { WorkOutcome } from "../../proto/index.js";
 // The worker protocol alone: the proto/index barrel also loads the gRPC service definitions and
@@ -203,17 +203,8 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
 
   let onSignal: (() => void) | undefined;
   const code = await new Promise<number>((resolve) => {
-    readFrames(
-      sock,
-      (frame) => {
-        let msg: AgentMessage;
-        try {
-          msg = AgentMessage.decode(frame);
-        } catch (err) {
-          log.error({ err }, "undecodable frame from the agent; disconnecting");
-          sock.destroy();
-          return;
-        }
+    readMessages(sock, AgentMessage, {
+      onMessage: (msg) => {
         const m = msg.msg;
         switch (m?.$case) {
           case "welcome":
@@ -234,11 +225,11 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
             break;
         }
       },
-      (err) => {
-        log.error({ err }, "protocol error on the agent link; disconnecting");
+      onBadFrame: (err, problem) => {
+        log.error({ err }, `${problem} on the agent link; disconnecting`);
         sock.destroy();
       },
-    );
+    });
     sock.on("error", (err) => log.warn({ err: err.message }, "agent link error"));
     sock.on("close", () => {
       log.warn("lost the connection to the agent; stopping workers and exiting");

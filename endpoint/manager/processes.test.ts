@@ -216,6 +216,10 @@ class FakeAgent {
     writeFrame(this.sock!, AgentMessage.encode(m).finish());
   }
 
+  work(items: WorkItem[]): void {
+    this.send({ msg: { $case: "work", value: { items } } });
+  }
+
   outcomes(): WorkOutcome[] {
     return this.messages.flatMap((m) => (m.msg?.$case === "outcomes" ? m.msg.value.outcomes : []));
   }
@@ -257,12 +261,27 @@ describe("manager process against a stand-in agent", () => {
     );
   }
 
-  it("says hello, runs work, reports starts and outcomes, replaces a dead worker, and exits on shutdown", async () => {
+  /**
+   * Runs `body` with a manager of `workers` workers connected to a fresh stand-in agent, and
+   * `exited`, its exit code; kills the manager and closes the agent afterwards, whatever happened.
+   */
+  async function withManager(
+    workers: number,
+    body: (agent: FakeAgent, exited: Promise<number | null>) => Promise<void>,
+  ): Promise<void> {
     const agent = new FakeAgent();
-    const port = await agent.listen();
-    const proc = startManager(port, 2);
+    const proc = startManager(await agent.listen(), workers);
     const exited = new Promise<number | null>((r) => proc.on("exit", (code) => r(code)));
     try {
+      await body(agent, exited);
+    } finally {
+      proc.kill("SIGKILL");
+      agent.server.close();
+    }
+  }
+
+  it("says hello, runs work, reports starts and outcomes, replaces a dead worker, and exits on shutdown", () =>
+    withManager(2, async (agent, exited) => {
       await agent.until(() => agent.messages.length > 0);
       const hello = agent.messages[0]!.msg;
       expect(hello?.$case).toBe("hello");
@@ -271,18 +290,11 @@ describe("manager process against a stand-in agent", () => {
       agent.send({ msg: { $case: "welcome", value: { endpointId: "ep", heartbeatIntervalS: 1 } } });
 
       const sentAtMs = Date.now();
-      agent.send({
-        msg: {
-          $case: "work",
-          value: {
-            items: [
-              jsItem("a", "function sq(x) { return x * x; }", "sq", [9]),
-              jsItem("b", "function die() { process.exit(7); }", "die", []),
-              jsItem("c", "function sq(x) { return x * x; }", "sq", [4]),
-            ],
-          },
-        },
-      });
+      agent.work([
+        jsItem("a", "function sq(x) { return x * x; }", "sq", [9]),
+        jsItem("b", "function die() { process.exit(7); }", "die", []),
+        jsItem("c", "function sq(x) { return x * x; }", "sq", [4]),
+      ]);
       await agent.until(() => agent.outcomes().length === 3);
       const byId = new Map(agent.outcomes().map((o) => [o.taskId, o]));
       expect(resultOf(byId.get("a")!)).toBe(81);
@@ -305,23 +317,16 @@ describe("manager process against a stand-in agent", () => {
       }
 
       // The replacement worker takes new work.
-      agent.send({
-        msg: {
-          $case: "work",
-          value: {
-            items: [
-              jsItem("d", "function sq(x) { return x * x; }", "sq", [5]),
-              jsItem("e", "function sq(x) { return x * x; }", "sq", [6]),
-              jsItem(
-                "f",
-                "function slow() { const t = Date.now(); while (Date.now() - t < 300); return 1; }",
-                "slow",
-                [],
-              ),
-            ],
-          },
-        },
-      });
+      agent.work([
+        jsItem("d", "function sq(x) { return x * x; }", "sq", [5]),
+        jsItem("e", "function sq(x) { return x * x; }", "sq", [6]),
+        jsItem(
+          "f",
+          "function slow() { const t = Date.now(); while (Date.now() - t < 300); return 1; }",
+          "slow",
+          [],
+        ),
+      ]);
       await agent.until(() => agent.outcomes().length === 6);
       expect(agent.outcomes().filter((o) => o.ok)).toHaveLength(5);
       // A task still running after a moment is reported as started, before its outcome. (A quick
@@ -334,33 +339,25 @@ describe("manager process against a stand-in agent", () => {
 
       agent.send({ msg: { $case: "shutdown", value: { reason: "test over" } } });
       expect(await exited).toBe(0);
-    } finally {
-      proc.kill("SIGKILL");
-      agent.server.close();
-    }
-  });
+    }));
 
-  it("pipelines short tasks to busy workers without losing, repeating or mis-cancelling one", async () => {
-    const agent = new FakeAgent();
-    const port = await agent.listen();
-    const proc = startManager(port, 2);
-    const work = (items: WorkItem[]) => agent.send({ msg: { $case: "work", value: { items } } });
-    const byId = () => {
-      const m = new Map<string, WorkOutcome[]>();
-      for (const o of agent.outcomes()) m.set(o.taskId, [...(m.get(o.taskId) ?? []), o]);
-      return m;
-    };
-    const id = "function id(x) { return x; }";
-    try {
+  it("pipelines short tasks to busy workers without losing, repeating or mis-cancelling one", () =>
+    withManager(2, async (agent) => {
+      const byId = () => {
+        const m = new Map<string, WorkOutcome[]>();
+        for (const o of agent.outcomes()) m.set(o.taskId, [...(m.get(o.taskId) ?? []), o]);
+        return m;
+      };
+      const id = "function id(x) { return x; }";
       await agent.until(() => agent.messages.length > 0);
       agent.send({ msg: { $case: "welcome", value: { endpointId: "ep", heartbeatIntervalS: 5 } } });
       // Many no-op tasks: the pool learns they are short and pipelines them.
-      work(Array.from({ length: 400 }, (_, i) => jsItem(`n${i}`, id, "id", [i])));
+      agent.work(Array.from({ length: 400 }, (_, i) => jsItem(`n${i}`, id, "id", [i])));
       await agent.until(() => agent.outcomes().length === 400);
       for (let i = 0; i < 400; i++) expect(resultOf(byId().get(`n${i}`)![0]!)).toBe(i);
 
       // A worker dies with tasks pipelined behind its task: they run elsewhere, once each.
-      work([
+      agent.work([
         jsItem("die", "function die() { process.exit(7); }", "die", []),
         ...Array.from({ length: 20 }, (_, i) => jsItem(`p${i}`, id, "id", [i])),
       ]);
@@ -370,7 +367,7 @@ describe("manager process against a stand-in agent", () => {
 
       // A task pipelined behind a long one is cancelled: one CANCELLED outcome, nothing else.
       const busy = "function busy() { const t = Date.now(); while (Date.now() - t < 400); return 1; }";
-      work([
+      agent.work([
         jsItem("s1", busy, "busy", []),
         jsItem("s2", busy, "busy", []),
         jsItem("c1", id, "id", [1]),
@@ -388,33 +385,16 @@ describe("manager process against a stand-in agent", () => {
       ).toEqual(["cancelled"]);
       expect(byId().get("c2")!.map(resultOf)).toEqual([2]);
       expect(byId().get("s1")!.map(resultOf)).toEqual([1]);
-    } finally {
-      proc.kill("SIGKILL");
-      agent.server.close();
-    }
-  });
+    }));
 
-  it("exits, taking its workers along, when the agent connection drops", async () => {
-    const agent = new FakeAgent();
-    const port = await agent.listen();
-    const proc = startManager(port, 1);
-    const exited = new Promise<number | null>((r) => proc.on("exit", (code) => r(code)));
-    try {
+  it("exits, taking its workers along, when the agent connection drops", () =>
+    withManager(1, async (agent, exited) => {
       await agent.until(() => agent.messages.length > 0);
-      agent.send({
-        msg: {
-          $case: "work",
-          value: { items: [jsItem("p", "function pid() { return process.pid; }", "pid", [])] },
-        },
-      });
+      agent.work([jsItem("p", "function pid() { return process.pid; }", "pid", [])]);
       await agent.until(() => agent.outcomes().length === 1);
       const workerPid = resultOf(agent.outcomes()[0]!) as number;
       agent.sock!.destroy();
       expect(await exited).toBe(1);
       expect(() => process.kill(workerPid, 0)).toThrow();
-    } finally {
-      proc.kill("SIGKILL");
-      agent.server.close();
-    }
-  });
+    }));
 });

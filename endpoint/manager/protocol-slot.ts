@@ -6,7 +6,7 @@
 import {
   type FabricError,
   toFabricError,
-  readFrames,
+  readMessages,
   writeFrame,
   type LongTimer,
   setLongTimeout,
@@ -148,14 +148,13 @@ class ProtocolSlot implements WorkerSlot {
       void worker.stop(500).finally(() => this.events.onExit(this, undefined, []));
       return;
     }
-    readFrames(
-      worker.link,
-      (frame) => this.onFrame(frame),
-      (err) => {
-        this.log.error({ err, workerId: this.id }, "protocol error from worker; killing it");
+    readMessages(worker.link, WorkerResponse, {
+      onMessage: (res) => this.onMessage(res),
+      onBadFrame: (err, problem) => {
+        this.log.error({ err, workerId: this.id }, `${problem} from worker; killing it`);
         worker.kill();
       },
-    );
+    });
     worker.link.on("error", () => {
       // The exit handler accounts for the worker; a broken link adds nothing.
     });
@@ -184,15 +183,7 @@ class ProtocolSlot implements WorkerSlot {
     writeFrame(this.worker!.link, WorkerRequest.encode({ item }).finish());
   }
 
-  private onFrame(frame: Uint8Array): void {
-    let res: WorkerResponse;
-    try {
-      res = WorkerResponse.decode(frame);
-    } catch (err) {
-      this.log.error({ err, workerId: this.id }, "undecodable frame from worker; killing it");
-      this.worker?.kill();
-      return;
-    }
+  private onMessage(res: WorkerResponse): void {
     const m = res.msg;
     if (m?.$case === "ready") {
       if (this.state === "starting") this.state = "ready";

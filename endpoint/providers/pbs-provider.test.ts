@@ -37,23 +37,23 @@ const launch = {
   logFile: "/home/u/.fabric/endpoints/hpc/blocks/b-1.log",
 };
 
+/** Every setting used, as on a Polaris-like system. */
+const polaris: PbsScriptConfig = {
+  ...base,
+  nodesPerBlock: 2,
+  cpusPerNode: 64,
+  gpusPerNode: 4,
+  memPerNode: "256gb",
+  selectOptions: "system=polaris",
+  queue: "debug",
+  account: "Proj",
+  schedulerOptions: "-l filesystems=home:eagle\n#PBS -m n",
+  workerInit: "module load conda\nconda activate fabric",
+};
+
 describe("PBS job script", () => {
   it("writes select, walltime, queue, account, raw options and worker-init before the manager", () => {
-    const script = pbsScript(
-      {
-        ...base,
-        nodesPerBlock: 2,
-        cpusPerNode: 64,
-        gpusPerNode: 4,
-        memPerNode: "256gb",
-        selectOptions: "system=polaris",
-        queue: "debug",
-        account: "Proj",
-        schedulerOptions: "-l filesystems=home:eagle\n#PBS -m n",
-        workerInit: "module load conda\nconda activate fabric",
-      },
-      launch,
-    );
+    const script = pbsScript(polaris, launch);
     const lines = script.split("\n");
     expect(lines[0]).toBe("#!/bin/bash");
     expect(lines).toContain("#PBS -l select=2:ncpus=64:ngpus=4:mem=256gb:system=polaris");

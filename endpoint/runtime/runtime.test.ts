@@ -162,37 +162,19 @@ describe("apptainer command line", () => {
   };
 
   it("isolates the worker: containall, no home, clean env, no privileges, binds, no network, limits", () => {
-    expect(apptainerWorkerCommand(cfg, req)).toEqual([
-      "apptainer",
-      "exec",
-      "--containall",
-      "--no-home",
-      "--cleanenv",
-      "--no-privs",
-      "--writable-tmpfs",
-      "--bind",
-      "/gpfs/beamline:/data:ro",
-      "--bind",
-      "/scratch/u1:/out:rw",
-      "--net",
-      "--network",
-      "none",
-      "--memory",
-      "1024M",
-      "--memory-swap",
-      "1024M",
-      "--cpus",
-      "2",
-      "--pids-limit",
-      "128",
-      "--env",
-      "FABRIC_WORKER_ID=m/w0",
-      "--env",
-      "FABRIC_MAX_RESULT_BYTES=1024",
-      "/sw/images/fabric-worker.sif",
-      "node",
-      "/fabric/worker/endpoint/worker/main.js",
-    ]);
+    // As a shell would show it, one part a line: no argument holds a space, so the words are the argv.
+    const argv = apptainerWorkerCommand(cfg, req);
+    expect(argv.filter((a) => a.includes(" "))).toEqual([]);
+    expect(argv.join(" ")).toBe(
+      [
+        "apptainer exec --containall --no-home --cleanenv --no-privs --writable-tmpfs",
+        "--bind /gpfs/beamline:/data:ro --bind /scratch/u1:/out:rw",
+        "--net --network none",
+        "--memory 1024M --memory-swap 1024M --cpus 2 --pids-limit 128",
+        "--env FABRIC_WORKER_ID=m/w0 --env FABRIC_MAX_RESULT_BYTES=1024",
+        "/sw/images/fabric-worker.sif node /fabric/worker/endpoint/worker/main.js",
+      ].join(" "),
+    );
   });
 
   it("passes no secret and grants a network only when allowed", () => {

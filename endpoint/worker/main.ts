@@ -10,7 +10,7 @@
  */
 import net from "node:net";
 
-import { readFrames, writeFrame } from "../../common/lean.js";
+import { readMessages, writeFrame } from "../../common/lean.js";
 import type { Logger } from "../../common/logger.js";
 // The worker protocol alone: the proto/index barrel also loads @grpc/grpc-js, which would slow
 // every worker's start.
@@ -85,23 +85,14 @@ function fail(err: unknown, why: string): void {
     .finally(() => exitNow(2));
 }
 
-readFrames(
-  link,
-  (frame) => {
-    if (failing) return;
-    let req: WorkerRequest;
-    try {
-      req = WorkerRequest.decode(frame);
-    } catch (err) {
-      fail(err, "undecodable frame from the manager; exiting");
-      return;
-    }
-    if (!req.item) return;
+readMessages(link, WorkerRequest, {
+  onMessage: (req) => {
+    if (failing || !req.item) return;
     queue.push(req.item);
     void drain();
   },
-  (err) => fail(err, "protocol error on the manager link; exiting"),
-);
+  onBadFrame: (err, problem) => fail(err, `${problem} on the manager link; exiting`),
+});
 // The manager is gone (or closed our pipe to stop us): nothing more to do.
 link.on("close", () => exitNow(0));
 link.on("error", () => exitNow(0));
