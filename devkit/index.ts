@@ -7,7 +7,7 @@
 
 // A whole local fabric: nats-server, broker and endpoints.
 export { LocalFabric } from "./fabric.js";
-export type { LocalEndpointOptions, LocalFabricOptions, Stoppable } from "./fabric.js";
+export type { AgentLink, LocalEndpointOptions, LocalFabricOptions, Stoppable } from "./fabric.js";
 
 // Its parts, for tests that wire them differently (a cluster, TLS, a proxy in between).
 export { BrokerProcess, EndpointProcess, ManagedProcess, ROOT, distEntry, runCli } from "./processes.js";
