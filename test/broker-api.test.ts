@@ -80,7 +80,7 @@ describe("broker API: validation, limits, authentication, ownership", () => {
     const { functionId, endpointId } = await setup(alice);
     const unknown = "00000000-0000-4000-8000-000000000000";
     const submit = (f: string, e: string) =>
-      alice.submit({
+      alice.submitTasks({
         groupId: "",
         tasks: [
           { functionId: f, endpointId: e, argsJson: enc.encode("[1,2]"), kwargsJson: new Uint8Array() },
@@ -108,9 +108,9 @@ describe("broker API: validation, limits, authentication, ownership", () => {
       { functionId, endpointId, argsJson: enc.encode('{"a":1}'), kwargsJson: new Uint8Array() },
     ];
     for (const t of bad) {
-      expect(await codeOf(alice.submit({ groupId: "", tasks: [t] }))).toBe("INVALID_ARGUMENT");
+      expect(await codeOf(alice.submitTasks({ groupId: "", tasks: [t] }))).toBe("INVALID_ARGUMENT");
     }
-    expect(await codeOf(alice.submit({ groupId: "", tasks: [] }))).toBe("INVALID_ARGUMENT");
+    expect(await codeOf(alice.submitTasks({ groupId: "", tasks: [] }))).toBe("INVALID_ARGUMENT");
     const noSpec = alice.registerFunction({ name: "x", description: "", spec: undefined });
     expect(await codeOf(noSpec)).toBe("INVALID_ARGUMENT");
     const badEntry = alice.registerFunction({
@@ -128,7 +128,7 @@ describe("broker API: validation, limits, authentication, ownership", () => {
   it("oversized payload → RESOURCE_EXHAUSTED with a clear message, and the broker stays up", async () => {
     const { functionId, endpointId } = await setup(alice);
     const big = enc.encode(JSON.stringify(["x".repeat(2 * 1024 * 1024)]));
-    const p = alice.submit({
+    const p = alice.submitTasks({
       groupId: "",
       tasks: [{ functionId, endpointId, argsJson: big, kwargsJson: new Uint8Array() }],
     });
@@ -164,7 +164,7 @@ describe("broker API: validation, limits, authentication, ownership", () => {
 
   it("user B cannot read, cancel or list user A's functions, endpoints or tasks", async () => {
     const { functionId, endpointId } = await setup(alice);
-    const sub = await alice.submit({
+    const sub = await alice.submitTasks({
       groupId: "",
       tasks: [{ functionId, endpointId, argsJson: enc.encode("[1,2]"), kwargsJson: new Uint8Array() }],
     });
@@ -172,11 +172,11 @@ describe("broker API: validation, limits, authentication, ownership", () => {
     expect(await codeOf(bob.getFunction({ functionId }))).toBe("NOT_FOUND");
     expect(await codeOf(bob.getEndpoint({ endpointId }))).toBe("NOT_FOUND");
     expect(await codeOf(bob.getTasks({ taskIds: [taskId], omitResults: false }))).toBe("NOT_FOUND");
-    expect(await codeOf(bob.cancel({ taskIds: [taskId] }))).toBe("NOT_FOUND");
+    expect(await codeOf(bob.cancelTasks({ taskIds: [taskId] }))).toBe("NOT_FOUND");
     expect(await codeOf(bob.deleteFunction({ functionId }))).toBe("NOT_FOUND");
     // Bob cannot submit to Alice's endpoint nor run Alice's function.
     const bobFn = await bob.registerFunction({ name: "b", description: "", spec: jsSpec });
-    const submitToAlice = bob.submit({
+    const submitToAlice = bob.submitTasks({
       groupId: "",
       tasks: [
         {
@@ -193,7 +193,7 @@ describe("broker API: validation, limits, authentication, ownership", () => {
     const eps = await bob.listEndpoints();
     expect(eps.endpoints.find((e) => e.id === endpointId)).toBeUndefined();
     // Alice still sees and cancels her own task.
-    const mine = await alice.cancel({ taskIds: [taskId] });
+    const mine = await alice.cancelTasks({ taskIds: [taskId] });
     expect(mine.tasks[0]?.error?.reason).toBe("cancelled");
   });
 });

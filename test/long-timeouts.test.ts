@@ -82,7 +82,7 @@ describe("long timeouts: task, function and shell limits past 24.8 days", () => 
         timeoutS,
       });
       const err = (await raw
-        .submit({ tasks: [spec(1), spec(MAX_TIMEOUT_S + 1)], groupId: "" })
+        .submitTasks({ tasks: [spec(1), spec(MAX_TIMEOUT_S + 1)], groupId: "" })
         .catch((e: unknown) => e)) as FabricError;
       expect(err.code).toBe("INVALID_ARGUMENT");
       expect(err.message).toMatch(/tasks\[1\]\.timeout_s: 2592001 s is over the limit of 2592000 s/);

@@ -191,7 +191,7 @@ describe("authentication: pinned algorithms, claims, kinds, revocation, external
       () => ep.listFunctions(),
       () => ep.listEndpoints(),
       () => ep.registerEndpoint({ name: "y", description: "", endpointId: "" }),
-      () => ep.submit({ tasks: [], groupId: "", idempotencyKey: "" }),
+      () => ep.submitTasks({ tasks: [], groupId: "", idempotencyKey: "" }),
     ]) {
       expect((await outcome(call())).code).toBe("PERMISSION_DENIED");
     }

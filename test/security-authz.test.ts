@@ -68,7 +68,7 @@ describe("authorization: owners, sharing, allowed functions", () => {
   });
 
   const submitOne = (c: RawClients, functionId: string, endpointId: string) =>
-    c.submit({
+    c.submitTasks({
       tasks: [
         { functionId, endpointId, argsJson: enc.encode("[]"), kwargsJson: new Uint8Array(), timeoutS: 0 },
       ],

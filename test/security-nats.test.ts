@@ -201,7 +201,7 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
           containerImage: "",
         },
       });
-      const victim = await bobRaw.submit({
+      const victim = await bobRaw.submitTasks({
         tasks: [
           {
             functionId: fnB.function!.id,
@@ -224,7 +224,7 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
           containerImage: "",
         },
       });
-      const ownSub = await aliceRaw.submit({
+      const ownSub = await aliceRaw.submitTasks({
         tasks: [
           {
             functionId: fnA.function!.id,
@@ -300,7 +300,7 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
         description: "",
         spec: { kind: { $case: "js", value: { source, entryPoint: "f" } }, containerImage: "" },
       });
-      const sub = await owner.submit({
+      const sub = await owner.submitTasks({
         tasks: [
           {
             functionId: fn.function!.id,
@@ -462,7 +462,7 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     });
     const submit = async () =>
       (
-        await aliceRaw.submit({
+        await aliceRaw.submitTasks({
           tasks: [
             {
               functionId: fn.function!.id,

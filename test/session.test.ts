@@ -163,7 +163,7 @@ describe("Session: submits and watches on one stream", () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(s.answers.filter((x) => x.ref === 2 || x.ref === 3)).toHaveLength(0); // nothing finished yet
 
-    await alice.cancel({ taskIds: [t1!] });
+    await alice.cancelTasks({ taskIds: [t1!] });
     const first = await s.waitFor(2, (xs) => xs.length > 0);
     expect(first[0]!.msg?.$case).toBe("tasks");
     if (first[0]!.msg?.$case === "tasks") expect(first[0]!.msg.value.task?.id).toBe(t1);
@@ -173,7 +173,7 @@ describe("Session: submits and watches on one stream", () => {
     const three = await s.waitFor(3, (xs) => xs.length > 0);
     expect(three.map((x) => x.msg?.$case)).toEqual(["done"]);
 
-    await alice.cancel({ taskIds: [t2!] });
+    await alice.cancelTasks({ taskIds: [t2!] });
     const two = await s.waitFor(2, (xs) => xs.some((x) => x.msg?.$case === "done"));
     expect(two.map((x) => x.msg?.$case)).toEqual(["tasks", "tasks", "done"]);
 
@@ -191,7 +191,7 @@ describe("Session: submits and watches on one stream", () => {
     s.send({ ref: 2, op: { $case: "watch", value: { taskIds: [t!], groupId: "" } } });
     s.stream.end();
     await new Promise((r) => setTimeout(r, 300));
-    await alice.cancel({ taskIds: [t!] });
+    await alice.cancelTasks({ taskIds: [t!] });
     const two = await s.waitFor(2, (xs) => xs.some((x) => x.msg?.$case === "done"));
     expect(two.map((x) => x.msg?.$case)).toEqual(["tasks", "done"]);
     expect((await s.ended).code).toBe("OK");
@@ -246,7 +246,7 @@ describe("Session: submits and watches on one stream", () => {
       expect((await client.getTask(id)).groupId).toBe(""); // run() joins no group
       const waiting = client.waitForResult(id, { timeoutMs: 10_000 }).catch((e: unknown) => e);
       await new Promise((r) => setTimeout(r, 200));
-      await alice.cancel({ taskIds: [id] });
+      await alice.cancelTasks({ taskIds: [id] });
       const err = (await waiting) as { code?: string };
       expect(err.code).toBe("CANCELLED");
       // Unknown ids are refused over the session as over a call.

@@ -219,8 +219,8 @@ describe("task lifecycle: retries, timeouts, cancellation, duplicates, long task
           kwargsJson: new Uint8Array(),
         })),
       };
-      const first = await raw.submit(req);
-      const second = await raw.submit(req);
+      const first = await raw.submitTasks(req);
+      const second = await raw.submitTasks(req);
       expect(second.taskIds).toEqual(first.taskIds);
       expect(second.groupId).toBe(first.groupId);
       let n = 0;
