@@ -1,3 +1,6 @@
+import { readFileSync } from "node:fs";
+
+import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll } from "vitest";
 
 import {
@@ -84,4 +87,18 @@ export function useFabric(options: FabricSuiteOptions = {}): FabricSuite {
       return ready(started, "endpoint").id;
     },
   };
+}
+
+/**
+ * A NATS connection with the broker's own credentials (a fabric in operator mode): it may publish
+ * and subscribe anywhere, so it stands in for any path around the NATS permissions. Closed when
+ * the fabric stops.
+ */
+export async function connectAsBroker(fabric: LocalFabric): Promise<NatsConnection> {
+  const nc = await connect({
+    servers: fabric.nats.url,
+    authenticator: credsAuthenticator(readFileSync(fabric.nats.operator!.brokerCredsFile)),
+  });
+  fabric.adopt({ stop: () => nc.close() });
+  return nc;
 }
