@@ -88,10 +88,10 @@ class RawChannels {
     return this as unknown as BrokerCalls;
   }
 
-  /** Registers a JS function (`source` defining `entryPoint`, named after it); its id. */
-  async registerJs(source: string, entryPoint = "f"): Promise<string> {
+  /** Registers a JS function (`source` defining `entryPoint`), named `name`; its id. */
+  async registerJs(source: string, entryPoint = "f", name = entryPoint): Promise<string> {
     const res = await this.calls.registerFunction({
-      name: entryPoint,
+      name,
       description: "",
       spec: jsSpec(source, entryPoint),
     });
@@ -104,7 +104,10 @@ class RawChannels {
     return { id: res.endpoint!.id, token: res.endpointToken };
   }
 
-  /** Submits one task of `functionId` to `endpointId` with `args` (no kwargs, no group key); its id. */
+  /**
+   * Submits one task of `functionId` to `endpointId` with `args` (no kwargs, no group, no
+   * idempotency key); its id. Throws unless the broker answers with exactly one id.
+   */
   async submitOne(functionId: string, endpointId: string, args: unknown[] = []): Promise<string> {
     const res = await this.calls.submitTasks({
       tasks: [
@@ -119,6 +122,7 @@ class RawChannels {
       groupId: "",
       idempotencyKey: "",
     });
+    if (res.taskIds.length !== 1) throw new Error(`one task submitted, ${res.taskIds.length} ids answered`);
     return res.taskIds[0]!;
   }
 
