@@ -12,7 +12,13 @@ import {
 import type { Client, ClientOptions } from "../../sdk/index.js";
 
 /** Options of {@link useFabric}: the fabric's own, and what to start on it before the tests. */
-export interface FabricSuiteOptions extends LocalFabricOptions {
+export interface FabricSuiteOptions extends Omit<LocalFabricOptions, "brokerConfig"> {
+  /**
+   * Extra broker config (see {@link LocalFabricOptions.brokerConfig}); a function is called when
+   * the fabric starts, for config that names what earlier hooks started (an OIDC issuer's URL).
+   * @default {}
+   */
+  readonly brokerConfig?: Record<string, unknown> | (() => Record<string, unknown>);
   /** The user the suite's {@link FabricSuite.client} signs in as. @default "alice" */
   readonly user?: string;
   /** Options of that client besides its address and token. @default {} */
@@ -49,18 +55,26 @@ export interface FabricSuite {
  * });
  */
 export function useFabric(options: FabricSuiteOptions = {}): FabricSuite {
-  const { user = "alice", clientOptions, endpoint, startTimeoutMs = 120_000, ...fabricOptions } = options;
+  const {
+    user = "alice",
+    clientOptions,
+    endpoint,
+    startTimeoutMs = 120_000,
+    brokerConfig,
+    ...rest
+  } = options;
   let fabric: LocalFabric | undefined;
   let client: Client | undefined;
   let started: { process: EndpointProcess; id: string } | undefined;
 
   beforeAll(async () => {
-    fabric = await LocalFabric.start(fabricOptions);
+    const config = typeof brokerConfig === "function" ? brokerConfig() : brokerConfig;
+    fabric = await LocalFabric.start({ ...rest, brokerConfig: config });
     client = await fabric.client(user, clientOptions);
     if (endpoint) {
       const { name, ...endpointOptions } = endpoint;
-      const process = await fabric.startEndpoint(user, name, endpointOptions);
-      started = { process, id: process.endpointId() };
+      const ep = await fabric.startEndpoint(user, name, endpointOptions);
+      started = { process: ep, id: ep.endpointId() };
     }
   }, startTimeoutMs);
 

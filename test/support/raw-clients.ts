@@ -64,7 +64,12 @@ class RawChannels {
 
   /** Raw clients of `fabric`'s broker signed in as `user`, closed when the fabric stops. */
   static async of(fabric: LocalFabric, user: string): Promise<RawClients> {
-    const raw = new RawClients(fabric.broker.address, await fabric.broker.token(user));
+    return RawClients.withToken(fabric, await fabric.broker.token(user));
+  }
+
+  /** Raw clients of `fabric`'s broker that send `token` (whatever it is), closed when the fabric stops. */
+  static withToken(fabric: LocalFabric, token: string): RawClients {
+    const raw = new RawClients(fabric.broker.address, token);
     fabric.adopt({ stop: async () => raw.close() });
     return raw;
   }
@@ -153,4 +158,5 @@ export type RawClients = RawChannels & BrokerCalls;
 export const RawClients = RawChannels as unknown as {
   new (address: string, token: string): RawClients;
   of(fabric: LocalFabric, user: string): Promise<RawClients>;
+  withToken(fabric: LocalFabric, token: string): RawClients;
 };
