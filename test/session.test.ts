@@ -1,27 +1,12 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-
 import type * as grpc from "@grpc/grpc-js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 
 import { errorFromInfo, fromGrpcError } from "../common/index.js";
-import { NatsServer, BrokerProcess } from "../devkit/index.js";
-import {
-  SessionRequest,
-  TaskState,
-  type FunctionSpec,
-  type SessionResponse,
-  type SubmitTasksRequest,
-} from "../proto/index.js";
-import { Client } from "../sdk/index.js";
+import { SessionRequest, TaskState, type SessionResponse, type SubmitTasksRequest } from "../proto/index.js";
+import { useFabric } from "./support/fabric-suite.js";
 import { RawClients } from "./support/raw-clients.js";
 
 const enc = new TextEncoder();
-const jsSpec: FunctionSpec = {
-  kind: { $case: "js", value: { source: "const f = () => 1;", entryPoint: "f" } },
-  containerImage: "",
-};
 
 /** A raw Session stream: send requests, await answers by ref. */
 class RawSession {
@@ -68,29 +53,15 @@ class RawSession {
 }
 
 describe("Session: submits and watches on one stream", () => {
-  let nats: NatsServer;
-  let broker: BrokerProcess;
-  let dir: string;
+  const stack = useFabric({ name: "session" });
   let alice: RawClients;
-  let token: string;
   let functionId: string;
   let endpointId: string;
 
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(tmpdir(), "fabric-session-"));
-    nats = await NatsServer.start();
-    broker = await BrokerProcess.start({ natsUrl: nats.url, dir });
-    token = await broker.token("alice");
-    alice = new RawClients(broker.address, token);
-    functionId = (await alice.registerFunction({ name: "f", description: "", spec: jsSpec })).function!.id;
-    endpointId = (await alice.registerEndpoint({ name: "ep", description: "", endpointId: "" })).endpoint!.id;
-  });
-
-  afterAll(async () => {
-    alice?.close();
-    await broker?.stop();
-    await nats?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    alice = await RawClients.of(stack.fabric, "alice");
+    functionId = await alice.registerJs("const f = () => 1;");
+    endpointId = (await alice.newEndpoint("ep")).id;
   });
 
   const open = (c: RawClients = alice) => new RawSession(c.tasks.session(c.md.clone()));
@@ -198,14 +169,13 @@ describe("Session: submits and watches on one stream", () => {
   });
 
   it("answers each request of a stream without a valid token UNAUTHENTICATED; a request of undecodable bytes ends the stream", async () => {
-    const nobody = new RawClients(broker.address, "not-a-token");
+    const nobody = RawClients.withToken(stack.fabric, "not-a-token");
     const s = open(nobody);
     s.send({ ref: 1, op: { $case: "submit", value: submitReq() } });
     const a = await s.submitted(1);
     expect(a.msg?.$case === "error" && errorFromInfo(a.msg.value).code).toBe("UNAUTHENTICATED");
     s.stream.end();
     await s.ended;
-    nobody.close();
 
     const raw = alice.tasks.makeBidiStreamRequest(
       "/fabric.v1.TaskService/Session",
@@ -218,7 +188,7 @@ describe("Session: submits and watches on one stream", () => {
     const end = await r.ended;
     expect(end.code).toBe("INVALID_ARGUMENT");
     expect(end.message).toMatch(/malformed Session request/);
-    expect(broker.process?.running).toBe(true);
+    expect(stack.fabric.broker.process?.running).toBe(true);
   });
 
   it("a submission may join no group: nothing to watch by group, and not together with a group", async () => {
@@ -240,21 +210,17 @@ describe("Session: submits and watches on one stream", () => {
   });
 
   it("the SDK client submits and waits over its session, and closes it when idle", async () => {
-    const client = new Client({ address: broker.address, token });
-    try {
-      const id = await client.run(functionId, endpointId, []);
-      expect((await client.getTask(id)).groupId).toBe(""); // run() joins no group
-      const waiting = client.waitForResult(id, { timeoutMs: 10_000 }).catch((e: unknown) => e);
-      await new Promise((r) => setTimeout(r, 200));
-      await alice.cancelTasks({ taskIds: [id] });
-      const err = (await waiting) as { code?: string };
-      expect(err.code).toBe("CANCELLED");
-      // Unknown ids are refused over the session as over a call.
-      await expect(
-        client.waitForResult("00000000-0000-4000-8000-000000000002", { timeoutMs: 5_000 }),
-      ).rejects.toMatchObject({ code: "NOT_FOUND" });
-    } finally {
-      client.close();
-    }
+    const { client } = stack;
+    const id = await client.run(functionId, endpointId, []);
+    expect((await client.getTask(id)).groupId).toBe(""); // run() joins no group
+    const waiting = client.waitForResult(id, { timeoutMs: 10_000 }).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 200));
+    await alice.cancelTasks({ taskIds: [id] });
+    const err = (await waiting) as { code?: string };
+    expect(err.code).toBe("CANCELLED");
+    // Unknown ids are refused over the session as over a call.
+    await expect(
+      client.waitForResult("00000000-0000-4000-8000-000000000002", { timeoutMs: 5_000 }),
+    ).rejects.toMatchObject({ code: "NOT_FOUND" });
   });
 });
