@@ -20,7 +20,7 @@ export { TestCa } from "./test-ca.js";
 export type { CertFiles } from "./test-ca.js";
 
 // Schedulers and container engines.
-export { SlurmCluster } from "./slurm.js";
+export { SlurmCluster, slurmProviderConfig } from "./slurm.js";
 export type { SlurmClusterOptions } from "./slurm.js";
 export { ensureDockerEngine, removeImagesByLabel, startPodmanService } from "./docker.js";
 export type { ContainerEngine } from "./docker.js";

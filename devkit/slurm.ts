@@ -25,6 +25,25 @@ export function ensureSlurmInstalled(): void {
   if (r.status !== 0) throw new Error("cannot install slurm-wlm and munge (scripts/ensure-system.sh failed)");
 }
 
+/**
+ * The `provider` block of an endpoint that runs its workers on a {@link SlurmCluster}: elastic
+ * from 0 blocks to 1, one worker on one core per block, a 10-minute walltime, the scheduler polled
+ * every 0.5 s. `extra` fields are merged over it.
+ */
+export function slurmProviderConfig(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    type: "slurm",
+    initBlocks: 0,
+    minBlocks: 0,
+    maxBlocks: 1,
+    workersPerNode: 1,
+    coresPerNode: 1,
+    walltime: "00:10:00",
+    statusIntervalSeconds: 0.5,
+    ...extra,
+  };
+}
+
 /** Options of {@link SlurmCluster.start}. */
 export interface SlurmClusterOptions {
   /** CPUs of the one node. @default 2 */
