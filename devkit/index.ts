@@ -28,5 +28,5 @@ export { ensureWorkerImages } from "./worker-images.js";
 export type { WorkerImageKind, WorkerImageOptions } from "./worker-images.js";
 
 // Waiting, and compiling endpoint/ for unit tests that spawn its entry files.
-export { until } from "./wait.js";
+export { until, untilValue } from "./wait.js";
 export { buildEndpointForTests } from "./build-for-tests.js";

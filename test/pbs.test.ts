@@ -6,24 +6,11 @@ import { spawnSync } from "node:child_process";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
+import { untilValue as until } from "../devkit/index.js";
 import { useFabric } from "./support/fabric-suite.js";
 import { failureOf } from "./support/outcomes.js";
 
 const standinBin = path.join(path.dirname(fileURLToPath(import.meta.url)), "support", "pbs");
-
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined> | T | undefined,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** Jobs the stand-in knows, as `{ id, state }`. */
 function standinJobs(

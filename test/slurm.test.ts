@@ -1,30 +1,13 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { SlurmCluster, slurmProviderConfig } from "../devkit/index.js";
+import { SlurmCluster, slurmProviderConfig, untilValue } from "../devkit/index.js";
 import type { EndpointReport } from "../sdk/index.js";
 import { useFabric } from "./support/fabric-suite.js";
 import { failureOf } from "./support/outcomes.js";
 
-/** Polls `probe` until it returns a value (not undefined), or fails after `timeoutMs` with `what`. */
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined> | T | undefined,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ""}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** Polls `probe` until it returns a value (not undefined); a probe that throws is polled again. */
+const until = <T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs?: number) =>
+  untilValue(what, probe, timeoutMs, true);
 
 const slurmProvider = (extra: Record<string, unknown> = {}) =>
   slurmProviderConfig({ idleTimeoutSeconds: 3, commandTimeoutSeconds: 10, ...extra });
