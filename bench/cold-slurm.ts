@@ -18,7 +18,7 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { LocalFabric, SlurmCluster, until } from "../devkit/index.js";
+import { LocalFabric, SlurmCluster, slurmProviderConfig, until } from "../devkit/index.js";
 
 const RUNS = 5;
 /** Slurm's default `batch_sched_delay`: batch jobs start in passes at least this far apart. */
@@ -69,17 +69,7 @@ export async function coldSlurm(): Promise<Record<string, number>> {
     const endpoint = await fabric.startEndpoint("bench", "cold-slurm", {
       extra: {
         heartbeatIntervalSeconds: 1,
-        provider: {
-          type: "slurm",
-          initBlocks: 0,
-          minBlocks: 0,
-          maxBlocks: 1,
-          workersPerNode: 1,
-          coresPerNode: 1,
-          walltime: "00:10:00",
-          idleTimeoutSeconds: 1,
-          statusIntervalSeconds: 0.5,
-        },
+        provider: slurmProviderConfig({ idleTimeoutSeconds: 1 }),
       },
     });
     const client = await fabric.client("bench");

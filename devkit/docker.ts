@@ -98,20 +98,48 @@ export async function ensureDockerEngine(socketPath = "/var/run/docker.sock"): P
   const fd = openSync(log, "a");
   const proc = spawn("dockerd", ["--host", `unix://${socketPath}`], { stdio: ["ignore", fd, fd] });
   closeSync(fd);
+  return engineStarted({ engine: "docker", what: "dockerd", socketPath, docker, proc, log }, 20_000, () =>
+    rmSync(dir, { recursive: true, force: true }),
+  );
+}
+
+/** An engine process this process started: what to wait for, and where. */
+interface StartedEngine {
+  readonly engine: ContainerEngine["engine"];
+  /** The process, as its errors name it. */
+  readonly what: string;
+  readonly socketPath: string;
+  readonly docker: Docker;
+  readonly proc: ChildProcess;
+  /** Its log file, quoted when it fails to answer. */
+  readonly log: string;
+}
+
+/**
+ * Waits for a started engine to answer its API (ending it if it exits or never answers) and
+ * returns it as a {@link ContainerEngine} whose `stop()` ends it (SIGKILL after `graceMs`), then
+ * runs `cleanUp`.
+ */
+async function engineStarted(
+  started: StartedEngine,
+  graceMs: number,
+  cleanUp: () => void,
+): Promise<ContainerEngine> {
+  const { engine, what, socketPath, docker, proc, log } = started;
   try {
-    await pingUntil(docker, proc, 60_000, "dockerd", log);
+    await pingUntil(docker, proc, 60_000, what, log);
   } catch (err) {
     await stopChild(proc, 5_000);
     throw err;
   }
   return {
-    engine: "docker",
+    engine,
     socketPath,
     docker,
     started: true,
     stop: async () => {
-      await stopChild(proc, 20_000);
-      rmSync(dir, { recursive: true, force: true });
+      await stopChild(proc, graceMs);
+      cleanUp();
     },
   };
 }
@@ -154,32 +182,20 @@ export async function startPodmanService(): Promise<ContainerEngine> {
   });
   closeSync(fd);
   const docker = new Docker({ socketPath });
-  try {
-    await pingUntil(docker, proc, 60_000, "podman system service", log);
-  } catch (err) {
-    await stopChild(proc, 5_000);
-    throw err;
-  }
-  return {
-    engine: "podman",
-    socketPath,
-    docker,
-    started: true,
-    stop: async () => {
-      await stopChild(proc, 10_000);
-      // Its storage holds overlay mounts and layers: let podman itself remove them.
-      try {
-        execFileSync("podman", [...base, "system", "reset", "--force"], {
-          env,
-          stdio: "ignore",
-          timeout: 60_000,
-        });
-      } catch {
-        // Best effort; the directory removal below catches the rest.
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  const what = "podman system service";
+  return engineStarted({ engine: "podman", what, socketPath, docker, proc, log }, 10_000, () => {
+    // Its storage holds overlay mounts and layers: let podman itself remove them.
+    try {
+      execFileSync("podman", [...base, "system", "reset", "--force"], {
+        env,
+        stdio: "ignore",
+        timeout: 60_000,
+      });
+    } catch {
+      // Best effort; the directory removal below catches the rest.
+    }
+    rmSync(dir, { recursive: true, force: true });
+  });
 }
 
 /** Removes the images carrying `label` (`key=value`). */

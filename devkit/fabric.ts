@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
-import { Client } from "../sdk/index.js";
+import { Client, type ClientOptions } from "../sdk/index.js";
 import { NatsServer } from "./nats-server.js";
 import { BrokerProcess, EndpointProcess, type EndpointOptions } from "./processes.js";
 
@@ -17,10 +17,23 @@ export interface LocalFabricOptions {
   readonly operator?: boolean;
   /**
    * Extra broker config fields, merged over the generated `broker.yaml`. A `nats` block is merged
-   * into the one that names the local server (and, in operator mode, the broker's credentials).
+   * into the one that names the local server (and, in operator mode, the broker's credentials); an
+   * `auth` block into the one that names the broker's key file (`DIR/broker/broker-key.pem`).
    * @default {}
    */
   readonly brokerConfig?: Record<string, unknown>;
+  /**
+   * Puts something between the agents and NATS (a TCP proxy a test can cut): started once NATS is
+   * up, before the broker, which hands agents its URL (`nats.agentServers`) while itself staying
+   * on NATS directly. The fabric stops it after the broker. @default none: agents reach NATS directly
+   */
+  readonly agentLink?: (nats: NatsServer) => Promise<AgentLink>;
+}
+
+/** What agents reach NATS through instead of NATS itself (see {@link LocalFabricOptions.agentLink}). */
+export interface AgentLink extends Stoppable {
+  /** The NATS URL agents are given. */
+  readonly natsUrl: string;
 }
 
 /** Options of {@link LocalFabric.startEndpoint}: those of the CLI's `configure`, less what the fabric fills in. */
@@ -38,8 +51,9 @@ export interface Stoppable {
  * A whole fabric on this machine — a nats-server with a file store, a broker, and endpoints on
  * demand — each on a free port, all under one temporary directory. This is how tests, benchmarks
  * and the demo start a fabric. {@link stop} ends every process the fabric started (each by its own
- * pid: endpoints, then what was {@link adopt}ed, then the broker, then NATS) and removes the
- * directory; a {@link start} that fails half-way stops what it had started before it throws.
+ * pid: endpoints, then what was {@link adopt}ed, then the broker, the agents' link, then NATS) and
+ * removes the directory; a {@link start} that fails half-way stops what it had started before it
+ * throws.
  *
  * @example
  * const fabric = await LocalFabric.start({ name: "demo" });
@@ -63,26 +77,39 @@ export class LocalFabric {
     readonly dir: string,
     readonly nats: NatsServer,
     readonly broker: BrokerProcess,
+    private readonly agentLink: AgentLink | undefined,
   ) {}
 
   /** Starts nats-server and a broker on it, in a fresh temporary directory. */
   static async start(options: LocalFabricOptions = {}): Promise<LocalFabric> {
     const dir = mkdtempSync(path.join(tmpdir(), `fabric-${options.name ?? "local"}-`));
     let nats: NatsServer | undefined;
+    let link: AgentLink | undefined;
     try {
       nats = await NatsServer.start({ storeDir: path.join(dir, "nats"), operator: options.operator });
+      link = await options.agentLink?.(nats);
       const extra = options.brokerConfig ?? {};
+      const brokerDir = path.join(dir, "broker");
+      const keyFile = path.join(brokerDir, "broker-key.pem");
       const broker = await BrokerProcess.start({
         natsUrl: nats.url,
-        dir: path.join(dir, "broker"),
+        dir: brokerDir,
+        keyFile,
         extra: {
           ...extra,
-          nats: { servers: [nats.url], ...nats.brokerNatsConfig(), ...(extra["nats"] as object | undefined) },
+          nats: {
+            servers: [nats.url],
+            ...(link && { agentServers: [link.natsUrl] }),
+            ...nats.brokerNatsConfig(),
+            ...(extra["nats"] as object | undefined),
+          },
+          auth: { keyFile, ...(extra["auth"] as object | undefined) },
         },
       });
-      return new LocalFabric(dir, nats, broker);
+      return new LocalFabric(dir, nats, broker, link);
     } catch (err) {
-      // A broker that fails to start has already killed itself; NATS is ours to end.
+      // A broker that fails to start has already killed itself; the rest is ours to end.
+      await link?.stop().catch(() => undefined);
       await nats?.stop().catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
       throw err;
@@ -110,9 +137,13 @@ export class LocalFabric {
     return ep;
   }
 
-  /** An SDK client of the broker, signed in as `user`; closed by {@link stop}. */
-  async client(user: string): Promise<Client> {
-    const client = new Client({ address: this.broker.address, token: await this.broker.token(user) });
+  /** An SDK client of the broker, signed in as `user` (with other `options` if given); closed by {@link stop}. */
+  async client(user: string, options: Omit<ClientOptions, "address" | "token"> = {}): Promise<Client> {
+    const client = new Client({
+      ...options,
+      address: this.broker.address,
+      token: await this.broker.token(user),
+    });
     this.clients.push(client);
     return client;
   }
@@ -131,6 +162,7 @@ export class LocalFabric {
     for (const ep of this.endpoints) await ep.stop().catch(() => undefined);
     for (const thing of [...this.adopted].reverse()) await thing.stop().catch(() => undefined);
     await this.broker.stop().catch(() => undefined);
+    await this.agentLink?.stop().catch(() => undefined);
     await this.nats.stop().catch(() => undefined);
     rmSync(this.dir, { recursive: true, force: true });
   }

@@ -7,7 +7,7 @@
 
 // A whole local fabric: nats-server, broker and endpoints.
 export { LocalFabric } from "./fabric.js";
-export type { LocalEndpointOptions, LocalFabricOptions, Stoppable } from "./fabric.js";
+export type { AgentLink, LocalEndpointOptions, LocalFabricOptions, Stoppable } from "./fabric.js";
 
 // Its parts, for tests that wire them differently (a cluster, TLS, a proxy in between).
 export { BrokerProcess, EndpointProcess, ManagedProcess, ROOT, distEntry, runCli } from "./processes.js";
@@ -20,7 +20,7 @@ export { TestCa } from "./test-ca.js";
 export type { CertFiles } from "./test-ca.js";
 
 // Schedulers and container engines.
-export { SlurmCluster } from "./slurm.js";
+export { SlurmCluster, slurmProviderConfig } from "./slurm.js";
 export type { SlurmClusterOptions } from "./slurm.js";
 export { ensureDockerEngine, removeImagesByLabel, startPodmanService } from "./docker.js";
 export type { ContainerEngine } from "./docker.js";
@@ -28,5 +28,5 @@ export { ensureWorkerImages } from "./worker-images.js";
 export type { WorkerImageKind, WorkerImageOptions } from "./worker-images.js";
 
 // Waiting, and compiling endpoint/ for unit tests that spawn its entry files.
-export { until } from "./wait.js";
+export { until, untilValue } from "./wait.js";
 export { buildEndpointForTests } from "./build-for-tests.js";

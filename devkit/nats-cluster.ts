@@ -1,8 +1,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
+import { writeConfigFile } from "./config-file.js";
 import { endChild, freePort, waitForPort } from "./nats-server.js";
 import { reapOnExit } from "./reaper.js";
 
@@ -147,24 +148,20 @@ export class NatsCluster {
         .filter((_, j) => j !== i)
         .map((o) => `    "nats-route://127.0.0.1:${o.cluster}"`)
         .join("\n");
-      writeFileSync(
-        configFile,
-        [
-          `server_name: "${serverName}"`,
-          `listen: "127.0.0.1:${p.client}"`,
-          `jetstream {`,
-          `  store_dir: "${storeDir}"`,
-          `}`,
-          `cluster {`,
-          `  name: "${name}"`,
-          `  listen: "127.0.0.1:${p.cluster}"`,
-          `  routes: [`,
-          routes,
-          `  ]`,
-          `}`,
-          "",
-        ].join("\n"),
-      );
+      writeConfigFile(configFile, [
+        `server_name: "${serverName}"`,
+        `listen: "127.0.0.1:${p.client}"`,
+        `jetstream {`,
+        `  store_dir: "${storeDir}"`,
+        `}`,
+        `cluster {`,
+        `  name: "${name}"`,
+        `  listen: "127.0.0.1:${p.cluster}"`,
+        `  routes: [`,
+        routes,
+        `  ]`,
+        `}`,
+      ]);
       return new NatsClusterNode(serverName, p.client, p.cluster, configFile, storeDir);
     });
     const cluster = new NatsCluster(name, dir, options.dir === undefined, nodes);

@@ -1,10 +1,11 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
 import { createOperatorSetup, type OperatorSetup } from "../cloud/index.js";
+import { writeConfigFile } from "./config-file.js";
 import { reapOnExit } from "./reaper.js";
 
 /** A free TCP port on 127.0.0.1 (the OS picks it). */
@@ -111,7 +112,7 @@ export class NatsServer {
       if (options.tls) lines.push(natsTlsBlock(options.tls));
       mkdirSync(confDir, { recursive: true });
       server.configFile = path.join(confDir, "nats-server.conf");
-      writeFileSync(server.configFile, lines.join("\n"), { mode: 0o600 });
+      writeConfigFile(server.configFile, lines, 0o600);
     }
     await server.launch();
     return server;

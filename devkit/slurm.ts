@@ -5,6 +5,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { hostname, tmpdir, userInfo } from "node:os";
 import path from "node:path";
 
+import { writeConfigFile } from "./config-file.js";
 import { freePort } from "./nats-server.js";
 import { ROOT } from "./processes.js";
 
@@ -23,6 +24,25 @@ export function ensureSlurmInstalled(): void {
     stdio: ["ignore", "inherit", "inherit"],
   });
   if (r.status !== 0) throw new Error("cannot install slurm-wlm and munge (scripts/ensure-system.sh failed)");
+}
+
+/**
+ * The `provider` block of an endpoint that runs its workers on a {@link SlurmCluster}: elastic
+ * from 0 blocks to 1, one worker on one core per block, a 10-minute walltime, the scheduler polled
+ * every 0.5 s. `extra` fields are merged over it.
+ */
+export function slurmProviderConfig(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    type: "slurm",
+    initBlocks: 0,
+    minBlocks: 0,
+    maxBlocks: 1,
+    workersPerNode: 1,
+    coresPerNode: 1,
+    walltime: "00:10:00",
+    statusIntervalSeconds: 0.5,
+    ...extra,
+  };
 }
 
 /** Options of {@link SlurmCluster.start}. */
@@ -87,44 +107,40 @@ export class SlurmCluster {
       );
       const [ctldPort, dPort] = await twoFreePorts();
       const user = userInfo().username;
-      writeFileSync(
-        confFile,
-        [
-          "ClusterName=fabrictest",
-          "SlurmctldHost=localhost",
-          `SlurmctldPort=${ctldPort}`,
-          `SlurmdPort=${dPort}`,
-          `SlurmUser=${user}`,
-          `SlurmdUser=${user}`,
-          "AuthType=auth/munge",
-          "CredType=cred/munge",
-          `AuthInfo=socket=${socket}`,
-          `StateSaveLocation=${path.join(dir, "state")}`,
-          `SlurmdSpoolDir=${path.join(dir, "spool")}`,
-          `SlurmctldPidFile=${path.join(runDir, "slurmctld.pid")}`,
-          `SlurmdPidFile=${path.join(runDir, "slurmd.pid")}`,
-          `SlurmctldLogFile=${path.join(dir, "slurmctld.log")}`,
-          `SlurmdLogFile=${path.join(dir, "slurmd.log")}`,
-          "ProctrackType=proctrack/linuxproc",
-          "TaskPlugin=task/none",
-          "SelectType=select/cons_tres",
-          "SelectTypeParameters=CR_Core",
-          "SchedulerType=sched/backfill",
-          ...(opts.schedulerParameters ? [`SchedulerParameters=${opts.schedulerParameters}`] : []),
-          "MpiDefault=none",
-          "ReturnToService=2",
-          "SlurmctldTimeout=30",
-          "SlurmdTimeout=30",
-          "InactiveLimit=0",
-          "MinJobAge=300",
-          "KillWait=2",
-          "JobAcctGatherType=jobacct_gather/none",
-          "AccountingStorageType=accounting_storage/none",
-          `NodeName=localhost NodeHostname=${hostname()} CPUs=${opts.cpus ?? 2} RealMemory=${opts.memoryMb ?? 2048} State=UNKNOWN`,
-          "PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP",
-          "",
-        ].join("\n"),
-      );
+      writeConfigFile(confFile, [
+        "ClusterName=fabrictest",
+        "SlurmctldHost=localhost",
+        `SlurmctldPort=${ctldPort}`,
+        `SlurmdPort=${dPort}`,
+        `SlurmUser=${user}`,
+        `SlurmdUser=${user}`,
+        "AuthType=auth/munge",
+        "CredType=cred/munge",
+        `AuthInfo=socket=${socket}`,
+        `StateSaveLocation=${path.join(dir, "state")}`,
+        `SlurmdSpoolDir=${path.join(dir, "spool")}`,
+        `SlurmctldPidFile=${path.join(runDir, "slurmctld.pid")}`,
+        `SlurmdPidFile=${path.join(runDir, "slurmd.pid")}`,
+        `SlurmctldLogFile=${path.join(dir, "slurmctld.log")}`,
+        `SlurmdLogFile=${path.join(dir, "slurmd.log")}`,
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core",
+        "SchedulerType=sched/backfill",
+        ...(opts.schedulerParameters ? [`SchedulerParameters=${opts.schedulerParameters}`] : []),
+        "MpiDefault=none",
+        "ReturnToService=2",
+        "SlurmctldTimeout=30",
+        "SlurmdTimeout=30",
+        "InactiveLimit=0",
+        "MinJobAge=300",
+        "KillWait=2",
+        "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none",
+        `NodeName=localhost NodeHostname=${hostname()} CPUs=${opts.cpus ?? 2} RealMemory=${opts.memoryMb ?? 2048} State=UNKNOWN`,
+        "PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP",
+      ]);
       cluster.spawnDaemon("slurmctld", ["-D", "-f", confFile]);
       cluster.spawnDaemon("slurmd", ["-D", "-f", confFile]);
       await cluster.waitFor(

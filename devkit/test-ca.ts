@@ -1,7 +1,9 @@
 import { execFile } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
+
+import { writeConfigFile } from "./config-file.js";
 
 const run = promisify(execFile);
 const OPENSSL = process.env["OPENSSL_BIN"] ?? "openssl";
@@ -72,15 +74,12 @@ export class TestCa implements CertFiles {
     };
     const csr = path.join(this.dir, `${name}.csr`);
     const ext = path.join(this.dir, `${name}.ext`);
-    writeFileSync(
-      ext,
-      [
-        "basicConstraints=critical,CA:FALSE",
-        "keyUsage=critical,digitalSignature,keyEncipherment",
-        `extendedKeyUsage=${usage}`,
-        `subjectAltName=${san}`,
-      ].join("\n") + "\n",
-    );
+    writeConfigFile(ext, [
+      "basicConstraints=critical,CA:FALSE",
+      "keyUsage=critical,digitalSignature,keyEncipherment",
+      `extendedKeyUsage=${usage}`,
+      `subjectAltName=${san}`,
+    ]);
     await openssl(["req", "-new", ...newEcKey(files.keyFile), "-out", csr, "-subj", `/CN=${name}`]);
     await openssl([
       "x509",

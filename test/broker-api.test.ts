@@ -1,72 +1,35 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
 
 import * as jose from "jose";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 
 import { TokenAuthority } from "../cloud/index.js";
-import { FabricError, fromGrpcError } from "../common/index.js";
-import type { FunctionSpec } from "../proto/index.js";
-import { NatsServer, BrokerProcess } from "../devkit/index.js";
+import type { FabricError } from "../common/index.js";
+import { useFabric } from "./support/fabric-suite.js";
+import { codeOf } from "./support/outcomes.js";
 import { RawClients } from "./support/raw-clients.js";
 
 const enc = new TextEncoder();
-const jsSpec: FunctionSpec = {
-  kind: { $case: "js", value: { source: "const add = (a, b) => a + b;", entryPoint: "add" } },
-  containerImage: "",
-};
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-  } catch (err) {
-    return (err instanceof FabricError ? err : fromGrpcError(err)).code;
-  }
-  return "OK";
-}
 
 describe("broker API: validation, limits, authentication, ownership", () => {
-  let nats: NatsServer;
-  let broker: BrokerProcess;
-  let dir: string;
+  const stack = useFabric({ name: "api", brokerConfig: { limits: { maxPayloadBytes: 1024 * 1024 } } });
   let alice: RawClients;
   let bob: RawClients;
 
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(tmpdir(), "fabric-api-"));
-    nats = await NatsServer.start();
-    broker = await BrokerProcess.start({
-      natsUrl: nats.url,
-      dir,
-      extra: { limits: { maxPayloadBytes: 1024 * 1024 } },
-    });
-    alice = new RawClients(broker.address, await broker.token("alice"));
-    bob = new RawClients(broker.address, await broker.token("bob"));
-  });
-
-  afterAll(async () => {
-    alice?.close();
-    bob?.close();
-    await broker?.stop();
-    await nats?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    alice = await RawClients.of(stack.fabric, "alice");
+    bob = await RawClients.of(stack.fabric, "bob");
   });
 
   async function brokerAnswers(): Promise<void> {
     const res = await alice.listFunctions();
     expect(Array.isArray(res.functions)).toBe(true);
-    expect(broker.process?.running).toBe(true);
+    expect(stack.fabric.broker.process?.running).toBe(true);
   }
 
   async function setup(c: RawClients) {
-    const fn = await c.registerFunction({ name: "add", description: "", spec: jsSpec });
-    const ep = await c.registerEndpoint({
-      name: "ep",
-      description: "",
-      endpointId: "",
-    });
-    return { functionId: fn.function!.id, endpointId: ep.endpoint!.id };
+    const functionId = await c.registerJs("const add = (a, b) => a + b;", "add");
+    return { functionId, endpointId: (await c.newEndpoint("ep")).id };
   }
 
   it("registers and reads back a function", async () => {
@@ -79,13 +42,7 @@ describe("broker API: validation, limits, authentication, ownership", () => {
   it("unknown function or endpoint id → NOT_FOUND, and the broker stays up", async () => {
     const { functionId, endpointId } = await setup(alice);
     const unknown = "00000000-0000-4000-8000-000000000000";
-    const submit = (f: string, e: string) =>
-      alice.submit({
-        groupId: "",
-        tasks: [
-          { functionId: f, endpointId: e, argsJson: enc.encode("[1,2]"), kwargsJson: new Uint8Array() },
-        ],
-      });
+    const submit = (f: string, e: string) => alice.submitOne(f, e, [1, 2]);
     expect(await codeOf(submit(unknown, endpointId))).toBe("NOT_FOUND");
     expect(await codeOf(submit(functionId, unknown))).toBe("NOT_FOUND");
     expect(await codeOf(alice.getFunction({ functionId: unknown }))).toBe("NOT_FOUND");
@@ -108,9 +65,9 @@ describe("broker API: validation, limits, authentication, ownership", () => {
       { functionId, endpointId, argsJson: enc.encode('{"a":1}'), kwargsJson: new Uint8Array() },
     ];
     for (const t of bad) {
-      expect(await codeOf(alice.submit({ groupId: "", tasks: [t] }))).toBe("INVALID_ARGUMENT");
+      expect(await codeOf(alice.submitTasks({ groupId: "", tasks: [t] }))).toBe("INVALID_ARGUMENT");
     }
-    expect(await codeOf(alice.submit({ groupId: "", tasks: [] }))).toBe("INVALID_ARGUMENT");
+    expect(await codeOf(alice.submitTasks({ groupId: "", tasks: [] }))).toBe("INVALID_ARGUMENT");
     const noSpec = alice.registerFunction({ name: "x", description: "", spec: undefined });
     expect(await codeOf(noSpec)).toBe("INVALID_ARGUMENT");
     const badEntry = alice.registerFunction({
@@ -128,7 +85,7 @@ describe("broker API: validation, limits, authentication, ownership", () => {
   it("oversized payload → RESOURCE_EXHAUSTED with a clear message, and the broker stays up", async () => {
     const { functionId, endpointId } = await setup(alice);
     const big = enc.encode(JSON.stringify(["x".repeat(2 * 1024 * 1024)]));
-    const p = alice.submit({
+    const p = alice.submitTasks({
       groupId: "",
       tasks: [{ functionId, endpointId, argsJson: big, kwargsJson: new Uint8Array() }],
     });
@@ -139,15 +96,12 @@ describe("broker API: validation, limits, authentication, ownership", () => {
   });
 
   it("no token, expired token, bad signature, alg none → UNAUTHENTICATED", async () => {
-    const list = (token: string) => {
-      const c = new RawClients(broker.address, token);
-      return codeOf(c.listFunctions()).finally(() => c.close());
-    };
+    const list = (token: string) => codeOf(RawClients.withToken(stack.fabric, token).listFunctions());
     expect(await list("")).toBe("UNAUTHENTICATED");
     expect(await list("garbage")).toBe("UNAUTHENTICATED");
-    expect(await list(await broker.token("alice", -60))).toBe("UNAUTHENTICATED");
+    expect(await list(await stack.fabric.broker.token("alice", -60))).toBe("UNAUTHENTICATED");
     const other = await TokenAuthority.fromKeyFile(
-      path.join(dir, "other-key.pem"),
+      path.join(stack.fabric.dir, "other-key.pem"),
       "fabric-broker",
       "fabric-api",
     );
@@ -164,23 +118,19 @@ describe("broker API: validation, limits, authentication, ownership", () => {
 
   it("user B cannot read, cancel or list user A's functions, endpoints or tasks", async () => {
     const { functionId, endpointId } = await setup(alice);
-    const sub = await alice.submit({
-      groupId: "",
-      tasks: [{ functionId, endpointId, argsJson: enc.encode("[1,2]"), kwargsJson: new Uint8Array() }],
-    });
-    const taskId = sub.taskIds[0]!;
+    const taskId = await alice.submitOne(functionId, endpointId, [1, 2]);
     expect(await codeOf(bob.getFunction({ functionId }))).toBe("NOT_FOUND");
     expect(await codeOf(bob.getEndpoint({ endpointId }))).toBe("NOT_FOUND");
     expect(await codeOf(bob.getTasks({ taskIds: [taskId], omitResults: false }))).toBe("NOT_FOUND");
-    expect(await codeOf(bob.cancel({ taskIds: [taskId] }))).toBe("NOT_FOUND");
+    expect(await codeOf(bob.cancelTasks({ taskIds: [taskId] }))).toBe("NOT_FOUND");
     expect(await codeOf(bob.deleteFunction({ functionId }))).toBe("NOT_FOUND");
     // Bob cannot submit to Alice's endpoint nor run Alice's function.
-    const bobFn = await bob.registerFunction({ name: "b", description: "", spec: jsSpec });
-    const submitToAlice = bob.submit({
+    const bobFn = await bob.registerJs("const add = (a, b) => a + b;", "add", "b");
+    const submitToAlice = bob.submitTasks({
       groupId: "",
       tasks: [
         {
-          functionId: bobFn.function!.id,
+          functionId: bobFn,
           endpointId,
           argsJson: new Uint8Array(),
           kwargsJson: new Uint8Array(),
@@ -193,7 +143,7 @@ describe("broker API: validation, limits, authentication, ownership", () => {
     const eps = await bob.listEndpoints();
     expect(eps.endpoints.find((e) => e.id === endpointId)).toBeUndefined();
     // Alice still sees and cancels her own task.
-    const mine = await alice.cancel({ taskIds: [taskId] });
+    const mine = await alice.cancelTasks({ taskIds: [taskId] });
     expect(mine.tasks[0]?.error?.reason).toBe("cancelled");
   });
 });

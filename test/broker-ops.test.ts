@@ -1,52 +1,44 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
 
 import * as grpc from "@grpc/grpc-js";
 import { service as healthService } from "grpc-health-check";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 
 import { Bus } from "../common/index.js";
-
-import { NatsServer, BrokerProcess, EndpointProcess } from "../devkit/index.js";
+import { BrokerProcess, EndpointProcess, LocalFabric } from "../devkit/index.js";
 import { Client } from "../sdk/index.js";
+import { useFabric } from "./support/fabric-suite.js";
 
 describe("broker operations: health, replicas, graceful stop, retention", () => {
-  let dir: string;
-  let nats: NatsServer;
-  const started: Array<{ stop(): Promise<void> }> = [];
-
-  beforeAll(async () => {
-    dir = mkdtempSync(path.join(tmpdir(), "fabric-ops-"));
-    nats = await NatsServer.start({ storeDir: path.join(dir, "nats") });
-  });
-
-  afterAll(async () => {
-    for (const s of started.reverse()) await s.stop().catch(() => undefined);
-    await nats?.stop();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const stack = useFabric({ name: "ops" });
 
   /**
-   * Two brokers on the suite's NATS, an endpoint of `user`'s, a client on each. Every broker on one
-   * NATS shares one signing key (replicas must: tokens and message signatures derive from it).
+   * Another broker on the suite's NATS, stopped with the fabric. Every broker on one NATS shares
+   * one signing key (replicas must: tokens and message signatures derive from it), unless
+   * `keyFile` names another.
    */
+  async function replica(name: string, keyFile = stack.fabric.broker.keyFile): Promise<BrokerProcess> {
+    const { nats, dir } = stack.fabric;
+    return stack.fabric.adopt(
+      await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, name), keyFile }),
+    );
+  }
+
+  /** Two replicas on the suite's NATS, an endpoint of `user`'s on the first, a client on each. */
   async function twoBrokers(user: string) {
-    const keyFile = path.join(dir, "key.pem");
-    const a = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, `${user}-a`), keyFile });
-    const b = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, `${user}-b`), keyFile });
-    started.push(a, b);
+    const a = await replica(`${user}-a`);
+    const b = await replica(`${user}-b`);
     const token = await a.token(user);
     const ep = await EndpointProcess.start({
-      home: path.join(dir, `home-${user}`),
+      home: path.join(stack.fabric.dir, `home-${user}`),
       name: "ep",
       broker: a.address,
       token,
       workers: 2,
     });
-    started.push(ep);
+    stack.fabric.endpoints.push(ep);
     return {
       ep,
       viaA: new Client({ address: a.address, token }),
@@ -55,8 +47,7 @@ describe("broker operations: health, replicas, graceful stop, retention", () => 
   }
 
   it("answers the gRPC health check", async () => {
-    const broker = await BrokerProcess.start({ natsUrl: nats.url, dir: path.join(dir, "b0") });
-    started.push(broker);
+    const broker = await replica("b0");
     const Health = grpc.makeGenericClientConstructor(healthService, "Health");
     const client = new Health(broker.address, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
       check(req: object, cb: (err: grpc.ServiceError | null, res: { status: string }) => void): void;
@@ -75,12 +66,7 @@ describe("broker operations: health, replicas, graceful stop, retention", () => 
     const first = await twoBrokers("keyholder");
     first.viaA.close();
     first.viaB.close();
-    const odd = await BrokerProcess.start({
-      natsUrl: nats.url,
-      dir: path.join(dir, "odd"),
-      keyFile: path.join(dir, "another-key.pem"),
-    });
-    started.push(odd);
+    const odd = await replica("odd", path.join(stack.fabric.dir, "another-key.pem"));
     await odd.process!.waitFor(/another broker on this NATS signs with a different key/, 10_000);
     await odd.process!.stop();
   }, 60_000);
@@ -144,59 +130,43 @@ describe("broker operations: health, replicas, graceful stop, retention", () => 
   }, 120_000);
 
   it("forgets tasks and results after the configured retention", async () => {
-    // Retention is a property of the buckets, so this broker gets a NATS of its own.
-    const nats2 = await NatsServer.start({ storeDir: path.join(dir, "nats2") });
-    started.push(nats2);
-    const broker = await BrokerProcess.start({
-      natsUrl: nats2.url,
-      dir: path.join(dir, "br"),
-      extra: { resultRetentionSeconds: 2 },
-    });
-    started.push(broker);
-    const token = await broker.token("erin");
-    const ep = await EndpointProcess.start({
-      home: path.join(dir, "home-erin"),
-      name: "ep",
-      broker: broker.address,
-      token,
-      workers: 1,
-    });
-    started.push(ep);
-    const client = new Client({ address: broker.address, token });
-    try {
-      const fid = await client.registerFunction(() => "kept for a while");
-      const tid = await client.run(fid, ep.endpointId(), []);
-      expect(await client.waitForResult(tid, { timeoutMs: 30_000 })).toBe("kept for a while");
-      const deadline = Date.now() + 20_000;
-      let code = "";
-      while (Date.now() < deadline) {
-        code = await client.getTask(tid).then(
-          () => "",
-          (e: { code: string }) => e.code,
-        );
-        if (code) break;
-        await new Promise((r) => setTimeout(r, 250));
-      }
-      expect(code).toBe("NOT_FOUND");
+    // Retention is a property of the buckets, so this broker gets a NATS (a fabric) of its own.
+    const retaining = stack.fabric.adopt(
+      await LocalFabric.start({ name: "retention", brokerConfig: { resultRetentionSeconds: 2 } }),
+    );
+    const ep = await retaining.startEndpoint("erin", "ep", { workers: 1 });
+    const client = await retaining.client("erin");
+    const fid = await client.registerFunction(() => "kept for a while");
+    const tid = await client.run(fid, ep.endpointId(), []);
+    expect(await client.waitForResult(tid, { timeoutMs: 30_000 })).toBe("kept for a while");
+    const deadline = Date.now() + 20_000;
+    let code = "";
+    while (Date.now() < deadline) {
+      code = await client.getTask(tid).then(
+        () => "",
+        (e: { code: string }) => e.code,
+      );
+      if (code) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(code).toBe("NOT_FOUND");
 
-      // A deleted endpoint's payload bucket, once empty, is removed by a broker's sweep (at start).
-      const endpointId = ep.endpointId();
-      const bucket = `OBJ_${Bus.payloadBucket(endpointId)}`;
-      const nc = await connect({ servers: nats2.url });
-      try {
-        const jsm = await jetstreamManager(nc);
-        expect((await jsm.streams.info(bucket)).config.name).toBe(bucket);
-        await ep.stop();
-        await client.deleteEndpoint(endpointId);
-        const another = await BrokerProcess.start({ natsUrl: nats2.url, dir: path.join(dir, "br2") });
-        started.push(another);
-        await another.process!.waitFor(/payload buckets of deleted endpoints removed/, 10_000);
-        await expect(jsm.streams.info(bucket)).rejects.toThrow(/not found/);
-      } finally {
-        await nc.close();
-      }
+    // A deleted endpoint's payload bucket, once empty, is removed by a broker's sweep (at start).
+    const endpointId = ep.endpointId();
+    const bucket = `OBJ_${Bus.payloadBucket(endpointId)}`;
+    const nc = await connect({ servers: retaining.nats.url });
+    try {
+      const jsm = await jetstreamManager(nc);
+      expect((await jsm.streams.info(bucket)).config.name).toBe(bucket);
+      await ep.stop();
+      await client.deleteEndpoint(endpointId);
+      const another = retaining.adopt(
+        await BrokerProcess.start({ natsUrl: retaining.nats.url, dir: path.join(retaining.dir, "br2") }),
+      );
+      await another.process!.waitFor(/payload buckets of deleted endpoints removed/, 10_000);
+      await expect(jsm.streams.info(bucket)).rejects.toThrow(/not found/);
     } finally {
-      client.close();
+      await nc.close();
     }
   }, 60_000);
 });

@@ -33,6 +33,13 @@ function check(root: string): { code: number | null; out: string } {
   return { code: r.status, out: r.stdout + r.stderr };
 }
 
+/** Checks a tree with `files` and expects it to fail, naming each of `problems`. */
+function expectFailure(files: Record<string, string>, ...problems: string[]): void {
+  const r = check(tree(files));
+  expect(r.code).toBe(1);
+  for (const problem of problems) expect(r.out).toContain(problem);
+}
+
 afterEach(() => {
   for (const t of trees.splice(0)) rmSync(t, { recursive: true, force: true });
 });
@@ -44,71 +51,68 @@ describe("the dependency check", () => {
     expect(r.code).toBe(0);
   });
 
-  it("fails an import against the direction, static or dynamic", () => {
-    const r = check(
-      tree({
+  /** Trees that break one rule: what they do, their files, and the problems the check must name. */
+  const broken: Array<[string, Record<string, string>, string[]]> = [
+    [
+      "an import against the direction, static or dynamic",
+      {
         "cloud/bad.ts": 'export const x = () => import("../endpoint/index.js");\n',
         "sdk/bad.ts": 'export type { s } from "../cloud/index.js";\n',
-      }),
-    );
-    expect(r.code).toBe(1);
-    expect(r.out).toContain("cloud/bad.ts imports ../endpoint/index.js: cloud/ must not depend on endpoint/");
-    expect(r.out).toContain("sdk/bad.ts imports ../cloud/index.js: sdk/ must not depend on cloud/");
-  });
-
-  it("fails a deep import past a folder's index.ts, from the tests too", () => {
-    const r = check(
-      tree({ "test/deep.test.ts": 'import { s } from "../cloud/state/store.js";\nexport { s };\n' }),
-    );
-    expect(r.code).toBe(1);
-    expect(r.out).toContain(
-      "test/deep.test.ts imports ../cloud/state/store.js: import cloud/ through cloud/index.ts",
-    );
-  });
-
-  it("fails an import cycle", () => {
-    const r = check(
-      tree({
+      },
+      [
+        "cloud/bad.ts imports ../endpoint/index.js: cloud/ must not depend on endpoint/",
+        "sdk/bad.ts imports ../cloud/index.js: sdk/ must not depend on cloud/",
+      ],
+    ],
+    [
+      "a deep import past a folder's index.ts, from the tests too",
+      { "test/deep.test.ts": 'import { s } from "../cloud/state/store.js";\nexport { s };\n' },
+      ["test/deep.test.ts imports ../cloud/state/store.js: import cloud/ through cloud/index.ts"],
+    ],
+    [
+      "an import cycle",
+      {
         "sdk/a.ts": 'import { b } from "./b.js";\nexport const a = () => b;\n',
         "sdk/b.ts": 'import type { a } from "./a.js";\nexport const b = 1 as unknown as typeof a;\n',
-      }),
-    );
-    expect(r.code).toBe(1);
-    expect(r.out).toContain("import cycle: sdk/a.ts ↔ sdk/b.ts");
+      },
+      ["import cycle: sdk/a.ts ↔ sdk/b.ts"],
+    ],
+  ];
+  it.each(broken)("fails %s", (_what, files, problems) => {
+    expectFailure(files, ...problems);
   });
 
   it("fails a worker process that loads gRPC or NATS at start, and lets it load them lazily", () => {
-    const heavy = tree({
+    const net = {
       "common/index.ts": 'export { p } from "../proto/index.js";\nexport * from "./net.js";\n',
       "common/net.ts": 'import { connect } from "@nats-io/transport-node";\nexport { connect };\n',
-      "endpoint/worker/main.ts": 'import { p } from "../../common/index.js";\nexport const w = p;\n',
-    });
-    const r = check(heavy);
-    expect(r.code).toBe(1);
-    expect(r.out).toContain(
+    };
+    expectFailure(
+      {
+        ...net,
+        "endpoint/worker/main.ts": 'import { p } from "../../common/index.js";\nexport const w = p;\n',
+      },
       "endpoint/worker/main.ts loads @nats-io/transport-node at start (endpoint/worker/main.ts → common/index.ts → common/net.ts)",
     );
     const lazy = tree({
-      "common/index.ts": 'export { p } from "../proto/index.js";\nexport * from "./net.js";\n',
-      "common/net.ts": 'import { connect } from "@nats-io/transport-node";\nexport { connect };\n',
+      ...net,
       "endpoint/worker/main.ts": 'export const w = () => import("../../common/index.js");\n',
     });
     expect(check(lazy).code).toBe(0);
   });
 
   it("lets a test beside its code use the dev harness, but not product code", () => {
+    const devkit = { "devkit/index.ts": "export const d = 1;\n" };
     const t = tree({
-      "devkit/index.ts": "export const d = 1;\n",
+      ...devkit,
       "cloud/state/store.test.ts": 'import { d } from "../../devkit/index.js";\nexport const x = d;\n',
     });
     expect(check(t).code).toBe(0);
-    const bad = tree({
-      "devkit/index.ts": "export const d = 1;\n",
-      "cloud/state/use.ts": 'import { d } from "../../devkit/index.js";\nexport const x = d;\n',
-    });
-    const r = check(bad);
-    expect(r.code).toBe(1);
-    expect(r.out).toContain(
+    expectFailure(
+      {
+        ...devkit,
+        "cloud/state/use.ts": 'import { d } from "../../devkit/index.js";\nexport const x = d;\n',
+      },
       "cloud/state/use.ts imports ../../devkit/index.js: cloud/ must not depend on devkit/",
     );
   });

@@ -3,36 +3,35 @@ import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { runCli, LocalFabric } from "../devkit/index.js";
+import { runCli } from "../devkit/index.js";
+import { useFabric } from "./support/fabric-suite.js";
 
 /** The CLIs as users type them: `fabric-endpoint ...` and `fabric ...`, against real services. */
 describe("command lines", () => {
-  let stack: LocalFabric;
+  const stack = useFabric({ user: "carol" });
   let home: string;
+  let broker: string;
   let token: string;
 
   beforeAll(async () => {
-    stack = await LocalFabric.start();
-    home = path.join(stack.dir, "home-cli");
-    token = await stack.broker.token("carol");
-  }, 60_000);
+    home = path.join(stack.fabric.dir, "home-cli");
+    broker = stack.fabric.broker.address;
+    token = await stack.fabric.broker.token("carol");
+  });
 
   afterAll(async () => {
     await runCli("endpoint/cli.js", ["stop", "lab"], home).catch(() => undefined);
-    await stack?.stop();
   });
 
   const endpoint = (...args: string[]) => runCli("endpoint/cli.js", args, home);
   const fabric = (...args: string[]) => runCli("sdk/cli.js", args, home);
 
   it("fabric-endpoint: configure, start --detach, status, list, stop, delete", async () => {
-    await endpoint("configure", "lab", "--broker", stack.broker.address, "--token", token, "--workers", "1");
+    await endpoint("configure", "lab", "--broker", broker, "--token", token, "--workers", "1");
     const config = path.join(home, "endpoints", "lab", "config.yaml");
     expect(statSync(config).mode & 0o777).toBe(0o600);
     // An existing config is never overwritten by accident.
-    await expect(endpoint("configure", "lab", "--broker", stack.broker.address)).rejects.toThrow(
-      /exists|--force/,
-    );
+    await expect(endpoint("configure", "lab", "--broker", broker)).rejects.toThrow(/exists|--force/);
 
     const started = await endpoint("start", "lab", "--detach");
     expect(started).toMatch(/\d+/);
@@ -52,7 +51,7 @@ describe("command lines", () => {
     expect(list).toContainEqual(expect.objectContaining({ name: "lab", state: "running" }));
 
     // The user CLI sees the same endpoint and runs a shell function on it.
-    await fabric("configure", "--broker", stack.broker.address, "--token", token);
+    await fabric("configure", "--broker", broker, "--token", token);
     expect(statSync(path.join(home, "client.json")).mode & 0o777).toBe(0o600);
     const eps = JSON.parse(await fabric("endpoint", "list", "--json")) as Array<{ id: string }>;
     expect(eps.map((e) => e.id)).toContain(status.endpointId);
@@ -88,7 +87,7 @@ describe("command lines", () => {
   }, 120_000);
 
   it("fabric: errors are one clear line and a non-zero exit", async () => {
-    await fabric("configure", "--broker", stack.broker.address, "--token", token);
+    await fabric("configure", "--broker", broker, "--token", token);
     const err = await fabric("task", "status", "00000000-0000-4000-8000-000000000000").catch(
       (e: Error) => e.message,
     );

@@ -1,32 +1,19 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 
-import { Client, TaskFailedError } from "../sdk/index.js";
-import { LocalFabric } from "../devkit/index.js";
+import { TaskFailedError } from "../sdk/index.js";
+import { failureOf } from "./support/outcomes.js";
+import { useFabric } from "./support/fabric-suite.js";
 
 describe("end to end: SDK → broker → NATS → agent → worker → SDK", () => {
-  let stack: LocalFabric;
-  let client: Client;
-  let endpointId: string;
-
-  beforeAll(async () => {
-    stack = await LocalFabric.start();
-    const ep = await stack.startEndpoint("alice", "e2e", { workers: 2 });
-    endpointId = ep.endpointId();
-    client = new Client({ address: stack.broker.address, token: await stack.broker.token("alice") });
-  }, 120_000);
-
-  afterAll(async () => {
-    client?.close();
-    await stack?.stop();
-  });
+  const stack = useFabric({ endpoint: { name: "e2e", workers: 2 } });
 
   it("runs a registered JS function and returns its result", async () => {
-    const functionId = await client.registerFunction(function add(a: number, b: number) {
+    const functionId = await stack.client.registerFunction(function add(a: number, b: number) {
       return a + b;
     });
-    const taskId = await client.run(functionId, endpointId, [2, 40]);
-    expect(await client.waitForResult(taskId, { timeoutMs: 30_000 })).toBe(42);
-    const info = await client.getTask(taskId);
+    const taskId = await stack.client.run(functionId, stack.endpointId, [2, 40]);
+    expect(await stack.client.waitForResult(taskId, { timeoutMs: 30_000 })).toBe(42);
+    const info = await stack.client.getTask(taskId);
     expect(info.state).toBe("success");
     expect(info.history.map((h) => h.state)).toEqual([
       "received",
@@ -38,85 +25,80 @@ describe("end to end: SDK → broker → NATS → agent → worker → SDK", () 
   });
 
   it("runs an async JS function from a source string", async () => {
-    const functionId = await client.registerFunction({
+    const functionId = await stack.client.registerFunction({
       source:
         "async function greet(name) { await new Promise((r) => setTimeout(r, 5)); return { hello: name, pid: process.pid }; }",
       entryPoint: "greet",
     });
-    const taskId = await client.run(functionId, endpointId, ["world"]);
-    const out = await client.waitForResult<{ hello: string; pid: number }>(taskId, { timeoutMs: 30_000 });
+    const taskId = await stack.client.run(functionId, stack.endpointId, ["world"]);
+    const out = await stack.client.waitForResult<{ hello: string; pid: number }>(taskId, {
+      timeoutMs: 30_000,
+    });
     expect(out.hello).toBe("world");
     // User code never runs in the agent's process.
-    expect(out.pid).not.toBe(stack.endpoints[0]!.process!.proc.pid);
+    expect(out.pid).not.toBe(stack.endpoint.process!.proc.pid);
   });
 
   it("runs a shell function with its arguments quoted, returning exit code and output", async () => {
-    const functionId = await client.registerShellFunction("echo hello {name}; echo done >&2", {
+    const functionId = await stack.client.registerShellFunction("echo hello {name}; echo done >&2", {
       walltimeSeconds: 30,
     });
-    const taskId = await client.run(functionId, endpointId, [], { name: "world; echo injected" });
-    const out = await client.waitForResult<{ exitCode: number; stdout: string; stderr: string }>(taskId, {
-      timeoutMs: 30_000,
-    });
+    const taskId = await stack.client.run(functionId, stack.endpointId, [], { name: "world; echo injected" });
+    const out = await stack.client.waitForResult<{ exitCode: number; stdout: string; stderr: string }>(
+      taskId,
+      { timeoutMs: 30_000 },
+    );
     expect(out).toEqual({ exitCode: 0, stdout: "hello world; echo injected\n", stderr: "done\n" });
   });
 
   it("a throwing function fails with the remote exception's type, message and stack", async () => {
-    const functionId = await client.registerFunction(function explode(what: string) {
+    const functionId = await stack.client.registerFunction(function explode(what: string) {
       class ExperimentError extends Error {
         override name = "ExperimentError";
       }
       throw new ExperimentError(`detector ${what} saturated`);
     });
-    const taskId = await client.run(functionId, endpointId, ["D7"]);
-    const err = await client.waitForResult(taskId, { timeoutMs: 30_000 }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(TaskFailedError);
-    const failure = err as TaskFailedError;
+    const taskId = await stack.client.run(functionId, stack.endpointId, ["D7"]);
+    const failure = await failureOf(stack.client.waitForResult(taskId, { timeoutMs: 30_000 }));
     expect(failure.reason).toBe("function_error");
     expect(failure.remote?.type).toBe("ExperimentError");
     expect(failure.remote?.message).toBe("detector D7 saturated");
     expect(failure.remote?.stack).toMatch(/explode/);
-    await expect(client.getResult(taskId)).rejects.toBeInstanceOf(TaskFailedError);
-    expect((await client.getTask(taskId)).state).toBe("failed");
+    await expect(stack.client.getResult(taskId)).rejects.toBeInstanceOf(TaskFailedError);
+    expect((await stack.client.getTask(taskId)).state).toBe("failed");
   });
 
   it("a shell command with a non-zero exit fails with its code and output", async () => {
-    const functionId = await client.registerShellFunction("echo partial; echo broken >&2; exit {code}");
-    const taskId = await client.run(functionId, endpointId, [], { code: 3 });
-    const err = (await client
-      .waitForResult(taskId, { timeoutMs: 30_000 })
-      .catch((e: unknown) => e)) as TaskFailedError;
-    expect(err).toBeInstanceOf(TaskFailedError);
+    const functionId = await stack.client.registerShellFunction("echo partial; echo broken >&2; exit {code}");
+    const taskId = await stack.client.run(functionId, stack.endpointId, [], { code: 3 });
+    const err = await failureOf(stack.client.waitForResult(taskId, { timeoutMs: 30_000 }));
     expect(err.reason).toBe("shell_exit_nonzero");
     expect(err.shell).toMatchObject({ exitCode: 3, stdout: "partial\n", stderr: "broken\n" });
   });
 
   it("a pending task's result is a typed 'pending' error, not a value", async () => {
-    const functionId = await client.registerFunction({
+    const functionId = await stack.client.registerFunction({
       source: "async function slow() { await new Promise((r) => setTimeout(r, 1500)); return 'late'; }",
       entryPoint: "slow",
     });
-    const taskId = await client.run(functionId, endpointId, []);
-    await expect(client.getResult(taskId)).rejects.toMatchObject({ name: "TaskPendingError" });
-    expect(await client.waitForResult(taskId, { timeoutMs: 30_000 })).toBe("late");
+    const taskId = await stack.client.run(functionId, stack.endpointId, []);
+    await expect(stack.client.getResult(taskId)).rejects.toMatchObject({ name: "TaskPendingError" });
+    expect(await stack.client.waitForResult(taskId, { timeoutMs: 30_000 })).toBe("late");
   });
 
   it("runs a batch of 10,000 tasks and streams every result exactly once", async () => {
-    const functionId = await client.registerFunction(function square(x: number) {
+    const functionId = await stack.client.registerFunction(function square(x: number) {
       return x * x;
     });
     const n = 10_000;
-    const { groupId, taskIds } = await client.submitBatch(
-      Array.from({ length: n }, (_, i) => ({ functionId, endpointId, args: [i] })),
+    const { groupId, taskIds } = await stack.client.submitBatch(
+      Array.from({ length: n }, (_, i) => ({ functionId, endpointId: stack.endpointId, args: [i] })),
     );
     expect(taskIds).toHaveLength(n);
     const index = new Map(taskIds.map((id, i) => [id, i]));
     const seen = new Set<string>();
     let ok = 0;
-    for await (const outcome of client.results({ groupId }, { timeoutMs: 240_000 })) {
+    for await (const outcome of stack.client.results({ groupId }, { timeoutMs: 240_000 })) {
       expect(seen.has(outcome.taskId)).toBe(false);
       seen.add(outcome.taskId);
       if (outcome.ok) {
@@ -129,7 +111,7 @@ describe("end to end: SDK → broker → NATS → agent → worker → SDK", () 
   }, 300_000);
 
   it("an executor's submit returns a promise of the result", async () => {
-    const ex = client.executor({ endpointId });
+    const ex = stack.client.executor({ endpointId: stack.endpointId });
     const triple = (x: number) => x * 3;
     const values = await Promise.all(Array.from({ length: 50 }, (_, i) => ex.submit<number>(triple, i)));
     expect(values).toEqual(Array.from({ length: 50 }, (_, i) => i * 3));
@@ -137,7 +119,7 @@ describe("end to end: SDK → broker → NATS → agent → worker → SDK", () 
   });
 
   it("shows the endpoint online with its workers", async () => {
-    const ep = await client.getEndpoint(endpointId);
+    const ep = await stack.client.getEndpoint(stack.endpointId);
     expect(ep.status.connection).toBe("online");
     expect(ep.status.last?.workers).toBe(2);
   });

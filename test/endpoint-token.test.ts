@@ -4,8 +4,8 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse } from "yaml";
 
-import { runCli, type EndpointProcess, LocalFabric } from "../devkit/index.js";
-import { Client } from "../sdk/index.js";
+import { runCli, type EndpointProcess } from "../devkit/index.js";
+import { useFabric } from "./support/fabric-suite.js";
 
 /**
  * Looks for `needle` in the worker's environment and in every file under `home`: what a function
@@ -57,42 +57,37 @@ interface Snoop {
 const signatureOf = (token: string) => token.split(".").at(-1)!;
 
 describe("the owner's user token after an endpoint registers", () => {
-  let stack: LocalFabric;
-  let client: Client;
+  const stack = useFabric();
   let home: string;
   let snoop: string;
 
   beforeAll(async () => {
-    stack = await LocalFabric.start();
-    home = path.join(stack.dir, "home-alice");
-    client = new Client({ address: stack.broker.address, token: await stack.broker.token("alice") });
-    snoop = await client.registerFunction({ source: snoopSource, entryPoint: "snoop" });
-  }, 120_000);
+    home = path.join(stack.fabric.dir, "home-alice");
+    snoop = await stack.client.registerFunction({ source: snoopSource, entryPoint: "snoop" });
+  });
 
   afterAll(async () => {
-    client?.close();
     await runCli("endpoint/cli.js", ["stop", "by-env"], home).catch(() => undefined);
-    await stack?.stop();
   });
 
   const dirOf = (name: string) => path.join(home, "endpoints", name);
   const configOf = (name: string) => readFileSync(path.join(dirOf(name), "config.yaml"), "utf8");
   const snoopOn = async (endpointId: string, token: string) =>
-    client.waitForResult<Snoop>(await client.run(snoop, endpointId, [home, signatureOf(token)]), {
+    stack.client.waitForResult<Snoop>(await stack.client.run(snoop, endpointId, [home, signatureOf(token)]), {
       timeoutMs: 30_000,
     });
 
   let ep: EndpointProcess;
 
   it("`configure --token`: once registered, config.yaml holds no token and a function finds it nowhere", async () => {
-    ep = await stack.startEndpoint("alice", "by-flag", { workers: 1 });
+    ep = await stack.fabric.startEndpoint("alice", "by-flag", { workers: 1 });
     const token = ep.opts.token;
     const text = configOf("by-flag");
     expect(text).not.toContain(token);
     const doc = parse(text) as Record<string, unknown>;
     expect(doc).not.toHaveProperty("token");
     // The rest of the file is kept, still private.
-    expect(doc["broker"]).toBe(stack.broker.address);
+    expect(doc["broker"]).toBe(stack.fabric.broker.address);
     expect(statSync(path.join(dirOf("by-flag"), "config.yaml")).mode & 0o777).toBe(0o600);
     expect(statSync(path.join(dirOf("by-flag"), "credentials.json")).mode & 0o777).toBe(0o600);
 
@@ -105,7 +100,7 @@ describe("the owner's user token after an endpoint registers", () => {
   it("a token left in the config of a registered endpoint (older versions kept it) is removed at start", async () => {
     await ep.stop();
     const id = ep.endpointId();
-    const token = await stack.broker.token("alice");
+    const token = await stack.fabric.broker.token("alice");
     const file = path.join(dirOf("by-flag"), "config.yaml");
     writeFileSync(file, `# beamline 7\n${readFileSync(file, "utf8")}token: ${token}\n`);
     await ep.launch();
@@ -120,14 +115,14 @@ describe("the owner's user token after an endpoint registers", () => {
     await ep.stop();
     const oldId = ep.endpointId();
     rmSync(path.join(dirOf("by-flag"), "credentials.json"));
-    const token = await stack.broker.token("alice");
+    const token = await stack.fabric.broker.token("alice");
     await runCli(
       "endpoint/cli.js",
       [
         "configure",
         "by-flag",
         "--broker",
-        stack.broker.address,
+        stack.fabric.broker.address,
         "--token",
         token,
         "--workers",
@@ -146,9 +141,9 @@ describe("the owner's user token after an endpoint registers", () => {
 
   it("FABRIC_TOKEN with `start --detach`: registers, and neither the worker nor the processes above it hold it", async () => {
     await ep.stop();
-    const token = await stack.broker.token("alice");
+    const token = await stack.fabric.broker.token("alice");
     const cli = (...args: string[]) => runCli("endpoint/cli.js", args, home);
-    await cli("configure", "by-env", "--broker", stack.broker.address, "--workers", "1");
+    await cli("configure", "by-env", "--broker", stack.fabric.broker.address, "--workers", "1");
     // The detached agent inherits this process's environment, as from the owner's shell.
     process.env["FABRIC_TOKEN"] = token;
     try {

@@ -61,6 +61,12 @@ describe("fault tolerance on a NATS cluster with two broker replicas", () => {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
+  /** Waits until `logFile` shows 100 executions more than now: tasks flow again after `what`. */
+  async function untilFlowingAfter(logFile: string, what: string): Promise<void> {
+    const ran = lines(logFile).length;
+    await until(() => lines(logFile).length >= ran + 100, 60_000, `tasks flowing after ${what}`);
+  }
+
   it("streams and buckets are replicated three times", async () => {
     const nc = await connect({ servers: cluster.urls });
     try {
@@ -138,23 +144,13 @@ describe("fault tolerance on a NATS cluster with two broker replicas", () => {
     const tNode = Date.now();
     await victim.kill();
     const acceptedAtNodeKill = accepted.length;
-    const ranAtNodeKill = lines(logFile).length;
-    await until(
-      () => lines(logFile).length >= ranAtNodeKill + 100,
-      60_000,
-      "tasks flowing after the node loss",
-    );
+    await untilFlowingAfter(logFile, "the node loss");
 
     const nodeLossToFlowingMs = Date.now() - tNode;
     brokerADown = true;
     const tBroker = Date.now();
     await brokerA.kill();
-    const ranAtBrokerKill = lines(logFile).length;
-    await until(
-      () => lines(logFile).length >= ranAtBrokerKill + 100,
-      60_000,
-      "tasks flowing after the broker loss",
-    );
+    await untilFlowingAfter(logFile, "the broker loss");
     const brokerLossToFlowingMs = Date.now() - tBroker;
     // A submission that was in flight on the killed broker keeps retrying its (dead) address for
     // the SDK's retry window (60 s) before it gives up: wait longer than that.

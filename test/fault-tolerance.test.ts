@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -8,8 +8,8 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 
 import { Bus } from "../common/index.js";
-import { NatsServer, BrokerProcess, EndpointProcess } from "../devkit/index.js";
-import { Client } from "../sdk/index.js";
+import type { EndpointProcess } from "../devkit/index.js";
+import { useFabric } from "./support/fabric-suite.js";
 import { countingSource, expectEachOnce, expectRanAtLeastOnce, lines, until } from "./support/fault.js";
 import { TcpProxy } from "./support/tcp-proxy.js";
 
@@ -20,66 +20,43 @@ import { TcpProxy } from "./support/tcp-proxy.js";
  * the agent run as processes; agents reach NATS through a TCP proxy the test can cut.
  */
 describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
-  let dir: string;
-  let nats: NatsServer;
   let proxy: TcpProxy;
-  let broker: BrokerProcess;
-  let client: Client;
+  const stack = useFabric({
+    name: "fault",
+    // The broker reaches NATS directly; agents go through the proxy.
+    agentLink: async (nats) => (proxy = await TcpProxy.start(nats.port)),
+    brokerConfig: { endpointOfflineAfterSeconds: 3 },
+  });
   let functionId: string;
-  const endpoints: EndpointProcess[] = [];
   /** Figures for the report, printed at the end. */
   const report: Record<string, unknown> = {};
 
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(tmpdir(), "fabric-fault-"));
-    nats = await NatsServer.start({ storeDir: path.join(dir, "nats") });
-    proxy = await TcpProxy.start(nats.port);
-    broker = await BrokerProcess.start({
-      natsUrl: nats.url,
-      dir: path.join(dir, "broker"),
-      extra: {
-        // The broker reaches NATS directly; agents go through the proxy.
-        nats: { servers: [nats.url], agentServers: [proxy.natsUrl] },
-        endpointOfflineAfterSeconds: 3,
-      },
-    });
-    client = new Client({ address: broker.address, token: await broker.token("alice") });
-    functionId = await client.registerFunction({ source: countingSource, entryPoint: "work" });
-  }, 60_000);
-
-  afterAll(async () => {
-    client?.close();
-    for (const ep of endpoints) await ep.stop().catch(() => undefined);
-    await broker?.stop().catch(() => undefined);
-    await proxy?.stop().catch(() => undefined);
-    await nats?.stop().catch(() => undefined);
-    console.log(`fault-tolerance figures: ${JSON.stringify(report)}`);
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    functionId = await stack.client.registerFunction({ source: countingSource, entryPoint: "work" });
   });
 
-  async function startEndpoint(name: string, workers: number): Promise<EndpointProcess> {
-    const ep = await EndpointProcess.start({
-      home: path.join(dir, "home-alice"),
-      name,
-      broker: broker.address,
-      token: await broker.token("alice"),
+  afterAll(() => {
+    console.log(`fault-tolerance figures: ${JSON.stringify(report)}`);
+  });
+
+  /** Scenario `name`'s endpoint (`fault-NAME`, of `workers` workers) and its counting function's log. */
+  async function startScenario(name: string, workers: number) {
+    const ep = await stack.fabric.startEndpoint("alice", `fault-${name}`, {
       workers,
-      blocks: 1,
       extra: { heartbeatIntervalSeconds: 1 },
     });
-    endpoints.push(ep);
-    return ep;
+    return { ep, endpointId: ep.endpointId(), logFile: path.join(stack.fabric.dir, `${name}.log`) };
   }
 
   /** On failure: what states the tasks are in, and the ends of the broker's and agent's logs. */
   async function diagnose(taskIds: readonly string[], ep: EndpointProcess): Promise<void> {
     const states = new Map<string, number>();
     for (let i = 0; i < taskIds.length; i += 5_000) {
-      for (const t of await client.getTasks(taskIds.slice(i, i + 5_000)))
+      for (const t of await stack.client.getTasks(taskIds.slice(i, i + 5_000)))
         states.set(t.state, (states.get(t.state) ?? 0) + 1);
     }
     console.log(`task states: ${JSON.stringify(Object.fromEntries(states))}`);
-    const nc = await connect({ servers: nats.url });
+    const nc = await connect({ servers: stack.fabric.nats.url });
     try {
       const jsm = await jetstreamManager(nc);
       for await (const info of jsm.consumers.list(Bus.taskStream)) {
@@ -91,9 +68,21 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
     } finally {
       await nc.close();
     }
-    console.log(`broker log:\n${broker.process?.output.slice(-6000) ?? ""}`);
+    console.log(`broker log:\n${stack.fabric.broker.process?.output.slice(-6000) ?? ""}`);
     console.log(`agent log:\n${ep.process?.output.slice(-6000) ?? ""}`);
     writeFileSync(path.join(tmpdir(), `fabric-fault-agent-${Date.now()}.log`), ep.process?.output ?? "");
+  }
+
+  /**
+   * The core invariant for `taskIds` (see expectEachOnce; on failure, what the tasks and queues
+   * look like), and how many extra executions `logFile` shows.
+   */
+  async function expectCompleted(taskIds: readonly string[], ep: EndpointProcess, logFile: string) {
+    const tally = await expectEachOnce(stack.client, taskIds, 120_000).catch(async (err: unknown) => {
+      await diagnose(taskIds, ep);
+      throw err;
+    });
+    return { tally, extraRuns: expectRanAtLeastOnce(tally, logFile) };
   }
 
   /** `n` tasks of the counting function, keyed `prefix-i`. */
@@ -113,9 +102,7 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
   }
 
   it("A: nats-server SIGKILLed and restarted mid-batch: every accepted task completes exactly once", async () => {
-    const ep = await startEndpoint("fault-a", 2);
-    const endpointId = ep.endpointId();
-    const logFile = path.join(dir, "a.log");
+    const { ep, endpointId, logFile } = await startScenario("a", 2);
     const accepted: string[] = [];
     let refused = 0;
     let lastRefusal = "";
@@ -125,7 +112,7 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
     const submitter = (async () => {
       while (submitting) {
         try {
-          const { taskIds } = await client.submitBatch(tasks(endpointId, logFile, "a", next, 100, 1));
+          const { taskIds } = await stack.client.submitBatch(tasks(endpointId, logFile, "a", next, 100, 1));
           accepted.push(...taskIds);
         } catch (err) {
           refused++;
@@ -138,12 +125,12 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
       }
     })();
     await until(() => lines(logFile).length >= 300, 60_000, "300 executions before the crash");
-    await nats.kill();
+    await stack.fabric.nats.kill();
     const acceptedAtCrash = accepted.length;
     // Down until a user has been refused (or a few submissions went by), then back on the same store.
     const downSince = Date.now();
     await until(() => refused > 0 || Date.now() - downSince > 3_000, 10_000, "a refused submission");
-    await nats.restart();
+    await stack.fabric.nats.restart();
     const restartedAt = Date.now();
     const ranAtRestart = lines(logFile).length;
     await until(() => lines(logFile).length >= ranAtRestart + 20, 30_000, "tasks flowing after the restart");
@@ -156,11 +143,7 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
     submitting = false;
     await submitter;
 
-    const tally = await expectEachOnce(client, accepted, 120_000).catch(async (err: unknown) => {
-      await diagnose(accepted, ep);
-      throw err;
-    });
-    const extraRuns = expectRanAtLeastOnce(tally, logFile);
+    const { tally, extraRuns } = await expectCompleted(accepted, ep, logFile);
     report["A"] = {
       accepted: accepted.length,
       refused,
@@ -173,24 +156,22 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
   }, 240_000);
 
   it("B: the agent cut off from NATS for a while: users keep submitting, everything completes after the link returns", async () => {
-    const ep = await startEndpoint("fault-b", 2);
-    const endpointId = ep.endpointId();
-    const logFile = path.join(dir, "b.log");
+    const { ep, endpointId, logFile } = await startScenario("b", 2);
     const accepted: string[] = [];
-    accepted.push(...(await client.submitBatch(tasks(endpointId, logFile, "b", 0, 1_000, 1))).taskIds);
+    accepted.push(...(await stack.client.submitBatch(tasks(endpointId, logFile, "b", 0, 1_000, 1))).taskIds);
     await until(() => lines(logFile).length >= 200, 60_000, "200 executions before the cut");
     proxy.cut();
     await ep.process!.waitFor(/disconnected from NATS/, 15_000);
     // The broker shows the endpoint offline once its heartbeats stop; users can still submit.
     await until(
-      async () => (await client.getEndpoint(endpointId)).status.connection === "offline",
+      async () => (await stack.client.getEndpoint(endpointId)).status.connection === "offline",
       20_000,
       "the endpoint shown offline",
     );
     const ranDuringCut = lines(logFile).length;
     for (let k = 0; k < 5; k++) {
       accepted.push(
-        ...(await client.submitBatch(tasks(endpointId, logFile, "b", 1_000 + k * 200, 200, 1))).taskIds,
+        ...(await stack.client.submitBatch(tasks(endpointId, logFile, "b", 1_000 + k * 200, 200, 1))).taskIds,
       );
     }
     // Nothing new starts while the agent cannot reach its queue (at most what it already held).
@@ -203,21 +184,15 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
       "tasks flowing after the link returned",
     );
     report["B"] = { linkRestoredToFlowingMs: Date.now() - cutMs };
-    const tally = await expectEachOnce(client, accepted, 120_000).catch(async (err: unknown) => {
-      await diagnose(accepted, ep);
-      throw err;
-    });
-    const extraRuns = expectRanAtLeastOnce(tally, logFile);
+    const { extraRuns } = await expectCompleted(accepted, ep, logFile);
     report["B"] = { ...(report["B"] as object), accepted: accepted.length, reExecuted: extraRuns };
     await ep.stop();
   }, 180_000);
 
   it("C: the agent SIGKILLed twice during 5,000 tasks: each reaches exactly one terminal state; recovery is quick", async () => {
-    const ep = await startEndpoint("fault-c", 4);
-    const endpointId = ep.endpointId();
-    const logFile = path.join(dir, "c.log");
+    const { ep, endpointId, logFile } = await startScenario("c", 4);
     const n = 5_000;
-    const { taskIds } = await client.submitBatch(tasks(endpointId, logFile, "c", 0, n, 0));
+    const { taskIds } = await stack.client.submitBatch(tasks(endpointId, logFile, "c", 0, n, 0));
     const recoveries: Array<{ readyMs: number; flowingMs: number }> = [];
     for (const at of [1_200, 3_000]) {
       await until(() => lines(logFile).length >= at, 90_000, `${at} executions`);
@@ -230,11 +205,7 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
       await until(() => lines(logFile).length >= before + 20, 30_000, "tasks flowing after the restart");
       recoveries.push({ readyMs, flowingMs: Date.now() - t0 });
     }
-    const tally = await expectEachOnce(client, taskIds, 120_000).catch(async (err: unknown) => {
-      await diagnose(taskIds, ep);
-      throw err;
-    });
-    const extraRuns = expectRanAtLeastOnce(tally, logFile);
+    const { extraRuns } = await expectCompleted(taskIds, ep, logFile);
     report["C"] = { tasks: n, recoveries, reExecuted: extraRuns };
     for (const r of recoveries) expect(r.flowingMs).toBeLessThanOrEqual(10_000);
     await ep.stop();

@@ -1,10 +1,9 @@
 import { randomBytes, randomUUID } from "node:crypto";
-import { readFileSync } from "node:fs";
 
 import * as grpc from "@grpc/grpc-js";
 import { jetstream } from "@nats-io/jetstream";
-import { connect, credsAuthenticator, headers, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { headers, type NatsConnection } from "@nats-io/transport-node";
+import { beforeAll, describe, expect, it } from "vitest";
 
 import { TokenAuthority } from "../cloud/index.js";
 import { Bus } from "../common/index.js";
@@ -14,8 +13,7 @@ import {
   SubmitTasksRequest,
   TaskServiceService,
 } from "../proto/index.js";
-import { Client } from "../sdk/index.js";
-import { LocalFabric } from "../devkit/index.js";
+import { connectAsBroker, useFabric } from "./support/fabric-suite.js";
 import { RawClients } from "./support/raw-clients.js";
 
 const METHODS = [FunctionServiceService, EndpointServiceService, TaskServiceService].flatMap((s) =>
@@ -94,40 +92,28 @@ function rawCall(
 }
 
 describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traffic alongside", () => {
-  let stack: LocalFabric;
-  let client: Client;
-  let endpointId: string;
+  const stack = useFabric({
+    brokerConfig: { limits: { callsPerSecond: 0 } },
+    operator: true,
+    endpoint: { name: "fuzz", workers: 2 },
+  });
   let admin: NatsConnection;
   let fuzzer: RawClients;
 
   beforeAll(async () => {
-    stack = await LocalFabric.start({ brokerConfig: { limits: { callsPerSecond: 0 } }, operator: true });
-    const ep = await stack.startEndpoint("alice", "fuzz", { workers: 2 });
-    endpointId = ep.endpointId();
-    client = new Client({ address: stack.broker.address, token: await stack.broker.token("alice") });
-    fuzzer = new RawClients(stack.broker.address, await stack.broker.token("mallory"));
-    admin = await connect({
-      servers: stack.nats.url,
-      authenticator: credsAuthenticator(readFileSync(stack.nats.operator!.brokerCredsFile)),
-    });
-  }, 120_000);
-
-  afterAll(async () => {
-    await admin?.close();
-    client?.close();
-    fuzzer?.close();
-    await stack?.stop();
+    fuzzer = await RawClients.of(stack.fabric, "mallory");
+    admin = await connectAsBroker(stack.fabric);
   });
 
   /** Valid traffic: `n` tasks in a row, each checked. */
   async function validTraffic(n: number): Promise<number> {
-    const fid = await client.registerFunction(function triple(x: number) {
+    const fid = await stack.client.registerFunction(function triple(x: number) {
       return x * 3;
     });
     let ok = 0;
     for (let i = 0; i < n; i++) {
-      const tid = await client.run(fid, endpointId, [i]);
-      if ((await client.waitForResult<number>(tid, { timeoutMs: 30_000 })) === i * 3) ok++;
+      const tid = await stack.client.run(fid, stack.endpointId, [i]);
+      if ((await stack.client.waitForResult<number>(tid, { timeoutMs: 30_000 })) === i * 3) ok++;
     }
     return ok;
   }
@@ -137,7 +123,7 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
       tasks: [
         {
           functionId: randomUUID(),
-          endpointId,
+          endpointId: stack.endpointId,
           argsJson: Buffer.from("[1,2]"),
           kwargsJson: Buffer.from("{}"),
           timeoutS: 0,
@@ -176,7 +162,7 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
       tasks: [
         {
           functionId: randomUUID(),
-          endpointId,
+          endpointId: stack.endpointId,
           argsJson: Buffer.alloc(11 * 1024 * 1024, 0x31),
           kwargsJson: Buffer.alloc(0),
           timeoutS: 0,
@@ -198,8 +184,8 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
     expect(unclear).toEqual([]);
     expect(codes.get(grpc.status.INVALID_ARGUMENT) ?? 0).toBeGreaterThan(100);
     expect(await traffic).toBe(40);
-    expect(stack.broker.process!.running).toBe(true);
-    expect(stack.endpoints[0]!.process!.running).toBe(true);
+    expect(stack.fabric.broker.process!.running).toBe(true);
+    expect(stack.endpoint.process!.running).toBe(true);
   }, 120_000);
 
   it("oversized and deeply repeated messages to every method, with and without a token, get clear answers while valid tasks run", async () => {
@@ -243,7 +229,7 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
     }
     expect(answers.length).toBe(METHODS.length * 6 + 6);
     expect(await traffic).toBe(20);
-    expect(stack.broker.process!.running).toBe(true);
+    expect(stack.fabric.broker.process!.running).toBe(true);
     expect(await validTraffic(3)).toBe(3);
   }, 180_000);
 
@@ -254,9 +240,9 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
     // Half of the garbage is signed with the endpoint's message key, as if a broker had sent it:
     // the agent's handling of undecodable tasks is reached only past the signature check.
     const key = (
-      await TokenAuthority.fromKeyFile(stack.broker.keyFile, "fabric-broker", "fabric-api")
-    ).messageKeys.endpoint(endpointId);
-    const subject = Bus.taskSubject(endpointId);
+      await TokenAuthority.fromKeyFile(stack.fabric.broker.keyFile, "fabric-broker", "fabric-api")
+    ).messageKeys.endpoint(stack.endpointId);
+    const subject = Bus.taskSubject(stack.endpointId);
     for (let i = 0; i < 60; i++) {
       const h = headers();
       if (i % 2 === 0) {
@@ -269,7 +255,7 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
       await js.publish(subject, garbage, { headers: h });
       // Garbage results too, half of them signed with the endpoint's key (as its agent would).
       const result = randomBytes(1 + Math.floor(Math.random() * 300));
-      const resultSubject = Bus.resultSubject(endpointId);
+      const resultSubject = Bus.resultSubject(stack.endpointId);
       await js.publish(
         resultSubject,
         result,
@@ -277,29 +263,29 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
       );
     }
     expect(await traffic).toBe(20);
-    const agent = stack.endpoints[0]!.process!;
+    const agent = stack.endpoint.process!;
     // Unsigned: dropped before it is read. Signed but undecodable, with a task id: reported failed
     // (the broker knows no such task and says so); without one: terminated. Garbage results:
     // dropped by the broker, unsigned ones before they are read.
     await agent.waitFor(/task message not sent by a broker \(unsigned\) dropped/, 20_000);
     await agent.waitFor(/undecodable task message; reporting it failed/, 20_000);
     await agent.waitFor(/undecodable task message without a task id/, 20_000);
-    await stack.broker.process!.waitFor(
+    await stack.fabric.broker.process!.waitFor(
       /result batch not sent by the endpoint's agent \(unsigned\) dropped/,
       20_000,
     );
-    await stack.broker.process!.waitFor(/undecodable result message dropped/, 20_000);
-    await stack.broker.process!.waitFor(/update for an unknown or expired task dropped/, 20_000);
+    await stack.fabric.broker.process!.waitFor(/undecodable result message dropped/, 20_000);
+    await stack.fabric.broker.process!.waitFor(/update for an unknown or expired task dropped/, 20_000);
     // Nothing stays queued: every garbage task message was settled.
     const deadline = Date.now() + 20_000;
     for (;;) {
-      const ep = await client.getEndpoint(endpointId);
+      const ep = await stack.client.getEndpoint(stack.endpointId);
       if (ep.status.queuedTasks === 0) break;
       if (Date.now() > deadline) throw new Error(`still ${ep.status.queuedTasks} queued`);
       await new Promise((r) => setTimeout(r, 100));
     }
     expect(agent.running).toBe(true);
-    expect(stack.broker.process!.running).toBe(true);
+    expect(stack.fabric.broker.process!.running).toBe(true);
     expect(await validTraffic(5)).toBe(5);
   }, 120_000);
 });

@@ -1,8 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 
 import { type FabricError, MAX_TIMEOUT_S } from "../common/index.js";
-import { Client, TaskFailedError } from "../sdk/index.js";
-import { LocalFabric } from "../devkit/index.js";
+import { useFabric } from "./support/fabric-suite.js";
+import { failureOf } from "./support/outcomes.js";
 import { RawClients } from "./support/raw-clients.js";
 
 /** Sleeps `ms`, then returns "slept". */
@@ -20,79 +20,70 @@ const JUST_OVER_TIMER_LIMIT_S = 2_147_484;
  * the 30-day maximum, which the broker enforces on a task's own timeout too.
  */
 describe("long timeouts: task, function and shell limits past 24.8 days", () => {
-  let stack: LocalFabric;
-  let client: Client;
-  let endpointId: string;
+  const stack = useFabric({
+    endpoint: { name: "long", workers: 2 },
+    // The client's own deadlines are past the limit too (submit calls, result watches).
+    clientOptions: { callTimeoutMs: MAX_TIMEOUT_S * 1000 },
+  });
   let napper: string;
 
   beforeAll(async () => {
-    stack = await LocalFabric.start();
-    const ep = await stack.startEndpoint("alice", "long", { workers: 2 });
-    endpointId = ep.endpointId();
-    // The client's own deadlines are past the limit too (submit calls, result watches).
-    client = new Client({
-      address: stack.broker.address,
-      token: await stack.broker.token("alice"),
-      callTimeoutMs: MAX_TIMEOUT_S * 1000,
-    });
-    napper = await client.registerFunction({ source: sleeperSource, entryPoint: "nap" });
-  }, 120_000);
-
-  afterAll(async () => {
-    client?.close();
-    await stack?.stop();
+    napper = await stack.client.registerFunction({ source: sleeperSource, entryPoint: "nap" });
   });
 
   const waitLong = <T>(taskId: string) =>
-    client.waitForResult<T>(taskId, { timeoutMs: MAX_TIMEOUT_S * 1000 });
+    stack.client.waitForResult<T>(taskId, { timeoutMs: MAX_TIMEOUT_S * 1000 });
 
   it("a task with timeout_s just over 24.8 days, and one of 30 days, runs to the end and succeeds", async () => {
-    const { taskIds } = await client.submitBatch([
-      { functionId: napper, endpointId, args: [300], timeoutSeconds: JUST_OVER_TIMER_LIMIT_S },
-      { functionId: napper, endpointId, args: [300], timeoutSeconds: MAX_TIMEOUT_S },
+    const { taskIds } = await stack.client.submitBatch([
+      {
+        functionId: napper,
+        endpointId: stack.endpointId,
+        args: [300],
+        timeoutSeconds: JUST_OVER_TIMER_LIMIT_S,
+      },
+      { functionId: napper, endpointId: stack.endpointId, args: [300], timeoutSeconds: MAX_TIMEOUT_S },
     ]);
     for (const id of taskIds) expect(await waitLong<string>(id)).toBe("slept");
   });
 
   it("a function registered with the largest timeout (30 days) succeeds", async () => {
-    const fid = await client.registerFunction(
+    const fid = await stack.client.registerFunction(
       { source: sleeperSource, entryPoint: "nap" },
       { timeoutSeconds: MAX_TIMEOUT_S },
     );
-    expect(await waitLong<string>(await client.run(fid, endpointId, [300]))).toBe("slept");
+    expect(await waitLong<string>(await stack.client.run(fid, stack.endpointId, [300]))).toBe("slept");
   });
 
   it("a shell function with a 30-day walltime succeeds", async () => {
-    const fid = await client.registerShellFunction("sleep 0.3; echo rested", {
+    const fid = await stack.client.registerShellFunction("sleep 0.3; echo rested", {
       walltimeSeconds: MAX_TIMEOUT_S,
     });
-    const out = await waitLong<{ exitCode: number; stdout: string }>(await client.run(fid, endpointId));
+    const out = await waitLong<{ exitCode: number; stdout: string }>(
+      await stack.client.run(fid, stack.endpointId),
+    );
     expect(out.exitCode).toBe(0);
     expect(out.stdout.trim()).toBe("rested");
   });
 
   it("a task timeout_s over 30 days is refused at submission, naming the field, by the broker and the SDK", async () => {
-    const raw = new RawClients(stack.broker.address, await stack.broker.token("alice"));
-    try {
-      const spec = (timeoutS: number) => ({
-        functionId: napper,
-        endpointId,
-        argsJson: Buffer.from("[1]"),
-        kwargsJson: Buffer.alloc(0),
-        timeoutS,
-      });
-      const err = (await raw
-        .submit({ tasks: [spec(1), spec(MAX_TIMEOUT_S + 1)], groupId: "" })
-        .catch((e: unknown) => e)) as FabricError;
-      expect(err.code).toBe("INVALID_ARGUMENT");
-      expect(err.message).toMatch(/tasks\[1\]\.timeout_s: 2592001 s is over the limit of 2592000 s/);
-    } finally {
-      raw.close();
-    }
-    const sdkErr = (await client
+    const raw = await RawClients.of(stack.fabric, "alice");
+    const spec = (timeoutS: number) => ({
+      functionId: napper,
+      endpointId: stack.endpointId,
+      argsJson: Buffer.from("[1]"),
+      kwargsJson: Buffer.alloc(0),
+      timeoutS,
+    });
+    const err = (await raw
+      .submitTasks({ tasks: [spec(1), spec(MAX_TIMEOUT_S + 1)], groupId: "" })
+      .catch((e: unknown) => e)) as FabricError;
+    expect(err.code).toBe("INVALID_ARGUMENT");
+    expect(err.message).toMatch(/tasks\[1\]\.timeout_s: 2592001 s is over the limit of 2592000 s/);
+    const sdkErr = (await stack.client
       .submitBatch([
-        { functionId: napper, endpointId, args: [1] },
-        { functionId: napper, endpointId, args: [1], timeoutSeconds: MAX_TIMEOUT_S + 1 },
+        { functionId: napper, endpointId: stack.endpointId, args: [1] },
+        { functionId: napper, endpointId: stack.endpointId, args: [1], timeoutSeconds: MAX_TIMEOUT_S + 1 },
       ])
       .catch((e: unknown) => e)) as FabricError;
     expect(sdkErr.code).toBe("INVALID_ARGUMENT");
@@ -101,11 +92,12 @@ describe("long timeouts: task, function and shell limits past 24.8 days", () => 
 
   it("a short timeout still stops the task with DEADLINE_EXCEEDED", async () => {
     const [id] = (
-      await client.submitBatch([{ functionId: napper, endpointId, args: [5_000], timeoutSeconds: 1 }])
+      await stack.client.submitBatch([
+        { functionId: napper, endpointId: stack.endpointId, args: [5_000], timeoutSeconds: 1 },
+      ])
     ).taskIds;
     const started = Date.now();
-    const err = (await waitLong(id!).catch((e: unknown) => e)) as TaskFailedError;
-    expect(err).toBeInstanceOf(TaskFailedError);
+    const err = await failureOf(waitLong(id!));
     expect(err.code).toBe("DEADLINE_EXCEEDED");
     expect(err.reason).toBe("timeout");
     expect(Date.now() - started).toBeLessThan(4_500);

@@ -1,8 +1,7 @@
 import { createPublicKey, randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import path from "node:path";
 
 import * as grpc from "@grpc/grpc-js";
@@ -13,25 +12,12 @@ import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 import { REVOKED_TOKENS_BUCKET, TokenAuthority } from "../cloud/index.js";
-import { FabricError, errorFromInfo, fromGrpcError } from "../common/index.js";
-import { NatsServer, BrokerProcess, runCli } from "../devkit/index.js";
+import { type FabricError, errorFromInfo } from "../common/index.js";
+import { runCli } from "../devkit/index.js";
 import type { SessionResponse } from "../proto/index.js";
-import { RawClients } from "./support/raw-clients.js";
-
-const jsSpec = {
-  kind: { $case: "js" as const, value: { source: "const f = () => 1;", entryPoint: "f" } },
-  containerImage: "",
-};
-
-async function outcome(p: Promise<unknown>): Promise<{ code: string; message: string; err: unknown }> {
-  try {
-    await p;
-  } catch (err) {
-    const fe = err instanceof FabricError ? err : fromGrpcError(err);
-    return { code: fe.code, message: fe.message, err };
-  }
-  return { code: "OK", message: "", err: undefined };
-}
+import { useFabric } from "./support/fabric-suite.js";
+import { outcomeOf as outcome } from "./support/outcomes.js";
+import { jsSpec, RawClients } from "./support/raw-clients.js";
 
 /** A tiny OpenID Connect issuer: an RS256 key published as a JWKS on 127.0.0.1. */
 class TestIdp {
@@ -84,54 +70,41 @@ class TestIdp {
 }
 
 describe("authentication: pinned algorithms, claims, kinds, revocation, external OIDC, rate limits", () => {
-  let dir: string;
-  let nats: NatsServer;
-  let broker: BrokerProcess;
   let idp: TestIdp;
   let authority: TokenAuthority;
-  const clients: RawClients[] = [];
-  const as = (token: string) => {
-    const c = new RawClients(broker.address, token);
-    clients.push(c);
-    return c;
-  };
 
+  // The IdP starts before the fabric (the broker's config names it) and stops after it.
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(tmpdir(), "fabric-auth-"));
     idp = await TestIdp.start();
-    nats = await NatsServer.start({ storeDir: path.join(dir, "nats") });
-    const keyFile = path.join(dir, "broker", "broker-key.pem");
-    broker = await BrokerProcess.start({
-      natsUrl: nats.url,
-      dir: path.join(dir, "broker"),
-      keyFile,
-      extra: {
-        auth: {
-          keyFile,
-          oidc: {
-            issuer: idp.issuer,
-            jwksUri: idp.jwksUri,
-            audience: "fabric",
-            users: { "sub-alice": "alice" },
-          },
-        },
-        limits: { callsPerSecond: 20, callBurst: 20 },
-      },
-    });
-    authority = await TokenAuthority.fromKeyFile(keyFile, "fabric-broker", "fabric-api");
-  }, 60_000);
+  });
 
   afterAll(async () => {
-    for (const c of clients) c.close();
-    await broker?.stop();
-    await nats?.stop();
     await idp?.stop();
-    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const stack = useFabric({
+    name: "auth",
+    brokerConfig: () => ({
+      auth: {
+        oidc: {
+          issuer: idp.issuer,
+          jwksUri: idp.jwksUri,
+          audience: "fabric",
+          users: { "sub-alice": "alice" },
+        },
+      },
+      limits: { callsPerSecond: 20, callBurst: 20 },
+    }),
+  });
+  const as = (token: string) => RawClients.withToken(stack.fabric, token);
+
+  beforeAll(async () => {
+    authority = await TokenAuthority.fromKeyFile(stack.fabric.broker.keyFile, "fabric-broker", "fabric-api");
   });
 
   /** A token signed with the broker's real key but with chosen header and claims. */
   async function brokerSigned(claims: jose.JWTPayload, header: jose.JWTHeaderParameters = { alg: "EdDSA" }) {
-    const pem = readFileSync(path.join(dir, "broker", "broker-key.pem"), "utf8");
+    const pem = readFileSync(stack.fabric.broker.keyFile, "utf8");
     const key = await jose.importPKCS8(pem, "EdDSA");
     const now = Math.floor(Date.now() / 1000);
     return new jose.SignJWT({
@@ -154,7 +127,7 @@ describe("authentication: pinned algorithms, claims, kinds, revocation, external
     const b64 = (o: object) => Buffer.from(JSON.stringify(o)).toString("base64url");
     const none = `${b64({ alg: "none", typ: "JWT" })}.${b64(payload)}.`;
     // HS256 keyed with the broker's public key: the classic confusion attack.
-    const pub = createPublicKey(readFileSync(path.join(dir, "broker", "broker-key.pem"), "utf8"))
+    const pub = createPublicKey(readFileSync(stack.fabric.broker.keyFile, "utf8"))
       .export({ type: "spki", format: "pem" })
       .toString();
     const confused = await new jose.SignJWT(payload)
@@ -181,31 +154,25 @@ describe("authentication: pinned algorithms, claims, kinds, revocation, external
 
   it("user tokens and endpoint credentials are different kinds; neither works as the other", async () => {
     const alice = as(await authority.issueUserToken("alice", 600));
-    const reg = await alice.registerEndpoint({ name: "kinds", description: "", endpointId: "" });
-    const epToken = reg.endpointToken;
-    const ep = as(epToken);
+    const reg = await alice.newEndpoint("kinds");
+    const ep = as(reg.token);
     // Endpoint credentials make no user calls …
     // (Thunks, so each call starts only when it is awaited: a rejection never waits unobserved.)
     for (const call of [
-      () => ep.registerFunction({ name: "x", description: "", spec: jsSpec }),
+      () => ep.registerFunction({ name: "x", description: "", spec: jsSpec("const f = () => 1;") }),
       () => ep.listFunctions(),
       () => ep.listEndpoints(),
       () => ep.registerEndpoint({ name: "y", description: "", endpointId: "" }),
-      () => ep.submit({ tasks: [], groupId: "", idempotencyKey: "" }),
+      () => ep.submitTasks({ tasks: [], groupId: "", idempotencyKey: "" }),
     ]) {
       expect((await outcome(call())).code).toBe("PERMISSION_DENIED");
     }
     // … and see only their own endpoint.
-    const other = await alice.registerEndpoint({ name: "other", description: "", endpointId: "" });
-    expect((await ep.getEndpoint({ endpointId: reg.endpoint!.id })).endpoint?.id).toBe(reg.endpoint!.id);
-    expect((await outcome(ep.getEndpoint({ endpointId: other.endpoint!.id }))).code).toBe("NOT_FOUND");
+    const other = await alice.newEndpoint("other");
+    expect((await ep.getEndpoint({ endpointId: reg.id })).endpoint?.id).toBe(reg.id);
+    expect((await outcome(ep.getEndpoint({ endpointId: other.id }))).code).toBe("NOT_FOUND");
     // A user token cannot connect as an endpoint.
-    const connect = (c: RawClients) =>
-      new Promise((resolve, reject) =>
-        c.endpoints.connectEndpoint({ agentVersion: "t", hostname: "t" }, c.md, (err, r) =>
-          err ? reject(err) : resolve(r),
-        ),
-      );
+    const connect = (c: RawClients) => c.connectEndpoint({ agentVersion: "t", hostname: "t" });
     expect((await outcome(connect(alice))).code).toBe("PERMISSION_DENIED");
     expect((await outcome(connect(ep))).code).toBe("OK");
   });
@@ -214,7 +181,11 @@ describe("authentication: pinned algorithms, claims, kinds, revocation, external
     const token = await authority.issueUserToken("bob", 600);
     const bob = as(token);
     expect((await outcome(bob.listFunctions())).code).toBe("OK");
-    const out = await runCli("cloud/cli.js", ["revoke", "-c", broker.configFile, "--token", token], dir);
+    const out = await runCli(
+      "cloud/cli.js",
+      ["revoke", "-c", stack.fabric.broker.configFile, "--token", token],
+      stack.fabric.dir,
+    );
     expect(out).toMatch(/revoked/);
     const deadline = Date.now() + 10_000;
     for (;;) {
@@ -250,7 +221,11 @@ describe("authentication: pinned algorithms, claims, kinds, revocation, external
       stream.write({ ref, op: { $case: "watch", value: { taskIds: [randomUUID()], groupId: "" } } });
     watch(1);
     expect(await answerTo(1)).toMatchObject({ code: "NOT_FOUND" }); // authenticated, then looked up
-    await runCli("cloud/cli.js", ["revoke", "-c", broker.configFile, "--token", token], dir);
+    await runCli(
+      "cloud/cli.js",
+      ["revoke", "-c", stack.fabric.broker.configFile, "--token", token],
+      stack.fabric.dir,
+    );
     for (let ref = 2; ; ref++) {
       watch(ref);
       const a = (await answerTo(ref)) as FabricError;
@@ -262,7 +237,6 @@ describe("authentication: pinned algorithms, claims, kinds, revocation, external
       await new Promise((r) => setTimeout(r, 50));
     }
     stream.end();
-    carol.close();
   });
 
   it("re-registering an endpoint revokes its previous credential; the new one works", async () => {
@@ -288,13 +262,13 @@ describe("authentication: pinned algorithms, claims, kinds, revocation, external
   });
 
   it("revocations of tokens that have expired anyway are pruned; live ones are kept", async () => {
-    const nc = await connect({ servers: nats.url });
+    const nc = await connect({ servers: stack.fabric.nats.url });
     try {
       const kv = await new Kvm(nc).open(REVOKED_TOKENS_BUCKET);
       const now = Math.floor(Date.now() / 1000);
       await TokenAuthority.revoke(kv, "long-expired", now - 3600);
       await TokenAuthority.revoke(kv, "still-live", now + 3600);
-      const own = await TokenAuthority.fromKeyFile(path.join(dir, "prune-key.pem"), "i", "a");
+      const own = await TokenAuthority.fromKeyFile(path.join(stack.fabric.dir, "prune-key.pem"), "i", "a");
       await own.followRevocations(kv, pino({ level: "silent" }));
       expect(await own.pruneRevocations()).toBeGreaterThanOrEqual(1);
       const keys: string[] = [];
@@ -308,13 +282,17 @@ describe("authentication: pinned algorithms, claims, kinds, revocation, external
 
   it("accepts an external OIDC issuer's tokens, verified against its JWKS, mapped to a fabric user", async () => {
     const alice = as(await authority.issueUserToken("alice", 600));
-    const fid = (await alice.registerFunction({ name: "mine", description: "", spec: jsSpec })).function!.id;
+    const fid = await alice.registerJs("const f = () => 1;", "f", "mine");
     // sub-alice maps to alice: same functions.
     const viaIdp = as(await idp.token("sub-alice"));
     expect((await viaIdp.getFunction({ functionId: fid })).function?.owner).toBe("alice");
     // Another subject is its own user, "oidc:<sub>"; the IdP's `kind` claim gives it no endpoint powers.
     const carol = as(await idp.token("carol-123"));
-    const reg = await carol.registerFunction({ name: "c", description: "", spec: jsSpec });
+    const reg = await carol.registerFunction({
+      name: "c",
+      description: "",
+      spec: jsSpec("const f = () => 1;"),
+    });
     expect(reg.function?.owner).toBe("oidc:carol-123");
     expect((await outcome(carol.getFunction({ functionId: fid }))).code).toBe("NOT_FOUND");
     // Wrong audience, expired, or signed by another key: refused.

@@ -2,13 +2,13 @@ import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 
 import * as grpc from "@grpc/grpc-js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 
 import { FabricError } from "../common/index.js";
 import { ConnectEndpointRequest, RegisterFunctionRequest } from "../proto/index.js";
 import { Client } from "../sdk/index.js";
-import { LocalFabric } from "../devkit/index.js";
-import { RawClients } from "./support/raw-clients.js";
+import { useFabric } from "./support/fabric-suite.js";
+import { jsSpec, RawClients } from "./support/raw-clients.js";
 
 const KiB = 1024;
 
@@ -62,33 +62,27 @@ function rawUnary(
 }
 
 describe("hostile requests: sizes, counts and strings are checked before anything is decoded", () => {
-  let stack: LocalFabric;
-  let alice: Client;
+  const stack = useFabric({
+    brokerConfig: { limits: { callsPerSecond: 0 } },
+    endpoint: { name: "limits", workers: 2 },
+  });
   let raw: RawClients;
-  let endpointId: string;
   const noToken = new grpc.Metadata();
 
   beforeAll(async () => {
-    stack = await LocalFabric.start({ brokerConfig: { limits: { callsPerSecond: 0 } } });
-    const ep = await stack.startEndpoint("alice", "limits", { workers: 2 });
-    endpointId = ep.endpointId();
-    const token = await stack.broker.token("alice");
-    alice = new Client({ address: stack.broker.address, token });
-    raw = new RawClients(stack.broker.address, token);
-  }, 120_000);
-
-  afterAll(async () => {
-    alice?.close();
-    raw?.close();
-    await stack?.stop();
+    raw = await RawClients.of(stack.fabric, "alice");
   });
 
   async function stillServes(): Promise<void> {
-    expect(stack.broker.process!.running).toBe(true);
-    const fid = await alice.registerFunction(function inc(x: number) {
+    expect(stack.fabric.broker.process!.running).toBe(true);
+    const fid = await stack.client.registerFunction(function inc(x: number) {
       return x + 1;
     });
-    expect(await alice.waitForResult(await alice.run(fid, endpointId, [41]), { timeoutMs: 30_000 })).toBe(42);
+    expect(
+      await stack.client.waitForResult(await stack.client.run(fid, stack.endpointId, [41]), {
+        timeoutMs: 30_000,
+      }),
+    ).toBe(42);
   }
 
   it("a 50 MB request of 16.7 million one-character ids without a token is refused UNAUTHENTICATED, three at once, and the broker lives", async () => {
@@ -102,7 +96,7 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
   }, 120_000);
 
   it("the same with a token: a ShareFunction of 16.7 million entries and a GetTasks past the id limit are RESOURCE_EXHAUSTED", async () => {
-    const fid = await alice.registerFunction(function one() {
+    const fid = await stack.client.registerFunction(function one() {
       return 1;
     });
     const share = repeated(lenField(1, Buffer.from(fid)), [0x1a, 0x01, 0x61], 16_700_000);
@@ -127,24 +121,20 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
     const body = "function big(x) { return x.length; }\n//";
     const source = body + "x".repeat(768 * KiB - body.length);
     expect(Buffer.byteLength(source)).toBe(768 * KiB);
-    const spec = { kind: { $case: "js" as const, value: { source, entryPoint: "big" } }, containerImage: "" };
-    const res = await new Promise<{ function?: { id: string } }>((resolve, reject) =>
-      raw.functions.registerFunction({ name: "big", description: "", spec }, raw.md, (err, r) =>
-        err ? reject(err) : resolve(r),
-      ),
-    );
-    const fid = res.function!.id;
+    const fid = await raw.registerJs(source, "big");
     // Arguments of exactly the inline limit (256 KiB of JSON): not beside 768 KiB of source in one
     // 1 MiB message, so they go through the object store instead.
     const arg = "y".repeat(256 * KiB - 4);
-    expect(await alice.waitForResult(await alice.run(fid, endpointId, [arg]), { timeoutMs: 30_000 })).toBe(
-      arg.length,
-    );
+    expect(
+      await stack.client.waitForResult(await stack.client.run(fid, stack.endpointId, [arg]), {
+        timeoutMs: 30_000,
+      }),
+    ).toBe(arg.length);
 
     const over = RegisterFunctionRequest.encode({
       name: "too-big",
       description: "",
-      spec: { kind: { $case: "js", value: { source: source + "x", entryPoint: "big" } }, containerImage: "" },
+      spec: jsSpec(source + "x", "big"),
     }).finish();
     const tooBig = await rawUnary(raw, "/fabric.v1.FunctionService/RegisterFunction", over, raw.md);
     expect(tooBig.code).toBe(grpc.status.INVALID_ARGUMENT);
@@ -152,41 +142,37 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
   }, 120_000);
 
   it("a 5 MB entry point or hostname is refused by size, a long one naming the field; invalid UTF-8 is INVALID_ARGUMENT; no log line carries them", async () => {
-    const entry = RegisterFunctionRequest.encode({
-      name: "e",
-      description: "",
-      spec: {
-        kind: { $case: "js", value: { source: "function f() {}", entryPoint: "f".repeat(5_000_000) } },
-        containerImage: "",
-      },
-    }).finish();
-    const e = await rawUnary(raw, "/fabric.v1.FunctionService/RegisterFunction", entry, raw.md);
+    const register = (entryPointBytes: number) =>
+      rawUnary(
+        raw,
+        "/fabric.v1.FunctionService/RegisterFunction",
+        RegisterFunctionRequest.encode({
+          name: "e",
+          description: "",
+          spec: jsSpec("function f() {}", "f".repeat(entryPointBytes)),
+        }).finish(),
+        raw.md,
+      );
+    const e = await register(5_000_000);
     expect(e.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     // Past the request's own size limit already (a name or entry point is short).
     expect(e.details).toMatch(/RegisterFunction request is 5000\d+ bytes/);
-    const entry2 = RegisterFunctionRequest.encode({
-      name: "e",
-      description: "",
-      spec: {
-        kind: { $case: "js", value: { source: "function f() {}", entryPoint: "f".repeat(300_000) } },
-        containerImage: "",
-      },
-    }).finish();
-    const e2 = await rawUnary(raw, "/fabric.v1.FunctionService/RegisterFunction", entry2, raw.md);
+    const e2 = await register(300_000);
     expect(e2.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(e2.details).toMatch(/spec\.js\.entry_point is 300,000 bytes; at most 1,024 are allowed/);
 
-    const creds = await raw.registerEndpoint({ name: "host-name", description: "", endpointId: "" });
     const epMd = new grpc.Metadata();
-    epMd.set("authorization", `Bearer ${creds.endpointToken}`);
-    const connect = ConnectEndpointRequest.encode({
-      agentVersion: "1",
-      hostname: "h".repeat(5_000_000),
-    }).finish();
-    const h = await rawUnary(raw, "/fabric.v1.EndpointService/ConnectEndpoint", connect, epMd);
+    epMd.set("authorization", `Bearer ${(await raw.newEndpoint("host-name")).token}`);
+    const connect = (hostnameBytes: number) =>
+      rawUnary(
+        raw,
+        "/fabric.v1.EndpointService/ConnectEndpoint",
+        ConnectEndpointRequest.encode({ agentVersion: "1", hostname: "h".repeat(hostnameBytes) }).finish(),
+        epMd,
+      );
+    const h = await connect(5_000_000);
     expect(h.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
-    const connect2 = ConnectEndpointRequest.encode({ agentVersion: "1", hostname: "h".repeat(300) }).finish();
-    const h2 = await rawUnary(raw, "/fabric.v1.EndpointService/ConnectEndpoint", connect2, epMd);
+    const h2 = await connect(300);
     expect(h2.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(h2.details).toMatch(/ConnectEndpoint request: hostname is 300 bytes; at most 255/);
 
@@ -204,18 +190,18 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
     const n = await rawUnary(raw, "/fabric.v1.FunctionService/RegisterFunction", badName, raw.md);
     expect(n.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(n.details).toMatch(/RegisterFunction request: name is not valid UTF-8/);
-    const fid = await alice.registerFunction(function id(x: unknown) {
+    const fid = await stack.client.registerFunction(function id(x: unknown) {
       return x;
     });
     const task = Buffer.concat([
       lenField(1, Buffer.from(fid)),
-      lenField(2, Buffer.from(endpointId)),
+      lenField(2, Buffer.from(stack.endpointId)),
       lenField(3, Buffer.from([0x5b, 0x22, 0xc3, 0x28, 0x22, 0x5d])), // ["\xc3("]: a broken sequence
     ]);
     const t = await rawUnary(raw, "/fabric.v1.TaskService/SubmitTasks", lenField(1, task), raw.md);
     expect(t).toEqual({ code: grpc.status.INVALID_ARGUMENT, details: "tasks[0].args is not valid UTF-8" });
 
-    const longest = Math.max(...stack.broker.process!.output.split("\n").map((l) => l.length));
+    const longest = Math.max(...stack.fabric.broker.process!.output.split("\n").map((l) => l.length));
     expect(longest).toBeLessThan(10_000);
     await stillServes();
   }, 120_000);
@@ -232,7 +218,7 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
     // call, and grpcio waits for its deadline: the README states that limit.
     const py = [
       "import grpc, sys",
-      `ch = grpc.insecure_channel("${stack.broker.address}")`,
+      `ch = grpc.insecure_channel("${stack.fabric.broker.address}")`,
       'm = ch.unary_unary("/fabric.v1.FunctionService/ListFunctions", request_serializer=lambda b: b, response_deserializer=lambda b: b)',
       "for n in (17000, 60000):",
       "    try:",
@@ -245,23 +231,22 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
     expect(out).toMatch(/^17000 UNAUTHENTICATED the token is 17007 characters/m);
     expect(out).toMatch(/^60000 UNAUTHENTICATED the token is 60007 characters/m);
 
-    expect(() => new Client({ address: stack.broker.address, token: "a".repeat(17 * KiB) })).toThrow(
+    expect(() => new Client({ address: stack.fabric.broker.address, token: "a".repeat(17 * KiB) })).toThrow(
       /token: a token is at most 16 KiB/,
     );
     await stillServes();
   }, 60_000);
 
   it("endpoint credentials may connect and read their endpoint, but not delete it", async () => {
-    const creds = await raw.registerEndpoint({ name: "no-delete", description: "", endpointId: "" });
-    const id = creds.endpoint!.id;
-    const asEndpoint = new Client({ address: stack.broker.address, token: creds.endpointToken });
+    const { id, token } = await raw.newEndpoint("no-delete");
+    const asEndpoint = new Client({ address: stack.fabric.broker.address, token });
     try {
       expect((await asEndpoint.getEndpoint(id)).id).toBe(id);
       const err = await asEndpoint.deleteEndpoint(id).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(FabricError);
       expect((err as FabricError).code).toBe("PERMISSION_DENIED");
       expect((err as FabricError).message).toMatch(/endpoint credentials cannot delete an endpoint/);
-      expect((await alice.getEndpoint(id)).id).toBe(id);
+      expect((await stack.client.getEndpoint(id)).id).toBe(id);
     } finally {
       asEndpoint.close();
     }

@@ -4,11 +4,11 @@ import path from "node:path";
 
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
-import { connect, credsAuthenticator, jwtAuthenticator, type NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connect, jwtAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import { beforeAll, describe, expect, it } from "vitest";
 
 import { Bus, MessageKey } from "../common/index.js";
-import { EndpointProcess, LocalFabric } from "../devkit/index.js";
+import { EndpointProcess, until } from "../devkit/index.js";
 import { ObjectReader } from "../endpoint/internal.js";
 import {
   TaskState,
@@ -17,19 +17,10 @@ import {
   type BusConnectInfo,
   type Task,
 } from "../proto/index.js";
-import { Client } from "../sdk/index.js";
+import { connectAsBroker, useFabric } from "./support/fabric-suite.js";
 import { RawClients } from "./support/raw-clients.js";
 
 const enc = new TextEncoder();
-
-/** Polls `fn` until it returns true, or fails after `timeoutMs`. */
-async function until(what: string, fn: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await fn())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** Options that sign a message as the agent of `bus`'s endpoint does (brokers believe nothing else). */
 const signedAs = (bus: BusConnectInfo, subject: string, data: Uint8Array) => ({
@@ -51,89 +42,65 @@ async function connectAs(bus: BusConnectInfo): Promise<{ nc: NatsConnection; err
 }
 
 describe("isolation on NATS: per-endpoint users in operator mode", () => {
-  let stack: LocalFabric;
+  const stack = useFabric({
+    brokerConfig: { limits: { inlinePayloadBytes: 4096 } },
+    operator: true,
+    endpoint: { name: "iso-a", workers: 2 },
+  });
   let admin: NatsConnection;
-  let alice: Client;
   let aliceRaw: RawClients;
   let bobRaw: RawClients;
-  let agentA: EndpointProcess;
-  let endpointA: string;
-  const opened: NatsConnection[] = [];
 
   beforeAll(async () => {
-    stack = await LocalFabric.start({
-      brokerConfig: { limits: { inlinePayloadBytes: 4096 } },
-      operator: true,
-    });
-    admin = await connect({
-      servers: stack.nats.url,
-      authenticator: credsAuthenticator(readFileSync(stack.nats.operator!.brokerCredsFile)),
-    });
-    agentA = await stack.startEndpoint("alice", "iso-a", { workers: 2 });
-    endpointA = agentA.endpointId();
-    alice = new Client({ address: stack.broker.address, token: await stack.broker.token("alice") });
-    aliceRaw = new RawClients(stack.broker.address, await stack.broker.token("alice"));
-    bobRaw = new RawClients(stack.broker.address, await stack.broker.token("bob"));
-  }, 120_000);
-
-  afterAll(async () => {
-    for (const nc of opened) await nc.close().catch(() => undefined);
-    await admin?.close();
-    alice?.close();
-    aliceRaw?.close();
-    bobRaw?.close();
-    await stack?.stop();
+    admin = await connectAsBroker(stack.fabric);
+    aliceRaw = await RawClients.of(stack.fabric, "alice");
+    bobRaw = await RawClients.of(stack.fabric, "bob");
   });
 
-  /** ConnectEndpoint with an endpoint token, then NATS with the credentials it is handed. */
+  /** ConnectEndpoint with an endpoint token, then NATS with the credentials it hands out (closed at the end). */
   async function connectEndpoint(endpointToken: string) {
-    const asEndpoint = new RawClients(stack.broker.address, endpointToken);
-    const res = await new Promise<{ bus?: BusConnectInfo }>((resolve, reject) =>
-      asEndpoint.endpoints.connectEndpoint(
-        { agentVersion: "test", hostname: "test" },
-        asEndpoint.md,
-        (err, r) => (err ? reject(err) : resolve(r)),
-      ),
-    ).finally(() => asEndpoint.close());
+    const asEndpoint = new RawClients(stack.fabric.broker.address, endpointToken);
+    const res = await asEndpoint
+      .connectEndpoint({ agentVersion: "test", hostname: "test" })
+      .finally(() => asEndpoint.close());
     const bus = res.bus!;
     const conn = await connectAs(bus);
-    opened.push(conn.nc);
+    stack.fabric.adopt({ stop: () => conn.nc.close() });
     return { bus, ...conn };
   }
 
   /** Registers an endpoint without an agent and connects to NATS with the credentials it is handed. */
   async function rawEndpoint(owner: RawClients, name: string) {
-    const reg = await owner.registerEndpoint({ name, description: "", endpointId: "" });
-    const id = reg.endpoint!.id;
-    return { id, token: reg.endpointToken, ...(await connectEndpoint(reg.endpointToken)) };
+    const { id, token } = await owner.newEndpoint(name);
+    return { id, token, ...(await connectEndpoint(token)) };
   }
 
   it("the broker hands each agent its own NATS user; tasks with large payloads run through it", async () => {
-    const fid = await alice.registerFunction(function echoLength(s: string) {
+    const fid = await stack.client.registerFunction(function echoLength(s: string) {
       return s.length + ":" + "y".repeat(20_000);
     });
     // Arguments and result both above the inline limit: they travel through the object store.
-    const tid = await alice.run(fid, endpointA, ["x".repeat(50_000)]);
-    const out = await alice.waitForResult<string>(tid, { timeoutMs: 30_000 });
+    const tid = await stack.client.run(fid, stack.endpointId, ["x".repeat(50_000)]);
+    const out = await stack.client.waitForResult<string>(tid, { timeoutMs: 30_000 });
     expect(out.startsWith("50000:")).toBe(true);
     expect(out.length).toBe(6 + 20_000);
-    expect(agentA.process!.output).not.toMatch(/Permissions Violation/);
+    expect(stack.endpoint.process!.output).not.toMatch(/Permissions Violation/);
   });
 
   it("arguments and a result just under the 10 MiB payload limit travel through the agent's own user", async () => {
-    const fid = await alice.registerFunction(function sizes(s: string) {
+    const fid = await stack.client.registerFunction(function sizes(s: string) {
       return [s.length, "r".repeat(10 * 1024 * 1024 - 64)];
     });
     // The args JSON `["xxx…"]` is 10 MiB less 100 bytes: just under limits.maxPayloadBytes.
     const arg = "x".repeat(10 * 1024 * 1024 - 104);
     const started = Date.now();
-    const tid = await alice.run(fid, endpointA, [arg]);
-    const [n, r] = await alice.waitForResult<[number, string]>(tid, { timeoutMs: 30_000 });
+    const tid = await stack.client.run(fid, stack.endpointId, [arg]);
+    const [n, r] = await stack.client.waitForResult<[number, string]>(tid, { timeoutMs: 30_000 });
     const tookMs = Date.now() - started;
     expect(n).toBe(arg.length);
     expect(r.length).toBe(10 * 1024 * 1024 - 64);
     expect(tookMs).toBeLessThan(30_000);
-    expect(agentA.process!.output).not.toMatch(/Permissions Violation/);
+    expect(stack.endpoint.process!.output).not.toMatch(/Permissions Violation/);
   });
 
   it("an endpoint's NATS user cannot read another endpoint's tasks, inbox or results", async () => {
@@ -160,19 +127,25 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     for (const subject of [Bus.taskSubject(b.id), `${b.bus.inboxPrefix}.>`, "_INBOX.>", Bus.resultSubjects]) {
       a.nc.subscribe(subject);
     }
-    await until("the server's refusals", () =>
-      [Bus.taskSubject(b.id), `${b.bus.inboxPrefix}.>`, "_INBOX.>", Bus.resultSubjects].every((s) =>
-        a.errors.some((e) => e.includes("Subscription") && e.includes(`"${s}"`)),
-      ),
+    await until(
+      () =>
+        [Bus.taskSubject(b.id), `${b.bus.inboxPrefix}.>`, "_INBOX.>", Bus.resultSubjects].every((s) =>
+          a.errors.some((e) => e.includes("Subscription") && e.includes(`"${s}"`)),
+        ),
+      20_000,
+      "the server's refusals",
     );
     // Publishing B's results or status is refused too.
     a.nc.publish(Bus.resultSubject(b.id), enc.encode("forged"));
     a.nc.publish(Bus.resultRequestSubject(b.id), enc.encode("forged"));
     a.nc.publish(Bus.endpointStatusSubject(b.id), enc.encode("forged"));
-    await until("the server's publish refusals", () =>
-      [Bus.resultSubject(b.id), Bus.resultRequestSubject(b.id), Bus.endpointStatusSubject(b.id)].every((s) =>
-        a.errors.some((e) => e.includes("Publish") && e.includes(`"${s}"`)),
-      ),
+    await until(
+      () =>
+        [Bus.resultSubject(b.id), Bus.resultRequestSubject(b.id), Bus.endpointStatusSubject(b.id)].every(
+          (s) => a.errors.some((e) => e.includes("Publish") && e.includes(`"${s}"`)),
+        ),
+      20_000,
+      "the server's publish refusals",
     );
     // A cannot manage streams either (delete B's consumer, purge the task stream).
     const jsmA = await jetstreamManager(a.nc, { checkAPI: false });
@@ -191,53 +164,10 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     "a result forged for another endpoint's task, on the forger's own subject, is rejected (%s)",
     async (_, direct) => {
       const a = await rawEndpoint(aliceRaw, direct ? "forger-direct" : "forger");
-      const bEp = await bobRaw.registerEndpoint({ name: "victim", description: "", endpointId: "" });
-      const victimId = bEp.endpoint!.id;
-      const fnB = await bobRaw.registerFunction({
-        name: "f",
-        description: "",
-        spec: {
-          kind: { $case: "js", value: { source: "const f = () => 1;", entryPoint: "f" } },
-          containerImage: "",
-        },
-      });
-      const victim = await bobRaw.submit({
-        tasks: [
-          {
-            functionId: fnB.function!.id,
-            endpointId: victimId,
-            argsJson: enc.encode("[]"),
-            kwargsJson: new Uint8Array(),
-            timeoutS: 0,
-          },
-        ],
-        groupId: "",
-        idempotencyKey: "",
-      });
-      const victimTask = victim.taskIds[0]!;
+      const victimId = (await bobRaw.newEndpoint("victim")).id;
+      const victimTask = await bobRaw.submitOne(await bobRaw.registerJs("const f = () => 1;"), victimId);
       // A legitimate task of the forger's own endpoint, to know when the forged batch was processed.
-      const fnA = await aliceRaw.registerFunction({
-        name: "g",
-        description: "",
-        spec: {
-          kind: { $case: "js", value: { source: "const g = () => 2;", entryPoint: "g" } },
-          containerImage: "",
-        },
-      });
-      const ownSub = await aliceRaw.submit({
-        tasks: [
-          {
-            functionId: fnA.function!.id,
-            endpointId: a.id,
-            argsJson: enc.encode("[]"),
-            kwargsJson: new Uint8Array(),
-            timeoutS: 0,
-          },
-        ],
-        groupId: "",
-        idempotencyKey: "",
-      });
-      const ownTask = ownSub.taskIds[0]!;
+      const ownTask = await aliceRaw.submitOne(await aliceRaw.registerJs("const g = () => 2;", "g"), a.id);
       const result = { json: enc.encode('"forged"'), objectRef: "", size: 8 };
       const now = Date.now();
       const batch = TaskUpdateBatch.encode({
@@ -279,42 +209,28 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
         const subject = Bus.resultSubject(a.id);
         await jetstream(a.nc).publish(subject, batch, signedAs(a.bus, subject, batch));
       }
-      await until("the forger's own task to be recorded", async () => {
-        const t = (await aliceRaw.getTasks({ taskIds: [ownTask], omitResults: true })).tasks[0];
-        return t?.state === TaskState.TASK_STATE_SUCCESS;
-      });
+      await until(
+        async () => {
+          const t = (await aliceRaw.getTasks({ taskIds: [ownTask], omitResults: true })).tasks[0];
+          return t?.state === TaskState.TASK_STATE_SUCCESS;
+        },
+        20_000,
+        "the forger's own task to be recorded",
+      );
       const t = (await bobRaw.getTasks({ taskIds: [victimTask], omitResults: false })).tasks[0]!;
       expect(t.state).toBe(TaskState.TASK_STATE_WAITING_FOR_ENDPOINT);
       expect(t.result).toBeUndefined();
-      await stack.broker.process!.waitFor(/update from the wrong endpoint rejected/, 10_000);
+      await stack.fabric.broker.process!.waitFor(/update from the wrong endpoint rejected/, 10_000);
     },
   );
 
   it("large payloads are isolated: an endpoint reads only its own bucket and cannot forge a reference", async () => {
     const a = await rawEndpoint(aliceRaw, "peeker");
     const b = await rawEndpoint(bobRaw, "payload-victim");
-    const secret = JSON.stringify(["s".repeat(10_000)]); // above the 4 KiB inline limit
-    const submitTo = async (owner: RawClients, endpointId: string, source: string) => {
-      const fn = await owner.registerFunction({
-        name: "f",
-        description: "",
-        spec: { kind: { $case: "js", value: { source, entryPoint: "f" } }, containerImage: "" },
-      });
-      const sub = await owner.submit({
-        tasks: [
-          {
-            functionId: fn.function!.id,
-            endpointId,
-            argsJson: enc.encode(secret),
-            kwargsJson: new Uint8Array(),
-            timeoutS: 0,
-          },
-        ],
-        groupId: "",
-        idempotencyKey: "",
-      });
-      return sub.taskIds[0]!;
-    };
+    const args = ["s".repeat(10_000)];
+    const secret = JSON.stringify(args); // above the 4 KiB inline limit
+    const submitTo = async (owner: RawClients, endpointId: string, source: string) =>
+      owner.submitOne(await owner.registerJs(source), endpointId, args);
     const victimTask = await submitTo(bobRaw, b.id, "const f = (s) => s.length;");
     const ownTask = await submitTo(aliceRaw, a.id, "const f = (s) => s.length;");
     expect(b.bus.payloadBucket).toBe(Bus.payloadBucket(b.id));
@@ -362,10 +278,14 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
       signedAs(a.bus, Bus.resultSubject(a.id), forged),
     );
     let t: Task | undefined;
-    await until("the forged result to be recorded", async () => {
-      t = (await aliceRaw.getTasks({ taskIds: [ownTask], omitResults: false })).tasks[0];
-      return t?.state === TaskState.TASK_STATE_FAILED;
-    });
+    await until(
+      async () => {
+        t = (await aliceRaw.getTasks({ taskIds: [ownTask], omitResults: false })).tasks[0];
+        return t?.state === TaskState.TASK_STATE_FAILED;
+      },
+      20_000,
+      "the forged result to be recorded",
+    );
     expect(t!.result).toBeUndefined();
     expect(t!.error?.message).toMatch(/must be ".*\.result"/);
   });
@@ -420,8 +340,10 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     a.nc.publish(`$JS.API.DIRECT.GET.${obj}`, JSON.stringify({ seq: 1 }), {
       reply: Bus.controlSubject(b.id),
     });
-    await until("the server's refusal", () =>
-      a.errors.some((e) => e.includes(`"$JS.API.DIRECT.GET.${obj}"`)),
+    await until(
+      () => a.errors.some((e) => e.includes(`"$JS.API.DIRECT.GET.${obj}"`)),
+      20_000,
+      "the server's refusal",
     );
     await new Promise((r) => setTimeout(r, 300));
     expect(arrived).toEqual([]);
@@ -440,7 +362,10 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     const signed = signedAs(a.bus, a.bus.resultRequestSubject!, batch);
     for (const reply of targets) a.nc.publish(a.bus.resultRequestSubject!, batch, { reply, ...signed });
     await a.nc.flush();
-    await stack.broker.process!.waitFor(/result requests with a foreign reply subject dropped/, 10_000);
+    await stack.fabric.broker.process!.waitFor(
+      /result requests with a foreign reply subject dropped/,
+      10_000,
+    );
     // Its own inbox is answered as before.
     const own = TaskUpdateBatchReply.decode(
       (await a.nc.request(a.bus.resultRequestSubject!, batch, { timeout: 5_000, ...signed })).data,
@@ -452,30 +377,8 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
 
   it("re-registering an endpoint cuts its previous credential's NATS user off at once; no task is lost", async () => {
     const old = await rawEndpoint(aliceRaw, "revoked");
-    const fn = await aliceRaw.registerFunction({
-      name: "f",
-      description: "",
-      spec: {
-        kind: { $case: "js", value: { source: "const f = () => 1;", entryPoint: "f" } },
-        containerImage: "",
-      },
-    });
-    const submit = async () =>
-      (
-        await aliceRaw.submit({
-          tasks: [
-            {
-              functionId: fn.function!.id,
-              endpointId: old.id,
-              argsJson: enc.encode("[]"),
-              kwargsJson: new Uint8Array(),
-              timeoutS: 0,
-            },
-          ],
-          groupId: "",
-          idempotencyKey: "",
-        })
-      ).taskIds[0]!;
+    const fid = await aliceRaw.registerJs("const f = () => 1;");
+    const submit = () => aliceRaw.submitOne(fid, old.id);
     const held = await submit();
     // The old agent pulls a task and holds it un-acked (as a running task would be).
     const oldConsumer = await jetstream(old.nc).consumers.get(old.bus.taskStream, old.bus.taskConsumer);
@@ -525,16 +428,16 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
   });
 
   it("secrets: credential and key files are 0600; no token, NATS JWT or seed appears in any log", async () => {
-    const epDir = path.join(stack.dir, "home-alice", "endpoints", "iso-a");
+    const epDir = path.join(stack.fabric.dir, "home-alice", "endpoints", "iso-a");
     const creds = JSON.parse(readFileSync(path.join(epDir, "credentials.json"), "utf8")) as {
       endpointToken: string;
     };
     for (const file of [
       path.join(epDir, "credentials.json"),
       path.join(epDir, "config.yaml"),
-      stack.broker.keyFile,
-      stack.nats.operator!.brokerCredsFile,
-      stack.nats.operator!.signingKeyFile,
+      stack.fabric.broker.keyFile,
+      stack.fabric.nats.operator!.brokerCredsFile,
+      stack.fabric.nats.operator!.signingKeyFile,
     ]) {
       expect((statSync(file).mode & 0o777).toString(8), file).toBe("600");
     }
@@ -543,14 +446,16 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     const secrets = [
       creds.endpointToken,
       userToken,
-      readFileSync(stack.nats.operator!.signingKeyFile, "utf8").trim(),
-      ...readFileSync(stack.nats.operator!.brokerCredsFile, "utf8").match(/^(eyJ\S+|SU[A-Z2-7]{50,})$/gm)!,
+      readFileSync(stack.fabric.nats.operator!.signingKeyFile, "utf8").trim(),
+      ...readFileSync(stack.fabric.nats.operator!.brokerCredsFile, "utf8").match(
+        /^(eyJ\S+|SU[A-Z2-7]{50,})$/gm,
+      )!,
     ].filter((s) => s.length > 20);
     expect(secrets.length).toBeGreaterThanOrEqual(4);
     // The NATS user the broker minted for a raw connect is a secret too.
     const a = await rawEndpoint(aliceRaw, "secret-check");
     secrets.push(a.bus.userJwt, a.bus.userSeed);
-    const logs = [stack.broker.process!.output, agentA.process!.output];
+    const logs = [stack.fabric.broker.process!.output, stack.endpoint.process!.output];
     for (const log of logs) {
       expect(log.length).toBeGreaterThan(100);
       for (const secret of secrets) expect(log.includes(secret)).toBe(false);
@@ -561,35 +466,35 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
 
   it("a second agent started with the same endpoint id takes over; the first never gets another task", async () => {
     // The same endpoint (same credentials.json) copied into a second FABRIC_HOME.
-    const home2 = path.join(stack.dir, "home-alice-2");
+    const home2 = path.join(stack.fabric.dir, "home-alice-2");
     const second = await EndpointProcess.configure({
       home: home2,
       name: "iso-a",
-      broker: stack.broker.address,
-      token: await stack.broker.token("alice"),
+      broker: stack.fabric.broker.address,
+      token: await stack.fabric.broker.token("alice"),
       workers: 2,
       blocks: 1,
     });
-    stack.endpoints.push(second);
+    stack.fabric.endpoints.push(second);
     cpSync(
-      path.join(stack.dir, "home-alice", "endpoints", "iso-a", "credentials.json"),
+      path.join(stack.fabric.dir, "home-alice", "endpoints", "iso-a", "credentials.json"),
       path.join(home2, "endpoints", "iso-a", "credentials.json"),
     );
     await second.launch();
-    expect(second.endpointId()).toBe(endpointA);
-    const fid = await alice.registerFunction(function whereAmI() {
+    expect(second.endpointId()).toBe(stack.endpointId);
+    const fid = await stack.client.registerFunction(function whereAmI() {
       return process.env["FABRIC_HOME"] ?? "";
     });
     const homes = await Promise.all(
       Array.from({ length: 20 }, async () => {
-        const tid = await alice.run(fid, endpointA, []);
-        return alice.waitForResult<string>(tid, { timeoutMs: 30_000 });
+        const tid = await stack.client.run(fid, stack.endpointId, []);
+        return stack.client.waitForResult<string>(tid, { timeoutMs: 30_000 });
       }),
     );
     expect(new Set(homes)).toEqual(new Set([home2]));
     // The first agent is still running, but its pulls now fail: its consumer is gone, and its
     // NATS user may not use the new one.
-    await agentA.process!.waitFor(/fetching tasks failed/, 15_000);
-    expect(agentA.process!.running).toBe(true);
+    await stack.endpoint.process!.waitFor(/fetching tasks failed/, 15_000);
+    expect(stack.endpoint.process!.running).toBe(true);
   });
 });

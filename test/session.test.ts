@@ -1,27 +1,12 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-
 import type * as grpc from "@grpc/grpc-js";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 
 import { errorFromInfo, fromGrpcError } from "../common/index.js";
-import { NatsServer, BrokerProcess } from "../devkit/index.js";
-import {
-  SessionRequest,
-  TaskState,
-  type FunctionSpec,
-  type SessionResponse,
-  type SubmitTasksRequest,
-} from "../proto/index.js";
-import { Client } from "../sdk/index.js";
+import { SessionRequest, TaskState, type SessionResponse, type SubmitTasksRequest } from "../proto/index.js";
+import { useFabric } from "./support/fabric-suite.js";
 import { RawClients } from "./support/raw-clients.js";
 
 const enc = new TextEncoder();
-const jsSpec: FunctionSpec = {
-  kind: { $case: "js", value: { source: "const f = () => 1;", entryPoint: "f" } },
-  containerImage: "",
-};
 
 /** A raw Session stream: send requests, await answers by ref. */
 class RawSession {
@@ -68,29 +53,15 @@ class RawSession {
 }
 
 describe("Session: submits and watches on one stream", () => {
-  let nats: NatsServer;
-  let broker: BrokerProcess;
-  let dir: string;
+  const stack = useFabric({ name: "session" });
   let alice: RawClients;
-  let token: string;
   let functionId: string;
   let endpointId: string;
 
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(tmpdir(), "fabric-session-"));
-    nats = await NatsServer.start();
-    broker = await BrokerProcess.start({ natsUrl: nats.url, dir });
-    token = await broker.token("alice");
-    alice = new RawClients(broker.address, token);
-    functionId = (await alice.registerFunction({ name: "f", description: "", spec: jsSpec })).function!.id;
-    endpointId = (await alice.registerEndpoint({ name: "ep", description: "", endpointId: "" })).endpoint!.id;
-  });
-
-  afterAll(async () => {
-    alice?.close();
-    await broker?.stop();
-    await nats?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    alice = await RawClients.of(stack.fabric, "alice");
+    functionId = await alice.registerJs("const f = () => 1;");
+    endpointId = (await alice.newEndpoint("ep")).id;
   });
 
   const open = (c: RawClients = alice) => new RawSession(c.tasks.session(c.md.clone()));
@@ -163,7 +134,7 @@ describe("Session: submits and watches on one stream", () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(s.answers.filter((x) => x.ref === 2 || x.ref === 3)).toHaveLength(0); // nothing finished yet
 
-    await alice.cancel({ taskIds: [t1!] });
+    await alice.cancelTasks({ taskIds: [t1!] });
     const first = await s.waitFor(2, (xs) => xs.length > 0);
     expect(first[0]!.msg?.$case).toBe("tasks");
     if (first[0]!.msg?.$case === "tasks") expect(first[0]!.msg.value.task?.id).toBe(t1);
@@ -173,7 +144,7 @@ describe("Session: submits and watches on one stream", () => {
     const three = await s.waitFor(3, (xs) => xs.length > 0);
     expect(three.map((x) => x.msg?.$case)).toEqual(["done"]);
 
-    await alice.cancel({ taskIds: [t2!] });
+    await alice.cancelTasks({ taskIds: [t2!] });
     const two = await s.waitFor(2, (xs) => xs.some((x) => x.msg?.$case === "done"));
     expect(two.map((x) => x.msg?.$case)).toEqual(["tasks", "tasks", "done"]);
 
@@ -191,21 +162,20 @@ describe("Session: submits and watches on one stream", () => {
     s.send({ ref: 2, op: { $case: "watch", value: { taskIds: [t!], groupId: "" } } });
     s.stream.end();
     await new Promise((r) => setTimeout(r, 300));
-    await alice.cancel({ taskIds: [t!] });
+    await alice.cancelTasks({ taskIds: [t!] });
     const two = await s.waitFor(2, (xs) => xs.some((x) => x.msg?.$case === "done"));
     expect(two.map((x) => x.msg?.$case)).toEqual(["tasks", "done"]);
     expect((await s.ended).code).toBe("OK");
   });
 
   it("answers each request of a stream without a valid token UNAUTHENTICATED; a request of undecodable bytes ends the stream", async () => {
-    const nobody = new RawClients(broker.address, "not-a-token");
+    const nobody = RawClients.withToken(stack.fabric, "not-a-token");
     const s = open(nobody);
     s.send({ ref: 1, op: { $case: "submit", value: submitReq() } });
     const a = await s.submitted(1);
     expect(a.msg?.$case === "error" && errorFromInfo(a.msg.value).code).toBe("UNAUTHENTICATED");
     s.stream.end();
     await s.ended;
-    nobody.close();
 
     const raw = alice.tasks.makeBidiStreamRequest(
       "/fabric.v1.TaskService/Session",
@@ -218,7 +188,7 @@ describe("Session: submits and watches on one stream", () => {
     const end = await r.ended;
     expect(end.code).toBe("INVALID_ARGUMENT");
     expect(end.message).toMatch(/malformed Session request/);
-    expect(broker.process?.running).toBe(true);
+    expect(stack.fabric.broker.process?.running).toBe(true);
   });
 
   it("a submission may join no group: nothing to watch by group, and not together with a group", async () => {
@@ -240,21 +210,17 @@ describe("Session: submits and watches on one stream", () => {
   });
 
   it("the SDK client submits and waits over its session, and closes it when idle", async () => {
-    const client = new Client({ address: broker.address, token });
-    try {
-      const id = await client.run(functionId, endpointId, []);
-      expect((await client.getTask(id)).groupId).toBe(""); // run() joins no group
-      const waiting = client.waitForResult(id, { timeoutMs: 10_000 }).catch((e: unknown) => e);
-      await new Promise((r) => setTimeout(r, 200));
-      await alice.cancel({ taskIds: [id] });
-      const err = (await waiting) as { code?: string };
-      expect(err.code).toBe("CANCELLED");
-      // Unknown ids are refused over the session as over a call.
-      await expect(
-        client.waitForResult("00000000-0000-4000-8000-000000000002", { timeoutMs: 5_000 }),
-      ).rejects.toMatchObject({ code: "NOT_FOUND" });
-    } finally {
-      client.close();
-    }
+    const { client } = stack;
+    const id = await client.run(functionId, endpointId, []);
+    expect((await client.getTask(id)).groupId).toBe(""); // run() joins no group
+    const waiting = client.waitForResult(id, { timeoutMs: 10_000 }).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 200));
+    await alice.cancelTasks({ taskIds: [id] });
+    const err = (await waiting) as { code?: string };
+    expect(err.code).toBe("CANCELLED");
+    // Unknown ids are refused over the session as over a call.
+    await expect(
+      client.waitForResult("00000000-0000-4000-8000-000000000002", { timeoutMs: 5_000 }),
+    ).rejects.toMatchObject({ code: "NOT_FOUND" });
   });
 });

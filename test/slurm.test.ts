@@ -1,82 +1,55 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { SlurmCluster, LocalFabric } from "../devkit/index.js";
-import { Client, TaskFailedError } from "../sdk/index.js";
+import { SlurmCluster, slurmProviderConfig, untilValue } from "../devkit/index.js";
 import type { EndpointReport } from "../sdk/index.js";
+import { useFabric } from "./support/fabric-suite.js";
+import { failureOf } from "./support/outcomes.js";
 
-/** Polls `probe` until it returns a value (not undefined), or fails after `timeoutMs` with `what`. */
-async function until<T>(
-  what: string,
-  probe: () => Promise<T | undefined> | T | undefined,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}${last instanceof Error ? `: ${last.message}` : ""}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** Polls `probe` until it returns a value (not undefined); a probe that throws is polled again. */
+const until = <T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs?: number) =>
+  untilValue(what, probe, timeoutMs, true);
 
-const slurmProvider = (extra: Record<string, unknown> = {}) => ({
-  type: "slurm",
-  initBlocks: 0,
-  minBlocks: 0,
-  maxBlocks: 1,
-  workersPerNode: 1,
-  coresPerNode: 1,
-  walltime: "00:10:00",
-  statusIntervalSeconds: 0.5,
-  idleTimeoutSeconds: 3,
-  commandTimeoutSeconds: 10,
-  ...extra,
-});
+const slurmProvider = (extra: Record<string, unknown> = {}) =>
+  slurmProviderConfig({ idleTimeoutSeconds: 3, commandTimeoutSeconds: 10, ...extra });
 
 describe("Slurm provider against a real one-node Slurm", () => {
   let slurm: SlurmCluster;
-  let stack: LocalFabric;
-  let client: Client;
 
+  // The cluster starts before the fabric and stops after it.
   beforeAll(async () => {
     slurm = await SlurmCluster.start({ cpus: 2 });
     // Endpoint agents inherit this: their sbatch/squeue talk to the test cluster.
     process.env["SLURM_CONF"] = slurm.confFile;
-    stack = await LocalFabric.start();
-    client = new Client({ address: stack.broker.address, token: await stack.broker.token("sam") });
   }, 120_000);
 
   afterAll(async () => {
-    client?.close();
-    await stack?.stop();
     await slurm?.stop();
   }, 60_000);
 
+  const stack = useFabric({ user: "sam" });
+  /** Starts sam's endpoint `name`, its blocks jobs of the test cluster (`provider` over slurmProvider). */
+  const startOnSlurm = (name: string, provider: Record<string, unknown> = {}) =>
+    stack.fabric.startEndpoint("sam", name, {
+      extra: { heartbeatIntervalSeconds: 1, provider: slurmProvider(provider) },
+    });
+
   const report = async (endpointId: string): Promise<EndpointReport | undefined> =>
-    (await client.getEndpoint(endpointId)).status.last;
+    (await stack.client.getEndpoint(endpointId)).status.last;
 
   it("cold-starts from 0 blocks, scales out to maxBlocks under load, never above, and scales in to 0 when idle", async () => {
-    const ep = await stack.startEndpoint("sam", "elastic", {
-      extra: {
-        heartbeatIntervalSeconds: 1,
-        provider: slurmProvider({ maxBlocks: 2, workerInit: "export FABRIC_TEST_INIT=module-loaded" }),
-      },
+    const ep = await startOnSlurm("elastic", {
+      maxBlocks: 2,
+      workerInit: "export FABRIC_TEST_INIT=module-loaded",
     });
     const endpointId = ep.endpointId();
     expect(slurm.jobs("PENDING,RUNNING")).toEqual([]);
 
     // Cold start: no block until a task arrives; then one block runs it. worker-init ran first.
-    const echo = await client.registerShellFunction("echo $FABRIC_TEST_INIT; echo $SLURM_JOB_ID", {
+    const echo = await stack.client.registerShellFunction("echo $FABRIC_TEST_INIT; echo $SLURM_JOB_ID", {
       walltimeSeconds: 30,
     });
-    const first = await client.run(echo, endpointId, []);
-    const out = await client.waitForResult<{ exitCode: number; stdout: string }>(first, {
+    const first = await stack.client.run(echo, endpointId, []);
+    const out = await stack.client.waitForResult<{ exitCode: number; stdout: string }>(first, {
       timeoutMs: 60_000,
     });
     const [init, jobId] = out.stdout.trim().split("\n");
@@ -90,15 +63,15 @@ describe("Slurm provider against a real one-node Slurm", () => {
     expect(r1.workers).toBe(1);
 
     // Load: 6 tasks of 2 s each want 6 workers; maxBlocks 2 caps it at two jobs running at once.
-    const sleeper = await client.registerShellFunction("sleep 2; echo $SLURM_JOB_ID", {
+    const sleeper = await stack.client.registerShellFunction("sleep 2; echo $SLURM_JOB_ID", {
       walltimeSeconds: 30,
     });
-    const batch = await client.submitBatch(
+    const batch = await stack.client.submitBatch(
       Array.from({ length: 6 }, () => ({ functionId: sleeper, endpointId })),
     );
     let maxRunning = 0;
     const done = Promise.all(
-      batch.taskIds.map((id) => client.waitForResult<{ stdout: string }>(id, { timeoutMs: 90_000 })),
+      batch.taskIds.map((id) => stack.client.waitForResult<{ stdout: string }>(id, { timeoutMs: 90_000 })),
     );
     let finished = false;
     void done.finally(() => (finished = true));
@@ -126,76 +99,61 @@ describe("Slurm provider against a real one-node Slurm", () => {
   }, 150_000);
 
   it("a block cancelled with scancel fails its running task with the job and its state; with retries it runs again", async () => {
-    const ep = await stack.startEndpoint("sam", "scancel", {
-      extra: { heartbeatIntervalSeconds: 1, provider: slurmProvider({ retriesOnBlockLoss: 0 }) },
-    });
+    const ep = await startOnSlurm("scancel", { retriesOnBlockLoss: 0 });
     const endpointId = ep.endpointId();
-    const long = await client.registerShellFunction("sleep 60", { walltimeSeconds: 120 });
-    const taskId = await client.run(long, endpointId, []);
+    const long = await stack.client.registerShellFunction("sleep 60", { walltimeSeconds: 120 });
+    const taskId = await stack.client.run(long, endpointId, []);
     await until(
       "the task running",
-      async () => ((await client.getTask(taskId)).state === "running" ? true : undefined),
+      async () => ((await stack.client.getTask(taskId)).state === "running" ? true : undefined),
       60_000,
     );
     const [jobId] = slurm.jobs("RUNNING");
     expect(jobId).toBeDefined();
     expect(slurm.command(["scancel", jobId!]).code).toBe(0);
-    const err = await client.waitForResult(taskId, { timeoutMs: 30_000 }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(TaskFailedError);
-    const failure = err as TaskFailedError;
+    const failure = await failureOf(stack.client.waitForResult(taskId, { timeoutMs: 30_000 }));
     expect(failure.reason).toBe("worker_lost");
     expect(failure.message).toContain(`slurm job ${jobId}`);
     expect(failure.message).toMatch(/cancelled/i);
     await ep.stop();
 
-    const retrying = await stack.startEndpoint("sam", "scancel-retry", {
-      extra: { heartbeatIntervalSeconds: 1, provider: slurmProvider({ retriesOnBlockLoss: 1 }) },
-    });
-    const quickAfterFirst = await client.registerShellFunction(
+    const retrying = await startOnSlurm("scancel-retry", { retriesOnBlockLoss: 1 });
+    const quickAfterFirst = await stack.client.registerShellFunction(
       // The first attempt waits to be cancelled; a rerun (in a new job) answers at once.
       "if [ -e {mark} ]; then echo second; else touch {mark}; sleep 60; fi",
       { walltimeSeconds: 120 },
     );
-    const mark = `${stack.dir}/mark-${Date.now()}`;
-    const t2 = await client.run(quickAfterFirst, retrying.endpointId(), [], { mark });
+    const mark = `${stack.fabric.dir}/mark-${Date.now()}`;
+    const t2 = await stack.client.run(quickAfterFirst, retrying.endpointId(), [], { mark });
     await until(
       "the task running",
-      async () => ((await client.getTask(t2)).state === "running" ? true : undefined),
+      async () => ((await stack.client.getTask(t2)).state === "running" ? true : undefined),
       60_000,
     );
     const [job2] = slurm.jobs("RUNNING");
     expect(slurm.command(["scancel", job2!]).code).toBe(0);
-    const out = await client.waitForResult<{ stdout: string }>(t2, { timeoutMs: 60_000 });
+    const out = await stack.client.waitForResult<{ stdout: string }>(t2, { timeoutMs: 60_000 });
     expect(out.stdout.trim()).toBe("second");
-    expect((await client.getTask(t2)).attempts).toBe(2);
+    expect((await stack.client.getTask(t2)).attempts).toBe(2);
     await retrying.stop();
   }, 150_000);
 
   it("a bad partition shows as a clear error in status and fails the tasks after the bound, without a hang", async () => {
-    const ep = await stack.startEndpoint("sam", "bad-partition", {
-      extra: {
-        heartbeatIntervalSeconds: 1,
-        provider: slurmProvider({ partition: "no-such-partition", failTasksWithoutBlocksAfterSeconds: 4 }),
-      },
+    const ep = await startOnSlurm("bad-partition", {
+      partition: "no-such-partition",
+      failTasksWithoutBlocksAfterSeconds: 4,
     });
     const endpointId = ep.endpointId();
-    const fn = await client.registerShellFunction("echo never", { walltimeSeconds: 30 });
-    const taskId = await client.run(fn, endpointId, []);
+    const fn = await stack.client.registerShellFunction("echo never", { walltimeSeconds: 30 });
+    const taskId = await stack.client.run(fn, endpointId, []);
     const r = await until("the scheduler's error in status", async () => {
       const rep = await report(endpointId);
       return rep && /invalid partition/i.test(rep.lastError) ? rep : undefined;
     });
     expect(r.lastError).toMatch(/sbatch refused the block: .*invalid partition/i);
-    const err = await client.waitForResult(taskId, { timeoutMs: 30_000 }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(err).toBeInstanceOf(TaskFailedError);
-    expect((err as TaskFailedError).reason).toBe("no_capacity");
-    expect((err as TaskFailedError).message).toMatch(/invalid partition/i);
+    const err = await failureOf(stack.client.waitForResult(taskId, { timeoutMs: 30_000 }));
+    expect(err.reason).toBe("no_capacity");
+    expect(err.message).toMatch(/invalid partition/i);
     expect(slurm.jobs()).not.toContain(undefined);
     await ep.stop();
   }, 90_000);

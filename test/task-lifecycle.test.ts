@@ -1,20 +1,17 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import path from "node:path";
 
 import { jetstream } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 
 import { TokenAuthority } from "../cloud/index.js";
 import { Bus } from "../common/index.js";
 import { TaskMessage } from "../proto/index.js";
-import { Client, TaskFailedError } from "../sdk/index.js";
-import { LocalFabric, until } from "../devkit/index.js";
+import { useFabric } from "./support/fabric-suite.js";
+import { lines, until } from "./support/fault.js";
+import { failureOf } from "./support/outcomes.js";
 import { RawClients } from "./support/raw-clients.js";
 
-const lines = (file: string) =>
-  existsSync(file) ? readFileSync(file, "utf8").split("\n").filter(Boolean) : [];
 const alive = (pid: number) => {
   try {
     process.kill(pid, 0);
@@ -36,89 +33,68 @@ async function work(logFile, tag, sleepMs, marker) {
 }`;
 
 describe("task lifecycle: retries, timeouts, cancellation, duplicates, long tasks, idempotency", () => {
-  let stack: LocalFabric;
-  let client: Client;
-  let endpointId: string;
+  const stack = useFabric({
+    // A short ack wait, to show a long task is not redelivered while it runs.
+    brokerConfig: { taskAckWaitSeconds: 2 },
+    endpoint: { name: "life", workers: 2 },
+  });
   let fid: string;
-  let scratch: string;
 
   beforeAll(async () => {
-    // A short ack wait, to show a long task is not redelivered while it runs.
-    stack = await LocalFabric.start({ brokerConfig: { taskAckWaitSeconds: 2 } });
-    const ep = await stack.startEndpoint("alice", "life", { workers: 2 });
-    endpointId = ep.endpointId();
-    client = new Client({ address: stack.broker.address, token: await stack.broker.token("alice") });
-    fid = await client.registerFunction({ source: recordingSource, entryPoint: "work" });
-    scratch = mkdtempSync(path.join(tmpdir(), "fabric-life-"));
-  }, 120_000);
-
-  afterAll(async () => {
-    client?.close();
-    await stack?.stop();
-    rmSync(scratch, { recursive: true, force: true });
+    fid = await stack.client.registerFunction({ source: recordingSource, entryPoint: "work" });
   });
 
+  /** Waits (naming `what`) for the task tagged `tag` to start, then kills its worker with SIGKILL. */
+  async function killWorkerOf(log: string, tag: string, what: string): Promise<void> {
+    const started = () => lines(log).find((l) => l.startsWith(`${tag} `));
+    await until(() => started() !== undefined, 30_000, what);
+    process.kill(Number(started()!.split(" ")[1]), "SIGKILL");
+  }
+
   it("a worker killed mid-task: no retries → fails 'worker lost'; with a retry → succeeds on attempt 2, both in the history", async () => {
-    const log = path.join(scratch, "kill.log");
-    const once = await client.run(fid, endpointId, [log, "once", 30_000, ""]);
-    await until(() => lines(log).some((l) => l.startsWith("once ")), 30_000, "the task to start");
-    process.kill(
-      Number(
-        lines(log)
-          .find((l) => l.startsWith("once "))!
-          .split(" ")[1],
-      ),
-      "SIGKILL",
-    );
-    const err = (await client
-      .waitForResult(once, { timeoutMs: 30_000 })
-      .catch((e: unknown) => e)) as TaskFailedError;
-    expect(err).toBeInstanceOf(TaskFailedError);
+    const log = path.join(stack.fabric.dir, "kill.log");
+    const once = await stack.client.run(fid, stack.endpointId, [log, "once", 30_000, ""]);
+    await killWorkerOf(log, "once", "the task to start");
+    const err = await failureOf(stack.client.waitForResult(once, { timeoutMs: 30_000 }));
     expect(err.reason).toBe("worker_lost");
 
-    const retrying = await client.registerFunction(
+    const retrying = await stack.client.registerFunction(
       { source: recordingSource, entryPoint: "work" },
       { maxRetries: 1 },
     );
-    const twice = await client.run(retrying, endpointId, [
+    const twice = await stack.client.run(retrying, stack.endpointId, [
       log,
       "twice",
       30_000,
-      path.join(scratch, "marker"),
+      path.join(stack.fabric.dir, "marker"),
     ]);
-    await until(() => lines(log).some((l) => l.startsWith("twice ")), 30_000, "the first attempt");
-    process.kill(
-      Number(
-        lines(log)
-          .find((l) => l.startsWith("twice "))!
-          .split(" ")[1],
-      ),
-      "SIGKILL",
-    );
-    expect(await client.waitForResult(twice, { timeoutMs: 30_000 })).toBe("second attempt");
-    const info = await client.getTask(twice);
+    await killWorkerOf(log, "twice", "the first attempt");
+    expect(await stack.client.waitForResult(twice, { timeoutMs: 30_000 })).toBe("second attempt");
+    const info = await stack.client.getTask(twice);
     expect(info.attempts).toBe(2);
     expect(info.history.some((h) => /attempt 1 of 2 failed \(worker_lost/.test(h.detail))).toBe(true);
     expect(info.history.filter((h) => h.state === "success")).toHaveLength(1);
   }, 90_000);
 
   it("a task over its timeout is stopped and fails with reason 'timeout' (function limit and task limit)", async () => {
-    const log = path.join(scratch, "timeout.log");
-    const limited = await client.registerFunction(
+    const log = path.join(stack.fabric.dir, "timeout.log");
+    const limited = await stack.client.registerFunction(
       { source: recordingSource, entryPoint: "work" },
       { timeoutSeconds: 1 },
     );
-    const t1 = await client.run(limited, endpointId, [log, "fn-limit", 20_000, ""]);
+    const t1 = await stack.client.run(limited, stack.endpointId, [log, "fn-limit", 20_000, ""]);
     const [t2] = (
-      await client.submitBatch([
-        { functionId: fid, endpointId, args: [log, "task-limit", 20_000, ""], timeoutSeconds: 1 },
+      await stack.client.submitBatch([
+        {
+          functionId: fid,
+          endpointId: stack.endpointId,
+          args: [log, "task-limit", 20_000, ""],
+          timeoutSeconds: 1,
+        },
       ])
     ).taskIds;
     for (const t of [t1, t2!]) {
-      const err = (await client
-        .waitForResult(t, { timeoutMs: 30_000 })
-        .catch((e: unknown) => e)) as TaskFailedError;
-      expect(err).toBeInstanceOf(TaskFailedError);
+      const err = await failureOf(stack.client.waitForResult(t, { timeoutMs: 30_000 }));
       expect(err.code).toBe("DEADLINE_EXCEEDED");
       expect(err.reason).toBe("timeout");
     }
@@ -127,35 +103,35 @@ describe("task lifecycle: retries, timeouts, cancellation, duplicates, long task
   }, 60_000);
 
   it("cancels a running task (its worker stopped) and a queued one; the endpoint keeps working", async () => {
-    const log = path.join(scratch, "cancel.log");
-    const { taskIds } = await client.submitBatch(
+    const log = path.join(stack.fabric.dir, "cancel.log");
+    const { taskIds } = await stack.client.submitBatch(
       Array.from({ length: 6 }, (_, i) => ({
         functionId: fid,
-        endpointId,
+        endpointId: stack.endpointId,
         args: [log, `c${i}`, 30_000, ""],
       })),
     );
     await until(() => lines(log).length >= 2, 30_000, "two tasks running");
     const running = lines(log).map((l) => l.split(" "));
-    await client.cancel(taskIds);
-    for (const id of taskIds) expect((await client.getTask(id)).state).toBe("cancelled");
+    await stack.client.cancel(taskIds);
+    for (const id of taskIds) expect((await stack.client.getTask(id)).state).toBe("cancelled");
     await until(
       () => running.every(([, pid]) => !alive(Number(pid))),
       15_000,
       "the running tasks' workers to stop",
     );
-    const after = await client.run(fid, endpointId, [log, "after", 1, ""]);
-    expect(await client.waitForResult(after, { timeoutMs: 30_000 })).toBe("done after");
+    const after = await stack.client.run(fid, stack.endpointId, [log, "after", 1, ""]);
+    expect(await stack.client.waitForResult(after, { timeoutMs: 30_000 })).toBe("done after");
     // Cancelled tasks that were still queued never ran.
     expect(lines(log).filter((l) => /^c\d /.test(l)).length).toBeLessThan(6);
   }, 60_000);
 
   it("a task message delivered twice is executed once", async () => {
-    const log = path.join(scratch, "dup.log");
-    const raw = new RawClients(stack.broker.address, await stack.broker.token("alice"));
-    const nc = await connect({ servers: stack.nats.url });
+    const log = path.join(stack.fabric.dir, "dup.log");
+    const raw = await RawClients.of(stack.fabric, "alice");
+    const nc = await connect({ servers: stack.fabric.nats.url });
     try {
-      const taskId = await client.run(fid, endpointId, [log, "dup", 1_500, ""]);
+      const taskId = await stack.client.run(fid, stack.endpointId, [log, "dup", 1_500, ""]);
       // Forge the duplicate the way a redelivery looks: the same TaskMessage, another stream entry.
       const fn = (await raw.getFunction({ functionId: fid })).function!;
       const message = TaskMessage.encode({
@@ -172,20 +148,20 @@ describe("task lifecycle: retries, timeouts, cancellation, duplicates, long task
         submittedAtMs: Date.now(),
       }).finish();
       // Signed as the broker signs it (the agent drops unsigned task messages before reading them).
-      const subject = Bus.taskSubject(endpointId);
+      const subject = Bus.taskSubject(stack.endpointId);
       const signed = {
         headers: (
-          await TokenAuthority.fromKeyFile(stack.broker.keyFile, "fabric-broker", "fabric-api")
+          await TokenAuthority.fromKeyFile(stack.fabric.broker.keyFile, "fabric-broker", "fabric-api")
         ).messageKeys
-          .endpoint(endpointId)
+          .endpoint(stack.endpointId)
           .headers(subject, message),
       };
       await jetstream(nc).publish(subject, message, signed);
-      expect(await client.waitForResult(taskId, { timeoutMs: 30_000 })).toBe("done dup");
+      expect(await stack.client.waitForResult(taskId, { timeoutMs: 30_000 })).toBe("done dup");
       // Once more after it finished.
       await jetstream(nc).publish(subject, message, signed);
       await until(
-        async () => (await client.getEndpoint(endpointId)).status.queuedTasks === 0,
+        async () => (await stack.client.getEndpoint(stack.endpointId)).status.queuedTasks === 0,
         10_000,
         "the queue to drain",
       );
@@ -193,63 +169,56 @@ describe("task lifecycle: retries, timeouts, cancellation, duplicates, long task
       expect(lines(log).filter((l) => l.startsWith("dup "))).toHaveLength(1);
     } finally {
       await nc.close();
-      raw.close();
     }
   }, 60_000);
 
   it("a task running longer than the queue's ack deadline is not delivered again", async () => {
-    const log = path.join(scratch, "long.log");
-    const taskId = await client.run(fid, endpointId, [log, "long", 7_000, ""]);
-    expect(await client.waitForResult(taskId, { timeoutMs: 30_000 })).toBe("done long");
+    const log = path.join(stack.fabric.dir, "long.log");
+    const taskId = await stack.client.run(fid, stack.endpointId, [log, "long", 7_000, ""]);
+    expect(await stack.client.waitForResult(taskId, { timeoutMs: 30_000 })).toBe("done long");
     expect(lines(log).filter((l) => l.startsWith("long "))).toHaveLength(1);
-    expect((await client.getTask(taskId)).attempts).toBe(1);
+    expect((await stack.client.getTask(taskId)).attempts).toBe(1);
   }, 60_000);
 
   it("a submission retried with the same idempotency key creates its tasks once", async () => {
-    const raw = new RawClients(stack.broker.address, await stack.broker.token("alice"));
-    try {
-      const log = path.join(scratch, "idem.log");
-      const req = {
-        groupId: "",
-        idempotencyKey: "beamtime-42-scan-7",
-        tasks: [0, 1, 2].map((i) => ({
-          functionId: fid,
-          endpointId,
-          argsJson: new TextEncoder().encode(JSON.stringify([log, `i${i}`, 1, ""])),
-          kwargsJson: new Uint8Array(),
-        })),
-      };
-      const first = await raw.submit(req);
-      const second = await raw.submit(req);
-      expect(second.taskIds).toEqual(first.taskIds);
-      expect(second.groupId).toBe(first.groupId);
-      let n = 0;
-      for await (const o of client.results({ groupId: first.groupId }, { timeoutMs: 30_000 })) if (o.ok) n++;
-      expect(n).toBe(3);
-      await new Promise((r) => setTimeout(r, 500));
-      expect(
-        lines(log)
-          .sort()
-          .map((l) => l.split(" ")[0]),
-      ).toEqual(["i0", "i1", "i2"]);
-    } finally {
-      raw.close();
-    }
+    const raw = await RawClients.of(stack.fabric, "alice");
+    const log = path.join(stack.fabric.dir, "idem.log");
+    const req = {
+      groupId: "",
+      idempotencyKey: "beamtime-42-scan-7",
+      tasks: [0, 1, 2].map((i) => ({
+        functionId: fid,
+        endpointId: stack.endpointId,
+        argsJson: new TextEncoder().encode(JSON.stringify([log, `i${i}`, 1, ""])),
+        kwargsJson: new Uint8Array(),
+      })),
+    };
+    const first = await raw.submitTasks(req);
+    const second = await raw.submitTasks(req);
+    expect(second.taskIds).toEqual(first.taskIds);
+    expect(second.groupId).toBe(first.groupId);
+    let n = 0;
+    for await (const o of stack.client.results({ groupId: first.groupId }, { timeoutMs: 30_000 }))
+      if (o.ok) n++;
+    expect(n).toBe(3);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(
+      lines(log)
+        .sort()
+        .map((l) => l.split(" ")[0]),
+    ).toEqual(["i0", "i1", "i2"]);
   }, 60_000);
 
   it("tasks queued for a deleted endpoint fail with a clear reason", async () => {
-    const ep = await stack.startEndpoint("alice", "doomed");
+    const ep = await stack.fabric.startEndpoint("alice", "doomed");
     const doomed = ep.endpointId();
     await ep.stop();
-    const { taskIds } = await client.submitBatch(
+    const { taskIds } = await stack.client.submitBatch(
       [0, 1, 2].map(() => ({ functionId: fid, endpointId: doomed, args: [] })),
     );
-    await client.deleteEndpoint(doomed);
+    await stack.client.deleteEndpoint(doomed);
     for (const id of taskIds) {
-      const err = (await client
-        .waitForResult(id, { timeoutMs: 15_000 })
-        .catch((e: unknown) => e)) as TaskFailedError;
-      expect(err).toBeInstanceOf(TaskFailedError);
+      const err = await failureOf(stack.client.waitForResult(id, { timeoutMs: 15_000 }));
       expect(err.reason).toBe("endpoint_deleted");
       expect(err.message).toMatch(/deleted/);
     }
