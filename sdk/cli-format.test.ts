@@ -1,18 +1,7 @@
 import { describe, expect, it } from "vitest";
 
 import { FabricError } from "../common/index.js";
-import {
-  errorToJson,
-  formatEndpoint,
-  formatEndpoints,
-  formatFunction,
-  formatFunctions,
-  formatOutcomeLine,
-  formatTaskStatus,
-  formatValue,
-  outcomeToJson,
-  toJson,
-} from "./cli-format.js";
+import * as fmt from "./cli-format.js";
 import { TaskFailedError } from "./errors.js";
 import type { EndpointInfo, FunctionInfo, TaskInfo, TaskOutcome } from "./types.js";
 
@@ -44,7 +33,7 @@ const info: TaskInfo = {
 
 describe("task output", () => {
   it("status shows the fields, the failure and the history", () => {
-    const text = formatTaskStatus(info);
+    const text = fmt.formatTaskStatus(info);
     expect(text).toMatch(/│ state +│ failed/);
     expect(text).toMatch(/UNKNOWN: command exited with code 3/);
     expect(text).toMatch(/│ exit code +│ 3/);
@@ -55,20 +44,20 @@ describe("task output", () => {
   });
 
   it("--json keeps dates as ISO strings", () => {
-    const parsed = JSON.parse(toJson(info)) as { createdAt: string; history: { at: string }[] };
+    const parsed = JSON.parse(fmt.toJson(info)) as { createdAt: string; history: { at: string }[] };
     expect(parsed.createdAt).toBe("2026-11-22T04:00:00.000Z");
     expect(parsed.history[0]!.at).toBe("2026-11-22T04:00:00.000Z");
   });
 
   it("a watch line per outcome: value or error", () => {
     const ok: TaskOutcome = { taskId: "t1", state: "success", ok: true, value: { a: 1 }, task: info };
-    expect(formatOutcomeLine(ok)).toBe('t1  success  {"a":1}');
+    expect(fmt.formatOutcomeLine(ok)).toBe('t1  success  {"a":1}');
     const err = new TaskFailedError("t2", "failed", "UNKNOWN", "boom\nsecond line", {
       reason: "function_error",
     });
     const bad: TaskOutcome = { taskId: "t2", state: "failed", ok: false, error: err, task: info };
-    expect(formatOutcomeLine(bad)).toBe("t2  failed  UNKNOWN: boom second line");
-    expect(outcomeToJson(bad)).toEqual({
+    expect(fmt.formatOutcomeLine(bad)).toBe("t2  failed  UNKNOWN: boom second line");
+    expect(fmt.outcomeToJson(bad)).toEqual({
       taskId: "t2",
       state: "failed",
       ok: false,
@@ -78,20 +67,23 @@ describe("task output", () => {
 
   it("long values are clipped to one line", () => {
     const ok: TaskOutcome = { taskId: "t", state: "success", ok: true, value: "x".repeat(500), task: info };
-    const line = formatOutcomeLine(ok);
+    const line = fmt.formatOutcomeLine(ok);
     expect(line.length).toBeLessThan(140);
     expect(line.endsWith("…")).toBe(true);
   });
 
   it("results print as JSON, undefined as null", () => {
-    expect(formatValue({ a: [1] })).toBe('{\n  "a": [\n    1\n  ]\n}');
-    expect(formatValue(undefined)).toBe("null");
-    expect(formatValue("s")).toBe('"s"');
+    expect(fmt.formatValue({ a: [1] })).toBe('{\n  "a": [\n    1\n  ]\n}');
+    expect(fmt.formatValue(undefined)).toBe("null");
+    expect(fmt.formatValue("s")).toBe('"s"');
   });
 
   it("errors serialize with their fields", () => {
-    expect(errorToJson(new FabricError("NOT_FOUND", "nope"))).toEqual({ code: "NOT_FOUND", message: "nope" });
-    expect(errorToJson(new Error("x"))).toEqual({ code: "INTERNAL", message: "x" });
+    expect(fmt.errorToJson(new FabricError("NOT_FOUND", "nope"))).toEqual({
+      code: "NOT_FOUND",
+      message: "nope",
+    });
+    expect(fmt.errorToJson(new Error("x"))).toEqual({ code: "INTERNAL", message: "x" });
   });
 });
 
@@ -116,17 +108,17 @@ describe("function output", () => {
   };
 
   it("lists functions in a table", () => {
-    const text = formatFunctions([js, sh]);
+    const text = fmt.formatFunctions([js, sh]);
     expect(text).toMatch(/│ ID +│ NAME +│ KIND +│ IMAGE +│ CREATED/);
     expect(text).toMatch(/│ f1 +│ add +│ js +│ \(default\)/);
     expect(text).toMatch(/│ f2 +│ gz +│ shell +│ alpine/);
-    expect(formatFunctions([])).toBe("no functions registered");
+    expect(fmt.formatFunctions([])).toBe("no functions registered");
   });
 
   it("shows a JS function's source and a shell function's command", () => {
-    expect(formatFunction(js)).toMatch(/entry point +│ add[\s\S]*const add = \(function add/);
-    expect(formatFunction(sh)).toMatch(/command +│ gzip \{file\}/);
-    expect(formatFunction(sh)).toMatch(/walltime +│ 60 s/);
+    expect(fmt.formatFunction(js)).toMatch(/entry point +│ add[\s\S]*const add = \(function add/);
+    expect(fmt.formatFunction(sh)).toMatch(/command +│ gzip \{file\}/);
+    expect(fmt.formatFunction(sh)).toMatch(/walltime +│ 60 s/);
   });
 });
 
@@ -158,7 +150,7 @@ describe("endpoint output", () => {
   };
 
   it("lists endpoints with their connection", () => {
-    const text = formatEndpoints([
+    const text = fmt.formatEndpoints([
       ep,
       {
         ...ep,
@@ -172,7 +164,7 @@ describe("endpoint output", () => {
   });
 
   it("shows one endpoint's status and blocks", () => {
-    const text = formatEndpoint(ep);
+    const text = fmt.formatEndpoint(ep);
     expect(text).toMatch(/│ connection +│ online/);
     expect(text).toMatch(/│ host +│ login1/);
     expect(text).toMatch(/│ BLOCK +│ JOB/);

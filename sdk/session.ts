@@ -18,24 +18,17 @@ import {
   type LongTimer,
   setLongTimeout,
 } from "../common/index.js";
-import type {
-  SessionRequest,
-  SessionResponse,
-  SubmitTasksRequest,
-  SubmitTasksResponse,
-  WatchTasksRequest,
-  WatchTasksResponse,
-} from "../proto/index.js";
+import type * as pb from "../proto/index.js";
 import type { WatchStream } from "./watch.js";
 
-type SessionStream = grpc.ClientDuplexStream<SessionRequest, SessionResponse>;
+type SessionStream = grpc.ClientDuplexStream<pb.SessionRequest, pb.SessionResponse>;
 
 /** How long a session stream with no open request stays open. */
 const DEFAULT_IDLE_MS = 1_000;
 
 interface OpenSubmit {
   readonly kind: "submit";
-  readonly resolve: (res: SubmitTasksResponse) => void;
+  readonly resolve: (res: pb.SubmitTasksResponse) => void;
   readonly reject: (err: FabricError) => void;
   readonly timer: LongTimer | undefined;
 }
@@ -62,7 +55,7 @@ export class ClientSession {
   }
 
   /** Submits tasks; rejects as SubmitTasks would (DEADLINE_EXCEEDED after `deadlineMs`). */
-  submit(request: SubmitTasksRequest, deadlineMs?: number): Promise<SubmitTasksResponse> {
+  submit(request: pb.SubmitTasksRequest, deadlineMs?: number): Promise<pb.SubmitTasksResponse> {
     return new Promise((resolve, reject) => {
       const ref = this.nextRef++;
       const timer =
@@ -83,7 +76,7 @@ export class ClientSession {
   }
 
   /** Watches tasks; the returned stream behaves like a WatchTasks call's. */
-  watch(request: WatchTasksRequest): WatchStream {
+  watch(request: pb.WatchTasksRequest): WatchStream {
     const ref = this.nextRef++;
     const w = new SessionWatchStream(() => {
       if (this.open.get(ref) === w) this.send({ ref, op: { $case: "unwatch", value: {} } });
@@ -101,7 +94,7 @@ export class ClientSession {
     this.breakAll(new FabricError("CANCELLED", "the client was closed"));
   }
 
-  private send(req: SessionRequest): void {
+  private send(req: pb.SessionRequest): void {
     clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
     const stream = this.stream ?? this.connect();
@@ -111,7 +104,7 @@ export class ClientSession {
   private connect(): SessionStream {
     const stream = this.openStream();
     this.stream = stream;
-    stream.on("data", (res: SessionResponse) => this.onResponse(res));
+    stream.on("data", (res: pb.SessionResponse) => this.onResponse(res));
     stream.on("error", (err: unknown) => this.onStreamEnd(stream, fromGrpcError(err)));
     stream.on("end", () =>
       this.onStreamEnd(stream, new FabricError("UNAVAILABLE", "the broker ended the session")),
@@ -119,7 +112,7 @@ export class ClientSession {
     return stream;
   }
 
-  private onResponse(res: SessionResponse): void {
+  private onResponse(res: pb.SessionResponse): void {
     const entry = this.open.get(res.ref);
     const msg = res.msg;
     if (!entry || !msg) return;
@@ -198,7 +191,7 @@ class SessionWatchStream extends EventEmitter implements WatchStream {
     super();
   }
 
-  data(msg: WatchTasksResponse): void {
+  data(msg: pb.WatchTasksResponse): void {
     if (!this.finished && !this.cancelled) this.emit("data", msg);
   }
 
