@@ -45,7 +45,7 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
   const stack = useFabric({
     operator: true,
     endpoint: { name: "signed", workers: 2 },
-    rawUsers: ["alice", "bob"],
+    rawUsers: ["bob"],
     natsAdmin: true,
   });
   let fid: string;
@@ -55,7 +55,7 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
   beforeAll(async () => {
     fid = await stack.client.registerFunction({ source, entryPoint: "work" });
 
-    const bobs = await stack.raw("bob").newEndpoint("bobs");
+    const bobs = await stack.rawOf("bob").newEndpoint("bobs");
     const asEndpoint = new RawClients(stack.fabric.broker.address, bobs.token);
     const res = await asEndpoint.connectEndpoint({ agentVersion: "test", hostname: "test" });
     asEndpoint.close();
@@ -94,7 +94,7 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
     // Watched both ways: the SDK's waitForResult, and a bare WatchTasks stream.
     const result = stack.client.waitForResult<string>(taskId, { timeoutMs: 30_000 });
     const seen: WatchTasksResponse[] = [];
-    const raw = stack.raw("alice");
+    const raw = stack.raw;
     const watch = raw.tasks.watchTasks({ taskIds: [taskId], groupId: "" }, raw.md.clone());
     watch.on("data", (m: WatchTasksResponse) => seen.push(m));
     watch.on("error", () => undefined);
@@ -181,7 +181,7 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
 
   it("(c) a forged task message is not run and does not stay in the stream; real tasks keep running", async () => {
     const log = path.join(stack.fabric.dir, "forged-task.log");
-    const fn = (await stack.raw("alice").getFunction({ functionId: fid })).function!;
+    const fn = (await stack.raw.getFunction({ functionId: fid })).function!;
     const subject = Bus.taskSubject(stack.endpointId);
     const forge = (tag: string) =>
       TaskMessage.encode({

@@ -26,7 +26,7 @@ export interface FabricSuiteOptions extends Omit<LocalFabricOptions, "brokerConf
   readonly clientOptions?: Omit<ClientOptions, "address" | "token">;
   /** An endpoint of that user's to start before the tests: its name and options. @default none */
   readonly endpoint?: LocalEndpointOptions & { readonly name: string };
-  /** Users to hold raw gRPC clients of ({@link FabricSuite.raw}). @default none */
+  /** Other users to hold raw gRPC clients of ({@link FabricSuite.rawOf}). @default none */
   readonly rawUsers?: readonly string[];
   /** Open a NATS connection as the broker ({@link FabricSuite.admin}; operator mode only). @default false */
   readonly natsAdmin?: boolean;
@@ -43,8 +43,10 @@ export interface FabricSuite {
   readonly endpoint: EndpointProcess;
   /** Its id. */
   readonly endpointId: string;
-  /** The raw gRPC clients of `user`, one of {@link FabricSuiteOptions.rawUsers}. */
-  raw(user: string): RawClients;
+  /** Raw gRPC clients of the suite's user, for calls below the SDK. */
+  readonly raw: RawClients;
+  /** Those of `user`: the suite's, or one of {@link FabricSuiteOptions.rawUsers}. */
+  rawOf(user: string): RawClients;
   /** The NATS connection of {@link FabricSuiteOptions.natsAdmin} (see {@link connectAsBroker}). */
   readonly admin: NatsConnection;
 }
@@ -89,7 +91,7 @@ export function useFabric(options: FabricSuiteOptions = {}): FabricSuite {
       const ep = await fabric.startEndpoint(user, name, endpointOptions);
       started = { process: ep, id: ep.endpointId() };
     }
-    for (const name of rawUsers) raws.set(name, await RawClients.of(fabric, name));
+    for (const name of [user, ...rawUsers]) raws.set(name, await RawClients.of(fabric, name));
     if (natsAdmin) admin = await connectAsBroker(fabric);
   }, startTimeoutMs);
 
@@ -115,7 +117,10 @@ export function useFabric(options: FabricSuiteOptions = {}): FabricSuite {
     get endpointId() {
       return ready(started, "endpoint").id;
     },
-    raw(name: string) {
+    get raw() {
+      return ready(raws.get(user), "raw clients");
+    },
+    rawOf(name: string) {
       return ready(raws.get(name), `raw clients of ${name}`);
     },
     get admin() {
