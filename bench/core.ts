@@ -67,26 +67,43 @@ export async function throughput(n = 100_000, batch = 10_000): Promise<Record<st
     for await (const _ of client.results({ groupId: warm.groupId }, { timeoutMs: 60_000 })) void _;
 
     const t0 = performance.now();
-    const groups: Promise<number>[] = [];
-    for (let done = 0; done < n; done += batch) {
-      const size = Math.min(batch, n - done);
-      const { groupId } = await client.submitBatch(
-        Array.from({ length: size }, () => ({ functionId: fid, endpointId, args: [] })),
-      );
-      groups.push(
-        (async () => {
-          let ok = 0;
-          for await (const o of client.results({ groupId }, { timeoutMs: 600_000 })) if (o.ok) ok++;
-          return ok;
-        })(),
-      );
-    }
-    const ok = (await Promise.all(groups)).reduce((a, b) => a + b, 0);
+    const ok = await runInBatches(client, { functionId: fid, endpointId }, n, batch, 600_000);
     const seconds = (performance.now() - t0) / 1000;
     return { tasks_per_s: round(n / seconds, 0), seconds: round(seconds), tasks: n, succeeded: ok };
   } finally {
     await stack.fabric.stop();
   }
+}
+
+/**
+ * Submits `n` argument-less tasks of `task` in batches of `batch`, and streams each batch's
+ * results (at most `maxInFlight` batches' results awaited at once, more batches waiting to be
+ * submitted); resolves to how many tasks succeeded once every result is in.
+ */
+async function runInBatches(
+  client: Client,
+  task: { readonly functionId: string; readonly endpointId: string },
+  n: number,
+  batch: number,
+  timeoutMs: number,
+  maxInFlight = Infinity,
+): Promise<number> {
+  const inFlight: Promise<number>[] = [];
+  let ok = 0;
+  for (let done = 0; done < n; done += batch) {
+    const size = Math.min(batch, n - done);
+    const { groupId } = await client.submitBatch(Array.from({ length: size }, () => ({ ...task, args: [] })));
+    inFlight.push(
+      (async () => {
+        let succeeded = 0;
+        for await (const o of client.results({ groupId }, { timeoutMs })) if (o.ok) succeeded++;
+        return succeeded;
+      })(),
+    );
+    if (inFlight.length >= maxInFlight) ok += await inFlight.shift()!;
+  }
+  for (const succeeded of await Promise.all(inFlight)) ok += succeeded;
+  return ok;
 }
 
 /** Resident set size of a process, in MB (Linux /proc). */
@@ -111,21 +128,8 @@ export async function memory(
       return null;
     });
     const batch = 10_000;
-    const inFlight: Promise<void>[] = [];
-    for (let done = 0; done < brokerTasks; done += batch) {
-      const size = Math.min(batch, brokerTasks - done);
-      const { groupId } = await client.submitBatch(
-        Array.from({ length: size }, () => ({ functionId: noop, endpointId, args: [] })),
-      );
-      inFlight.push(
-        (async () => {
-          for await (const _ of client.results({ groupId }, { timeoutMs: 3_600_000 })) void _;
-        })(),
-      );
-      // Keep a bounded number of batches outstanding, as a real user's pipeline would.
-      if (inFlight.length >= 5) await inFlight.shift();
-    }
-    await Promise.all(inFlight);
+    // A bounded number of batches outstanding, as a real user's pipeline would keep.
+    await runInBatches(client, { functionId: noop, endpointId }, brokerTasks, batch, 3_600_000, 5);
     const brokerPid = stack.fabric.broker.process!.proc.pid!;
     const broker_rss_mb = rssMb(brokerPid);
 

@@ -1,7 +1,7 @@
 import path from "node:path";
 
 import * as jose from "jose";
-import { beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 
 import { TokenAuthority } from "../cloud/index.js";
 import type { FabricError } from "../common/index.js";
@@ -12,17 +12,14 @@ import { RawClients } from "./support/raw-clients.js";
 const enc = new TextEncoder();
 
 describe("broker API: validation, limits, authentication, ownership", () => {
-  const stack = useFabric({ name: "api", brokerConfig: { limits: { maxPayloadBytes: 1024 * 1024 } } });
-  let alice: RawClients;
-  let bob: RawClients;
-
-  beforeAll(async () => {
-    alice = await RawClients.of(stack.fabric, "alice");
-    bob = await RawClients.of(stack.fabric, "bob");
+  const stack = useFabric({
+    name: "api",
+    brokerConfig: { limits: { maxPayloadBytes: 1024 * 1024 } },
+    rawUsers: ["bob"],
   });
 
   async function brokerAnswers(): Promise<void> {
-    const res = await alice.listFunctions();
+    const res = await stack.raw.listFunctions();
     expect(Array.isArray(res.functions)).toBe(true);
     expect(stack.fabric.broker.process?.running).toBe(true);
   }
@@ -33,27 +30,27 @@ describe("broker API: validation, limits, authentication, ownership", () => {
   }
 
   it("registers and reads back a function", async () => {
-    const { functionId } = await setup(alice);
-    const got = await alice.getFunction({ functionId });
+    const { functionId } = await setup(stack.raw);
+    const got = await stack.raw.getFunction({ functionId });
     expect(got.function?.spec?.kind?.$case).toBe("js");
     expect(got.function?.owner).toBe("alice");
   });
 
   it("unknown function or endpoint id → NOT_FOUND, and the broker stays up", async () => {
-    const { functionId, endpointId } = await setup(alice);
+    const { functionId, endpointId } = await setup(stack.raw);
     const unknown = "00000000-0000-4000-8000-000000000000";
-    const submit = (f: string, e: string) => alice.submitOne(f, e, [1, 2]);
+    const submit = (f: string, e: string) => stack.raw.submitOne(f, e, [1, 2]);
     expect(await codeOf(submit(unknown, endpointId))).toBe("NOT_FOUND");
     expect(await codeOf(submit(functionId, unknown))).toBe("NOT_FOUND");
-    expect(await codeOf(alice.getFunction({ functionId: unknown }))).toBe("NOT_FOUND");
-    expect(await codeOf(alice.getTasks({ taskIds: [unknown], omitResults: false }))).toBe("NOT_FOUND");
+    expect(await codeOf(stack.raw.getFunction({ functionId: unknown }))).toBe("NOT_FOUND");
+    expect(await codeOf(stack.raw.getTasks({ taskIds: [unknown], omitResults: false }))).toBe("NOT_FOUND");
     await brokerAnswers();
   });
 
   it("malformed requests → INVALID_ARGUMENT, and the broker stays up", async () => {
-    const { functionId, endpointId } = await setup(alice);
+    const { functionId, endpointId } = await setup(stack.raw);
     // Bytes that are not a protobuf message at all.
-    const raw = alice.rawCall(
+    const raw = stack.raw.rawCall(
       "/fabric.v1.TaskService/SubmitTasks",
       Uint8Array.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]),
     );
@@ -65,12 +62,12 @@ describe("broker API: validation, limits, authentication, ownership", () => {
       { functionId, endpointId, argsJson: enc.encode('{"a":1}'), kwargsJson: new Uint8Array() },
     ];
     for (const t of bad) {
-      expect(await codeOf(alice.submitTasks({ groupId: "", tasks: [t] }))).toBe("INVALID_ARGUMENT");
+      expect(await codeOf(stack.raw.submitTasks({ groupId: "", tasks: [t] }))).toBe("INVALID_ARGUMENT");
     }
-    expect(await codeOf(alice.submitTasks({ groupId: "", tasks: [] }))).toBe("INVALID_ARGUMENT");
-    const noSpec = alice.registerFunction({ name: "x", description: "", spec: undefined });
+    expect(await codeOf(stack.raw.submitTasks({ groupId: "", tasks: [] }))).toBe("INVALID_ARGUMENT");
+    const noSpec = stack.raw.registerFunction({ name: "x", description: "", spec: undefined });
     expect(await codeOf(noSpec)).toBe("INVALID_ARGUMENT");
-    const badEntry = alice.registerFunction({
+    const badEntry = stack.raw.registerFunction({
       name: "x",
       description: "",
       spec: {
@@ -83,9 +80,9 @@ describe("broker API: validation, limits, authentication, ownership", () => {
   });
 
   it("oversized payload → RESOURCE_EXHAUSTED with a clear message, and the broker stays up", async () => {
-    const { functionId, endpointId } = await setup(alice);
+    const { functionId, endpointId } = await setup(stack.raw);
     const big = enc.encode(JSON.stringify(["x".repeat(2 * 1024 * 1024)]));
-    const p = alice.submitTasks({
+    const p = stack.raw.submitTasks({
       groupId: "",
       tasks: [{ functionId, endpointId, argsJson: big, kwargsJson: new Uint8Array() }],
     });
@@ -117,16 +114,18 @@ describe("broker API: validation, limits, authentication, ownership", () => {
   });
 
   it("user B cannot read, cancel or list user A's functions, endpoints or tasks", async () => {
-    const { functionId, endpointId } = await setup(alice);
-    const taskId = await alice.submitOne(functionId, endpointId, [1, 2]);
-    expect(await codeOf(bob.getFunction({ functionId }))).toBe("NOT_FOUND");
-    expect(await codeOf(bob.getEndpoint({ endpointId }))).toBe("NOT_FOUND");
-    expect(await codeOf(bob.getTasks({ taskIds: [taskId], omitResults: false }))).toBe("NOT_FOUND");
-    expect(await codeOf(bob.cancelTasks({ taskIds: [taskId] }))).toBe("NOT_FOUND");
-    expect(await codeOf(bob.deleteFunction({ functionId }))).toBe("NOT_FOUND");
+    const { functionId, endpointId } = await setup(stack.raw);
+    const taskId = await stack.raw.submitOne(functionId, endpointId, [1, 2]);
+    expect(await codeOf(stack.rawOf("bob").getFunction({ functionId }))).toBe("NOT_FOUND");
+    expect(await codeOf(stack.rawOf("bob").getEndpoint({ endpointId }))).toBe("NOT_FOUND");
+    expect(await codeOf(stack.rawOf("bob").getTasks({ taskIds: [taskId], omitResults: false }))).toBe(
+      "NOT_FOUND",
+    );
+    expect(await codeOf(stack.rawOf("bob").cancelTasks({ taskIds: [taskId] }))).toBe("NOT_FOUND");
+    expect(await codeOf(stack.rawOf("bob").deleteFunction({ functionId }))).toBe("NOT_FOUND");
     // Bob cannot submit to Alice's endpoint nor run Alice's function.
-    const bobFn = await bob.registerJs("const add = (a, b) => a + b;", "add", "b");
-    const submitToAlice = bob.submitTasks({
+    const bobFn = await stack.rawOf("bob").registerJs("const add = (a, b) => a + b;", "add", "b");
+    const submitToAlice = stack.rawOf("bob").submitTasks({
       groupId: "",
       tasks: [
         {
@@ -138,12 +137,12 @@ describe("broker API: validation, limits, authentication, ownership", () => {
       ],
     });
     expect(await codeOf(submitToAlice)).toBe("NOT_FOUND");
-    const fns = await bob.listFunctions();
+    const fns = await stack.rawOf("bob").listFunctions();
     expect(fns.functions.map((f) => f.owner)).toEqual(fns.functions.map(() => "bob"));
-    const eps = await bob.listEndpoints();
+    const eps = await stack.rawOf("bob").listEndpoints();
     expect(eps.endpoints.find((e) => e.id === endpointId)).toBeUndefined();
     // Alice still sees and cancels her own task.
-    const mine = await alice.cancelTasks({ taskIds: [taskId] });
+    const mine = await stack.raw.cancelTasks({ taskIds: [taskId] });
     expect(mine.tasks[0]?.error?.reason).toBe("cancelled");
   });
 });

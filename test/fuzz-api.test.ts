@@ -2,8 +2,8 @@ import { randomBytes, randomUUID } from "node:crypto";
 
 import * as grpc from "@grpc/grpc-js";
 import { jetstream } from "@nats-io/jetstream";
-import { headers, type NatsConnection } from "@nats-io/transport-node";
-import { beforeAll, describe, expect, it } from "vitest";
+import { headers } from "@nats-io/transport-node";
+import { describe, expect, it } from "vitest";
 
 import { TokenAuthority } from "../cloud/index.js";
 import { Bus } from "../common/index.js";
@@ -13,7 +13,7 @@ import {
   SubmitTasksRequest,
   TaskServiceService,
 } from "../proto/index.js";
-import { connectAsBroker, useFabric } from "./support/fabric-suite.js";
+import { useFabric } from "./support/fabric-suite.js";
 import { RawClients } from "./support/raw-clients.js";
 
 const METHODS = [FunctionServiceService, EndpointServiceService, TaskServiceService].flatMap((s) =>
@@ -96,13 +96,8 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
     brokerConfig: { limits: { callsPerSecond: 0 } },
     operator: true,
     endpoint: { name: "fuzz", workers: 2 },
-  });
-  let admin: NatsConnection;
-  let fuzzer: RawClients;
-
-  beforeAll(async () => {
-    fuzzer = await RawClients.of(stack.fabric, "mallory");
-    admin = await connectAsBroker(stack.fabric);
+    rawUsers: ["mallory"],
+    natsAdmin: true,
   });
 
   /** Valid traffic: `n` tasks in a row, each checked. */
@@ -135,7 +130,7 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
     const traffic = validTraffic(40);
     const codes = new Map<number, number>();
     const unclear: string[] = [];
-    const md = fuzzer.md;
+    const md = stack.rawOf("mallory").md;
     const badAuth = [new grpc.Metadata(), new grpc.Metadata(), new grpc.Metadata()];
     badAuth[1]!.set("authorization", "Bearer " + randomBytes(300).toString("base64"));
     badAuth[2]!.set("authorization", "Basic Zm9vOmJhcg==");
@@ -147,7 +142,7 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
         const m = METHODS[i % METHODS.length]!;
         const bytes = randomMessage(valid);
         const useMd = i % 10 === 9 ? badAuth[i % 3]! : md;
-        const code = await rawCall(fuzzer, m.path, m.stream, bytes, useMd);
+        const code = await rawCall(stack.rawOf("mallory"), m.path, m.stream, bytes, useMd);
         codes.set(code, (codes.get(code) ?? 0) + 1);
         if (!CLEAR.has(code))
           unclear.push(
@@ -171,10 +166,16 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
       groupId: "",
       idempotencyKey: "",
     }).finish();
-    const bigCode = await rawCall(fuzzer, "/fabric.v1.TaskService/SubmitTasks", false, big, md);
+    const bigCode = await rawCall(
+      stack.rawOf("mallory"),
+      "/fabric.v1.TaskService/SubmitTasks",
+      false,
+      big,
+      md,
+    );
     expect([grpc.status.INVALID_ARGUMENT, grpc.status.RESOURCE_EXHAUSTED]).toContain(bigCode);
     const huge = await rawCall(
-      fuzzer,
+      stack.rawOf("mallory"),
       "/fabric.v1.FunctionService/RegisterFunction",
       false,
       randomBytes(70 * 1024 * 1024),
@@ -202,10 +203,10 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
     const answers: string[] = [];
     const send = async (path: string, stream: boolean, bytes: Uint8Array, label: string) => {
       for (const [who, md] of [
-        ["token", fuzzer.md],
+        ["token", stack.rawOf("mallory").md],
         ["no token", noToken],
       ] as const) {
-        const code = await rawCall(fuzzer, path, stream, bytes, md);
+        const code = await rawCall(stack.rawOf("mallory"), path, stream, bytes, md);
         answers.push(`${path} ${label} (${who}) → ${grpc.status[code]}`);
         if (!CLEAR.has(code) || code === (grpc.status.OK as number)) {
           throw new Error(`${path} ${label} (${who}) answered ${grpc.status[code]}`);
@@ -234,7 +235,7 @@ describe("hostile input: fuzzed gRPC API and garbage on the bus, with valid traf
   }, 180_000);
 
   it("garbage on the endpoint's task subject and the results stream is dropped with a log line; both stay up", async () => {
-    const js = jetstream(admin);
+    const js = jetstream(stack.admin);
     const traffic = validTraffic(20);
     const ghostIds: string[] = [];
     // Half of the garbage is signed with the endpoint's message key, as if a broker had sent it:

@@ -25,6 +25,14 @@ describe("resilience: stopped endpoints, broker restarts, agent crashes", () => 
     return { ep, logFile, tasks };
   }
 
+  /** A batch of 2,000 counting tasks (2 ms each) on a fresh endpoint `name`, once `started` of them ran. */
+  async function batchUnderWay(name: string, log: string, started: number) {
+    const { ep, logFile, tasks } = await countingTasks(name, log, 2_000, 2);
+    const { taskIds } = await stack.client.submitBatch(tasks);
+    await until(() => lines(logFile).length >= started, 60_000, `${started} executions`);
+    return { ep, logFile, taskIds };
+  }
+
   it("tasks submitted while the endpoint is stopped wait, and run when it starts", async () => {
     const { client } = stack;
     const ep = await stack.fabric.startEndpoint("alice", "sleepy");
@@ -46,9 +54,7 @@ describe("resilience: stopped endpoints, broker restarts, agent crashes", () => 
   }, 120_000);
 
   it("a broker restarted in the middle of a batch: every task still completes", async () => {
-    const { ep, logFile, tasks } = await countingTasks("steady", "broker-restart.log", 2_000, 2);
-    const { taskIds } = await stack.client.submitBatch(tasks);
-    await until(() => lines(logFile).length >= 200, 60_000, "200 executions");
+    const { ep, taskIds } = await batchUnderWay("steady", "broker-restart.log", 200);
     await stack.fabric.broker.restart();
     // Each task streams one result, a success, and ends once.
     await expectEachOnce(stack.client, taskIds, 120_000);
@@ -56,9 +62,7 @@ describe("resilience: stopped endpoints, broker restarts, agent crashes", () => 
   }, 240_000);
 
   it("an agent killed with SIGKILL mid-batch, then restarted: each task reaches exactly one terminal state", async () => {
-    const { ep, logFile, tasks } = await countingTasks("crashy", "agent-kill.log", 2_000, 2);
-    const { taskIds } = await stack.client.submitBatch(tasks);
-    await until(() => lines(logFile).length >= 300, 60_000, "300 executions");
+    const { ep, logFile, taskIds } = await batchUnderWay("crashy", "agent-kill.log", 300);
     await ep.kill();
     // Its managers notice the lost agent and exit; nothing may keep running for it.
     await ep.launch();
@@ -67,7 +71,7 @@ describe("resilience: stopped endpoints, broker restarts, agent crashes", () => 
     // held un-acked are delivered again to the new one and run to success.
     await expectEachOnce(stack.client, taskIds, 180_000);
     const executed = new Set(lines(logFile));
-    expect(executed.size).toBe(tasks.length);
+    expect(executed.size).toBe(taskIds.length);
     await ep.stop();
   }, 300_000);
 

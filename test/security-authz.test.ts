@@ -1,22 +1,20 @@
-import { beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 
 import { TaskState, type FunctionMessage } from "../proto/index.js";
 import { useFabric } from "./support/fabric-suite.js";
 import { outcomeOf as outcome } from "./support/outcomes.js";
-import { RawClients } from "./support/raw-clients.js";
+import type { RawClients } from "./support/raw-clients.js";
 
 const UNKNOWN = "00000000-0000-4000-8000-000000000000";
 const TASK_ID = /^[0-9a-f-]{36}$/;
 
 describe("authorization: owners, sharing, allowed functions", () => {
-  const stack = useFabric({ brokerConfig: { groups: { physics: ["carol"] } }, operator: true });
-  const users: Record<string, RawClients> = {};
-  const u = (name: string) => users[name]!;
-
-  beforeAll(async () => {
-    for (const name of ["alice", "bob", "carol", "dave"])
-      users[name] = await RawClients.of(stack.fabric, name);
+  const stack = useFabric({
+    brokerConfig: { groups: { physics: ["carol"] } },
+    operator: true,
+    rawUsers: ["bob", "carol", "dave"],
   });
+  const u = (name: string) => stack.rawOf(name);
 
   const newEndpoint = async (c: RawClients, name: string) => (await c.newEndpoint(name)).id;
   const newFunction = (c: RawClients, name: string) => c.registerJs("const f = () => 1;", "f", name);

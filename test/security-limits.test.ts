@@ -2,7 +2,7 @@ import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 
 import * as grpc from "@grpc/grpc-js";
-import { beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 
 import { FabricError } from "../common/index.js";
 import { ConnectEndpointRequest, RegisterFunctionRequest } from "../proto/index.js";
@@ -66,12 +66,7 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
     brokerConfig: { limits: { callsPerSecond: 0 } },
     endpoint: { name: "limits", workers: 2 },
   });
-  let raw: RawClients;
   const noToken = new grpc.Metadata();
-
-  beforeAll(async () => {
-    raw = await RawClients.of(stack.fabric, "alice");
-  });
 
   async function stillServes(): Promise<void> {
     expect(stack.fabric.broker.process!.running).toBe(true);
@@ -89,7 +84,7 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
     const body = repeated(new Uint8Array(0), [0x0a, 0x01, 0x61], 16_700_000);
     expect(body.length).toBeGreaterThan(50_000_000);
     const answers = await Promise.all(
-      [0, 1, 2].map(() => rawUnary(raw, "/fabric.v1.TaskService/GetTasks", body, noToken)),
+      [0, 1, 2].map(() => rawUnary(stack.raw, "/fabric.v1.TaskService/GetTasks", body, noToken)),
     );
     for (const a of answers) expect(a.code).toBe(grpc.status.UNAUTHENTICATED);
     await stillServes();
@@ -100,18 +95,18 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
       return 1;
     });
     const share = repeated(lenField(1, Buffer.from(fid)), [0x1a, 0x01, 0x61], 16_700_000);
-    const shared = await rawUnary(raw, "/fabric.v1.FunctionService/ShareFunction", share, raw.md);
+    const shared = await rawUnary(stack.raw, "/fabric.v1.FunctionService/ShareFunction", share, stack.raw.md);
     expect(shared.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     expect(shared.details).toMatch(/a ShareFunction request is \d+ bytes; this method accepts at most \d+/);
 
     const ids = repeated(new Uint8Array(0), [...lenField(1, Buffer.from(randomUUID()))], 100_001);
-    const got = await rawUnary(raw, "/fabric.v1.TaskService/GetTasks", ids, raw.md);
+    const got = await rawUnary(stack.raw, "/fabric.v1.TaskService/GetTasks", ids, stack.raw.md);
     expect(got.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     expect(got.details).toMatch(/GetTasks request: task_ids has more than 100,000 entries/);
 
     // 16 million empty tasks in 32 MB: within the size a batch may have, far past its count.
     const tasks = repeated(new Uint8Array(0), [0x0a, 0x00], 16_000_000);
-    const submitted = await rawUnary(raw, "/fabric.v1.TaskService/SubmitTasks", tasks, raw.md);
+    const submitted = await rawUnary(stack.raw, "/fabric.v1.TaskService/SubmitTasks", tasks, stack.raw.md);
     expect(submitted.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     expect(submitted.details).toMatch(/SubmitTasks request: tasks has more than 10,000 entries/);
     await stillServes();
@@ -121,7 +116,7 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
     const body = "function big(x) { return x.length; }\n//";
     const source = body + "x".repeat(768 * KiB - body.length);
     expect(Buffer.byteLength(source)).toBe(768 * KiB);
-    const fid = await raw.registerJs(source, "big");
+    const fid = await stack.raw.registerJs(source, "big");
     // Arguments of exactly the inline limit (256 KiB of JSON): not beside 768 KiB of source in one
     // 1 MiB message, so they go through the object store instead.
     const arg = "y".repeat(256 * KiB - 4);
@@ -136,7 +131,12 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
       description: "",
       spec: jsSpec(source + "x", "big"),
     }).finish();
-    const tooBig = await rawUnary(raw, "/fabric.v1.FunctionService/RegisterFunction", over, raw.md);
+    const tooBig = await rawUnary(
+      stack.raw,
+      "/fabric.v1.FunctionService/RegisterFunction",
+      over,
+      stack.raw.md,
+    );
     expect(tooBig.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(tooBig.details).toMatch(/spec\.js\.source is 786,433 bytes; at most 786,432 are allowed/);
   }, 120_000);
@@ -144,14 +144,14 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
   it("a 5 MB entry point or hostname is refused by size, a long one naming the field; invalid UTF-8 is INVALID_ARGUMENT; no log line carries them", async () => {
     const register = (entryPointBytes: number) =>
       rawUnary(
-        raw,
+        stack.raw,
         "/fabric.v1.FunctionService/RegisterFunction",
         RegisterFunctionRequest.encode({
           name: "e",
           description: "",
           spec: jsSpec("function f() {}", "f".repeat(entryPointBytes)),
         }).finish(),
-        raw.md,
+        stack.raw.md,
       );
     const e = await register(5_000_000);
     expect(e.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
@@ -162,10 +162,10 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
     expect(e2.details).toMatch(/spec\.js\.entry_point is 300,000 bytes; at most 1,024 are allowed/);
 
     const epMd = new grpc.Metadata();
-    epMd.set("authorization", `Bearer ${(await raw.newEndpoint("host-name")).token}`);
+    epMd.set("authorization", `Bearer ${(await stack.raw.newEndpoint("host-name")).token}`);
     const connect = (hostnameBytes: number) =>
       rawUnary(
-        raw,
+        stack.raw,
         "/fabric.v1.EndpointService/ConnectEndpoint",
         ConnectEndpointRequest.encode({ agentVersion: "1", hostname: "h".repeat(hostnameBytes) }).finish(),
         epMd,
@@ -187,7 +187,7 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
         ),
       ),
     ]);
-    const n = await rawUnary(raw, "/fabric.v1.FunctionService/RegisterFunction", badName, raw.md);
+    const n = await rawUnary(stack.raw, "/fabric.v1.FunctionService/RegisterFunction", badName, stack.raw.md);
     expect(n.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(n.details).toMatch(/RegisterFunction request: name is not valid UTF-8/);
     const fid = await stack.client.registerFunction(function id(x: unknown) {
@@ -198,7 +198,12 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
       lenField(2, Buffer.from(stack.endpointId)),
       lenField(3, Buffer.from([0x5b, 0x22, 0xc3, 0x28, 0x22, 0x5d])), // ["\xc3("]: a broken sequence
     ]);
-    const t = await rawUnary(raw, "/fabric.v1.TaskService/SubmitTasks", lenField(1, task), raw.md);
+    const t = await rawUnary(
+      stack.raw,
+      "/fabric.v1.TaskService/SubmitTasks",
+      lenField(1, task),
+      stack.raw.md,
+    );
     expect(t).toEqual({ code: grpc.status.INVALID_ARGUMENT, details: "tasks[0].args is not valid UTF-8" });
 
     const longest = Math.max(...stack.fabric.broker.process!.output.split("\n").map((l) => l.length));
@@ -209,7 +214,7 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
   it("an over-long token is answered UNAUTHENTICATED at once, from grpc-js and from Python's grpcio; the SDK refuses one itself", async () => {
     const md = new grpc.Metadata();
     md.set("authorization", `Bearer ${"a".repeat(100 * KiB)}`);
-    const a = await rawUnary(raw, "/fabric.v1.FunctionService/ListFunctions", new Uint8Array(0), md);
+    const a = await rawUnary(stack.raw, "/fabric.v1.FunctionService/ListFunctions", new Uint8Array(0), md);
     expect(a.code).toBe(grpc.status.UNAUTHENTICATED);
     expect(a.details).toMatch(/the token is 102407 characters/);
 
@@ -238,7 +243,7 @@ describe("hostile requests: sizes, counts and strings are checked before anythin
   }, 60_000);
 
   it("endpoint credentials may connect and read their endpoint, but not delete it", async () => {
-    const { id, token } = await raw.newEndpoint("no-delete");
+    const { id, token } = await stack.raw.newEndpoint("no-delete");
     const asEndpoint = new Client({ address: stack.fabric.broker.address, token });
     try {
       expect((await asEndpoint.getEndpoint(id)).id).toBe(id);

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import path from "node:path";
 
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { headers, type NatsConnection } from "@nats-io/transport-node";
+import { headers } from "@nats-io/transport-node";
 import { beforeAll, describe, expect, it } from "vitest";
 
 import { TokenAuthority } from "../cloud/index.js";
@@ -21,7 +21,7 @@ import {
   type BusConnectInfo,
   type WatchTasksResponse,
 } from "../proto/index.js";
-import { connectAsBroker, useFabric } from "./support/fabric-suite.js";
+import { useFabric } from "./support/fabric-suite.js";
 import { lines } from "./support/fault.js";
 import { RawClients } from "./support/raw-clients.js";
 
@@ -42,19 +42,20 @@ async function work(logFile, tag, sleepMs) {
  * subjects). Nothing it forges may be believed.
  */
 describe("broker messages are authenticated: forged events, cancels and tasks are dropped", () => {
-  const stack = useFabric({ operator: true, endpoint: { name: "signed", workers: 2 } });
-  let admin: NatsConnection;
-  let aliceRaw: RawClients;
+  const stack = useFabric({
+    operator: true,
+    endpoint: { name: "signed", workers: 2 },
+    rawUsers: ["bob"],
+    natsAdmin: true,
+  });
   let fid: string;
   /** A message key another endpoint's agent holds (bob's), handed out by ConnectEndpoint. */
   let otherBus: BusConnectInfo;
 
   beforeAll(async () => {
-    admin = await connectAsBroker(stack.fabric);
-    aliceRaw = await RawClients.of(stack.fabric, "alice");
     fid = await stack.client.registerFunction({ source, entryPoint: "work" });
 
-    const bobs = await (await RawClients.of(stack.fabric, "bob")).newEndpoint("bobs");
+    const bobs = await stack.rawOf("bob").newEndpoint("bobs");
     const asEndpoint = new RawClients(stack.fabric.broker.address, bobs.token);
     const res = await asEndpoint.connectEndpoint({ agentVersion: "test", hostname: "test" });
     asEndpoint.close();
@@ -63,7 +64,7 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
 
   /** Waits (naming `what`) until `stream` holds no message on `subject`. */
   async function untilLeft(stream: string, subject: string, what: string): Promise<void> {
-    const jsm = await jetstreamManager(admin);
+    const jsm = await jetstreamManager(stack.admin);
     await until(
       async () => {
         const info = await jsm.streams.info(stream, { subjects_filter: subject });
@@ -93,7 +94,8 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
     // Watched both ways: the SDK's waitForResult, and a bare WatchTasks stream.
     const result = stack.client.waitForResult<string>(taskId, { timeoutMs: 30_000 });
     const seen: WatchTasksResponse[] = [];
-    const watch = aliceRaw.tasks.watchTasks({ taskIds: [taskId], groupId: "" }, aliceRaw.md.clone());
+    const raw = stack.raw;
+    const watch = raw.tasks.watchTasks({ taskIds: [taskId], groupId: "" }, raw.md.clone());
     watch.on("data", (m: WatchTasksResponse) => seen.push(m));
     watch.on("error", () => undefined);
     // Both watches are followed by the broker before anything is forged.
@@ -117,14 +119,14 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
     const subject = Bus.taskEventSubject("alice");
     const payload = TaskEventBatch.encode({ tasks: [forged] }).finish();
     // Unsigned; signed with an endpoint's key (what an agent holds); with a MAC of junk.
-    admin.publish(subject, payload);
-    admin.publish(subject, payload, {
+    stack.admin.publish(subject, payload);
+    stack.admin.publish(subject, payload, {
       headers: new MessageKey(otherBus.messageKey).headers(subject, payload),
     });
     const junk = headers();
     junk.set(MAC_HEADER, "A".repeat(22));
-    admin.publish(subject, payload, { headers: junk });
-    await admin.flush();
+    stack.admin.publish(subject, payload, { headers: junk });
+    await stack.admin.flush();
     await new Promise((r) => setTimeout(r, 1_000));
     expect(seen).toEqual([]);
     expect((await stack.client.getTask(taskId)).state).toBe("running");
@@ -155,12 +157,12 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
     await until(() => lines(log).length >= 2, 30_000, "two tasks running");
     const subject = Bus.controlSubject(stack.endpointId);
     const payload = EndpointControl.encode({ cancelTaskIds: [...taskIds] }).finish();
-    admin.publish(subject, payload);
+    stack.admin.publish(subject, payload);
     // Signed with another endpoint's key (an agent forging for a neighbour): refused too.
-    admin.publish(subject, payload, {
+    stack.admin.publish(subject, payload, {
       headers: new MessageKey(otherBus.messageKey).headers(subject, payload),
     });
-    await admin.flush();
+    await stack.admin.flush();
     for (const [i, id] of taskIds.entries())
       expect(await stack.client.waitForResult(id, { timeoutMs: 30_000 })).toBe(`real c${i}`);
     expect(stack.endpoint.process!.output).not.toMatch(/task cancelled by its owner/);
@@ -179,7 +181,7 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
 
   it("(c) a forged task message is not run and does not stay in the stream; real tasks keep running", async () => {
     const log = path.join(stack.fabric.dir, "forged-task.log");
-    const fn = (await aliceRaw.getFunction({ functionId: fid })).function!;
+    const fn = (await stack.raw.getFunction({ functionId: fid })).function!;
     const subject = Bus.taskSubject(stack.endpointId);
     const forge = (tag: string) =>
       TaskMessage.encode({
@@ -192,7 +194,7 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
         submittedAtMs: Date.now(),
         timeoutS: 0,
       }).finish();
-    const js = jetstream(admin);
+    const js = jetstream(stack.admin);
     const before = await stack.client.run(fid, stack.endpointId, [log, "before", 10]);
     await js.publish(subject, forge("forged-unsigned"));
     const wrongKey = forge("forged-other-key");
@@ -261,9 +263,13 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
     return taskId;
   }
 
-  /** The forgeries were dropped, as the broker's log says: the task still runs, then ends with its real result. */
-  async function expectOnlyRealResult(taskId: string, tag: string, dropped: RegExp): Promise<void> {
+  /**
+   * The forged result `kind`s (batch, request) were dropped, as the broker's log says: the task
+   * still runs, then ends with its real result.
+   */
+  async function expectOnlyRealResult(taskId: string, tag: string, kind: string): Promise<void> {
     expect((await stack.client.getTask(taskId)).state).toBe("running");
+    const dropped = new RegExp(`result ${kind} not sent by the endpoint's agent \\(unsigned\\) dropped`);
     await stack.fabric.broker.process!.waitFor(dropped, 10_000);
     expect(await stack.client.waitForResult(taskId, { timeoutMs: 30_000 })).toBe(`real ${tag}`);
   }
@@ -272,15 +278,11 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
     const taskId = await runningTask("result-stream.log", "stream");
     const subject = Bus.resultSubject(stack.endpointId);
     const payload = forgedSuccess(taskId);
-    const js = jetstream(admin);
+    const js = jetstream(stack.admin);
     for (const h of forgeries(subject, payload)) await js.publish(subject, payload, h ? { headers: h } : {});
     // Acked once handled, not left to loop or to sit in the work queue until its max age.
     await untilLeft(Bus.resultStream, subject, "the forged batches to leave the result stream");
-    await expectOnlyRealResult(
-      taskId,
-      "stream",
-      /result batch not sent by the endpoint's agent \(unsigned\) dropped/,
-    );
+    await expectOnlyRealResult(taskId, "stream", "batch");
   }, 60_000);
 
   it("(e) a forged result batch sent as a request is not recorded", async () => {
@@ -291,17 +293,15 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
     // only the signature stands between the forgery and the task record.
     const inbox = `${agentInboxPrefix(stack.endpointId)}.forged-${randomUUID()}`;
     const answers: TaskUpdateBatchReply[] = [];
-    admin.subscribe(inbox, { callback: (_e, m) => void answers.push(TaskUpdateBatchReply.decode(m.data)) });
+    stack.admin.subscribe(inbox, {
+      callback: (_e, m) => void answers.push(TaskUpdateBatchReply.decode(m.data)),
+    });
     for (const h of forgeries(subject, payload))
-      admin.publish(subject, payload, { reply: inbox, ...(h ? { headers: h } : {}) });
-    await admin.flush();
+      stack.admin.publish(subject, payload, { reply: inbox, ...(h ? { headers: h } : {}) });
+    await stack.admin.flush();
     await new Promise((r) => setTimeout(r, 500));
     expect(answers.filter((a) => a.recorded)).toEqual([]);
-    await expectOnlyRealResult(
-      taskId,
-      "request",
-      /result request not sent by the endpoint's agent \(unsigned\) dropped/,
-    );
+    await expectOnlyRealResult(taskId, "request", "request");
   }, 60_000);
 
   it("(f) a forged status does not show a stopped endpoint online; the real agent's status does", async () => {
@@ -335,7 +335,7 @@ describe("broker messages are authenticated: forged events, cancels and tasks ar
     const moved = keys
       .endpoint(stack.endpointId)
       .headers(Bus.endpointStatusSubject(stack.endpointId), payload);
-    const js = jetstream(admin);
+    const js = jetstream(stack.admin);
     for (const h of [...forgeries(subject, payload), moved]) {
       await js.publish(subject, payload, h ? { headers: h } : {});
       const view = (await stack.client.getEndpoint(id)).status;

@@ -5,7 +5,7 @@ import path from "node:path";
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
 import { connect, jwtAuthenticator, type NatsConnection } from "@nats-io/transport-node";
-import { beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 
 import { Bus, MessageKey } from "../common/index.js";
 import { EndpointProcess, until } from "../devkit/index.js";
@@ -17,7 +17,7 @@ import {
   type BusConnectInfo,
   type Task,
 } from "../proto/index.js";
-import { connectAsBroker, useFabric } from "./support/fabric-suite.js";
+import { useFabric } from "./support/fabric-suite.js";
 import { RawClients } from "./support/raw-clients.js";
 
 const enc = new TextEncoder();
@@ -46,15 +46,8 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     brokerConfig: { limits: { inlinePayloadBytes: 4096 } },
     operator: true,
     endpoint: { name: "iso-a", workers: 2 },
-  });
-  let admin: NatsConnection;
-  let aliceRaw: RawClients;
-  let bobRaw: RawClients;
-
-  beforeAll(async () => {
-    admin = await connectAsBroker(stack.fabric);
-    aliceRaw = await RawClients.of(stack.fabric, "alice");
-    bobRaw = await RawClients.of(stack.fabric, "bob");
+    rawUsers: ["bob"],
+    natsAdmin: true,
   });
 
   /** ConnectEndpoint with an endpoint token, then NATS with the credentials it hands out (closed at the end). */
@@ -104,8 +97,8 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
   });
 
   it("an endpoint's NATS user cannot read another endpoint's tasks, inbox or results", async () => {
-    const a = await rawEndpoint(aliceRaw, "raw-a");
-    const b = await rawEndpoint(bobRaw, "raw-b");
+    const a = await rawEndpoint(stack.raw, "raw-a");
+    const b = await rawEndpoint(stack.rawOf("bob"), "raw-b");
     expect(a.bus.userJwt).not.toBe("");
     expect(a.bus.userJwt).not.toBe(b.bus.userJwt);
     expect(a.bus.inboxPrefix).toBe(`_INBOX_${a.id}`);
@@ -151,7 +144,7 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     const jsmA = await jetstreamManager(a.nc, { checkAPI: false });
     await expect(jsmA.consumers.delete(Bus.taskStream, b.bus.taskConsumer)).rejects.toThrow();
     await expect(jsmA.streams.purge(Bus.taskStream)).rejects.toThrow();
-    const stillThere = await jetstreamManager(admin);
+    const stillThere = await jetstreamManager(stack.admin);
     expect((await stillThere.consumers.info(Bus.taskStream, b.bus.taskConsumer)).name).toBe(
       b.bus.taskConsumer,
     );
@@ -163,11 +156,13 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
   ])(
     "a result forged for another endpoint's task, on the forger's own subject, is rejected (%s)",
     async (_, direct) => {
-      const a = await rawEndpoint(aliceRaw, direct ? "forger-direct" : "forger");
-      const victimId = (await bobRaw.newEndpoint("victim")).id;
-      const victimTask = await bobRaw.submitOne(await bobRaw.registerJs("const f = () => 1;"), victimId);
+      const a = await rawEndpoint(stack.raw, direct ? "forger-direct" : "forger");
+      const victimId = (await stack.rawOf("bob").newEndpoint("victim")).id;
+      const victimTask = await stack
+        .rawOf("bob")
+        .submitOne(await stack.rawOf("bob").registerJs("const f = () => 1;"), victimId);
       // A legitimate task of the forger's own endpoint, to know when the forged batch was processed.
-      const ownTask = await aliceRaw.submitOne(await aliceRaw.registerJs("const g = () => 2;", "g"), a.id);
+      const ownTask = await stack.raw.submitOne(await stack.raw.registerJs("const g = () => 2;", "g"), a.id);
       const result = { json: enc.encode('"forged"'), objectRef: "", size: 8 };
       const now = Date.now();
       const batch = TaskUpdateBatch.encode({
@@ -211,13 +206,13 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
       }
       await until(
         async () => {
-          const t = (await aliceRaw.getTasks({ taskIds: [ownTask], omitResults: true })).tasks[0];
+          const t = (await stack.raw.getTasks({ taskIds: [ownTask], omitResults: true })).tasks[0];
           return t?.state === TaskState.TASK_STATE_SUCCESS;
         },
         20_000,
         "the forger's own task to be recorded",
       );
-      const t = (await bobRaw.getTasks({ taskIds: [victimTask], omitResults: false })).tasks[0]!;
+      const t = (await stack.rawOf("bob").getTasks({ taskIds: [victimTask], omitResults: false })).tasks[0]!;
       expect(t.state).toBe(TaskState.TASK_STATE_WAITING_FOR_ENDPOINT);
       expect(t.result).toBeUndefined();
       await stack.fabric.broker.process!.waitFor(/update from the wrong endpoint rejected/, 10_000);
@@ -225,14 +220,14 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
   );
 
   it("large payloads are isolated: an endpoint reads only its own bucket and cannot forge a reference", async () => {
-    const a = await rawEndpoint(aliceRaw, "peeker");
-    const b = await rawEndpoint(bobRaw, "payload-victim");
+    const a = await rawEndpoint(stack.raw, "peeker");
+    const b = await rawEndpoint(stack.rawOf("bob"), "payload-victim");
     const args = ["s".repeat(10_000)];
     const secret = JSON.stringify(args); // above the 4 KiB inline limit
     const submitTo = async (owner: RawClients, endpointId: string, source: string) =>
       owner.submitOne(await owner.registerJs(source), endpointId, args);
-    const victimTask = await submitTo(bobRaw, b.id, "const f = (s) => s.length;");
-    const ownTask = await submitTo(aliceRaw, a.id, "const f = (s) => s.length;");
+    const victimTask = await submitTo(stack.rawOf("bob"), b.id, "const f = (s) => s.length;");
+    const ownTask = await submitTo(stack.raw, a.id, "const f = (s) => s.length;");
     expect(b.bus.payloadBucket).toBe(Bus.payloadBucket(b.id));
     expect(a.bus.payloadBucket).not.toBe(b.bus.payloadBucket);
 
@@ -280,7 +275,7 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     let t: Task | undefined;
     await until(
       async () => {
-        t = (await aliceRaw.getTasks({ taskIds: [ownTask], omitResults: false })).tasks[0];
+        t = (await stack.raw.getTasks({ taskIds: [ownTask], omitResults: false })).tasks[0];
         return t?.state === TaskState.TASK_STATE_FAILED;
       },
       20_000,
@@ -291,8 +286,8 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
   });
 
   it("an agent's NATS user cannot make the server deliver its bucket's bytes to another's subject", async () => {
-    const a = await rawEndpoint(aliceRaw, "deliverer");
-    const b = await rawEndpoint(bobRaw, "deliver-victim");
+    const a = await rawEndpoint(stack.raw, "deliverer");
+    const b = await rawEndpoint(stack.rawOf("bob"), "deliver-victim");
     const obj = `OBJ_${a.bus.payloadBucket}`;
     // Bytes of the attacker's choosing in its own bucket (it may write there: its results go there).
     const own = await new Objm(a.nc).open(a.bus.payloadBucket, false);
@@ -304,8 +299,8 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
       `${b.bus.inboxPrefix}.x`,
     ];
     const arrived: string[] = [];
-    for (const t of targets) admin.subscribe(t, { callback: (_e, m) => void arrived.push(m.subject) });
-    await admin.flush();
+    for (const t of targets) stack.admin.subscribe(t, { callback: (_e, m) => void arrived.push(m.subject) });
+    await stack.admin.flush();
     const jsmA = await jetstreamManager(a.nc, { checkAPI: false });
     for (const deliver of targets) {
       // A push consumer on its own payload stream delivering to someone else's subject …
@@ -330,7 +325,7 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
         await expect(a.nc.request(api, body, { timeout: 1000 })).rejects.toThrow(/permission|timeout/i);
       }
     }
-    expect((await jetstreamManager(admin).then((m) => m.consumers.list(obj).next())).length).toBe(0);
+    expect((await jetstreamManager(stack.admin).then((m) => m.consumers.list(obj).next())).length).toBe(0);
     // Positive control: the agent still reads its own objects (message gets, no consumer).
     expect(new TextDecoder().decode(await new ObjectReader(a.nc, a.bus.payloadBucket).read("bait"))).toBe(
       "forged",
@@ -350,12 +345,12 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
   });
 
   it("the broker answers an agent's result request only on that agent's own inbox", async () => {
-    const a = await rawEndpoint(aliceRaw, "replier");
-    const b = await rawEndpoint(bobRaw, "reply-victim");
+    const a = await rawEndpoint(stack.raw, "replier");
+    const b = await rawEndpoint(stack.rawOf("bob"), "reply-victim");
     const targets = [Bus.controlSubject(b.id), Bus.taskSubject(b.id), Bus.taskEventSubject("bob")];
     const arrived: string[] = [];
-    for (const t of targets) admin.subscribe(t, { callback: (_e, m) => void arrived.push(m.subject) });
-    await admin.flush();
+    for (const t of targets) stack.admin.subscribe(t, { callback: (_e, m) => void arrived.push(m.subject) });
+    await stack.admin.flush();
     const batch = TaskUpdateBatch.encode({ updates: [], endpointId: a.id }).finish();
     // NATS does not check a reply subject against the requester's permissions, and the broker
     // answers with its own: the broker must check it.
@@ -376,9 +371,9 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
   });
 
   it("re-registering an endpoint cuts its previous credential's NATS user off at once; no task is lost", async () => {
-    const old = await rawEndpoint(aliceRaw, "revoked");
-    const fid = await aliceRaw.registerJs("const f = () => 1;");
-    const submit = () => aliceRaw.submitOne(fid, old.id);
+    const old = await rawEndpoint(stack.raw, "revoked");
+    const fid = await stack.raw.registerJs("const f = () => 1;");
+    const submit = () => stack.raw.submitOne(fid, old.id);
     const held = await submit();
     // The old agent pulls a task and holds it un-acked (as a running task would be).
     const oldConsumer = await jetstream(old.nc).consumers.get(old.bus.taskStream, old.bus.taskConsumer);
@@ -387,7 +382,7 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     expect(old.bus.taskConsumer).toContain(`ep-${old.id}-`);
 
     // The owner re-registers the endpoint (a leaked credentials file): a new credential.
-    const reg = await aliceRaw.registerEndpoint({ name: "revoked", description: "", endpointId: old.id });
+    const reg = await stack.raw.registerEndpoint({ name: "revoked", description: "", endpointId: old.id });
     const queued = await submit();
     // At once, before any agent connects with the new credential, the old user gets nothing.
     const fetched: string[] = [];
@@ -453,7 +448,7 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     ].filter((s) => s.length > 20);
     expect(secrets.length).toBeGreaterThanOrEqual(4);
     // The NATS user the broker minted for a raw connect is a secret too.
-    const a = await rawEndpoint(aliceRaw, "secret-check");
+    const a = await rawEndpoint(stack.raw, "secret-check");
     secrets.push(a.bus.userJwt, a.bus.userSeed);
     const logs = [stack.fabric.broker.process!.output, stack.endpoint.process!.output];
     for (const log of logs) {

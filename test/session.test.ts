@@ -54,17 +54,15 @@ class RawSession {
 
 describe("Session: submits and watches on one stream", () => {
   const stack = useFabric({ name: "session" });
-  let alice: RawClients;
   let functionId: string;
   let endpointId: string;
 
   beforeAll(async () => {
-    alice = await RawClients.of(stack.fabric, "alice");
-    functionId = await alice.registerJs("const f = () => 1;");
-    endpointId = (await alice.newEndpoint("ep")).id;
+    functionId = await stack.raw.registerJs("const f = () => 1;");
+    endpointId = (await stack.raw.newEndpoint("ep")).id;
   });
 
-  const open = (c: RawClients = alice) => new RawSession(c.tasks.session(c.md.clone()));
+  const open = (c: RawClients = stack.raw) => new RawSession(c.tasks.session(c.md.clone()));
   const submitReq = (n = 1): SubmitTasksRequest => ({
     tasks: Array.from({ length: n }, () => ({
       functionId,
@@ -90,7 +88,7 @@ describe("Session: submits and watches on one stream", () => {
     let expected = 0;
     for (let ref = 1; ref <= 20; ref++) expected += (ref % 3) + 1;
     expect(ids.size).toBe(expected); // every id distinct
-    const all = (await alice.getTasks({ taskIds: [...ids], omitResults: true })).tasks;
+    const all = (await stack.raw.getTasks({ taskIds: [...ids], omitResults: true })).tasks;
     expect(all.map((t) => t.state).every((st) => st === TaskState.TASK_STATE_WAITING_FOR_ENDPOINT)).toBe(
       true,
     );
@@ -134,7 +132,7 @@ describe("Session: submits and watches on one stream", () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(s.answers.filter((x) => x.ref === 2 || x.ref === 3)).toHaveLength(0); // nothing finished yet
 
-    await alice.cancelTasks({ taskIds: [t1!] });
+    await stack.raw.cancelTasks({ taskIds: [t1!] });
     const first = await s.waitFor(2, (xs) => xs.length > 0);
     expect(first[0]!.msg?.$case).toBe("tasks");
     if (first[0]!.msg?.$case === "tasks") expect(first[0]!.msg.value.task?.id).toBe(t1);
@@ -144,7 +142,7 @@ describe("Session: submits and watches on one stream", () => {
     const three = await s.waitFor(3, (xs) => xs.length > 0);
     expect(three.map((x) => x.msg?.$case)).toEqual(["done"]);
 
-    await alice.cancelTasks({ taskIds: [t2!] });
+    await stack.raw.cancelTasks({ taskIds: [t2!] });
     const two = await s.waitFor(2, (xs) => xs.some((x) => x.msg?.$case === "done"));
     expect(two.map((x) => x.msg?.$case)).toEqual(["tasks", "tasks", "done"]);
 
@@ -162,7 +160,7 @@ describe("Session: submits and watches on one stream", () => {
     s.send({ ref: 2, op: { $case: "watch", value: { taskIds: [t!], groupId: "" } } });
     s.stream.end();
     await new Promise((r) => setTimeout(r, 300));
-    await alice.cancelTasks({ taskIds: [t!] });
+    await stack.raw.cancelTasks({ taskIds: [t!] });
     const two = await s.waitFor(2, (xs) => xs.some((x) => x.msg?.$case === "done"));
     expect(two.map((x) => x.msg?.$case)).toEqual(["tasks", "done"]);
     expect((await s.ended).code).toBe("OK");
@@ -177,11 +175,11 @@ describe("Session: submits and watches on one stream", () => {
     s.stream.end();
     await s.ended;
 
-    const raw = alice.tasks.makeBidiStreamRequest(
+    const raw = stack.raw.tasks.makeBidiStreamRequest(
       "/fabric.v1.TaskService/Session",
       (b: Uint8Array) => Buffer.from(b),
       (b: Buffer) => SessionRequest.decode(b) as unknown as SessionResponse,
-      alice.md.clone(),
+      stack.raw.md.clone(),
     );
     const r = new RawSession(raw as unknown as grpc.ClientDuplexStream<SessionRequest, SessionResponse>);
     raw.write(Uint8Array.from([0xff, 0xff, 0xff]));
@@ -197,7 +195,7 @@ describe("Session: submits and watches on one stream", () => {
     const a = await s.submitted(1);
     if (a.msg?.$case !== "submitted") throw new Error(`not submitted: ${JSON.stringify(a)}`);
     expect(a.msg.value.groupId).toBe("");
-    const tasks = (await alice.getTasks({ taskIds: a.msg.value.taskIds, omitResults: true })).tasks;
+    const tasks = (await stack.raw.getTasks({ taskIds: a.msg.value.taskIds, omitResults: true })).tasks;
     expect(tasks.map((t) => t.groupId)).toEqual(["", ""]);
     s.send({
       ref: 2,
@@ -215,7 +213,7 @@ describe("Session: submits and watches on one stream", () => {
     expect((await client.getTask(id)).groupId).toBe(""); // run() joins no group
     const waiting = client.waitForResult(id, { timeoutMs: 10_000 }).catch((e: unknown) => e);
     await new Promise((r) => setTimeout(r, 200));
-    await alice.cancelTasks({ taskIds: [id] });
+    await stack.raw.cancelTasks({ taskIds: [id] });
     const err = (await waiting) as { code?: string };
     expect(err.code).toBe("CANCELLED");
     // Unknown ids are refused over the session as over a call.

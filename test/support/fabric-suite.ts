@@ -10,6 +10,7 @@ import {
   type LocalFabricOptions,
 } from "../../devkit/index.js";
 import type { Client, ClientOptions } from "../../sdk/index.js";
+import { RawClients } from "./raw-clients.js";
 
 /** Options of {@link useFabric}: the fabric's own, and what to start on it before the tests. */
 export interface FabricSuiteOptions extends Omit<LocalFabricOptions, "brokerConfig"> {
@@ -25,6 +26,10 @@ export interface FabricSuiteOptions extends Omit<LocalFabricOptions, "brokerConf
   readonly clientOptions?: Omit<ClientOptions, "address" | "token">;
   /** An endpoint of that user's to start before the tests: its name and options. @default none */
   readonly endpoint?: LocalEndpointOptions & { readonly name: string };
+  /** Other users to hold raw gRPC clients of ({@link FabricSuite.rawOf}). @default none */
+  readonly rawUsers?: readonly string[];
+  /** Open a NATS connection as the broker ({@link FabricSuite.admin}; operator mode only). @default false */
+  readonly natsAdmin?: boolean;
   /** How long starting it all may take. @default 120_000 */
   readonly startTimeoutMs?: number;
 }
@@ -38,6 +43,12 @@ export interface FabricSuite {
   readonly endpoint: EndpointProcess;
   /** Its id. */
   readonly endpointId: string;
+  /** Raw gRPC clients of the suite's user, for calls below the SDK. */
+  readonly raw: RawClients;
+  /** Those of `user`: the suite's, or one of {@link FabricSuiteOptions.rawUsers}. */
+  rawOf(user: string): RawClients;
+  /** The NATS connection of {@link FabricSuiteOptions.natsAdmin} (see {@link connectAsBroker}). */
+  readonly admin: NatsConnection;
 }
 
 /**
@@ -59,6 +70,8 @@ export function useFabric(options: FabricSuiteOptions = {}): FabricSuite {
     user = "alice",
     clientOptions,
     endpoint,
+    rawUsers = [],
+    natsAdmin = false,
     startTimeoutMs = 120_000,
     brokerConfig,
     ...rest
@@ -66,6 +79,8 @@ export function useFabric(options: FabricSuiteOptions = {}): FabricSuite {
   let fabric: LocalFabric | undefined;
   let client: Client | undefined;
   let started: { process: EndpointProcess; id: string } | undefined;
+  const raws = new Map<string, RawClients>();
+  let admin: NatsConnection | undefined;
 
   beforeAll(async () => {
     const config = typeof brokerConfig === "function" ? brokerConfig() : brokerConfig;
@@ -76,6 +91,8 @@ export function useFabric(options: FabricSuiteOptions = {}): FabricSuite {
       const ep = await fabric.startEndpoint(user, name, endpointOptions);
       started = { process: ep, id: ep.endpointId() };
     }
+    for (const name of [user, ...rawUsers]) raws.set(name, await RawClients.of(fabric, name));
+    if (natsAdmin) admin = await connectAsBroker(fabric);
   }, startTimeoutMs);
 
   afterAll(async () => {
@@ -99,6 +116,15 @@ export function useFabric(options: FabricSuiteOptions = {}): FabricSuite {
     },
     get endpointId() {
       return ready(started, "endpoint").id;
+    },
+    get raw() {
+      return ready(raws.get(user), "raw clients");
+    },
+    rawOf(name: string) {
+      return ready(raws.get(name), `raw clients of ${name}`);
+    },
+    get admin() {
+      return ready(admin, "NATS admin connection");
     },
   };
 }
