@@ -64,15 +64,6 @@ function limitsOf(options: RegisterOptions): Pick<FunctionSpec, "maxRetries" | "
   return out;
 }
 
-/** Any JavaScript function (the SDK sends its source, never calls it). */
-export type {
-  AnyFunction,
-  RegisterOptions,
-  RegisterShellOptions,
-  SubmittedBatch,
-  WaitOptions,
-} from "./types.js";
-
 export type FromConfigOptions = Omit<
   ClientOptions,
   "address" | "token" | "caFile" | "certFile" | "keyFile"

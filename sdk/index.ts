@@ -19,14 +19,14 @@
  * ```
  */
 export { Client } from "./client.js";
+export type { FromConfigOptions } from "./client.js";
 export type {
   AnyFunction,
-  FromConfigOptions,
   RegisterOptions,
   RegisterShellOptions,
   SubmittedBatch,
   WaitOptions,
-} from "./client.js";
+} from "./types.js";
 export { Executor } from "./executor.js";
 export type { CloseOptions, ExecutorOptions } from "./executor.js";
 export { BatchSubmitError, TaskFailedError, TaskPendingError } from "./errors.js";

@@ -140,6 +140,7 @@ export interface EndpointInfo {
   readonly status: EndpointStatusInfo;
 }
 
+/** Any JavaScript function (the SDK sends its source, never calls it). */
 export type AnyFunction = (...args: never[]) => unknown;
 
 /** Name, description and container image of a function being registered. */
