@@ -29,7 +29,7 @@ describe("endpoint config", () => {
     expect(c.managerListen).toEqual({ host: "127.0.0.1", port: 0 });
     expect(c.shell.defaultWalltimeSeconds).toBe(3600);
     expect(c.limits).toEqual({ inlinePayloadBytes: 262144, maxResultBytes: 10485760 });
-    expect(c.prefetch).toBeUndefined(); // sized from task run times (queue-sizing.ts)
+    expect(c.prefetch).toBeUndefined(); // sized from task run times (agent/queue-sizing.ts)
     expect(c.workerQueueDepth).toBeUndefined();
     expect(c.stopGraceSeconds).toBe(10);
     expect(Object.isFrozen(c)).toBe(true);

@@ -375,7 +375,7 @@ export const EndpointConfigSchema = z.strictObject({
     .prefault({}),
   /**
    * Tasks pulled beyond the idle workers, so a worker finds its next task waiting.
-   * @default sized from task run times (see queue-sizing.ts): twice the workers, at least 16, for
+   * @default sized from task run times (see agent/queue-sizing.ts): twice the workers, at least 16, for
    * long tasks; up to 1,024 for very short ones
    */
   prefetch: nonNegativeInt().optional(),

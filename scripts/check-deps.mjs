@@ -36,11 +36,14 @@ const surfaces = ["index.ts", "internal.ts"];
 /** Lighter entries, for the processes on a block's start path (rule 4). */
 const lightSurfaces = {
   proto: ["messages.ts"], // every message, without the gRPC services
-  common: ["lean.ts", "logger.ts"], // no network client, no logging library; the logger alone
+  common: ["lean.ts", "logger.ts", "client.ts"], // no network client or logging; the logger alone; no NATS (the SDK)
 };
 /** Entry points whose static imports must not reach these packages (rule 4). */
-const startPath = ["endpoint/manager/main.ts", "endpoint/worker/main.ts"];
-const heavyPackages = /^(@grpc\/|@nats-io\/)/;
+const startPath = [
+  ["endpoint/manager/main.ts", /^(@grpc\/|@nats-io\/)/, "keep gRPC and NATS off a block's start path"],
+  ["endpoint/worker/main.ts", /^(@grpc\/|@nats-io\/)/, "keep gRPC and NATS off a block's start path"],
+  ["sdk/index.ts", /^@nats-io\//, "a client talks gRPC only: keep NATS out of the SDK"],
+];
 const skipped = new Set(["node_modules", "dist", "gen", ".git", ".tmp"]);
 
 function* sources(dir) {
@@ -145,7 +148,7 @@ function connect(v) {
 for (const v of graph.keys()) if (!state.has(v)) connect(v);
 
 // Rule 4: what the start-path entry points load before their first line runs.
-for (const entry of startPath) {
+for (const [entry, heavyPackages, why] of startPath) {
   const start = path.join(root, entry);
   if (!staticGraph.has(start)) continue;
   const seen = new Set([start]);
@@ -156,9 +159,7 @@ for (const entry of startPath) {
     if (!node) continue;
     for (const pkg of node.packages) {
       if (heavyPackages.test(pkg)) {
-        problems.push(
-          `${entry} loads ${pkg} at start (${via.join(" → ")}): keep gRPC and NATS off a block's start path`,
-        );
+        problems.push(`${entry} loads ${pkg} at start (${via.join(" → ")}): ${why}`);
       }
     }
     for (const next of node.edges) {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { FabricError } from "../common/index.js";
+import { FabricError } from "../common/client.js";
 import * as fmt from "./cli-format.js";
 import { TaskFailedError } from "./errors.js";
 import type { EndpointInfo, FunctionInfo, TaskInfo, TaskOutcome } from "./types.js";

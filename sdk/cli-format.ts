@@ -2,7 +2,7 @@
 // unit-tested (cli-format.test.ts) without a broker.
 import Table from "cli-table3";
 
-import { FabricError } from "../common/index.js";
+import { FabricError } from "../common/client.js";
 import type { EndpointInfo, FunctionInfo, TaskInfo, TaskOutcome } from "./types.js";
 
 // No colours: output is read by people and by scripts alike, and goes to files and CI logs.

@@ -6,7 +6,7 @@ import path from "node:path";
 
 import { Command, CommanderError, Option } from "commander";
 
-import { FabricError, channelFor } from "../common/index.js";
+import { FabricError, channelFor } from "../common/client.js";
 import { Client } from "./client.js";
 import {
   formatEndpoint,

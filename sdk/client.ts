@@ -13,7 +13,7 @@ import {
   channelFor,
   clientOptions,
   silentLogger,
-} from "../common/index.js";
+} from "../common/client.js";
 import { EndpointServiceClient, FunctionServiceClient, TaskServiceClient } from "../proto/index.js";
 import type { FunctionSpec, Task, TaskSpec, WatchTasksRequest } from "../proto/index.js";
 import { chunk, encodeTaskSpec, taskOutcome, toEndpointInfo, toFunctionInfo, toTaskInfo } from "./codec.js";

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 
-import { FabricError, TaskState } from "../common/index.js";
+import { FabricError, TaskState } from "../common/client.js";
 import type { ErrorInfo, Task } from "../proto/index.js";
 import { chunk, encodeTaskSpec, taskOutcome, toEndpointInfo, toFunctionInfo, toTaskInfo } from "./codec.js";
 import { TaskFailedError, TaskPendingError } from "./errors.js";

@@ -10,7 +10,7 @@ import {
   TaskState,
   isTerminal,
   stateName,
-} from "../common/index.js";
+} from "../common/client.js";
 import type {
   Endpoint,
   EndpointStatus,

@@ -4,7 +4,7 @@ import path from "node:path";
 import type { Logger } from "pino";
 import { z } from "zod";
 
-import { FabricError, fabricHome } from "../common/index.js";
+import { FabricError, fabricHome } from "../common/client.js";
 
 /** Most tasks the broker accepts in one SubmitTasks call (its default `maxBatchSize`). */
 export const BROKER_MAX_BATCH = 10_000;

@@ -1,4 +1,9 @@
-import { FabricError, type ErrorCode, type RemoteExceptionInfo, type ShellOutcome } from "../common/index.js";
+import {
+  FabricError,
+  type ErrorCode,
+  type RemoteExceptionInfo,
+  type ShellOutcome,
+} from "../common/client.js";
 import type { TaskStateName } from "./types.js";
 
 /**

@@ -2,7 +2,7 @@
 // within `batchWindowMs`) go out in one SubmitTasks call, so a loop of 10,000 `submit`s costs a
 // couple of requests, not 10,000. All of an executor's tasks share one group. Each batch's
 // results come back over its own WatchTasks stream (re-opened if it breaks): no polling.
-import { FabricError, toFabricError, type ShellOutcome } from "../common/index.js";
+import { FabricError, toFabricError, type ShellOutcome } from "../common/client.js";
 import type { TaskInput } from "./codec.js";
 import { BatchSubmitError } from "./errors.js";
 import { sourceOfFunction } from "./function-source.js";

@@ -1,7 +1,7 @@
 /* eslint-disable @typescript-eslint/unbound-method -- these tests detach methods on purpose: that is what users register */
 import { describe, expect, it } from "vitest";
 
-import { FabricError } from "../common/index.js";
+import { FabricError } from "../common/client.js";
 import { functionExpression, isValidEntryPoint, sourceOfFunction, sourceOfText } from "./function-source.js";
 
 /** Evaluates a normalized source the way the worker does (a function body) and calls its entry point. */

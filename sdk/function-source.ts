@@ -1,6 +1,6 @@
 import { Script } from "node:vm";
 
-import { FabricError } from "../common/index.js";
+import { FabricError } from "../common/client.js";
 
 /**
  * What the broker stores for a JavaScript function: script source that defines a binding named

@@ -36,7 +36,7 @@ export {
   FailureReason,
   type RemoteExceptionInfo,
   type ShellOutcome,
-} from "../common/index.js";
+} from "../common/client.js";
 export { clientConfigPath, fabricHome, loadClientSettings, writeClientFile } from "./config.js";
 export type { ClientFile, ClientOptions, ClientSettings, ResolvedClientOptions } from "./config.js";
 export type { TaskInput } from "./codec.js";

@@ -3,7 +3,7 @@ import { EventEmitter } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 
-import { FabricError, errorToInfo } from "../common/index.js";
+import { FabricError, errorToInfo } from "../common/client.js";
 import type { SessionRequest, SessionResponse } from "../proto/index.js";
 import { ClientSession } from "./session.js";
 

@@ -17,7 +17,7 @@ import {
   fromGrpcError,
   type LongTimer,
   setLongTimeout,
-} from "../common/index.js";
+} from "../common/client.js";
 import type * as pb from "../proto/index.js";
 import type { WatchStream } from "./watch.js";
 

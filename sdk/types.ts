@@ -1,4 +1,4 @@
-import type { ErrorCode, FabricError, RemoteExceptionInfo, ShellOutcome } from "../common/index.js";
+import type { ErrorCode, FabricError, RemoteExceptionInfo, ShellOutcome } from "../common/client.js";
 
 /** A task state as users see it (see `stateName` in common/task-state.ts). */
 export type TaskStateName =

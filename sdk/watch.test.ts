@@ -3,7 +3,7 @@ import { EventEmitter } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 
-import { FabricError, TaskState } from "../common/index.js";
+import { FabricError, TaskState } from "../common/client.js";
 import { Task, type WatchTasksRequest } from "../proto/index.js";
 import { backoffDelay, shouldReconnect, watchTasks } from "./watch.js";
 import type { WatchStream } from "./watch.js";

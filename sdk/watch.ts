@@ -7,7 +7,7 @@
 // the broker's batch limit however many tasks are watched.
 import type { Logger } from "pino";
 
-import { FabricError, isRetryable, fromGrpcError, type LongTimer, setLongTimeout } from "../common/index.js";
+import { FabricError, isRetryable, fromGrpcError, type LongTimer, setLongTimeout } from "../common/client.js";
 import type { Task, WatchTasksRequest } from "../proto/index.js";
 import { chunk } from "./codec.js";
 
