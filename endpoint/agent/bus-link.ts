@@ -30,10 +30,12 @@ import type { BrokerSubject } from "./task-intake.js";
 import type { PayloadStore, UpdateSink } from "./task-tracker.js";
 import { UpdatePublisher } from "./update-publisher.js";
 
-/** How long a broker has to record updates sent directly before they go through the stream. */
-const DIRECT_UPDATE_TIMEOUT_MS = 2_000;
-/** Largest batch of updates sent to a broker directly; larger ones go through the stream. */
-const DIRECT_UPDATE_MAX = 16;
+/**
+ * Small batches of updates go to a broker directly, as a request: at most `maxBatch` updates,
+ * recorded within `timeoutMs`; larger batches, and those no broker answers in time, go through
+ * the result stream.
+ */
+const DIRECT_UPDATES = { maxBatch: 16, timeoutMs: 2_000 } as const;
 
 /** Options and callbacks of a {@link BusLink}. */
 export interface BusLinkOptions {
@@ -111,7 +113,7 @@ export class BusLink implements UpdateSink, PayloadStore {
         // A few updates (a quiet endpoint: latency matters) go to a broker directly. Under load,
         // batches are large and the stream's quick PubAck keeps them flowing while brokers record
         // earlier ones (a request would hold the next batch until this one is recorded).
-        if (count <= DIRECT_UPDATE_MAX && (await this.sendUpdatesDirectly(bytes))) return;
+        if (count <= DIRECT_UPDATES.maxBatch && (await this.sendUpdatesDirectly(bytes))) return;
         await js.publish(bus.resultSubject, bytes, { headers: this.signed(bus.resultSubject, bytes) });
       },
     });
@@ -213,7 +215,7 @@ export class BusLink implements UpdateSink, PayloadStore {
     if (!subject || !this.nc || this.nc.isClosed()) return false;
     try {
       const reply = await this.nc.request(subject, bytes, {
-        timeout: DIRECT_UPDATE_TIMEOUT_MS,
+        timeout: DIRECT_UPDATES.timeoutMs,
         headers: this.signed(subject, bytes),
       });
       const { recorded, reason } = TaskUpdateBatchReply.decode(reply.data);

@@ -8,11 +8,6 @@ import type { ErrorInfo, Payload, TaskUpdate } from "../../proto/index.js";
 
 /** How much of a failed task's output, stack and message is kept in its ErrorInfo. */
 export const ERROR_FIELD_CAP = 64 * 1024;
-/** Backoff before a function's retry: 1 s, 2 s, 4 s, … up to 60 s. */
-const RETRY_BASE_MS = 1_000;
-const RETRY_MAX_MS = 60_000;
-/** Longest detail of a retry's RUNNING update (the log keeps all of it). */
-const RETRY_DETAIL_MAX = 2000;
 
 /** What every update names: the task, its attempt, when and who. */
 export interface UpdateHead {
@@ -51,6 +46,8 @@ export function startedUpdate(head: UpdateHead, detail: string): TaskUpdate {
 export function retryingUpdate(head: UpdateHead, detail: string): TaskUpdate {
   return update(head, TaskState.TASK_STATE_RUNNING, { detail: detail.slice(0, RETRY_DETAIL_MAX) });
 }
+/** Longest detail of a retry's RUNNING update (the log keeps all of it). */
+const RETRY_DETAIL_MAX = 2000;
 
 /** A task that succeeded, its result inline or a reference into the payload store. */
 export function successUpdate(head: UpdateHead, result: Payload): TaskUpdate {
@@ -86,9 +83,9 @@ export function withStart(u: TaskUpdate, startedAtMs: number, startedBy: string)
   return startedAtMs > 0 && u.startedAtMs === 0 ? { ...u, startedAtMs, startedBy } : u;
 }
 
-/** Wait before attempt `attempt + 1` of a failed task. */
+/** Wait before attempt `attempt + 1` of a failed task: 1 s, 2 s, 4 s, … up to 60 s. */
 export function retryDelayMs(attempt: number): number {
-  return Math.min(RETRY_BASE_MS * 2 ** (attempt - 1), RETRY_MAX_MS);
+  return Math.min(1_000 * 2 ** (attempt - 1), 60_000);
 }
 
 /** What a retry's update says: which attempt failed, why, and when the next one comes. */
