@@ -126,6 +126,7 @@ export class Broker {
       this.brokerId,
       log.child({ component: "cloud.tasks" }),
       records,
+      (endpointId) => statuses.python(endpointId),
     );
     const watcher = new TaskWatcher(book, events, groups);
 

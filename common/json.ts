@@ -29,6 +29,71 @@ export function decodeJson(bytes: Uint8Array, what = "value", fallback: unknown 
   }
 }
 
+/**
+ * The fabric's convention for bytes inside JSON payloads: `{"$bytes": "<base64>"}`, an object of
+ * exactly that one key. Python functions receive such a value as `bytes` and return `bytes` as
+ * one; the SDK sends a `Uint8Array` (or `Buffer`) argument as one and gives a result's back as a
+ * `Buffer`. So arrays can travel as `.npy` bytes.
+ */
+export const BYTES_KEY = "$bytes";
+
+/** {@link encodeJson}, with every `Uint8Array` inside `value` sent as `{"$bytes": base64}`. */
+export function encodeJsonWithBytes(value: unknown, what = "value"): Uint8Array {
+  return encodeJson(bytesToJson(value), what);
+}
+
+function bytesToJson(value: unknown): unknown {
+  if (value instanceof Uint8Array)
+    return { [BYTES_KEY]: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("base64") };
+  if (Array.isArray(value)) {
+    let out: unknown[] | undefined;
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      const w = typeof v === "object" && v !== null ? bytesToJson(v) : v;
+      if (w !== v) (out ??= value.slice())[i] = w;
+    }
+    return out ?? value;
+  }
+  if (typeof value === "object" && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
+    let out: Record<string, unknown> | undefined;
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+      const w = typeof v === "object" && v !== null ? bytesToJson(v) : v;
+      if (w !== v) (out ??= { ...(value as Record<string, unknown>) })[k] = w;
+    }
+    return out ?? value;
+  }
+  return value;
+}
+
+/** {@link decodeJson}, with every `{"$bytes": base64}` inside turned into a `Buffer`. */
+export function decodeJsonWithBytes(
+  bytes: Uint8Array,
+  what = "value",
+  fallback: unknown = undefined,
+): unknown {
+  const value = decodeJson(bytes, what, fallback);
+  // Most payloads hold no bytes: look for the key before walking the value.
+  return bytes.length > 9 &&
+    Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).includes('"$bytes"')
+    ? bytesFromJson(value)
+    : value;
+}
+
+function bytesFromJson(value: unknown): unknown {
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = bytesFromJson(value[i]);
+    return value;
+  }
+  if (typeof value === "object" && value !== null) {
+    const o = value as Record<string, unknown>;
+    const keys = Object.keys(o);
+    if (keys.length === 1 && keys[0] === BYTES_KEY && typeof o[BYTES_KEY] === "string")
+      return Buffer.from(o[BYTES_KEY], "base64");
+    for (const k of keys) o[k] = bytesFromJson(o[k]);
+  }
+  return value;
+}
+
 /** Deepest nesting of arrays and objects accepted in a payload (Python's json module stops near 1,000). */
 export const MAX_JSON_DEPTH = 512;
 

@@ -15,3 +15,4 @@ export * from "./limits.js";
 export * from "./payload.js";
 export * from "./task-state.js";
 export * from "./timers.js";
+export * from "./version.js";

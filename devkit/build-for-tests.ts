@@ -37,6 +37,10 @@ export function buildEndpointForTests(): string {
     cwd: ROOT,
     stdio: "pipe",
   });
+  execFileSync(process.execPath, [path.join(ROOT, "scripts/copy-assets.mjs"), out], {
+    cwd: ROOT,
+    stdio: "pipe",
+  });
   built = out;
   return out;
 }

@@ -358,6 +358,17 @@ export const EndpointConfigSchema = z.strictObject({
       defaultWalltimeSeconds: positiveInt().default(3600),
     })
     .prefault({}),
+  /** Python functions. */
+  python: z
+    .strictObject({
+      /**
+       * The interpreter Python functions run in: a name looked up on PATH after the provider's
+       * `workerInit` (so `module load` or `conda activate` there choose it), or a path.
+       * @default "python3"
+       */
+      executable: z.string({ error: "expected an interpreter name or path" }).min(1).default("python3"),
+    })
+    .prefault({}),
   /** Payload limits. */
   limits: z
     .strictObject({
@@ -454,6 +465,7 @@ export function resolveConfig(
     provider: Object.freeze({ ...c.provider }),
     managerListen: Object.freeze({ ...c.managerListen }),
     shell: Object.freeze({ ...c.shell }),
+    python: Object.freeze({ ...c.python }),
     limits: Object.freeze({ ...c.limits }),
     container: Object.freeze({ ...c.container }),
     brokerTls: Object.freeze({ ...c.brokerTls }),

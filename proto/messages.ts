@@ -13,6 +13,8 @@ export {
   JsFunctionSpec,
   ShellFunctionSpec,
   FunctionSpec,
+  PythonFunctionSpec,
+  TaskOutput,
 } from "./gen/fabric/v1/common.js";
 export {
   TaskMessage,
@@ -22,6 +24,7 @@ export {
   BlockStatus,
   EndpointStatus,
   EndpointControl,
+  PythonInfo,
 } from "./gen/fabric/v1/bus.js";
 export {
   WorkItem,

@@ -22,3 +22,4 @@ if [ ! -f proto/gen/.stamp ] || [ "$(cat proto/gen/.stamp)" != "$proto_sum" ]; t
   echo "$proto_sum" > proto/gen/.stamp
 fi
 npx --no-install tsc -p tsconfig.build.json
+node scripts/copy-assets.mjs

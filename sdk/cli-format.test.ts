@@ -29,6 +29,7 @@ const info: TaskInfo = {
     reason: "shell_exit_nonzero",
     shell: { exitCode: 3, stdout: "partial\n", stderr: "broken\n" },
   },
+  output: undefined,
 };
 
 describe("task output", () => {
@@ -145,6 +146,7 @@ describe("endpoint output", () => {
         lastError: "",
         heartbeatIntervalS: 5,
         startedAt: at,
+        python: { version: "3.11.2", executable: "/usr/bin/python3", implementation: "cpython", problem: "" },
       },
     },
   };

@@ -80,8 +80,9 @@ export function formatFunction(f: FunctionInfo): string {
     ["owner", f.owner],
     ["created", time(f.createdAt)],
   ];
-  if (f.kind === "js") {
+  if (f.kind === "js" || f.kind === "python") {
     fields.push(["entry point", f.entryPoint]);
+    if (f.kind === "python") fields.push(["min Python", f.minVersion || "(any)"]);
     return `${record(fields)}\n${f.source.trimEnd()}`;
   }
   fields.push(
@@ -135,6 +136,13 @@ export function formatEndpoint(e: EndpointInfo): string {
       ["managers", String(last.managers)],
       ["workers (idle)", `${last.workers} (${last.idleWorkers})`],
     );
+    if (last.python) {
+      const p = last.python;
+      fields.push([
+        "python",
+        p.version ? `${p.version} (${p.implementation}, ${p.executable})` : `none: ${p.problem}`,
+      ]);
+    }
     if (last.lastError) fields.push(["last error", last.lastError]);
   }
   const out = [record(fields)];
@@ -176,7 +184,38 @@ export function formatTaskStatus(t: TaskInfo): string {
     ["STATE", "AT", "ACTOR", "DETAIL"],
     t.history.map((h) => [h.state, time(h.at), h.actor, h.detail || ""]),
   );
-  return `${record(fields)}\n${history}`;
+  const more = detailSections(e?.remote?.stack ?? "", t.output);
+  return `${record(fields)}\n${history}${more ? `\n${more}` : ""}`;
+}
+
+/** Most lines of a traceback or of a task's output shown by the CLI (`--json` has them whole). */
+const SECTION_LINES = 40;
+
+/** The last lines of `text`, indented, under `title`; "" when there is none. */
+function section(title: string, text: string): string {
+  const lines = text.replace(/\s+$/, "").split("\n");
+  if (lines.length === 1 && lines[0] === "") return "";
+  const shown = lines.slice(-SECTION_LINES);
+  const cut = lines.length - shown.length;
+  return [
+    `${title}:`,
+    ...(cut > 0 ? [`  [… ${cut} lines before …]`] : []),
+    ...shown.map((l) => `  ${l}`),
+  ].join("\n");
+}
+
+/** A failed task's traceback and what it printed, as the CLI shows them under its status or error. */
+export function detailSections(
+  traceback: string,
+  output: { readonly stdout: string; readonly stderr: string } | undefined,
+): string {
+  return [
+    section("traceback", traceback),
+    section("stdout", output?.stdout ?? ""),
+    section("stderr", output?.stderr ?? ""),
+  ]
+    .filter((x) => x !== "")
+    .join("\n");
 }
 
 /** `fabric task cancel`: each task and its state afterwards. */

@@ -9,6 +9,7 @@ import { Command, CommanderError, Option } from "commander";
 import { FabricError, channelFor } from "../common/client.js";
 import { Client } from "./client.js";
 import {
+  detailSections,
   formatEndpoint,
   formatEndpoints,
   formatFunction,
@@ -21,6 +22,7 @@ import {
   toJson,
 } from "./cli-format.js";
 import { writeClientFile } from "./config.js";
+import { TaskFailedError } from "./errors.js";
 
 /** Where the CLI reads and writes; the real process by default, buffers in tests. */
 export interface CliIo {
@@ -170,16 +172,23 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
   const fn = program.command("function").description("register, list, show and delete functions");
 
   fn.command("register <file>")
-    .description("register a JavaScript function from a source file")
+    .description("register a function from a source file: Python (.py) or JavaScript (any other)")
     .requiredOption("--entry <name>", "the function in the file to call")
     .option("--name <name>", "a human name (default: the entry point)")
     .option("--description <text>", "what it does")
     .option("--image <image>", "container image it needs (default: the endpoint's)")
+    .option("--min-python <version>", "lowest Python version it needs, e.g. 3.10 (Python files)")
     .addOption(jsonOption())
     .action(
       async (
         file: string,
-        opts: { entry: string; name?: string; description?: string; image?: string } & JsonFlag,
+        opts: {
+          entry: string;
+          name?: string;
+          description?: string;
+          image?: string;
+          minPython?: string;
+        } & JsonFlag,
       ) => {
         let source: string;
         try {
@@ -187,13 +196,25 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
         } catch (err) {
           throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
         }
+        const python = file.endsWith(".py");
+        if (opts.minPython !== undefined && !python)
+          throw new UsageError("--min-python is for Python files (.py)");
+        const options = {
+          ...(opts.name !== undefined ? { name: opts.name } : {}),
+          ...(opts.description !== undefined ? { description: opts.description } : {}),
+          ...(opts.image !== undefined ? { containerImage: opts.image } : {}),
+        };
         const id = await connect().registerFunction(
-          { source, entryPoint: opts.entry },
-          {
-            ...(opts.name !== undefined ? { name: opts.name } : {}),
-            ...(opts.description !== undefined ? { description: opts.description } : {}),
-            ...(opts.image !== undefined ? { containerImage: opts.image } : {}),
-          },
+          python
+            ? {
+                python: {
+                  source,
+                  entryPoint: opts.entry,
+                  ...(opts.minPython !== undefined ? { minVersion: opts.minPython } : {}),
+                },
+              }
+            : { source, entryPoint: opts.entry },
+          options,
         );
         print(opts.json, { functionId: id }, () => id);
       },
@@ -353,6 +374,10 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       return 2; // commander already printed the message through outputError
     }
     io.stderr(`${errorLine(err)}\n`);
+    if (err instanceof TaskFailedError) {
+      const more = detailSections(err.remote?.stack ?? "", err.output);
+      if (more) io.stderr(`${more}\n`);
+    }
     return err instanceof UsageError ? 2 : 1;
   } finally {
     client?.close();

@@ -30,6 +30,7 @@ import type {
   AnyFunction,
   EndpointInfo,
   FunctionInfo,
+  PythonSource,
   RegisterOptions,
   RegisterShellOptions,
   SubmittedBatch,
@@ -163,9 +164,10 @@ export class Client {
   // ---------- functions ----------
 
   /**
-   * Registers a JavaScript function and returns its id. Give either a real function, whose source
-   * is taken from `fn.toString()`, or `{ source, entryPoint }`: script text that defines the entry
-   * point.
+   * Registers a function and returns its id. Give a real JavaScript function, whose source is
+   * taken from `fn.toString()`; `{ source, entryPoint }`, JavaScript text that defines the entry
+   * point; or `{ python: { source, entryPoint, minVersion? } }`, a Python module and the callable
+   * in it (see {@link PythonSource}).
    *
    * A function is sent as text, so it must be self-contained: it cannot use variables, imports or
    * helpers from the module that defined it (it may `require` Node built-ins). Native and bound
@@ -183,7 +185,11 @@ export class Client {
    * const id2 = await client.registerFunction({ source: "function main(x) { return x * 2; }", entryPoint: "main" });
    * ```
    */
-  async registerFunction(fn: AnyFunction | JsSource, options: RegisterOptions = {}): Promise<string> {
+  async registerFunction(
+    fn: AnyFunction | JsSource | PythonSource,
+    options: RegisterOptions = {},
+  ): Promise<string> {
+    if (typeof fn === "object" && fn !== null && "python" in fn) return this.registerPython(fn, options);
     const js = typeof fn === "function" ? sourceOfFunction(fn) : sourceOfText(fn?.source, fn?.entryPoint);
     return this.registerSpec(
       {
@@ -192,6 +198,28 @@ export class Client {
         ...limitsOf(options),
       },
       options.name ?? js.entryPoint,
+      options.description ?? "",
+    );
+  }
+
+  /**
+   * A Python function: its module source is compiled once per worker interpreter, and its
+   * `entryPoint` called with each task's args and kwargs (JSON; `Uint8Array` arguments arrive as
+   * `bytes`, and `bytes` results come back as `Buffer`).
+   */
+  private async registerPython(fn: PythonSource, options: RegisterOptions): Promise<string> {
+    const { source, entryPoint, minVersion = "" } = fn.python ?? {};
+    if (typeof source !== "string" || source.trim() === "")
+      throw new FabricError("INVALID_ARGUMENT", "a Python function needs its source (python.source)");
+    if (typeof entryPoint !== "string" || entryPoint === "")
+      throw new FabricError("INVALID_ARGUMENT", "a Python function needs an entry point (python.entryPoint)");
+    return this.registerSpec(
+      {
+        kind: { $case: "python", value: { source, entryPoint, minVersion } },
+        containerImage: options.containerImage ?? "",
+        ...limitsOf(options),
+      },
+      options.name ?? entryPoint,
       options.description ?? "",
     );
   }

@@ -22,6 +22,7 @@ function task(over: Partial<Task> = {}): Task {
     ],
     result: undefined,
     error: undefined,
+    output: undefined,
     createdAtMs: 1_000,
     completedAtMs: 0,
     attempts: 1,

@@ -5,8 +5,8 @@ import {
   isErrorCode,
   MAX_TIMEOUT_S,
   type ErrorCode,
-  decodeJson,
-  encodeJson,
+  decodeJsonWithBytes,
+  encodeJsonWithBytes,
   TaskState,
   isTerminal,
   stateName,
@@ -81,9 +81,9 @@ export function encodeTaskSpec(input: TaskInput, index = 0): TaskSpec {
     functionId: input.functionId,
     endpointId: input.endpointId,
     ...(timeout > 0 ? { timeoutS: timeout } : {}),
-    argsJson: encodeJson(args, `${where} args`),
+    argsJson: encodeJsonWithBytes(args, `${where} args`),
     // Empty means "not set": a JS function then gets no extra last argument.
-    kwargsJson: input.kwargs === undefined ? EMPTY : encodeJson(input.kwargs, `${where} kwargs`),
+    kwargsJson: input.kwargs === undefined ? EMPTY : encodeJsonWithBytes(input.kwargs, `${where} kwargs`),
   };
 }
 
@@ -158,6 +158,7 @@ export function toTaskInfo(task: Task): TaskInfo {
     createdAt: dateOf(task.createdAtMs),
     completedAt: task.completedAtMs > 0 ? dateOf(task.completedAtMs) : undefined,
     error: failed ? errorInfoOf(task) : undefined,
+    output: task.output && (task.output.stdout || task.output.stderr) ? { ...task.output } : undefined,
   };
 }
 
@@ -168,6 +169,7 @@ export function taskFailedError(info: TaskInfo): TaskFailedError {
     ...(e.reason ? { reason: e.reason } : {}),
     ...(e.remote ? { remote: e.remote } : {}),
     ...(e.shell ? { shell: e.shell } : {}),
+    ...(info.output ? { output: info.output } : {}),
   });
 }
 
@@ -183,7 +185,7 @@ export function decodeResult(task: Task): unknown {
       `the broker sent task ${task.id}'s result as an object reference (${payload.objectRef}) instead of inline JSON`,
     );
   }
-  return decodeJson(payload.json, `result of task ${task.id}`, undefined);
+  return decodeJsonWithBytes(payload.json, `result of task ${task.id}`, undefined);
 }
 
 /**
@@ -228,7 +230,11 @@ export function toFunctionInfo(fn: FunctionMessage): FunctionInfo {
   if (kind?.$case === "js") {
     return { ...base, kind: "js", source: kind.value.source, entryPoint: kind.value.entryPoint };
   }
-  throw new FabricError("INTERNAL", `function ${fn.id} has no kind the SDK knows (js or shell)`);
+  if (kind?.$case === "python") {
+    const { source, entryPoint, minVersion } = kind.value;
+    return { ...base, kind: "python", source, entryPoint, minVersion };
+  }
+  throw new FabricError("INTERNAL", `function ${fn.id} has no kind the SDK knows (js, python or shell)`);
 }
 
 function toEndpointReport(s: EndpointStatus): EndpointReport {
@@ -253,6 +259,7 @@ function toEndpointReport(s: EndpointStatus): EndpointReport {
     lastError: s.lastError,
     heartbeatIntervalS: s.heartbeatIntervalS,
     startedAt: s.startedAtMs > 0 ? dateOf(s.startedAtMs) : undefined,
+    python: s.python ? { ...s.python } : undefined,
   };
 }
 

@@ -34,17 +34,26 @@ export class TaskFailedError extends FabricError {
   readonly taskId: string;
   /** Its terminal state: "failed", "cancelled" or "expired". */
   readonly state: TaskStateName;
+  /** What the task printed before it failed (see {@link TaskInfo.output}). */
+  readonly output: { readonly stdout: string; readonly stderr: string } | undefined;
 
   constructor(
     taskId: string,
     state: TaskStateName,
     code: ErrorCode,
     message: string,
-    details: { reason?: string; remote?: RemoteExceptionInfo; shell?: ShellOutcome } = {},
+    details: {
+      reason?: string;
+      remote?: RemoteExceptionInfo;
+      shell?: ShellOutcome;
+      output?: { readonly stdout: string; readonly stderr: string };
+    } = {},
   ) {
-    super(code, message, details);
+    const { output, ...rest } = details;
+    super(code, message, rest);
     this.taskId = taskId;
     this.state = state;
+    this.output = output;
   }
 }
 

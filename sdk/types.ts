@@ -50,6 +50,17 @@ export interface TaskInfo {
   readonly completedAt: Date | undefined;
   /** Set when it failed, was cancelled or expired. */
   readonly error: TaskErrorInfo | undefined;
+  /**
+   * What its last attempt wrote to stdout and stderr, once it finished (the last 64 KiB of each,
+   * after a line `[… N bytes cut …]` when more was written); undefined when it wrote nothing.
+   */
+  readonly output: TaskOutputInfo | undefined;
+}
+
+/** What a task printed. */
+export interface TaskOutputInfo {
+  readonly stdout: string;
+  readonly stderr: string;
 }
 
 /** A finished task's result. */
@@ -79,6 +90,13 @@ export type TaskOutcome<T = unknown> = TaskSuccess<T> | TaskFailure;
 /** The kind-specific part of a registered function. */
 export type FunctionKind =
   | { readonly kind: "js"; readonly source: string; readonly entryPoint: string }
+  | {
+      readonly kind: "python";
+      readonly source: string;
+      readonly entryPoint: string;
+      /** Lowest Python version it needs; "" for any. */
+      readonly minVersion: string;
+    }
   | { readonly kind: "shell"; readonly command: string; readonly walltimeSeconds: number };
 
 /** A registered function. Functions are immutable: a change is a new id. */
@@ -118,6 +136,18 @@ export interface EndpointReport {
   readonly lastError: string;
   readonly heartbeatIntervalS: number;
   readonly startedAt: Date | undefined;
+  /** The Python interpreter its workers run Python functions in, once the agent found it. */
+  readonly python: PythonReport | undefined;
+}
+
+/** The interpreter an endpoint runs Python functions in. */
+export interface PythonReport {
+  /** "3.11.2"; "" when the endpoint has no usable interpreter (see `problem`). */
+  readonly version: string;
+  readonly executable: string;
+  readonly implementation: string;
+  /** Why the endpoint has no usable interpreter; "" when it has one. */
+  readonly problem: string;
 }
 
 /** Whether an endpoint is connected, and what it last reported. */
@@ -157,6 +187,18 @@ export interface RegisterOptions {
   readonly maxRetries?: number;
   /** Seconds a task may run before it is stopped (reason `timeout`). Default: no limit. */
   readonly timeoutSeconds?: number;
+}
+
+/** Python source and the callable in it to call, for {@link Client.registerFunction}. */
+export interface PythonSource {
+  readonly python: {
+    /** A module's source: imports, helpers and the entry point. */
+    readonly source: string;
+    /** The callable to call: a name the module defines, or a dotted path (`Model.predict`). */
+    readonly entryPoint: string;
+    /** Lowest Python version it needs ("3.10"); checked at submission. Default: any. */
+    readonly minVersion?: string;
+  };
 }
 
 /** Options of {@link Client.registerShellFunction}. */

@@ -1,7 +1,7 @@
 import type { Logger } from "pino";
 
 import { FabricError, DropLog, MAC_HEADER, type BrokerMessageKeys } from "../../common/index.js";
-import { EndpointStatus, type EndpointStatusView } from "../../proto/index.js";
+import { EndpointStatus, type EndpointStatusView, type PythonInfo } from "../../proto/index.js";
 import type { FabricStore } from "../state/store.js";
 
 /** What the brokers know of an endpoint's agent: its last signed status and the tasks it has not taken. */
@@ -30,6 +30,11 @@ export class EndpointStatuses {
       last,
       queuedTasks: queued,
     };
+  }
+
+  /** The Python interpreter the endpoint last reported, if it reported one. */
+  async python(endpointId: string): Promise<PythonInfo | undefined> {
+    return (await this.last(endpointId))?.python;
   }
 
   /**

@@ -52,6 +52,13 @@ const functionSpec: MessageShape = {
     4: num("network"),
     5: num("max_retries"),
     6: num("timeout_s"),
+    7: msg("python", {
+      fields: {
+        1: str("source", MAX_SOURCE_BYTES),
+        2: str("entry_point", NAME_BYTES),
+        3: str("min_version", 64),
+      },
+    }),
   },
 };
 

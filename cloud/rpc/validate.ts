@@ -1,6 +1,6 @@
 import { z } from "zod";
 
-import { FabricError, ID_PATTERN, MAX_TIMEOUT_S } from "../../common/index.js";
+import { FabricError, ID_PATTERN, MAX_TIMEOUT_S, VERSION_PATTERN } from "../../common/index.js";
 import { describeIssues } from "../config.js";
 import { MAX_COMMAND_BYTES, MAX_SOURCE_BYTES } from "./request-shapes.js";
 
@@ -26,6 +26,8 @@ export const nameSchema = z.string().max(256, { message: "must be at most 256 ch
 export const descriptionSchema = z.string().max(4096, { message: "must be at most 4096 characters" });
 
 const IDENT_RE = /^[A-Za-z_$][A-Za-z0-9_$]*$/;
+/** A Python name, or a dotted path of them (`main`, `Model.predict`); ASCII only. */
+const PY_ENTRY_RE = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/;
 
 /** One kind of function spec: `{ $case: kind, value }`, as the oneof is decoded. */
 const specKind = <K extends string, V extends z.ZodRawShape>(kind: K, value: V) =>
@@ -54,6 +56,20 @@ export const functionSpecSchema = z.object({
           .max(256, { message: "entry point must be at most 256 characters" })
           .regex(IDENT_RE, { message: "entry point must be a JavaScript identifier" }),
       }),
+      specKind("python", {
+        source: requiredText(
+          MAX_SOURCE_BYTES,
+          "a Python function needs its source",
+          "source must be at most 768 KiB",
+        ),
+        entryPoint: z
+          .string()
+          .max(256, { message: "entry point must be at most 256 characters" })
+          .regex(PY_ENTRY_RE, { message: "entry point must be a Python name or a dotted path of names" }),
+        minVersion: z.string().refine((v) => v === "" || VERSION_PATTERN.test(v), {
+          message: 'min version must be empty or a version like "3.10" or "3.11.4"',
+        }),
+      }),
       specKind("shell", {
         command: requiredText(
           MAX_COMMAND_BYTES,
@@ -63,7 +79,7 @@ export const functionSpecSchema = z.object({
         walltimeS: seconds("walltime must be at most 30 days"),
       }),
     ],
-    { message: "spec.kind must be js or shell" },
+    { message: "spec.kind must be js, python or shell" },
   ),
   containerImage: z.string().max(512),
   maxRetries: z.number().int().min(0).max(100, { message: "at most 100 retries" }).optional(),

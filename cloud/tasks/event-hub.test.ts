@@ -16,6 +16,7 @@ function task(id: string, resultBytes: number): Task {
     ],
     result: { json: new Uint8Array(resultBytes).fill(0x31), objectRef: "", size: resultBytes },
     error: undefined,
+    output: undefined,
     createdAtMs: 1_763_000_000_000,
     completedAtMs: 1_763_000_000_001,
     attempts: 1,

@@ -11,13 +11,16 @@ import {
   fitsInline,
   inlinePayload,
   storedPayload,
+  compareVersions,
 } from "../../common/index.js";
 import {
   FunctionSpec,
   Task,
   TaskMessage,
   TaskState,
+  type FunctionMessage,
   type Payload,
+  type PythonInfo,
   type SubmitTasksRequest,
   type SubmitTasksResponse,
 } from "../../proto/index.js";
@@ -48,6 +51,8 @@ export class TaskSubmitter {
     private readonly brokerId: string,
     private readonly log: Logger,
     private readonly records: TaskRecordCache,
+    /** The Python interpreter an endpoint last reported (checked against functions' minimum). */
+    private readonly pythonOf: (endpointId: string) => Promise<PythonInfo | undefined>,
   ) {}
 
   async submit(req: SubmitTasksRequest, owner: string): Promise<SubmitTasksResponse> {
@@ -84,6 +89,7 @@ export class TaskSubmitter {
       await Promise.all([...epIds].map(async (id) => [id, await this.endpoints.get(id, owner)] as const)),
     );
     req.tasks.forEach((t, i) => assertFunctionAllowed(eps.get(t.endpointId)!, t.functionId, `tasks[${i}]`));
+    await this.checkPythonVersions(req, fns);
 
     const key = req.idempotencyKey ?? "";
     if (key.length > 256)
@@ -131,6 +137,7 @@ export class TaskSubmitter {
         ],
         result: undefined,
         error: undefined,
+        output: undefined,
         createdAtMs: now,
         completedAtMs: 0,
         attempts: 0,
@@ -217,6 +224,31 @@ export class TaskSubmitter {
     return fitsInline(json.length, this.config.limits.inlinePayloadBytes, room)
       ? inlinePayload(json)
       : undefined;
+  }
+
+  /**
+   * A Python function that needs a newer interpreter than its endpoint reported fails here, not
+   * on a node. An endpoint that has not reported one yet is given the benefit of the doubt (its
+   * manager checks again before it runs the task).
+   */
+  private async checkPythonVersions(
+    req: SubmitTasksRequest,
+    fns: ReadonlyMap<string, FunctionMessage>,
+  ): Promise<void> {
+    const seen = new Map<string, Promise<PythonInfo | undefined>>();
+    for (const [i, t] of req.tasks.entries()) {
+      const kind = fns.get(t.functionId)?.spec?.kind;
+      const needs = kind?.$case === "python" ? kind.value.minVersion : "";
+      if (!needs) continue;
+      let info = seen.get(t.endpointId);
+      if (!info) seen.set(t.endpointId, (info = this.pythonOf(t.endpointId)));
+      const python = await info;
+      if (!python?.version || compareVersions(python.version, needs) >= 0) continue;
+      throw new FabricError(
+        "FAILED_PRECONDITION",
+        `tasks[${i}]: function ${t.functionId} needs Python ${needs} or later; endpoint ${t.endpointId} runs Python ${python.version} (${python.executable}): point the endpoint's python.executable at a newer interpreter, or register the function with a lower minimum version`,
+      );
+    }
   }
 
   /** A large payload, stored in the endpoint's payload bucket; the message refers to it. */

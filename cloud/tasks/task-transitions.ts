@@ -38,6 +38,7 @@ export function applyTaskUpdate(task: Task, update: TaskUpdate, endpointId: stri
   };
   if (isTerminal(update.state)) {
     next.completedAtMs = update.atMs || Date.now();
+    next.output = update.output;
     const ref = update.result?.objectRef;
     if (update.state === TaskState.TASK_STATE_SUCCESS && ref && ref !== Bus.resultObject(task.id)) {
       // A large result lives in the endpoint's bucket under the task's own name, never another

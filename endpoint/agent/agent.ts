@@ -3,7 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 
 import { FabricError, type Logger } from "../../common/index.js";
-import type { BusConnectInfo } from "../../proto/index.js";
+import type { BusConnectInfo, PythonInfo } from "../../proto/index.js";
 import { scalingOf } from "../config.js";
 import type { EndpointConfig } from "../config.js";
 import type { EndpointPaths } from "../home.js";
@@ -13,6 +13,7 @@ import { Blocks, SCALE_TICK_MS } from "./blocks.js";
 import { BrokerLink } from "./broker-link.js";
 import { BusLink } from "./bus-link.js";
 import { ManagerServer } from "./manager-server.js";
+import { probePython } from "./python-probe.js";
 import type { ManagerConnection } from "./manager-server.js";
 import { QueueSizer } from "./queue-sizing.js";
 import { StatusReporter } from "./status.js";
@@ -61,6 +62,8 @@ export class EndpointAgent {
   private readonly cfg: EndpointConfig;
   private readonly provider: ExecutionProvider;
   private readonly startedAtMs = Date.now();
+  /** The interpreter Python functions run in, once probed. */
+  private python: PythonInfo | undefined;
   private readonly host = hostname();
   private readonly broker: BrokerLink;
   /** Queue depths, from task run times unless the config fixes them. */
@@ -106,6 +109,18 @@ export class EndpointAgent {
    * the broker refuses it, or with a FabricError when stopped while starting.
    */
   async start(): Promise<void> {
+    // Which Python the workers get, found while the agent connects; the status reports it.
+    const provider = this.cfg.provider;
+    void probePython({
+      executable: this.cfg.python.executable,
+      workerInit: "workerInit" in provider ? provider.workerInit : "",
+    }).then((found) => {
+      this.python = found;
+      if (found.problem)
+        this.log.warn({ problem: found.problem }, "no Python interpreter for Python functions");
+      else this.log.info({ python: found.version, executable: found.executable }, "Python interpreter found");
+      this.parts?.status.soon();
+    });
     const { endpointId } = await this.broker.register();
     this.log = this.log.child({ endpointId });
     this.broker.useLogger(this.log);
@@ -257,6 +272,7 @@ export class EndpointAgent {
       managers: () => managers.managers(),
       blocks: () => blocks.statuses(),
       lastError: () => this.lastError || bus.updatesError,
+      python: () => this.python,
     });
     return { bus, managers, tracker, intake, blocks, status };
   }

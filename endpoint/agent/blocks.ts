@@ -464,6 +464,7 @@ export class Blocks<M extends BlockManager = BlockManager> {
           FABRIC_BLOCK_SECRET: secret,
           FABRIC_SHELL_WALLTIME_S: String(config.shell.defaultWalltimeSeconds),
           FABRIC_MAX_RESULT_BYTES: String(config.limits.maxResultBytes),
+          FABRIC_PYTHON: config.python.executable,
           // Where the manager runs functions (bare processes unless a container runtime is set).
           ...(config.container.runtime !== "none"
             ? { FABRIC_CONTAINER: JSON.stringify(config.container) }

@@ -27,6 +27,7 @@ function reporter(over: Partial<StatusReporterOptions> = {}) {
     ],
     blocks: () => [{ blockId: "b1", jobId: "j1", state: "connected", sinceMs: 5, reason: "" }],
     lastError: () => "sbatch: invalid partition",
+    python: () => undefined,
     ...over,
   });
   return { r, published, state };

@@ -4,7 +4,7 @@
  */
 import type { Logger } from "../../common/index.js";
 import { EndpointStatus } from "../../proto/index.js";
-import type { BlockStatus } from "../../proto/index.js";
+import type { BlockStatus, PythonInfo } from "../../proto/index.js";
 
 /** Delay of a status published because managers came or went (several in a row make one). */
 const STATUS_SOON_MS = 100;
@@ -41,6 +41,8 @@ export interface StatusReporterOptions {
   blocks(): BlockStatus[];
   /** The endpoint's most recent trouble ("" when none). */
   lastError(): string;
+  /** The Python interpreter of the workers, once known. */
+  python(): PythonInfo | undefined;
 }
 
 /** Builds and publishes the endpoint's status. */
@@ -110,6 +112,7 @@ export class StatusReporter {
       lastError: this.o.lastError(),
       heartbeatIntervalS: this.o.heartbeatIntervalS,
       startedAtMs: this.o.startedAtMs,
+      python: this.o.python(),
     };
   }
 }

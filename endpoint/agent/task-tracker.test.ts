@@ -89,6 +89,7 @@ function outcome(taskId: string, over: Partial<WorkOutcome> = {}): WorkOutcome {
     ok: true,
     resultJson: Buffer.from('"done"'),
     error: undefined,
+    output: undefined,
     startedAtMs: 1000,
     finishedAtMs: 1010,
     workerId: "w1",

@@ -43,6 +43,7 @@ import {
   errorUpdate,
   failedUpdate,
   fitError,
+  fitOutput,
   retryDelayMs,
   retryDetail,
   retryingUpdate,
@@ -389,6 +390,7 @@ export class TaskTracker {
       update = failedUpdate(this.head(t.taskId, t.attempt, o.finishedAtMs || Date.now(), actor), error);
     }
     if (unstarted) update = withStart(update, o.startedAtMs, actor);
+    if (o.output) update = { ...update, output: fitOutput(o.output) };
     this.finish(t, update);
   }
 

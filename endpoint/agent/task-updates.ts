@@ -4,10 +4,28 @@
  */
 import { FabricError, errorToInfo } from "../../common/index.js";
 import { TaskState } from "../../proto/index.js";
-import type { ErrorInfo, Payload, TaskUpdate } from "../../proto/index.js";
+import type { ErrorInfo, Payload, TaskOutput, TaskUpdate } from "../../proto/index.js";
 
 /** How much of a failed task's output, stack and message is kept in its ErrorInfo. */
 export const ERROR_FIELD_CAP = 64 * 1024;
+
+/** Most bytes kept of each of a task's stdout and stderr (the tail; a note says what was cut). */
+export const OUTPUT_CAP_BYTES = 64 * 1024;
+
+/** A task's output within {@link OUTPUT_CAP_BYTES} per stream, whatever the worker sent. */
+export function fitOutput(o: TaskOutput): TaskOutput {
+  return { stdout: tailOf(o.stdout), stderr: tailOf(o.stderr) };
+}
+
+function tailOf(text: string): string {
+  const bytes = Buffer.byteLength(text);
+  if (bytes <= OUTPUT_CAP_BYTES) return text;
+  const buf = Buffer.from(text);
+  let start = bytes - OUTPUT_CAP_BYTES;
+  // Start on a character boundary: skip UTF-8 continuation bytes.
+  while (start < buf.length && (buf[start]! & 0xc0) === 0x80) start++;
+  return `[… ${start} bytes cut …]\n${buf.subarray(start).toString()}`;
+}
 
 /** What every update names: the task, its attempt, when and who. */
 export interface UpdateHead {
@@ -30,6 +48,7 @@ function update(head: UpdateHead, state: TaskState, fields: Partial<TaskUpdate>)
     attempt: head.attempt,
     startedAtMs: 0,
     startedBy: "",
+    output: undefined,
     ...fields,
   };
 }

@@ -15,6 +15,7 @@ function update(taskId: string, bytes = 0): TaskUpdate {
     detail: "",
     result: { json: Buffer.alloc(bytes, 0x31), objectRef: "", size: bytes },
     error: undefined,
+    output: undefined,
     attempt: 1,
     startedAtMs: 0,
     startedBy: "",

@@ -220,6 +220,7 @@ export function encodedSizeBound(u: TaskUpdate): number {
   let n = 96 + str(u.taskId) + str(u.actor) + str(u.detail) + str(u.startedBy);
   if (u.result) n += u.result.json.length + str(u.result.objectRef) + 24;
   if (u.error) n += errorSizeBound(u.error);
+  if (u.output) n += 12 + str(u.output.stdout) + str(u.output.stderr);
   return n;
 }
 

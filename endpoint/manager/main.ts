@@ -7,6 +7,7 @@
  * FABRIC_BLOCK_ID, FABRIC_WORKERS). The secret comes only from env FABRIC_BLOCK_SECRET, so it
  * never shows in `ps`. FABRIC_SHELL_WALLTIME_S and FABRIC_MAX_RESULT_BYTES pass through to workers.
  * FABRIC_CONTAINER holds the endpoint's `container` section as JSON (absent: bare processes).
+ * FABRIC_PYTHON names the interpreter of Python functions (default `python3` on PATH).
  *
  * A block's start is a cold start for its first tasks, so this file imports only what starting
  * bare workers needs: they are spawned first, and boot while the manager loads the rest of its
@@ -93,6 +94,7 @@ const code = await runManager({
   log,
   workerEnv,
   ...(container ? { container } : {}),
+  python: process.env["FABRIC_PYTHON"] || "python3",
   ...(earlyWorkers ? { earlyWorkers } : {}),
 });
 // Give pino a moment to flush, then leave even if a stray handle lingers.

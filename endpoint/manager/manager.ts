@@ -10,6 +10,7 @@ import { AgentMessage, ManagerMessage } from "../../proto/messages.js";
 import type { ContainerConfig } from "../runtime/config.js";
 import type { WorkerLauncher } from "../runtime/launcher.js";
 import type { EarlyWorkerLauncher } from "./early-workers.js";
+import { PythonSlotKind, UnavailableSlotKind } from "./python-slot.js";
 import { WorkerPool } from "./worker-pool.js";
 
 /** Options of one worker manager. */
@@ -36,6 +37,8 @@ export interface ManagerOptions {
   readonly earlyWorkers?: EarlyWorkerLauncher;
   /** Environment passed to every worker (walltime default, result limit). */
   readonly workerEnv?: Readonly<Record<string, string>>;
+  /** The interpreter of Python functions (a name on PATH or a path). @default "python3" */
+  readonly python?: string;
 }
 
 /** How long an outcome of a command killed by SIGTERM/SIGKILL waits to see whether the block is being cancelled. */
@@ -126,6 +129,14 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
       ...(launcher ? { launcher } : {}),
       ...(opts.container ? { container: opts.container } : {}),
       ...(opts.workerEnv ? { env: opts.workerEnv } : {}),
+      pythonSlotKind:
+        launcher && launcher.runtime !== "none"
+          ? new UnavailableSlotKind(
+              launcher.runtime,
+              "Python functions do not run in containers on this endpoint yet: run them on an endpoint with container.runtime none",
+              log,
+            )
+          : new PythonSlotKind({ executable: opts.python ?? "python3", env: opts.workerEnv, log }),
     },
     {
       onStarted: (taskId, workerId, atMs) => {

@@ -23,6 +23,7 @@ export function failedOutcome(taskId: string, error: FabricError, times: Outcome
     startedAtMs: times.startedAtMs,
     finishedAtMs: times.finishedAtMs,
     workerId: times.workerId,
+    output: undefined,
   };
 }
 

@@ -8,7 +8,7 @@
 import type { WorkItem } from "../../proto/index.js";
 import type { ContainerConfig } from "../runtime/config.js";
 import { networkAllowed } from "../runtime/docker-options.js";
-import type { Placement, WorkerSlot } from "./worker-slot.js";
+import type { Placement, WorkerLanguage, WorkerSlot } from "./worker-slot.js";
 
 /** What the placement rules read of a slot. */
 export type SlotView = Pick<WorkerSlot, "placement" | "state" | "current" | "idleSinceMs">;
@@ -30,15 +30,32 @@ export interface Placements {
   of(item: WorkItem): Placement;
 }
 
-/** The placement of workers of `image`, with or without a network. */
-export function placementOf(image: string, network: boolean): Placement {
-  return { key: `${image}\u0000${network ? "net" : "none"}`, image, network };
+/** The placement of `language` workers of `image`, with or without a network. */
+export function placementOf(image: string, network: boolean, language: WorkerLanguage = "node"): Placement {
+  const lang = language === "node" ? "" : `${language}\u0000`;
+  return { key: `${lang}${image}\u0000${network ? "net" : "none"}`, language, image, network };
 }
 
-/** Bare worker processes: `size` of them, every one fit for every task. */
+/** Whether `item` is a Python function's task (it needs a Python worker). */
+export function isPythonTask(item: WorkItem): boolean {
+  return item.function?.kind?.$case === "python";
+}
+
+/**
+ * Bare worker processes: `size` of them. Node workers (JavaScript and shell) are kept warm; a
+ * Python task gets a Python interpreter, which takes the place of an idle Node worker when the
+ * pool is full, and gives it back when a JavaScript or shell task needs the room.
+ */
 export function barePlacements(size: number): Placements {
-  const warm: Placement = { key: "", image: "", network: false };
-  return { warm, keepWarm: size, elastic: false, idleMs: Infinity, of: () => warm };
+  const warm: Placement = { key: "", language: "node", image: "", network: false };
+  const python: Placement = { key: "python", language: "python", image: "", network: false };
+  return {
+    warm,
+    keepWarm: size,
+    elastic: false,
+    idleMs: Infinity,
+    of: (item) => (isPythonTask(item) ? python : warm),
+  };
 }
 
 /**
@@ -53,8 +70,10 @@ export function containerPlacements(cfg: ContainerConfig, size: number): Placeme
     idleMs: cfg.pool.idleSeconds * 1000,
     of: (item) => {
       const fn = item.function;
-      const image = fn?.containerImage || (fn?.kind?.$case === "shell" ? cfg.shellImage : cfg.image);
-      return placementOf(image, networkAllowed(cfg, fn?.network ?? false));
+      const kind = fn?.kind?.$case;
+      const language = kind === "python" ? "python" : "node";
+      const fallback = kind === "shell" ? cfg.shellImage : kind === "python" ? cfg.pythonImage : cfg.image;
+      return placementOf(fn?.containerImage || fallback, networkAllowed(cfg, fn?.network ?? false), language);
     },
   };
 }

@@ -90,6 +90,7 @@ class FakeSlot implements WorkerSlot {
       ok: true,
       resultJson: Buffer.from("1"),
       error: undefined,
+      output: undefined,
       startedAtMs: at,
       finishedAtMs: at,
       workerId: this.id,

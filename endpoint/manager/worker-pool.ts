@@ -16,6 +16,7 @@ import {
 } from "./placement.js";
 import type { Placements } from "./placement.js";
 import { ProtocolSlotKind } from "./protocol-slot.js";
+import { PythonSlotKind } from "./python-slot.js";
 import type { Placement, SlotEvents, SlotKind, WorkerSlot } from "./worker-slot.js";
 
 export { WORKER_MAIN };
@@ -53,6 +54,11 @@ export interface WorkerPoolOptions {
    * @default workers started by `launcher`, speaking the worker protocol
    */
   readonly slotKind?: SlotKind;
+  /**
+   * The runtime of Python functions' workers (placements of language `python`).
+   * @default interpreters of `python3` on PATH, as bare processes (see python-slot.ts)
+   */
+  readonly pythonSlotKind?: SlotKind;
   /** Period of the idle check. @default 1000 */
   readonly maintenanceIntervalMs?: number;
 }
@@ -103,7 +109,10 @@ export class WorkerPool {
     private readonly events: WorkerPoolEvents,
   ) {
     this.log = opts.log;
-    this.kind = opts.slotKind ?? protocolSlotKind(opts);
+    this.kind = byLanguage(
+      opts.slotKind ?? protocolSlotKind(opts),
+      opts.pythonSlotKind ?? new PythonSlotKind({ executable: "python3", env: opts.env, log: opts.log }),
+    );
     if (this.kind.runtime !== "none") {
       if (!opts.container) throw new Error("a container launcher needs the container config");
       this.placements = containerPlacements(opts.container, opts.size);
@@ -287,9 +296,10 @@ export class WorkerPool {
     }
     this.queue = waiting;
     if (waiting.length > 0 && this.meanTaskMs < PIPELINE_MAX_TASK_MS) this.pipeline();
-    if (!this.placements.elastic || this.queue.length === 0) return;
+    if (this.queue.length === 0) return;
 
-    // 2. Start containers for what still waits, beyond those already starting, or make room.
+    // 2. Start workers for what still waits (containers of its image, a Python interpreter),
+    //    beyond those already starting, or make room.
     const plan = planLaunches(
       [...this.slots.values()],
       demandOf(this.queue, this.placements),
@@ -299,6 +309,18 @@ export class WorkerPool {
     // The room is freed when the retired worker has exited; dispatch runs again then.
     plan.retire?.retire();
   }
+}
+
+/** One kind that opens each placement's slot with the kind of its language. */
+function byLanguage(node: SlotKind, python: SlotKind): SlotKind {
+  return {
+    runtime: node.runtime,
+    open: (id, placement, events) =>
+      (placement.language === "python" ? python : node).open(id, placement, events),
+    close: async () => {
+      await Promise.all([node.close(), python.close()]);
+    },
+  };
 }
 
 /** The default worker runtime: protocol workers from the options' launcher, bare processes without one. */

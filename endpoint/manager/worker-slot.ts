@@ -9,10 +9,14 @@ import type { FabricError } from "../../common/lean.js";
 import type { WorkItem, WorkOutcome } from "../../proto/index.js";
 import type { ContainerRuntimeName } from "../runtime/config.js";
 
+/** What a worker runs: JavaScript and shell functions (`node`), or Python functions. */
+export type WorkerLanguage = "node" | "python";
+
 /** Where a worker runs. Workers of one placement are interchangeable: any may take its tasks. */
 export interface Placement {
-  /** Identifies the placement (image and network together). */
+  /** Identifies the placement (language, image and network together). */
   readonly key: string;
+  readonly language: WorkerLanguage;
   /** Container image ("" for bare processes). */
   readonly image: string;
   /** Whether the worker may use the network (containers only). */

@@ -8,6 +8,7 @@ export const WORKER_IMAGE_VERSION = "0.1.0";
 export const DEFAULT_WORKER_IMAGE = `fabric-worker:${WORKER_IMAGE_VERSION}`;
 /** The image for shell functions (the worker plus a POSIX shell and its tools). */
 export const DEFAULT_SHELL_WORKER_IMAGE = `fabric-worker-shell:${WORKER_IMAGE_VERSION}`;
+export const DEFAULT_PYTHON_WORKER_IMAGE = `fabric-worker-python:${WORKER_IMAGE_VERSION}`;
 
 /** A host path mounted into every container. Nothing else of the host is. */
 export const ContainerMountSchema = z.strictObject({
@@ -57,6 +58,12 @@ export const ContainerConfigSchema = z.strictObject({
    * @default "fabric-worker-shell:0.1.0"
    */
   shellImage: z.string({ error: "expected an image name" }).min(1).default(DEFAULT_SHELL_WORKER_IMAGE),
+  /**
+   * Image of Python functions that name none: an image with a python3 (3.8 or later) on its PATH
+   * and the packages the functions import.
+   * @default "fabric-worker-python:0.1.0"
+   */
+  pythonImage: z.string({ error: "expected an image name" }).min(1).default(DEFAULT_PYTHON_WORKER_IMAGE),
   /**
    * The user functions run as inside the container, `uid:gid`; never root.
    * @default "65534:65534"

@@ -207,7 +207,14 @@ export async function executeWorkItem(item: WorkItem, opts: ExecuteOptions): Pro
     if (kind?.$case === "js") result = await runJs(item, kind.value, opts);
     else if (kind?.$case === "shell") result = await runShell(item, kind.value, opts);
     else throw invalidTask("the task names no function kind this worker can run (js or shell)");
-    return { ...base, ok: true, resultJson: Buffer.from(result), error: undefined, finishedAtMs: Date.now() };
+    return {
+      ...base,
+      ok: true,
+      resultJson: Buffer.from(result),
+      error: undefined,
+      finishedAtMs: Date.now(),
+      output: undefined,
+    };
   } catch (err) {
     const fe = toFabricError(err);
     return {
@@ -216,6 +223,7 @@ export async function executeWorkItem(item: WorkItem, opts: ExecuteOptions): Pro
       resultJson: Buffer.alloc(0),
       error: errorToInfo(fe),
       finishedAtMs: Date.now(),
+      output: undefined,
     };
   }
 }
