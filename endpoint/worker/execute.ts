@@ -8,7 +8,13 @@ import {
   type RemoteExceptionInfo,
   decodeJson,
 } from "../../common/lean.js";
-import type { JsFunctionSpec, ShellFunctionSpec, WorkItem, WorkOutcome } from "../../proto/index.js";
+import type {
+  JsFunctionSpec,
+  ShellFunctionSpec,
+  TaskOutput,
+  WorkItem,
+  WorkOutcome,
+} from "../../proto/index.js";
 import { fillCommandTemplate, runShellCommand } from "./shell.js";
 
 /** How a worker runs tasks. */
@@ -163,7 +169,11 @@ async function runJs(item: WorkItem, spec: JsFunctionSpec, opts: ExecuteOptions)
   return encodeResult(value, opts.maxResultBytes);
 }
 
-async function runShell(item: WorkItem, spec: ShellFunctionSpec, opts: ExecuteOptions): Promise<Uint8Array> {
+async function runShell(
+  item: WorkItem,
+  spec: ShellFunctionSpec,
+  opts: ExecuteOptions,
+): Promise<{ bytes: Uint8Array; output: TaskOutput | undefined }> {
   const { kwargs } = decodeArgs(item);
   const command = fillCommandTemplate(spec.command, kwargs ?? {});
   const walltimeS = spec.walltimeS > 0 ? spec.walltimeS : opts.defaultWalltimeS;
@@ -191,7 +201,8 @@ async function runShell(item: WorkItem, spec: ShellFunctionSpec, opts: ExecuteOp
     const how = run.signal ? `was killed by ${run.signal}` : `exited with code ${run.exitCode}`;
     throw new FabricError("UNKNOWN", `command ${how}`, { reason: "shell_exit_nonzero", shell });
   }
-  return encodeResult({ exitCode: 0, stdout: run.stdout, stderr: run.stderr }, opts.maxResultBytes);
+  const bytes = encodeResult({ exitCode: 0, stdout: run.stdout, stderr: run.stderr }, opts.maxResultBytes);
+  return { bytes, output: run.stdout || run.stderr ? { stdout: run.stdout, stderr: run.stderr } : undefined };
 }
 
 /**
@@ -204,8 +215,9 @@ export async function executeWorkItem(item: WorkItem, opts: ExecuteOptions): Pro
   try {
     const kind = item.function?.kind;
     let result: Uint8Array;
+    let output: TaskOutput | undefined;
     if (kind?.$case === "js") result = await runJs(item, kind.value, opts);
-    else if (kind?.$case === "shell") result = await runShell(item, kind.value, opts);
+    else if (kind?.$case === "shell") ({ bytes: result, output } = await runShell(item, kind.value, opts));
     else throw invalidTask("the task names no function kind this worker can run (js or shell)");
     return {
       ...base,
@@ -213,7 +225,7 @@ export async function executeWorkItem(item: WorkItem, opts: ExecuteOptions): Pro
       resultJson: Buffer.from(result),
       error: undefined,
       finishedAtMs: Date.now(),
-      output: undefined,
+      output,
     };
   } catch (err) {
     const fe = toFabricError(err);
@@ -223,7 +235,11 @@ export async function executeWorkItem(item: WorkItem, opts: ExecuteOptions): Pro
       resultJson: Buffer.alloc(0),
       error: errorToInfo(fe),
       finishedAtMs: Date.now(),
-      output: undefined,
+      // A shell command's output is the task's, whether or not the command succeeded.
+      output:
+        fe.shell && (fe.shell.stdout || fe.shell.stderr)
+          ? { stdout: fe.shell.stdout, stderr: fe.shell.stderr }
+          : undefined,
     };
   }
 }

@@ -17,6 +17,7 @@ import type { Logger } from "../../common/logger.js";
 import { WorkerRequest, WorkerResponse } from "../../proto/messages.js";
 import type { WorkItem } from "../../proto/index.js";
 import { executeWorkItem } from "./execute.js";
+import { OutputCapture } from "./output-capture.js";
 import type { ExecuteOptions } from "./execute.js";
 import { killRunningShellCommands } from "./shell.js";
 
@@ -47,6 +48,8 @@ const socketPath = process.env["FABRIC_WORKER_SOCKET"];
 const link = socketPath ? net.connect(socketPath) : new net.Socket({ fd: 3, readable: true, writable: true });
 if (socketPath) link.setNoDelay(true);
 const queue: WorkItem[] = [];
+/** stdout and stderr of the tasks run here, one task at a time. */
+const capture = new OutputCapture();
 let busy = false;
 
 function send(msg: WorkerResponse): void {
@@ -59,6 +62,9 @@ async function drain(): Promise<void> {
   try {
     for (let item = queue.shift(); item; item = queue.shift()) {
       const outcome = await executeWorkItem(item, opts);
+      // What a JavaScript function printed (a shell command's output is in the outcome already).
+      const printed = capture.take();
+      if (printed && !outcome.output) outcome.output = printed;
       send({ msg: { $case: "outcome", value: outcome } });
     }
   } finally {
