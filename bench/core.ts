@@ -5,7 +5,7 @@ import type { Client } from "../sdk/index.js";
 import { percentile, round } from "./stats.js";
 
 /** A local fabric with one endpoint of `workers` workers, and a client of its owner. */
-interface BenchFabric {
+export interface BenchFabric {
   readonly fabric: LocalFabric;
   readonly endpoint: EndpointProcess;
   readonly endpointId: string;
@@ -13,10 +13,10 @@ interface BenchFabric {
 }
 
 /** Starts a {@link BenchFabric}; its `fabric.stop()` ends it all, and a failed start leaves nothing running. */
-async function startBenchFabric(workers = 2): Promise<BenchFabric> {
+export async function startBenchFabric(workers = 2, extra?: Record<string, unknown>): Promise<BenchFabric> {
   const fabric = await LocalFabric.start({ name: "bench" });
   try {
-    const endpoint = await fabric.startEndpoint("bench", "bench", { workers });
+    const endpoint = await fabric.startEndpoint("bench", "bench", { workers, ...(extra ? { extra } : {}) });
     return { fabric, endpoint, endpointId: endpoint.endpointId(), client: await fabric.client("bench") };
   } catch (err) {
     await fabric.stop();
@@ -80,7 +80,7 @@ export async function throughput(n = 100_000, batch = 10_000): Promise<Record<st
  * results (at most `maxInFlight` batches' results awaited at once, more batches waiting to be
  * submitted); resolves to how many tasks succeeded once every result is in.
  */
-async function runInBatches(
+export async function runInBatches(
   client: Client,
   task: { readonly functionId: string; readonly endpointId: string },
   n: number,

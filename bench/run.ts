@@ -12,6 +12,7 @@ import { coldSlurm } from "./cold-slurm.js";
 import { coldContainer, warmContainer } from "./containers.js";
 import { latency, memory, throughput } from "./core.js";
 import { dask } from "./peers.js";
+import { pythonCold, pythonLatency, pythonThroughput } from "./python.js";
 
 type Bench = () => Promise<Record<string, unknown>>;
 
@@ -24,6 +25,9 @@ const benches: Record<string, Bench> = {
   cold_container: () => coldContainer(),
   warm_container: () => warmContainer(),
   codec: () => codecBench(),
+  python_latency: () => pythonLatency(),
+  python_throughput: () => pythonThroughput(),
+  python_cold: () => pythonCold(),
 };
 
 async function main(): Promise<void> {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 
 import { FabricError } from "./errors.js";
-import { checkJsonSyntax, MAX_JSON_DEPTH } from "./json.js";
+import { checkJsonSyntax, decodeJsonWithBytes, encodeJsonWithBytes, MAX_JSON_DEPTH } from "./json.js";
 
 const enc = new TextEncoder();
 
@@ -102,5 +102,32 @@ describe("checkJsonSyntax", () => {
     expect(checkJsonSyntax(big, "x")).toBe("array");
     big[big.length - 1] = 0x7d;
     expect(() => checkJsonSyntax(big, "x")).toThrow(/expected ',' or '\]' at byte 10500003/);
+  });
+});
+
+describe("bytes inside JSON payloads", () => {
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+  it('sends a Uint8Array anywhere as {"$bytes": base64}, leaving the caller\'s value untouched', () => {
+    const args = [Buffer.from("abc"), { nested: [new Uint8Array([255, 0])] }, "plain"];
+    expect(text(encodeJsonWithBytes(args))).toBe(
+      '[{"$bytes":"YWJj"},{"nested":[{"$bytes":"/wA="}]},"plain"]',
+    );
+    expect(Buffer.isBuffer(args[0])).toBe(true);
+  });
+
+  it("gives such an object back as a Buffer; other objects (more keys, non-string) stay as they are", () => {
+    const v = decodeJsonWithBytes(
+      new TextEncoder().encode('{"a":{"$bytes":"YWJj"},"b":{"$bytes":"x","c":1},"d":{"$bytes":3}}'),
+    ) as Record<string, unknown>;
+    expect(v["a"]).toEqual(Buffer.from("abc"));
+    expect(v["b"]).toEqual({ $bytes: "x", c: 1 });
+    expect(v["d"]).toEqual({ $bytes: 3 });
+  });
+
+  it("leaves a cyclic value for JSON to refuse", () => {
+    const cyclic: Record<string, unknown> = {};
+    cyclic["self"] = cyclic;
+    expect(() => encodeJsonWithBytes([cyclic], "args")).toThrow(/args cannot be encoded as JSON/);
   });
 });

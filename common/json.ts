@@ -39,27 +39,33 @@ export const BYTES_KEY = "$bytes";
 
 /** {@link encodeJson}, with every `Uint8Array` inside `value` sent as `{"$bytes": base64}`. */
 export function encodeJsonWithBytes(value: unknown, what = "value"): Uint8Array {
-  return encodeJson(bytesToJson(value), what);
+  return encodeJson(bytesToJson(value, new Set()), what);
 }
 
-function bytesToJson(value: unknown): unknown {
+/** `value` with its Uint8Arrays replaced; `path` holds the objects above it (a cycle is left for JSON.stringify to refuse). */
+function bytesToJson(value: unknown, path: Set<object>): unknown {
   if (value instanceof Uint8Array)
     return { [BYTES_KEY]: Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString("base64") };
+  if (typeof value !== "object" || value === null || path.has(value)) return value;
   if (Array.isArray(value)) {
+    path.add(value);
     let out: unknown[] | undefined;
     for (let i = 0; i < value.length; i++) {
       const v: unknown = value[i];
-      const w = typeof v === "object" && v !== null ? bytesToJson(v) : v;
+      const w = typeof v === "object" && v !== null ? bytesToJson(v, path) : v;
       if (w !== v) (out ??= value.slice())[i] = w;
     }
+    path.delete(value);
     return out ?? value;
   }
-  if (typeof value === "object" && value !== null && Object.getPrototypeOf(value) === Object.prototype) {
+  if (Object.getPrototypeOf(value) === Object.prototype) {
+    path.add(value);
     let out: Record<string, unknown> | undefined;
     for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-      const w = typeof v === "object" && v !== null ? bytesToJson(v) : v;
+      const w = typeof v === "object" && v !== null ? bytesToJson(v, path) : v;
       if (w !== v) (out ??= { ...(value as Record<string, unknown>) })[k] = w;
     }
+    path.delete(value);
     return out ?? value;
   }
   return value;
