@@ -11,7 +11,7 @@ import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import type { Socket } from "node:net";
 
-import { FabricError, readFrames, type LongTimer, setLongTimeout } from "../../common/lean.js";
+import { FabricError, readFrames } from "../../common/lean.js";
 import type { Logger } from "../../common/logger.js";
 import type { TaskOutput, WorkItem, WorkOutcome } from "../../proto/index.js";
 import type { ContainerRuntimeName } from "../runtime/config.js";
@@ -25,8 +25,9 @@ import {
   type PythonTaskResult,
 } from "../worker/python-protocol.js";
 import { workerEnvOf } from "./early-workers.js";
-import { failedOutcome, timeoutError } from "./outcomes.js";
-import type { Placement, SlotEvents, SlotKind, SlotState, WorkerSlot } from "./worker-slot.js";
+import { failedOutcome } from "./outcomes.js";
+import { TaskSlot } from "./task-slot.js";
+import type { Placement, SlotEvents, SlotKind, WorkerSlot } from "./worker-slot.js";
 
 /** How long a new interpreter may take to say hello (a cold `import` on a shared file system is slow). */
 const HELLO_TIMEOUT_MS = 60_000;
@@ -110,41 +111,21 @@ function describeEnd(code: number | null, signal: NodeJS.Signals | null, killedB
   return `exited with code ${code}`;
 }
 
-class PythonSlot implements WorkerSlot {
-  state: SlotState = "starting";
-  current: WorkItem | undefined;
-  startedAtMs = 0;
-  idleSinceMs = Date.now();
+class PythonSlot extends TaskSlot {
   private child: ChildProcess | undefined;
   private link: Socket | undefined;
   private readonly stderrTail = new Tail(STDERR_TAIL_BYTES);
-  /** Tasks sent behind `current`, in order; the interpreter runs each when the one before ends. */
-  private readonly next: WorkItem[] = [];
-  /** Pipelined tasks withdrawn: the interpreter may still run them; their outcomes are dropped. */
-  private readonly discard = new Set<string>();
-  private deadline: LongTimer | undefined;
   private helloTimer: NodeJS.Timeout | undefined;
-  private stoppedBecause: FabricError | undefined;
-  private stopping = false;
   private killedByUs = false;
   private launchSettled = false;
   private exited: Promise<void> = Promise.resolve();
 
-  constructor(
-    readonly id: string,
-    readonly placement: Placement,
-    private readonly log: Logger,
-    private readonly events: SlotEvents,
-  ) {}
-
-  get pipelined(): number {
-    return this.next.length;
+  constructor(id: string, placement: Placement, log: Logger, events: SlotEvents) {
+    super(id, placement, "Python interpreter", log, events);
   }
 
-  get acceptsPipelined(): boolean {
-    return (
-      this.link !== undefined && this.current !== undefined && !this.stoppedBecause && this.state === "ready"
-    );
+  protected get linked(): boolean {
+    return this.link !== undefined;
   }
 
   launch(executable: string, runtimePath: string, env: Record<string, string>): void {
@@ -218,35 +199,6 @@ class PythonSlot implements WorkerSlot {
     this.failLaunch(err instanceof FabricError ? err : new FabricError("INTERNAL", String(err)));
   }
 
-  run(item: WorkItem): void {
-    this.begin(item);
-    this.send(item);
-  }
-
-  pipeline(items: readonly WorkItem[]): void {
-    this.next.push(...items);
-    for (const item of items) this.send(item);
-  }
-
-  withdraw(taskIds: ReadonlySet<string>): WorkItem[] {
-    const taken = this.next.filter((i) => taskIds.has(i.taskId));
-    for (const item of taken) {
-      this.next.splice(this.next.indexOf(item), 1);
-      this.discard.add(item.taskId);
-    }
-    return taken;
-  }
-
-  stopTask(why: FabricError): void {
-    if (!this.current || this.stoppedBecause) return;
-    this.stoppedBecause = why;
-    this.log.info(
-      { workerId: this.id, taskId: this.current.taskId, why: why.message },
-      "stopping a task's Python interpreter",
-    );
-    this.kill();
-  }
-
   retire(): void {
     this.state = "retiring";
     this.log.debug({ workerId: this.id }, "removing an idle Python interpreter");
@@ -266,7 +218,7 @@ class PythonSlot implements WorkerSlot {
   }
 
   /** Kills the interpreter and its process group. */
-  private kill(): void {
+  protected kill(): void {
     const child = this.child;
     if (!child || child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
     this.killedByUs = true;
@@ -290,17 +242,7 @@ class PythonSlot implements WorkerSlot {
     this.events.onLaunchFailed(this, err);
   }
 
-  private begin(item: WorkItem): void {
-    this.current = item;
-    this.startedAtMs = Date.now();
-    const timeoutS = item.timeoutS ?? 0;
-    if (timeoutS > 0) {
-      this.deadline = setLongTimeout(() => this.stopTask(timeoutError(timeoutS)), timeoutS * 1000);
-    }
-    this.events.onStarted(this, item, this.startedAtMs);
-  }
-
-  private send(item: WorkItem): void {
+  protected send(item: WorkItem): void {
     const kind = item.function?.kind;
     const py = kind?.$case === "python" ? kind.value : undefined;
     this.link!.write(
@@ -331,48 +273,24 @@ class PythonSlot implements WorkerSlot {
       return;
     }
     if (msg.op !== "result") return;
-    if (this.discard.delete(msg.taskId)) return;
-    const item = this.current;
-    if (!item || item.taskId !== msg.taskId) {
-      this.log.warn(
-        { workerId: this.id, taskId: msg.taskId },
-        "outcome for a task this interpreter was not running",
-      );
-      return;
-    }
-    if (this.stoppedBecause) return; // ends with the stop's reason, when the interpreter exits
-    this.deadline?.clear();
-    this.current = undefined;
-    this.idleSinceMs = Date.now();
-    const startedAtMs = this.startedAtMs;
-    const following = this.next.shift();
-    if (following) this.begin(following);
-    const finishedAtMs = Date.now();
+    const done = this.finished(msg.taskId);
+    if (!done) return;
+    const times = { startedAtMs: done.startedAtMs, finishedAtMs: Date.now(), workerId: this.id };
     const outcome: WorkOutcome = msg.ok
       ? {
           taskId: msg.taskId,
           ok: true,
           resultJson: msg.resultJson ?? new Uint8Array(),
           error: undefined,
-          startedAtMs,
-          finishedAtMs,
-          workerId: this.id,
+          ...times,
           output: outputOf(msg),
         }
-      : {
-          ...failedOutcome(msg.taskId, pythonFailureToError(msg), {
-            startedAtMs,
-            finishedAtMs,
-            workerId: this.id,
-          }),
-          output: outputOf(msg),
-        };
+      : { ...failedOutcome(msg.taskId, pythonFailureToError(msg), times), output: outputOf(msg) };
     this.events.onOutcome(this, outcome);
   }
 
   private onExit(code: number | null, signal: NodeJS.Signals | null): void {
     clearTimeout(this.helloTimer);
-    this.deadline?.clear();
     // Whatever the function left running in the group goes with it.
     if (this.child?.pid !== undefined) {
       try {
@@ -393,27 +311,14 @@ class PythonSlot implements WorkerSlot {
       );
       return;
     }
-    const item = this.current;
-    const returned = this.next.splice(0);
-    const times = { startedAtMs: this.startedAtMs, finishedAtMs: Date.now(), workerId: this.id };
-    let outcome: WorkOutcome | undefined;
-    if (item && this.stoppedBecause) {
-      outcome = failedOutcome(item.taskId, this.stoppedBecause, times);
-    } else if (item) {
-      this.log.warn(
-        { workerId: this.id, taskId: item.taskId, exit: how },
-        "Python interpreter died while running a task",
-      );
-      const lost = new FabricError(
-        "UNAVAILABLE",
-        `the Python interpreter ${this.id} ${how} while running the task${this.lastWords()}`,
-        { reason: "worker_lost" },
-      );
-      outcome = failedOutcome(item.taskId, lost, times);
-    } else if (!this.stopping && this.state !== "retiring") {
-      this.log.warn({ workerId: this.id, exit: how }, `Python interpreter ${how}; replacing it`);
-    }
-    this.current = undefined;
-    this.events.onExit(this, outcome, returned);
+    this.ended(
+      how,
+      () =>
+        new FabricError(
+          "UNAVAILABLE",
+          `the Python interpreter ${this.id} ${how} while running the task${this.lastWords()}`,
+          { reason: "worker_lost" },
+        ),
+    );
   }
 }
