@@ -39,6 +39,9 @@ export const BYTES_KEY = "$bytes";
 
 /** {@link encodeJson}, with every `Uint8Array` inside `value` sent as `{"$bytes": base64}`. */
 export function encodeJsonWithBytes(value: unknown, what = "value"): Uint8Array {
+  // Most payloads are scalars or empty lists: nothing to walk.
+  if (typeof value !== "object" || value === null || (Array.isArray(value) && value.length === 0))
+    return encodeJson(value, what);
   return encodeJson(bytesToJson(value, new Set()), what);
 }
 

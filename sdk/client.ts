@@ -22,7 +22,7 @@ import { loadClientSettings, resolveClientOptions } from "./config.js";
 import type { ClientOptions, ResolvedClientOptions } from "./config.js";
 import { Executor } from "./executor.js";
 import type { ExecutorOptions } from "./executor.js";
-import { sourceOfFunction, sourceOfText } from "./function-source.js";
+import { functionKindOf, limitsOf } from "./function-source.js";
 import type { JsSource } from "./function-source.js";
 import { BatchSubmitError } from "./errors.js";
 import { ClientSession } from "./session.js";
@@ -43,27 +43,6 @@ import type { WatchTarget } from "./watch.js";
 
 /** How long a submission keeps retrying while the broker is unreachable (e.g. restarting). */
 const SUBMIT_RETRY_WINDOW_MS = 60_000;
-
-/** The retry and timeout fields of a FunctionSpec, checked. */
-function limitsOf(options: RegisterOptions): Pick<FunctionSpec, "maxRetries" | "timeoutS"> {
-  const out: { maxRetries?: number; timeoutS?: number } = {};
-  for (const [field, value] of [
-    ["maxRetries", options.maxRetries],
-    ["timeoutSeconds", options.timeoutSeconds],
-  ] as const) {
-    if (value === undefined) continue;
-    const most = field === "maxRetries" ? 100 : MAX_TIMEOUT_S;
-    if (!Number.isInteger(value) || value < 0 || value > most) {
-      throw new FabricError(
-        "INVALID_ARGUMENT",
-        `${field} must be a whole number from 0 to ${most}, got ${value}`,
-      );
-    }
-  }
-  if (options.maxRetries) out.maxRetries = options.maxRetries;
-  if (options.timeoutSeconds) out.timeoutS = options.timeoutSeconds;
-  return out;
-}
 
 export type FromConfigOptions = Omit<
   ClientOptions,
@@ -189,36 +168,9 @@ export class Client {
     fn: AnyFunction | JsSource | PythonSource,
     options: RegisterOptions = {},
   ): Promise<string> {
-    if (typeof fn === "object" && fn !== null && "python" in fn) return this.registerPython(fn, options);
-    const js = typeof fn === "function" ? sourceOfFunction(fn) : sourceOfText(fn?.source, fn?.entryPoint);
+    const { kind, entryPoint } = functionKindOf(fn);
     return this.registerSpec(
-      {
-        kind: { $case: "js", value: { source: js.source, entryPoint: js.entryPoint } },
-        containerImage: options.containerImage ?? "",
-        ...limitsOf(options),
-      },
-      options.name ?? js.entryPoint,
-      options.description ?? "",
-    );
-  }
-
-  /**
-   * A Python function: its module source is compiled once per worker interpreter, and its
-   * `entryPoint` called with each task's args and kwargs (JSON; `Uint8Array` arguments arrive as
-   * `bytes`, and `bytes` results come back as `Buffer`).
-   */
-  private async registerPython(fn: PythonSource, options: RegisterOptions): Promise<string> {
-    const { source, entryPoint, minVersion = "" } = fn.python ?? {};
-    if (typeof source !== "string" || source.trim() === "")
-      throw new FabricError("INVALID_ARGUMENT", "a Python function needs its source (python.source)");
-    if (typeof entryPoint !== "string" || entryPoint === "")
-      throw new FabricError("INVALID_ARGUMENT", "a Python function needs an entry point (python.entryPoint)");
-    return this.registerSpec(
-      {
-        kind: { $case: "python", value: { source, entryPoint, minVersion } },
-        containerImage: options.containerImage ?? "",
-        ...limitsOf(options),
-      },
+      { kind, containerImage: options.containerImage ?? "", ...limitsOf(options) },
       options.name ?? entryPoint,
       options.description ?? "",
     );

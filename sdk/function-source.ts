@@ -1,6 +1,8 @@
 import { Script } from "node:vm";
 
-import { FabricError } from "../common/client.js";
+import { FabricError, MAX_TIMEOUT_S } from "../common/client.js";
+import type { FunctionSpec } from "../proto/index.js";
+import type { AnyFunction, PythonSource, RegisterOptions } from "./types.js";
 
 /**
  * What the broker stores for a JavaScript function: script source that defines a binding named
@@ -147,4 +149,48 @@ export function sourceOfText(source: string, entryPoint: string): JsSource {
     throw new FabricError("INVALID_ARGUMENT", `entry point ${entryPoint} is not defined in the source`);
   }
   return { source: script, entryPoint };
+}
+
+/**
+ * The kind part of a FunctionSpec for what `registerFunction` was given: a JavaScript function,
+ * JavaScript text and its entry point, or Python source (`{ python: { … } }`).
+ */
+export function functionKindOf(fn: AnyFunction | JsSource | PythonSource): {
+  readonly kind: NonNullable<FunctionSpec["kind"]>;
+  readonly entryPoint: string;
+} {
+  if (typeof fn === "object" && fn !== null && "python" in fn) {
+    const { source, entryPoint, minVersion = "" } = fn.python ?? {};
+    if (typeof source !== "string" || source.trim() === "")
+      throw new FabricError("INVALID_ARGUMENT", "a Python function needs its source (python.source)");
+    if (typeof entryPoint !== "string" || entryPoint === "")
+      throw new FabricError("INVALID_ARGUMENT", "a Python function needs an entry point (python.entryPoint)");
+    return { kind: { $case: "python", value: { source, entryPoint, minVersion } }, entryPoint };
+  }
+  const js = typeof fn === "function" ? sourceOfFunction(fn) : sourceOfText(fn?.source, fn?.entryPoint);
+  return {
+    kind: { $case: "js", value: { source: js.source, entryPoint: js.entryPoint } },
+    entryPoint: js.entryPoint,
+  };
+}
+
+/** The retry and timeout fields of a FunctionSpec, checked. */
+export function limitsOf(options: RegisterOptions): Pick<FunctionSpec, "maxRetries" | "timeoutS"> {
+  const out: { maxRetries?: number; timeoutS?: number } = {};
+  for (const [field, value] of [
+    ["maxRetries", options.maxRetries],
+    ["timeoutSeconds", options.timeoutSeconds],
+  ] as const) {
+    if (value === undefined) continue;
+    const most = field === "maxRetries" ? 100 : MAX_TIMEOUT_S;
+    if (!Number.isInteger(value) || value < 0 || value > most) {
+      throw new FabricError(
+        "INVALID_ARGUMENT",
+        `${field} must be a whole number from 0 to ${most}, got ${value}`,
+      );
+    }
+  }
+  if (options.maxRetries) out.maxRetries = options.maxRetries;
+  if (options.timeoutSeconds) out.timeoutS = options.timeoutSeconds;
+  return out;
 }

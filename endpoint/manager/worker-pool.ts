@@ -282,6 +282,8 @@ export class WorkerPool {
     if (this.stopping) return;
     // 1. Queued tasks go to idle workers of their placement, in order.
     const waiting: WorkItem[] = [];
+    /** Whether a waiting task needs a placement other than the warm one (a Python task on a bare pool). */
+    let elsewhere = false;
     for (const item of this.queue) {
       const key = this.placements.of(item).key;
       let slot: WorkerSlot | undefined;
@@ -291,12 +293,16 @@ export class WorkerPool {
           break;
         }
       }
-      if (!slot) waiting.push(item);
-      else slot.run(item);
+      if (!slot) {
+        waiting.push(item);
+        if (key !== this.placements.warm.key) elsewhere = true;
+      } else slot.run(item);
     }
     this.queue = waiting;
     if (waiting.length > 0 && this.meanTaskMs < PIPELINE_MAX_TASK_MS) this.pipeline();
     if (this.queue.length === 0) return;
+    // A full bare pool whose waiting tasks all run on its warm workers has nothing to plan.
+    if (!this.placements.elastic && !elsewhere && this.slots.size >= this.opts.size) return;
 
     // 2. Start workers for what still waits (containers of its image, a Python interpreter),
     //    beyond those already starting, or make room.

@@ -35,6 +35,7 @@ class Tail {
   }
 
   take(): string {
+    if (this.parts.length === 0) return "";
     this.compact();
     const text = this.parts.join("");
     const out = this.cut > 0 ? `[… ${this.cut} bytes cut …]\n${text}` : text;
