@@ -146,7 +146,13 @@ describe("endpoint output", () => {
         lastError: "",
         heartbeatIntervalS: 5,
         startedAt: at,
-        python: { version: "3.11.2", executable: "/usr/bin/python3", implementation: "cpython", problem: "" },
+        python: {
+          version: "3.11.2",
+          executable: "/usr/bin/python3",
+          implementation: "cpython",
+          problem: "",
+          modules: ["json", "numpy"],
+        },
       },
     },
   };

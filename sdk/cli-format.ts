@@ -142,6 +142,7 @@ export function formatEndpoint(e: EndpointInfo): string {
         "python",
         p.version ? `${p.version} (${p.implementation}, ${p.executable})` : `none: ${p.problem}`,
       ]);
+      if (p.version) fields.push(["python modules", `${p.modules.length} importable (--json lists them)`]);
     }
     if (last.lastError) fields.push(["last error", last.lastError]);
   }

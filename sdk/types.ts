@@ -148,6 +148,8 @@ export interface PythonReport {
   readonly implementation: string;
   /** Why the endpoint has no usable interpreter; "" when it has one. */
   readonly problem: string;
+  /** The top-level modules it can import (built-in ones included), sorted. */
+  readonly modules: readonly string[];
 }
 
 /** Whether an endpoint is connected, and what it last reported. */

@@ -88,6 +88,8 @@ describe("Python functions on a local endpoint", () => {
     expect(p.problem).toBe("");
     expect(p.version).toMatch(/^3\.\d+\.\d+$/);
     expect(p.implementation).toBe("cpython");
+    // What functions may import: the standard library and the site's packages (Debian's numpy).
+    expect(p.modules).toEqual(expect.arrayContaining(["json", "os", "numpy", "skimage"]));
   });
 
   it("reconstructs a Shepp–Logan phantom from its sinogram (.npy bytes) with filtered back-projection", async () => {

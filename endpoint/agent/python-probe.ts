@@ -9,9 +9,15 @@ import { execFile } from "node:child_process";
 import type { PythonInfo } from "../../proto/index.js";
 
 /** Prints what the status reports, as one line of JSON. Standard library only. */
-const PROBE =
-  "import json, sys; print(json.dumps({'version': '%d.%d.%d' % tuple(sys.version_info[:3]), " +
-  "'executable': sys.executable, 'implementation': sys.implementation.name}))";
+const PROBE = [
+  "import json, pkgutil, sys",
+  "names = set(sys.builtin_module_names) | {m.name for m in pkgutil.iter_modules()}",
+  "print(json.dumps({'version': '%d.%d.%d' % tuple(sys.version_info[:3]), 'executable': sys.executable,",
+  "  'implementation': sys.implementation.name, 'modules': sorted(n for n in names if not n.startswith('_'))}))",
+].join("\n");
+
+/** Most module names reported (a status stays small whatever the site installed). */
+const MAX_MODULES = 2000;
 
 /** How long the probe may take (a cold `module load` on a shared file system can be slow). */
 const PROBE_TIMEOUT_MS = 30_000;
@@ -32,6 +38,7 @@ export function probePython(o: PythonProbeOptions): Promise<PythonInfo> {
     executable: "",
     implementation: "",
     problem,
+    modules: [],
   });
   // `exec "$0"` runs the interpreter the shell resolves after workerInit, with no quoting of ours.
   const script = `${o.workerInit.trim() ? `${o.workerInit.trimEnd()}\n` : ""}exec "$0" -c "$1"`;
@@ -39,7 +46,7 @@ export function probePython(o: PythonProbeOptions): Promise<PythonInfo> {
     execFile(
       "/bin/sh",
       ["-c", script, o.executable, PROBE],
-      { timeout: o.timeoutMs ?? PROBE_TIMEOUT_MS, maxBuffer: 64 * 1024 },
+      { timeout: o.timeoutMs ?? PROBE_TIMEOUT_MS, maxBuffer: 4 * 1024 * 1024 },
       (err, stdout, stderr) => {
         if (err) {
           const why = (stderr.trim().split("\n").pop() ?? "") || err.message;
@@ -54,6 +61,9 @@ export function probePython(o: PythonProbeOptions): Promise<PythonInfo> {
             executable: typeof p["executable"] === "string" ? p["executable"] : "",
             implementation: typeof p["implementation"] === "string" ? p["implementation"] : "",
             problem: "",
+            modules: Array.isArray(p["modules"])
+              ? p["modules"].filter((m): m is string => typeof m === "string").slice(0, MAX_MODULES)
+              : [],
           });
         } catch {
           resolve(none(`${JSON.stringify(o.executable)} did not answer as a Python interpreter`));
