@@ -96,7 +96,7 @@ export async function ensureDockerEngine(socketPath = "/var/run/docker.sock"): P
   const dir = mkdtempSync(path.join(tmpdir(), "fabric-dockerd-"));
   const log = path.join(dir, "dockerd.log");
   const fd = openSync(log, "a");
-  const proc = spawn("dockerd", ["--host", `unix://${socketPath}`], { stdio: ["ignore", fd, fd] });
+  const proc = spawn("dockerd", ["--host", `unix://${socketPath}`], { stdio: ["ignore", fd, fd], cwd: dir });
   closeSync(fd);
   return engineStarted({ engine: "docker", what: "dockerd", socketPath, docker, proc, log }, 20_000, () =>
     rmSync(dir, { recursive: true, force: true }),
@@ -179,6 +179,9 @@ export async function startPodmanService(): Promise<ContainerEngine> {
   const proc = spawn("podman", [...base, "system", "service", "--time=0", `unix://${socketPath}`], {
     stdio: ["ignore", fd, fd],
     env,
+    // conmon writes files in its working directory (an empty `oom` when a container's memory
+    // limit kills it): keep them in the temporary directory, not wherever the tests started.
+    cwd: dir,
   });
   closeSync(fd);
   const docker = new Docker({ socketPath });
