@@ -10,7 +10,7 @@ import { AgentMessage, ManagerMessage } from "../../proto/messages.js";
 import type { ContainerConfig } from "../runtime/config.js";
 import type { WorkerLauncher } from "../runtime/launcher.js";
 import type { EarlyWorkerLauncher } from "./early-workers.js";
-import { PythonSlotKind, UnavailableSlotKind } from "./python-slot.js";
+import { PythonProcessLauncher, PythonSlotKind } from "./python-slot.js";
 import { WorkerPool } from "./worker-pool.js";
 
 /** Options of one worker manager. */
@@ -129,14 +129,16 @@ export async function runManager(opts: ManagerOptions): Promise<number> {
       ...(launcher ? { launcher } : {}),
       ...(opts.container ? { container: opts.container } : {}),
       ...(opts.workerEnv ? { env: opts.workerEnv } : {}),
+      // Python interpreters run where the JavaScript workers do: in containers of the Python
+      // worker image (the same launcher), or as bare processes of the endpoint's interpreter.
       pythonSlotKind:
         launcher && launcher.runtime !== "none"
-          ? new UnavailableSlotKind(
-              launcher.runtime,
-              "Python functions do not run in containers on this endpoint yet: run them on an endpoint with container.runtime none",
+          ? new PythonSlotKind({ launcher, env: opts.workerEnv, log, ownsLauncher: false })
+          : new PythonSlotKind({
+              launcher: new PythonProcessLauncher(opts.python ?? "python3"),
+              env: opts.workerEnv,
               log,
-            )
-          : new PythonSlotKind({ executable: opts.python ?? "python3", env: opts.workerEnv, log }),
+            }),
     },
     {
       onStarted: (taskId, workerId, atMs) => {

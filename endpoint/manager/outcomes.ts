@@ -65,10 +65,21 @@ export function workerLostError(noun: string, workerId: string, exit: WorkerExit
   return exit.outOfMemory
     ? new FabricError(
         "RESOURCE_EXHAUSTED",
-        `the task ran out of memory: the ${noun} ${workerId} ${exit.description}`,
+        `the task ran out of memory: the ${noun} ${workerId} ${exit.description}${lastOutputNote(exit)}`,
         { reason: "out_of_memory" },
       )
-    : new FabricError("UNAVAILABLE", `the ${noun} ${workerId} ${exit.description} while running the task`, {
-        reason: "worker_lost",
-      });
+    : new FabricError(
+        "UNAVAILABLE",
+        `the ${noun} ${workerId} ${exit.description} while running the task${lastOutputNote(exit)}`,
+        { reason: "worker_lost" },
+      );
+}
+
+/** Most characters of a worker's last output quoted in a message. */
+const LAST_OUTPUT_CHARS = 1500;
+
+/** "; its last output: …" when the launcher kept what the worker last wrote, else "". */
+export function lastOutputNote(exit: WorkerExit): string {
+  const tail = exit.lastOutput?.trim();
+  return tail ? `; its last output: ${tail.slice(-LAST_OUTPUT_CHARS)}` : "";
 }

@@ -1,20 +1,24 @@
 /**
  * Python workers: one long-lived interpreter per slot running endpoint/worker/python/
- * fabric_runtime.py, which takes task after task over fd 3 (frames of
+ * fabric_runtime.py, which takes task after task over its link (frames of
  * endpoint/worker/python-protocol.ts). Each function's module is compiled and run once per
- * interpreter, so its imports are paid once. The interpreter leads its own process group: a
- * timeout or a cancellation kills it and whatever it spawned. A crash (a segfault in a C
- * extension, `os._exit`, the OOM killer) fails the running task as `worker_lost`, naming how the
- * interpreter ended and its last words on stderr, and the pool starts another.
+ * interpreter, so its imports are paid once. Where the interpreter runs is a
+ * {@link WorkerLauncher}'s business: a bare process on the node ({@link PythonProcessLauncher},
+ * linked over fd 3) or a hardened container of the Python worker image (Docker, Podman,
+ * Apptainer; the runtime connects to the socket the launcher names). A bare interpreter leads its
+ * own process group: a timeout or a cancellation kills it and whatever it spawned (in a
+ * container, the container goes). A crash (a segfault in a C extension, `os._exit`, the OOM
+ * killer) fails the running task as `worker_lost` (or `out_of_memory`), naming how the
+ * interpreter ended and its last words, and the pool starts another.
  */
 import { spawn } from "node:child_process";
-import type { ChildProcess } from "node:child_process";
 import type { Socket } from "node:net";
 
-import { FabricError, readFrames } from "../../common/lean.js";
+import { FabricError, readFrames, toFabricError } from "../../common/lean.js";
 import type { Logger } from "../../common/logger.js";
 import type { TaskOutput, WorkItem, WorkOutcome } from "../../proto/index.js";
 import type { ContainerRuntimeName } from "../runtime/config.js";
+import type { LaunchedWorker, WorkerExit, WorkerLaunchRequest, WorkerLauncher } from "../runtime/launcher.js";
 import { workerProcessEnv } from "../runtime/process-launcher.js";
 import {
   decodePythonFrame,
@@ -25,7 +29,7 @@ import {
   type PythonTaskResult,
 } from "../worker/python-protocol.js";
 import { workerEnvOf } from "./early-workers.js";
-import { failedOutcome } from "./outcomes.js";
+import { failedOutcome, lastOutputNote, workerLostError } from "./outcomes.js";
 import { TaskSlot } from "./task-slot.js";
 import type { Placement, SlotEvents, SlotKind, WorkerSlot } from "./worker-slot.js";
 
@@ -33,56 +37,6 @@ import type { Placement, SlotEvents, SlotKind, WorkerSlot } from "./worker-slot.
 const HELLO_TIMEOUT_MS = 60_000;
 /** How much of an interpreter's own stderr is kept, for the message of a task it took down. */
 const STDERR_TAIL_BYTES = 4096;
-
-/** Options of a {@link PythonSlotKind}. */
-export interface PythonSlotKindOptions {
-  /** The interpreter: a name on PATH or a path (the endpoint's `python.executable`). */
-  readonly executable: string;
-  /** Extra environment for the interpreters (result limit, log level). */
-  readonly env?: Readonly<Record<string, string>> | undefined;
-  readonly log: Logger;
-  /** The runtime program. @default the one shipped beside the worker */
-  readonly runtimePath?: string;
-}
-
-/** Python interpreters as bare processes on the node. */
-export class PythonSlotKind implements SlotKind {
-  readonly runtime = "none" as const;
-
-  constructor(private readonly opts: PythonSlotKindOptions) {}
-
-  open(id: string, placement: Placement, events: SlotEvents): WorkerSlot {
-    const slot = new PythonSlot(id, placement, this.opts.log, events);
-    try {
-      slot.launch(this.opts.executable, this.opts.runtimePath ?? pythonRuntimePath(), {
-        ...workerEnvOf(this.opts.env, id),
-      });
-    } catch (err) {
-      // Reported after open() returns, as a launch that failed later would be.
-      queueMicrotask(() => slot.launchFailed(err));
-    }
-    return slot;
-  }
-
-  async close(): Promise<void> {}
-}
-
-/** A runtime an endpoint does not have: every slot it opens fails to launch, saying why. */
-export class UnavailableSlotKind implements SlotKind {
-  constructor(
-    readonly runtime: ContainerRuntimeName,
-    private readonly why: string,
-    private readonly log: Logger,
-  ) {}
-
-  open(id: string, placement: Placement, events: SlotEvents): WorkerSlot {
-    const slot = new PythonSlot(id, placement, this.log, events);
-    queueMicrotask(() => slot.launchFailed(new FabricError("FAILED_PRECONDITION", this.why)));
-    return slot;
-  }
-
-  async close(): Promise<void> {}
-}
 
 /** What stays of a stream: its last `cap` bytes. */
 class Tail {
@@ -96,11 +50,7 @@ class Tail {
   }
 }
 
-function outputOf(r: PythonTaskResult): TaskOutput | undefined {
-  return r.stdout || r.stderr ? { stdout: r.stdout, stderr: r.stderr } : undefined;
-}
-
-/** How an interpreter ended, for people. */
+/** How an interpreter process ended, for people. */
 function describeEnd(code: number | null, signal: NodeJS.Signals | null, killedByUs: boolean): string {
   if (signal === "SIGSEGV" || signal === "SIGBUS" || signal === "SIGILL" || signal === "SIGFPE")
     return `crashed (${signal}: typically a fault in a C extension)`;
@@ -111,141 +61,234 @@ function describeEnd(code: number | null, signal: NodeJS.Signals | null, killedB
   return `exited with code ${code}`;
 }
 
-class PythonSlot extends TaskSlot {
-  private child: ChildProcess | undefined;
-  private link: Socket | undefined;
-  private readonly stderrTail = new Tail(STDERR_TAIL_BYTES);
-  private helloTimer: NodeJS.Timeout | undefined;
-  private killedByUs = false;
-  private launchSettled = false;
-  private exited: Promise<void> = Promise.resolve();
+/**
+ * Python interpreters as bare processes of the node: `EXECUTABLE fabric_runtime.py`, linked over
+ * fd 3, each the leader of its own process group (so a kill takes what the function spawned),
+ * with the manager's environment minus its secrets. What an interpreter writes itself goes to the
+ * manager's stderr, and its tail is kept as the exit's `lastOutput`.
+ */
+export class PythonProcessLauncher implements WorkerLauncher {
+  readonly runtime = "none" as const;
 
-  constructor(id: string, placement: Placement, log: Logger, events: SlotEvents) {
-    super(id, placement, "Python interpreter", log, events);
-  }
+  /**
+   * @param executable the interpreter: a name on PATH or a path (the endpoint's `python.executable`)
+   * @param runtimePath the runtime program (default: the one shipped beside the worker)
+   */
+  constructor(
+    private readonly executable: string,
+    private readonly runtimePath: string = pythonRuntimePath(),
+    private readonly baseEnv: NodeJS.ProcessEnv = process.env,
+  ) {}
 
-  protected get linked(): boolean {
-    return this.link !== undefined;
-  }
-
-  launch(executable: string, runtimePath: string, env: Record<string, string>): void {
-    const child = spawn(executable, [runtimePath], {
+  async launch(req: WorkerLaunchRequest): Promise<LaunchedWorker> {
+    const child = spawn(this.executable, [this.runtimePath], {
       stdio: ["ignore", "pipe", "pipe", "pipe"],
       // Its own process group: a stop kills what the function spawned as well.
       detached: true,
-      env: workerProcessEnv(process.env, env),
+      env: workerProcessEnv(this.baseEnv, req.env),
     });
-    this.child = child;
-    this.link = child.stdio[3] as Socket;
-    // What the interpreter itself writes (C code, subprocesses, fatal tracebacks) goes to the
-    // manager's log, and its tail is kept for the message of a task it takes down.
-    child.stdout?.on("data", (chunk: Buffer) => process.stderr.write(chunk));
-    child.stderr?.on("data", (chunk: Buffer) => {
-      this.stderrTail.add(chunk);
-      process.stderr.write(chunk);
-    });
-    this.exited = new Promise((resolve) => {
+    await new Promise<void>((resolve, reject) => {
+      child.once("spawn", resolve);
       child.once("error", (err) => {
         if (child.pid !== undefined) return; // a running child's errors end in its exit event
-        this.failLaunch(
+        reject(
           new FabricError(
             "FAILED_PRECONDITION",
-            `cannot start the Python interpreter ${JSON.stringify(executable)}: ${err.message}; set python.executable in the endpoint's config to an interpreter of the node`,
+            `cannot start the Python interpreter ${JSON.stringify(this.executable)}: ${err.message}; set python.executable in the endpoint's config to an interpreter of the node`,
           ),
         );
-        resolve();
       });
+    });
+    const pid = child.pid!;
+    const link = child.stdio[3] as Socket;
+    const tail = new Tail(STDERR_TAIL_BYTES);
+    child.stdout?.on("data", (chunk: Buffer) => process.stderr.write(chunk));
+    child.stderr?.on("data", (chunk: Buffer) => {
+      tail.add(chunk);
+      process.stderr.write(chunk);
+    });
+    let killedByUs = false;
+    const killGroup = () => {
+      try {
+        process.kill(-pid, "SIGKILL");
+      } catch {
+        // The group is gone already.
+      }
+    };
+    const alive = () => child.exitCode === null && child.signalCode === null;
+    const exited = new Promise<WorkerExit>((resolve) => {
       child.once("exit", (code, signal) => {
+        // Whatever the function left running in the group goes with it.
+        killGroup();
         // Let the last stderr arrive before the exit is described.
         setImmediate(() => {
-          this.onExit(code, signal);
-          resolve();
+          const lastOutput = tail.toString();
+          resolve({
+            description: describeEnd(code, signal, killedByUs),
+            outOfMemory: false,
+            ...(lastOutput ? { lastOutput } : {}),
+          });
         });
       });
     });
+    const kill = () => {
+      if (!alive()) return;
+      killedByUs = true;
+      killGroup();
+    };
+    return {
+      id: req.id,
+      link,
+      exited,
+      kill,
+      stop: async (graceMs) => {
+        if (!alive()) return void (await exited);
+        // The runtime leaves when its link closes; a function that does not return is killed.
+        link.end();
+        const timer = setTimeout(kill, graceMs);
+        timer.unref();
+        await exited;
+        clearTimeout(timer);
+      },
+    };
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** Options of a {@link PythonSlotKind}. */
+export interface PythonSlotKindOptions {
+  /** Starts the interpreters: {@link PythonProcessLauncher}, or a container launcher. */
+  readonly launcher: WorkerLauncher;
+  /** Extra environment for the interpreters (result limit, log level). */
+  readonly env?: Readonly<Record<string, string>> | undefined;
+  readonly log: Logger;
+  /** Whether closing the kind closes the launcher (false when the JavaScript workers share it). @default true */
+  readonly ownsLauncher?: boolean;
+}
+
+/** Python interpreters started by a launcher, as bare processes or in containers. */
+export class PythonSlotKind implements SlotKind {
+  readonly runtime: ContainerRuntimeName;
+  /** What its workers are, for people. */
+  readonly noun: string;
+
+  constructor(private readonly opts: PythonSlotKindOptions) {
+    this.runtime = opts.launcher.runtime;
+    this.noun = this.runtime === "none" ? "Python interpreter" : "Python worker container";
+  }
+
+  open(id: string, placement: Placement, events: SlotEvents): WorkerSlot {
+    const slot = new PythonSlot(id, placement, this.noun, this.opts.log, events);
+    this.opts.launcher
+      .launch({
+        id,
+        image: placement.image,
+        network: placement.network,
+        env: workerEnvOf(this.opts.env, id),
+        language: "python",
+      })
+      .then(
+        (worker) => slot.attach(worker),
+        (err: unknown) => slot.launchFailed(err),
+      );
+    return slot;
+  }
+
+  async close(): Promise<void> {
+    if (this.opts.ownsLauncher !== false) await this.opts.launcher.close();
+  }
+}
+
+function outputOf(r: PythonTaskResult): TaskOutput | undefined {
+  return r.stdout || r.stderr ? { stdout: r.stdout, stderr: r.stderr } : undefined;
+}
+
+class PythonSlot extends TaskSlot {
+  private worker: LaunchedWorker | undefined;
+  private helloTimer: NodeJS.Timeout | undefined;
+  private launchSettled = false;
+
+  protected get linked(): boolean {
+    return this.worker !== undefined;
+  }
+
+  attach(worker: LaunchedWorker): void {
+    this.worker = worker;
+    if (this.stopping) {
+      this.launchSettled = true;
+      void worker.stop(500).finally(() => this.events.onExit(this, undefined, []));
+      return;
+    }
     readFrames(
-      this.link,
+      worker.link,
       (frame) => {
         let msg: PythonRuntimeMessage;
         try {
           msg = decodePythonFrame(frame);
         } catch (err) {
           this.log.error({ err, workerId: this.id }, "bad frame from the Python runtime; killing it");
-          this.kill();
+          worker.kill();
           return;
         }
         this.onMessage(msg);
       },
       (err) => {
         this.log.error({ err, workerId: this.id }, "protocol error from the Python runtime; killing it");
-        this.kill();
+        worker.kill();
       },
     );
-    this.link.on("error", () => {
+    worker.link.on("error", () => {
       // The exit handler accounts for the interpreter; a broken link adds nothing.
     });
     this.helloTimer = setTimeout(() => {
       this.failLaunch(
         new FabricError(
           "UNAVAILABLE",
-          `the Python interpreter ${JSON.stringify(executable)} did not start the runtime within ${HELLO_TIMEOUT_MS / 1000} s${this.lastWords()}`,
+          `the ${this.noun} ${this.id} did not start the Python runtime within ${HELLO_TIMEOUT_MS / 1000} s`,
         ),
       );
     }, HELLO_TIMEOUT_MS);
     this.helloTimer.unref();
+    void worker.exited.then(
+      (exit) => this.onExit(exit),
+      (err: unknown) => this.onExit({ description: `was lost: ${String(err)}`, outOfMemory: false }),
+    );
   }
 
   launchFailed(err: unknown): void {
-    this.failLaunch(err instanceof FabricError ? err : new FabricError("INTERNAL", String(err)));
+    this.failLaunch(toFabricError(err));
   }
 
   retire(): void {
     this.state = "retiring";
-    this.log.debug({ workerId: this.id }, "removing an idle Python interpreter");
-    void this.stop(2000);
+    this.log.debug({ workerId: this.id }, `removing an idle ${this.noun}`);
+    void this.worker?.stop(2000);
   }
 
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return this.exited;
-    // The runtime leaves when its link closes; a function that does not return is killed.
-    this.link?.end();
-    const timer = setTimeout(() => this.kill(), graceMs);
-    timer.unref();
-    await this.exited;
-    clearTimeout(timer);
+    // A worker still starting is stopped once its launch settles (see attach).
+    if (this.worker) await this.worker.stop(graceMs).catch(() => undefined);
   }
 
-  /** Kills the interpreter and its process group. */
+  /** Kills the interpreter (its process group, or its container). */
   protected kill(): void {
-    const child = this.child;
-    if (!child || child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-    this.killedByUs = true;
-    try {
-      process.kill(-child.pid, "SIGKILL");
-    } catch {
-      child.kill("SIGKILL");
-    }
-  }
-
-  private lastWords(): string {
-    const tail = this.stderrTail.toString();
-    return tail ? `; its last output: ${tail.slice(-1500)}` : "";
+    this.worker?.kill();
   }
 
   private failLaunch(err: FabricError): void {
     if (this.launchSettled) return;
     this.launchSettled = true;
     clearTimeout(this.helloTimer);
-    this.kill();
+    this.worker?.kill();
     this.events.onLaunchFailed(this, err);
   }
 
   protected send(item: WorkItem): void {
     const kind = item.function?.kind;
     const py = kind?.$case === "python" ? kind.value : undefined;
-    this.link!.write(
+    this.worker!.link.write(
       encodePythonRunFrame({
         taskId: item.taskId,
         functionId: item.functionId,
@@ -253,6 +296,7 @@ class PythonSlot extends TaskSlot {
         entryPoint: py?.entryPoint ?? "",
         argsJson: item.argsJson,
         kwargsJson: item.kwargsJson,
+        ...(py?.minVersion ? { minVersion: py.minVersion } : {}),
       }),
     );
   }
@@ -289,36 +333,19 @@ class PythonSlot extends TaskSlot {
     this.events.onOutcome(this, outcome);
   }
 
-  private onExit(code: number | null, signal: NodeJS.Signals | null): void {
+  private onExit(exit: WorkerExit): void {
     clearTimeout(this.helloTimer);
-    // Whatever the function left running in the group goes with it.
-    if (this.child?.pid !== undefined) {
-      try {
-        process.kill(-this.child.pid, "SIGKILL");
-      } catch {
-        // The group is gone already.
-      }
-    }
-    const how = describeEnd(code, signal, this.killedByUs);
     if (!this.launchSettled) {
       this.launchSettled = true;
       this.events.onLaunchFailed(
         this,
         new FabricError(
           "UNAVAILABLE",
-          `the Python interpreter ${how} before the runtime started${this.lastWords()}`,
+          `the ${this.noun} ${this.id} ${exit.description} before the Python runtime started${lastOutputNote(exit)}`,
         ),
       );
       return;
     }
-    this.ended(
-      how,
-      () =>
-        new FabricError(
-          "UNAVAILABLE",
-          `the Python interpreter ${this.id} ${how} while running the task${this.lastWords()}`,
-          { reason: "worker_lost" },
-        ),
-    );
+    this.ended(exit.description, () => workerLostError(this.noun, this.id, exit));
   }
 }

@@ -16,7 +16,7 @@ import {
 } from "./placement.js";
 import type { Placements } from "./placement.js";
 import { ProtocolSlotKind } from "./protocol-slot.js";
-import { PythonSlotKind } from "./python-slot.js";
+import { PythonProcessLauncher, PythonSlotKind } from "./python-slot.js";
 import type { Placement, SlotEvents, SlotKind, WorkerSlot } from "./worker-slot.js";
 
 export { WORKER_MAIN };
@@ -111,7 +111,8 @@ export class WorkerPool {
     this.log = opts.log;
     this.kind = byLanguage(
       opts.slotKind ?? protocolSlotKind(opts),
-      opts.pythonSlotKind ?? new PythonSlotKind({ executable: "python3", env: opts.env, log: opts.log }),
+      opts.pythonSlotKind ??
+        new PythonSlotKind({ launcher: new PythonProcessLauncher("python3"), env: opts.env, log: opts.log }),
     );
     if (this.kind.runtime !== "none") {
       if (!opts.container) throw new Error("a container launcher needs the container config");

@@ -15,7 +15,8 @@ const PASSED_ENV = [
  * directory, a clean environment, only the configured binds (`:ro` unless writable), no network
  * unless allowed (`--net --network none`), a size-limited writable tmpfs, and memory, CPU and
  * pids limits (cgroups; needs apptainer ≥ 1.1 and cgroups v2 or a root-run v1 setup).
- * The worker inherits fd 3 from the manager and speaks frames over it, as a bare process does.
+ * The worker (the Node.js worker, or for Python functions the Python runtime under the image's
+ * interpreter) inherits fd 3 from the manager and speaks frames over it, as a bare process does.
  * Pure.
  */
 export function apptainerWorkerCommand(cfg: ContainerConfig, req: WorkerLaunchRequest): string[] {
@@ -43,6 +44,7 @@ export function apptainerWorkerCommand(cfg: ContainerConfig, req: WorkerLaunchRe
   for (const [k, v] of Object.entries(req.env)) {
     if (PASSED_ENV.includes(k)) argv.push("--env", `${k}=${v}`);
   }
-  argv.push(req.image, "node", cfg.apptainer.workerPath);
+  if (req.language === "python") argv.push(req.image, cfg.apptainer.python, cfg.apptainer.pythonRuntimePath);
+  else argv.push(req.image, "node", cfg.apptainer.workerPath);
   return argv;
 }

@@ -157,6 +157,20 @@ export const ContainerConfigSchema = z.strictObject({
         .string({ error: "expected an absolute path" })
         .regex(/^\//)
         .default("/fabric/worker/endpoint/worker/main.js"),
+      /**
+       * The interpreter of Python functions inside the SIF images (a name on the image's PATH
+       * or a path).
+       * @default "python3"
+       */
+      python: z.string({ error: "expected a command" }).min(1).default("python3"),
+      /**
+       * Where the Python runtime (fabric_runtime.py) lives inside the SIF images.
+       * @default "/fabric/worker/fabric_runtime.py"
+       */
+      pythonRuntimePath: z
+        .string({ error: "expected an absolute path" })
+        .regex(/^\//)
+        .default("/fabric/worker/fabric_runtime.py"),
     })
     .prefault({}),
 });

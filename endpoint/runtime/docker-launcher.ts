@@ -63,6 +63,36 @@ async function outputTail(container: Docker.Container, max = 4000): Promise<stri
 
 const V8_HEAP_OOM = /heap out of memory|Reached heap limit/;
 
+/** How much of a dead container's output its exit keeps. */
+const LAST_OUTPUT_CHARS = 1500;
+
+const SIGNAL_NAMES: Readonly<Record<number, string>> = {
+  1: "SIGHUP",
+  2: "SIGINT",
+  4: "SIGILL",
+  6: "SIGABRT",
+  7: "SIGBUS",
+  8: "SIGFPE",
+  9: "SIGKILL",
+  11: "SIGSEGV",
+  13: "SIGPIPE",
+  15: "SIGTERM",
+};
+
+/**
+ * How a container's main process ended, from its exit status (the engine reports a signal N as
+ * 128 + N, as a shell does). Pure.
+ */
+export function describeStatus(code: number | undefined): string {
+  if (code === undefined) return "ended (its exit status is unknown)";
+  const signal = code > 128 ? SIGNAL_NAMES[code - 128] : undefined;
+  if (!signal) return `exited with code ${code}`;
+  if (["SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE"].includes(signal))
+    return `crashed (${signal}: typically a fault in native code, such as a C extension)`;
+  if (signal === "SIGABRT") return "aborted (SIGABRT: a C library gave up)";
+  return `was killed (${signal})`;
+}
+
 /**
  * The file that counts OOM kills in the memory cgroup of process `pid` (cgroup v1
  * `memory.oom_control`, v2 `memory.events`), or undefined when it cannot be found (another PID
@@ -206,14 +236,16 @@ export class DockerLauncher implements WorkerLauncher {
       } catch {
         // Already gone: the status code is all we know.
       }
-      const tail = oom ? "" : await outputTail(container);
+      const tail = (await outputTail(container)).trim();
       if (!oom && V8_HEAP_OOM.test(tail)) oom = true;
       const description = oom
         ? `ran out of memory (the container's limit is ${this.opts.config.limits.memoryMiB} MiB)`
-        : statusCode === 137
-          ? "was killed (SIGKILL)"
-          : `exited with code ${statusCode}${tail ? `: ${tail.trim().split("\n").slice(-3).join(" | ")}` : ""}`;
-      return { description, outOfMemory: oom };
+        : describeStatus(statusCode);
+      return {
+        description,
+        outOfMemory: oom,
+        ...(tail ? { lastOutput: tail.slice(-LAST_OUTPUT_CHARS) } : {}),
+      };
     };
 
     const timeoutMs = this.opts.config.pool.startTimeoutSeconds * 1000;
@@ -234,7 +266,10 @@ export class DockerLauncher implements WorkerLauncher {
       const why =
         link === "timeout"
           ? `its worker did not connect within ${timeoutMs / 1000} s`
-          : `it ${(await exitInfo(link.early)).description} before its worker connected`;
+          : await exitInfo(link.early).then(
+              (exit) =>
+                `it ${exit.description} before its worker connected${exit.lastOutput ? `: ${exit.lastOutput.split("\n").slice(-3).join(" | ")}` : ""}`,
+            );
       await remove();
       throw new FabricError(
         "UNAVAILABLE",

@@ -8,6 +8,11 @@ export interface WorkerExit {
   readonly description: string;
   /** The kernel's OOM killer (the container's memory limit) or V8's heap limit ended it. */
   readonly outOfMemory: boolean;
+  /**
+   * The last of what the worker itself wrote to its stderr/stdout (a fatal traceback, a C
+   * library's complaint), when the launcher kept it: the message of a task it took down names it.
+   */
+  readonly lastOutput?: string;
 }
 
 /** One running worker, wherever it runs: a process on the node or a container. */
@@ -32,6 +37,12 @@ export interface WorkerLaunchRequest {
   readonly network: boolean;
   /** The worker's environment (FABRIC_WORKER_ID and limits); never the manager's secrets. */
   readonly env: Readonly<Record<string, string>>;
+  /**
+   * What the worker runs: the Node.js worker (JavaScript and shell functions) or the Python
+   * runtime. Container images carry their own entry point; Apptainer's command line differs.
+   * @default "node"
+   */
+  readonly language?: "node" | "python";
 }
 
 /** Starts workers for a {@link WorkerPool}: bare processes, Docker/Podman containers, Apptainer. */

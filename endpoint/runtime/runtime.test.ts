@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 
 import { resolveConfig } from "../config.js";
 import { apptainerWorkerCommand } from "./apptainer.js";
+import { describeStatus } from "./docker-launcher.js";
 import { ContainerConfigSchema, resolveContainerConfig } from "./config.js";
 import { MANAGED_LABEL, networkAllowed, workerContainerOptions } from "./docker-options.js";
 import type { WorkerContainerSpec } from "./docker-options.js";
@@ -140,6 +141,19 @@ describe("docker create options", () => {
   });
 });
 
+describe("container exit statuses", () => {
+  it("name the signal behind 128 + N, a native crash, and a plain exit code", () => {
+    expect(describeStatus(3)).toBe("exited with code 3");
+    expect(describeStatus(137)).toBe("was killed (SIGKILL)");
+    expect(describeStatus(139)).toBe(
+      "crashed (SIGSEGV: typically a fault in native code, such as a C extension)",
+    );
+    expect(describeStatus(134)).toBe("aborted (SIGABRT: a C library gave up)");
+    expect(describeStatus(200)).toBe("exited with code 200");
+    expect(describeStatus(undefined)).toBe("ended (its exit status is unknown)");
+  });
+});
+
 describe("apptainer command line", () => {
   const cfg = resolveContainerConfig({
     runtime: "apptainer",
@@ -186,5 +200,24 @@ describe("apptainer command line", () => {
       req,
     );
     expect(singularity[0]).toBe("singularity");
+  });
+
+  it("runs a Python worker as the image's interpreter on the runtime it ships, isolated the same way", () => {
+    const image = "/sw/images/fabric-worker-python.sif";
+    const argv = apptainerWorkerCommand(cfg, { ...req, image, language: "python" });
+    expect(argv.slice(-3)).toEqual([image, "python3", "/fabric/worker/fabric_runtime.py"]);
+    expect(argv.slice(0, 7)).toEqual(apptainerWorkerCommand(cfg, req).slice(0, 7));
+    expect(argv).toContain("--containall");
+    const own = apptainerWorkerCommand(
+      resolveContainerConfig({
+        runtime: "apptainer",
+        apptainer: { python: "/opt/conda/bin/python", pythonRuntimePath: "/opt/fabric/fabric_runtime.py" },
+      }),
+      { ...req, image, language: "python" },
+    );
+    expect(own.slice(-2)).toEqual(["/opt/conda/bin/python", "/opt/fabric/fabric_runtime.py"]);
+    expect(() =>
+      resolveContainerConfig({ runtime: "apptainer", apptainer: { pythonRuntimePath: "relative.py" } }),
+    ).toThrow(/expected an absolute path/);
   });
 });

@@ -102,7 +102,7 @@ class RuntimeUnderTest {
   async run(
     source: string,
     entryPoint: string,
-    opts: { args?: string; kwargs?: string; functionId?: string } = {},
+    opts: { args?: string; kwargs?: string; functionId?: string; minVersion?: string } = {},
   ): Promise<PythonTaskResult> {
     const taskId = `task-${++this.taskSeq}`;
     this.send(
@@ -114,6 +114,7 @@ class RuntimeUnderTest {
         entryPoint,
         argsJson: bytes(opts.args ?? "[]"),
         kwargsJson: bytes(opts.kwargs ?? "{}"),
+        ...(opts.minVersion ? { minVersion: opts.minVersion } : {}),
       }),
     );
     const msg = await this.next();
@@ -476,6 +477,30 @@ describe("the Python runtime over fd 3", () => {
     const broken = await rt.run(py("def main(:", "    pass"), "main", { functionId: "fn-broken" });
     expect(broken).toMatchObject({ ok: false, reason: "syntax_error", error: { type: "SyntaxError" } });
     expect(broken.error!.traceback).toContain('File "<fabric function fn-broken>", line 1');
+  });
+
+  it("checks a function's minimum Python version itself, before running its module", async () => {
+    const source = py(
+      "import sys",
+      "print('module ran')",
+      "def main():",
+      "    return list(sys.version_info[:2])",
+    );
+    const tooNew = await rt.run(source, "main", { minVersion: "9.0", functionId: "fn-min-version" });
+    expect(tooNew).toMatchObject({ ok: false, reason: "python_version", stdout: "" });
+    expect(tooNew.error!.message).toMatch(
+      /^the function needs Python 9\.0 or later; this worker's interpreter is 3\.\d+\.\d+ \(/,
+    );
+    expect(pythonFailureToError(tooNew)).toMatchObject({
+      code: "FAILED_PRECONDITION",
+      reason: "python_version",
+    });
+    const [major] = ok(
+      await rt.run(source, "main", { minVersion: "3.6", functionId: "fn-min-version" }),
+    ) as number[];
+    expect(major).toBe(3);
+    const bad = await rt.run(source, "main", { minVersion: "three", functionId: "fn-min-version" });
+    expect(bad).toMatchObject({ ok: false, reason: "python_version" });
   });
 
   it("lists the modules it can import on request", async () => {

@@ -6,7 +6,7 @@
  * raw bytes:
  *
  * - runtime → manager at start: `{"op":"hello","python":"3.11.2","implementation":"cpython","pid":N,"executable":…}`
- * - manager → runtime: `{"op":"run","taskId":…,"functionId":…,"entryPoint":…,"source":…,"argsBytes":N}\n<args><kwargs>`
+ * - manager → runtime: `{"op":"run","taskId":…,"functionId":…,"entryPoint":…,"source":…,["minVersion":"3.10",]"argsBytes":N}\n<args><kwargs>`
  * - runtime → manager: `{"op":"result","taskId":…,"ok":true,"stdout":…,"stderr":…}\n<result JSON>`, or
  *   with `"ok":false` a `reason`, an `error` {type, message, traceback} and no payload
  * - manager → runtime `{"op":"inspect"}`; runtime → manager `{"op":"inspected","python":…,"modules":[…],"path":[…]}`
@@ -33,6 +33,7 @@ export const PythonEndReason = {
   RESULT_TOO_LARGE: "result_too_large",
   NO_ENTRY_POINT: "no_entry_point",
   SYNTAX_ERROR: "syntax_error",
+  PYTHON_VERSION: "python_version",
 } as const;
 export type PythonEndReason = (typeof PythonEndReason)[keyof typeof PythonEndReason];
 const END_REASONS: ReadonlySet<string> = new Set(Object.values(PythonEndReason));
@@ -49,6 +50,11 @@ export interface PythonRunRequest {
   readonly argsJson: Uint8Array;
   /** A JSON object. */
   readonly kwargsJson: Uint8Array;
+  /**
+   * The function's minimum Python version ("3.10"), checked again by the runtime: the broker
+   * checks it against the version the agent reported, but a container's Python may differ.
+   */
+  readonly minVersion?: string;
 }
 
 /** The runtime's first message. */
@@ -126,6 +132,7 @@ export function encodePythonRunFrame(req: PythonRunRequest): Buffer {
   const header =
     `{"op":"run","taskId":${JSON.stringify(req.taskId)},"functionId":${JSON.stringify(req.functionId)},` +
     `"entryPoint":${JSON.stringify(req.entryPoint)},"source":${sourceJson(req.source)},` +
+    (req.minVersion ? `"minVersion":${JSON.stringify(req.minVersion)},` : "") +
     `"argsBytes":${req.argsJson.length}}\n`;
   const headerBytes = Buffer.byteLength(header);
   const bodyBytes = headerBytes + req.argsJson.length + req.kwargsJson.length;
@@ -244,6 +251,7 @@ const CODE_OF_REASON: Readonly<Record<PythonEndReason, ErrorCode>> = {
   result_too_large: "RESOURCE_EXHAUSTED",
   no_entry_point: "INVALID_ARGUMENT",
   syntax_error: "INVALID_ARGUMENT",
+  python_version: "FAILED_PRECONDITION",
 };
 
 /**

@@ -10,7 +10,7 @@ raw bytes. endpoint/worker/python-protocol.ts is the other side.
   runtime -> manager at start:
     {"op":"hello","python":"3.11.2","implementation":"cpython","pid":N,"executable":"/usr/bin/python3"}
   manager -> runtime, a task (its argument bytes spliced in unparsed; empty means [] / {}):
-    {"op":"run","taskId":..,"functionId":..,"entryPoint":"main","source":"..","argsBytes":N}\n
+    {"op":"run","taskId":..,"functionId":..,"entryPoint":"main","source":"..",["minVersion":"3.10",]"argsBytes":N}\n
     <args: N bytes of JSON, an array><kwargs: the rest, JSON, an object>
   runtime -> manager, its outcome:
     {"op":"result","taskId":..,"ok":true,"stdout":"..","stderr":".."}\n<the result's JSON text>
@@ -22,7 +22,8 @@ Reasons (a plain exception from the function has none): system_exit (with exitCo
 interrupted (KeyboardInterrupt raised, or a SIGINT to this process during a task; between tasks
 SIGINT is ignored), out_of_memory (MemoryError), import_error (ModuleNotFoundError, with module),
 invalid_arguments, bad_result (not JSON-serialisable: the message names the type),
-result_too_large (over FABRIC_MAX_RESULT_BYTES, default 10 MiB), no_entry_point, syntax_error.
+result_too_large (over FABRIC_MAX_RESULT_BYTES, default 10 MiB), no_entry_point, syntax_error,
+python_version (this interpreter is older than the run frame's minVersion).
 
 Bytes: an object of exactly one key, `{"$bytes": "<base64 string>"}`, anywhere in args or kwargs
 arrives as `bytes`; `bytes`, `bytearray` or `memoryview` anywhere in a result leaves as one. So
@@ -394,6 +395,22 @@ def _on_sigint(_signum, _frame):
         raise KeyboardInterrupt
 
 
+def check_version(wanted):
+    """Fails the task when this interpreter is older than `wanted` ("3.10"; absent: any)."""
+    if wanted is None:
+        return
+    try:
+        need = tuple(int(p) for p in str(wanted).split("."))
+    except ValueError:
+        raise TaskFailure("python_version", "ValueError", "minimum Python version %r is not N.N[.N]" % (wanted,))
+    have = tuple(sys.version_info[:len(need)])
+    if have < need:
+        raise TaskFailure(
+            "python_version", "RuntimeError",
+            "the function needs Python %s or later; this worker's interpreter is %s (%s)"
+            % (wanted, "%d.%d.%d" % tuple(sys.version_info[:3]), sys.executable))
+
+
 def run_task(header, body, newline_at):
     """Runs one task; returns its result frame's header and payload (None for a failure)."""
     global _in_task
@@ -415,6 +432,7 @@ def run_task(header, body, newline_at):
         _in_task = True
         args = decode_payload(body[newline_at + 1:args_end], list, "args")
         kwargs = decode_payload(body[args_end:], dict, "kwargs")
+        check_version(header.get("minVersion"))
         fn = load_function(function_id, source, entry)
         value = fn(*args, **kwargs)
         if isinstance(value, types.CoroutineType):
