@@ -1,11 +1,14 @@
 /**
- * Builds the worker images offline, from this host's own Node.js runtime: `FROM scratch` plus
+ * Builds the worker images offline, from this host's own runtimes: `FROM scratch` plus
  * /usr/bin/node, the libraries `ldd` lists, the compiled worker (dist/) and the npm packages it
- * imports. The shell image adds a static busybox as /bin/sh and its tools. No registry is needed.
+ * imports. The shell image adds a static busybox as /bin/sh and its tools. The Python image is
+ * the host's /usr/bin/python3, its standard library, the site packages that numpy, scipy and
+ * scikit-image load (python-image.ts), their libraries and the runtime. No registry is needed.
  *
  * As a script: `node dist/devkit/worker-images.js [--engine docker|podman] [--socket PATH]
- * [--stage DIR]` (see containers/build-offline.sh). `--stage DIR` only writes the worker files,
- * for the online Dockerfile (containers/Dockerfile).
+ * [--kinds js,shell,python] [--python-packages numpy,scipy,...] [--stage DIR]` (see
+ * containers/build-offline.sh). `--stage DIR` only writes the worker files, for the online
+ * Dockerfile (containers/Dockerfile).
  */
 import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
@@ -33,6 +36,15 @@ import Docker from "dockerode";
 
 import { ROOT } from "./processes.js";
 import {
+  DEFAULT_PYTHON_PACKAGES,
+  PYTHON_RUNTIME_IN_IMAGE,
+  hostPython,
+  planPythonImage,
+  walkImageFiles,
+  type PythonImagePlan,
+} from "./python-image.js";
+import {
+  DEFAULT_PYTHON_WORKER_IMAGE,
   DEFAULT_SHELL_WORKER_IMAGE,
   DEFAULT_WORKER_IMAGE,
   DEFAULT_ENGINE_SOCKET,
@@ -152,17 +164,10 @@ function hashTree(dir: string): string {
 }
 
 /** Which image to build. */
-export type WorkerImageKind = "js" | "shell";
+export type WorkerImageKind = "js" | "shell" | "python";
 
-/** Writes a build context (rootfs + Dockerfile) for one image; returns its directory and hash. */
-export function prepareOfflineContext(kind: WorkerImageKind, dir: string): { dir: string; hash: string } {
-  const rootfs = path.join(dir, "rootfs");
-  mkdirSync(rootfs, { recursive: true });
-  const node = realpathSync(process.execPath);
-  copyIntoRoot(rootfs, "/usr/bin/node");
-  copyFileSync(node, path.join(rootfs, "usr/bin/node"));
-  for (const lib of sharedLibraries(node)) copyIntoRoot(rootfs, lib);
-  stageWorker(path.join(rootfs, WORKER_DIR_IN_IMAGE.slice(1)));
+/** The directories and account files every worker image has. */
+function writeBaseDirs(rootfs: string): void {
   for (const d of ["tmp", "fabric/run", "proc", "dev", "sys", "etc"])
     mkdirSync(path.join(rootfs, d), { recursive: true });
   chmodSync(path.join(rootfs, "tmp"), 0o1777);
@@ -171,6 +176,57 @@ export function prepareOfflineContext(kind: WorkerImageKind, dir: string): { dir
     "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n",
   );
   writeFileSync(path.join(rootfs, "etc/group"), "root:x:0:\nnogroup:x:65534:\n");
+}
+
+/** The Dockerfile of the offline Python image: the runtime is its entry point, as nobody. */
+const PYTHON_DOCKERFILE = [
+  "FROM scratch",
+  "COPY rootfs/ /",
+  // The root file system is read-only in a worker container: no .pyc is written, output is not held.
+  "ENV PATH=/usr/bin:/bin PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LANG=C.UTF-8 MPLBACKEND=Agg",
+  "USER 65534:65534",
+  "WORKDIR /tmp",
+  `ENTRYPOINT ["/usr/bin/python3", "-s", "${PYTHON_RUNTIME_IN_IMAGE}"]`,
+  "",
+].join("\n");
+
+/** The Python runtime as shipped beside the compiled worker (or in the source tree). */
+function pythonRuntimeFile(): string {
+  const built = path.join(ROOT, "dist/endpoint/worker/python/fabric_runtime.py");
+  return existsSync(built) ? built : path.join(ROOT, "endpoint/worker/python/fabric_runtime.py");
+}
+
+/** Writes the Python image's build context from its plan (see python-image.ts). */
+export function preparePythonContext(plan: PythonImagePlan, dir: string): void {
+  const rootfs = path.join(dir, "rootfs");
+  mkdirSync(rootfs, { recursive: true });
+  copyIntoRoot(rootfs, plan.python);
+  chmodSync(path.join(rootfs, plan.python), 0o755);
+  for (const lib of plan.libraries) copyIntoRoot(rootfs, lib);
+  plan.trees.forEach((tree, i) => {
+    walkImageFiles(tree, i === 0, (file) => {
+      const to = path.join(rootfs, file);
+      mkdirSync(path.dirname(to), { recursive: true });
+      copyFileSync(file, to);
+    });
+  });
+  const runtime = path.join(rootfs, PYTHON_RUNTIME_IN_IMAGE);
+  mkdirSync(path.dirname(runtime), { recursive: true });
+  copyFileSync(pythonRuntimeFile(), runtime);
+  writeBaseDirs(rootfs);
+  writeFileSync(path.join(dir, "Dockerfile"), PYTHON_DOCKERFILE);
+}
+
+/** Writes a build context (rootfs + Dockerfile) for the js or shell image; returns its directory and hash. */
+export function prepareOfflineContext(kind: "js" | "shell", dir: string): { dir: string; hash: string } {
+  const rootfs = path.join(dir, "rootfs");
+  mkdirSync(rootfs, { recursive: true });
+  const node = realpathSync(process.execPath);
+  copyIntoRoot(rootfs, "/usr/bin/node");
+  copyFileSync(node, path.join(rootfs, "usr/bin/node"));
+  for (const lib of sharedLibraries(node)) copyIntoRoot(rootfs, lib);
+  stageWorker(path.join(rootfs, WORKER_DIR_IN_IMAGE.slice(1)));
+  writeBaseDirs(rootfs);
   if (kind === "shell") {
     const busybox = "/bin/busybox";
     if (!existsSync(busybox)) {
@@ -204,9 +260,11 @@ export function prepareOfflineContext(kind: WorkerImageKind, dir: string): { dir
 /** Options of {@link ensureWorkerImages}. */
 export interface WorkerImageOptions {
   readonly docker: Docker;
-  /** Images to ensure. @default both */
+  /** Images to ensure. @default js and shell (the Python image takes longer: ask for it) */
   readonly kinds?: readonly WorkerImageKind[];
-  /** Tags. @default the config defaults (fabric-worker:VERSION, fabric-worker-shell:VERSION) */
+  /** The Python image's interpreter and the imports it must serve. @default /usr/bin/python3; numpy, scipy, skimage */
+  readonly python?: { readonly executable?: string; readonly packages?: readonly string[] };
+  /** Tags. @default the config defaults (fabric-worker:VERSION, fabric-worker-shell:VERSION, fabric-worker-python:VERSION) */
   readonly tags?: Partial<Record<WorkerImageKind, string>>;
   /** Extra labels (tests remove what they built by label). */
   readonly labels?: Readonly<Record<string, string>>;
@@ -227,17 +285,31 @@ export async function ensureWorkerImages(opts: WorkerImageOptions): Promise<Reco
   const tags: Record<WorkerImageKind, string> = {
     js: opts.tags?.js ?? DEFAULT_WORKER_IMAGE,
     shell: opts.tags?.shell ?? DEFAULT_SHELL_WORKER_IMAGE,
+    python: opts.tags?.python ?? DEFAULT_PYTHON_WORKER_IMAGE,
   };
   for (const kind of opts.kinds ?? (["js", "shell"] as const)) {
     const dir = mkdtempSync(path.join(tmpdir(), `fabric-image-${kind}-`));
     try {
-      const { hash } = prepareOfflineContext(kind, dir);
+      // The Python image is planned from file names, sizes and times first, and copied only
+      // when its hash differs from the image's: most runs find it built.
+      const plan =
+        kind === "python"
+          ? planPythonImage(
+              opts.python?.executable ?? hostPython(),
+              opts.python?.packages ?? DEFAULT_PYTHON_PACKAGES,
+              pythonRuntimeFile(),
+            )
+          : undefined;
+      const hash = plan ? plan.hash : prepareOfflineContext(kind as "js" | "shell", dir).hash;
       const existing = await opts.docker
         .getImage(tags[kind])
         .inspect()
         .catch(() => undefined);
       if (existing?.Config?.Labels?.[IMAGE_HASH_LABEL] === hash) continue;
-      opts.onProgress?.(`building ${tags[kind]} (offline, FROM scratch)`);
+      if (plan) preparePythonContext(plan, dir);
+      opts.onProgress?.(
+        `building ${tags[kind]} (offline, FROM scratch${plan ? `, Python ${plan.version}` : ""})`,
+      );
       const stream = await opts.docker.buildImage(await tarStream(dir), {
         t: tags[kind],
         labels: { ...opts.labels, [IMAGE_HASH_LABEL]: hash },
@@ -264,6 +336,8 @@ async function main(): Promise<void> {
       engine: { type: "string", default: "docker" },
       socket: { type: "string" },
       stage: { type: "string" },
+      kinds: { type: "string", default: "js,shell,python" },
+      "python-packages": { type: "string" },
     },
     strict: true,
   });
@@ -275,8 +349,21 @@ async function main(): Promise<void> {
   }
   const engine = values.engine === "podman" ? "podman" : "docker";
   const docker = new Docker({ socketPath: values.socket ?? DEFAULT_ENGINE_SOCKET[engine] });
-  const tags = await ensureWorkerImages({ docker, onProgress: (l) => console.log(l) });
-  console.log(`images ready: ${tags.js} ${tags.shell}`);
+  const kinds = values.kinds.split(",").map((k) => k.trim());
+  const bad = kinds.filter((k) => !["js", "shell", "python"].includes(k));
+  if (bad.length > 0)
+    throw new Error(`--kinds: unknown image ${bad.join(", ")} (expected js, shell, python)`);
+  const packages = values["python-packages"]
+    ?.split(",")
+    .map((p) => p.trim())
+    .filter(Boolean);
+  const tags = await ensureWorkerImages({
+    docker,
+    kinds: kinds as WorkerImageKind[],
+    ...(packages ? { python: { packages } } : {}),
+    onProgress: (l) => console.log(l),
+  });
+  console.log(`images ready: ${kinds.map((k) => tags[k as WorkerImageKind]).join(" ")}`);
 }
 
 if (process.argv[1] && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url)) {

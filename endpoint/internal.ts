@@ -6,6 +6,7 @@
 export { metaSubject, ObjectReader } from "./agent/object-reader.js";
 export { WorkerPool } from "./manager/worker-pool.js";
 export {
+  DEFAULT_PYTHON_WORKER_IMAGE,
   DEFAULT_SHELL_WORKER_IMAGE,
   DEFAULT_WORKER_IMAGE,
   resolveContainerConfig,

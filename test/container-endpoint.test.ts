@@ -15,6 +15,8 @@ import {
 } from "../devkit/index.js";
 import { removeContainersByLabel, MANAGED_LABEL } from "../endpoint/internal.js";
 import { Client, TaskFailedError } from "../sdk/index.js";
+import { failureOf } from "./support/outcomes.js";
+import { RECONSTRUCTION, py, reconstructionError } from "./support/reconstruction.js";
 
 const RUN = `${process.pid}-${Date.now().toString(36)}`;
 const TEST_LABEL = `org.fabric.test=${RUN}`;
@@ -24,13 +26,18 @@ describe("end to end with functions in Docker containers", () => {
   let stack: LocalFabric;
   let client: Client;
   let endpointId: string;
-  let tags: { js: string; shell: string };
+  let tags: { js: string; shell: string; python: string };
 
   beforeAll(async () => {
     engine = await ensureDockerEngine();
     tags = await ensureWorkerImages({
       docker: engine.docker,
-      tags: { js: `fabric-test-worker:${RUN}`, shell: `fabric-test-worker-shell:${RUN}` },
+      kinds: ["js", "shell", "python"],
+      tags: {
+        js: `fabric-test-worker:${RUN}`,
+        shell: `fabric-test-worker-shell:${RUN}`,
+        python: `fabric-test-worker-python:${RUN}`,
+      },
       labels: { "org.fabric.test": RUN },
     });
     stack = await LocalFabric.start();
@@ -42,7 +49,9 @@ describe("end to end with functions in Docker containers", () => {
           socket: engine.socketPath,
           image: tags.js,
           shellImage: tags.shell,
-          limits: { memoryMiB: 128, pids: 64 },
+          pythonImage: tags.python,
+          // scipy and scikit-image need more than a JavaScript worker.
+          limits: { memoryMiB: 384, pids: 64 },
           pool: { keepWarm: 1 },
         },
       },
@@ -58,7 +67,7 @@ describe("end to end with functions in Docker containers", () => {
       // The agent's containers carry the managed label; a stopped agent removed its own already.
       const left = await engine.docker.listContainers({ all: true, filters: { label: [MANAGED_LABEL] } });
       for (const c of left) {
-        if (c.Image === tags.js || c.Image === tags.shell)
+        if (c.Image === tags.js || c.Image === tags.shell || c.Image === tags.python)
           await engine.docker.getContainer(c.Id).remove({ force: true });
       }
       await removeContainersByLabel(engine.docker, TEST_LABEL).catch(() => undefined);
@@ -107,4 +116,46 @@ describe("end to end with functions in Docker containers", () => {
       /container image fabric-test-missing:nope is not present on node/,
     );
   });
+
+  it("reconstructs a phantom with scikit-image in a Python worker container, as nobody, off the host", async () => {
+    const python = (entryPoint: string) =>
+      client.registerFunction({ python: { source: RECONSTRUCTION, entryPoint } });
+    const wait = async (taskId: string) => client.waitForResult(taskId, { timeoutMs: 120_000 });
+    const where = await client.registerFunction({
+      python: {
+        source: py("import os, socket", "def main():", "    return [socket.gethostname(), os.getuid()]"),
+        entryPoint: "main",
+      },
+    });
+    const [host, uid] = (await wait(await client.run(where, endpointId, []))) as [string, number];
+    expect(host).not.toBe(hostname());
+    expect(host).toMatch(/^fabric-/);
+    expect(uid).toBe(65534);
+    const scanned = (await wait(await client.run(await python("scan"), endpointId, [100]))) as {
+      phantom: Buffer;
+      sinogram: Buffer;
+      theta: number[];
+    };
+    const image = (await wait(
+      await client.run(await python("reconstruct"), endpointId, [scanned.sinogram, scanned.theta]),
+    )) as Buffer;
+    const rms = reconstructionError(scanned.phantom, image);
+    expect(rms).toBeLessThan(0.06);
+    expect(rms).toBeGreaterThan(0);
+  }, 180_000);
+
+  it("a Python worker container that crashes fails its task as worker_lost, naming the signal and its last words", async () => {
+    const crash = await client.registerFunction({
+      python: {
+        source: py("import os, signal", "def main():", "    os.kill(os.getpid(), signal.SIGSEGV)"),
+        entryPoint: "main",
+      },
+    });
+    const err = await failureOf(
+      client.waitForResult(await client.run(crash, endpointId, []), { timeoutMs: 60_000 }),
+    );
+    expect(err.reason).toBe("worker_lost");
+    expect(err.message).toMatch(/Python worker container .* crashed \(SIGSEGV/);
+    expect(err.message).toContain("Fatal Python error");
+  }, 90_000);
 });

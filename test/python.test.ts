@@ -6,50 +6,10 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { useFabric } from "./support/fabric-suite.js";
 import { until } from "./support/fault.js";
 import { failureOf, outcomeOf } from "./support/outcomes.js";
+import { RECONSTRUCTION, py, reconstructionError } from "./support/reconstruction.js";
 
 /** Debian's interpreter: it has numpy, scipy and scikit-image (a pyenv `python3` on PATH may not). */
 const PYTHON = process.env["FABRIC_TEST_PYTHON"] ?? "/usr/bin/python3";
-/** Python source from lines (template literals would carry this file's indentation). */
-const py = (...lines: string[]) => lines.join("\n") + "\n";
-
-/** A float64 array from `.npy` bytes (format 1.0, little-endian, C order), with its shape. */
-function readNpy(buf: Buffer): { shape: number[]; data: Float64Array } {
-  expect(buf.subarray(0, 6).toString("latin1")).toBe("\x93NUMPY");
-  const headerLen = buf.readUInt16LE(8);
-  const header = buf.subarray(10, 10 + headerLen).toString("latin1");
-  expect(header).toContain("'descr': '<f8'");
-  expect(header).toContain("'fortran_order': False");
-  const shape = /'shape': \(([^)]*)\)/
-    .exec(header)![1]!
-    .split(",")
-    .filter((s) => s.trim() !== "")
-    .map(Number);
-  const body = buf.subarray(10 + headerLen);
-  const data = new Float64Array(body.buffer.slice(body.byteOffset, body.byteOffset + body.byteLength));
-  return { shape, data };
-}
-
-const RECONSTRUCTION = py(
-  "import io",
-  "import numpy as np",
-  "from skimage.data import shepp_logan_phantom",
-  "from skimage.transform import iradon, radon, rescale",
-  "",
-  "def _npy(a):",
-  "    out = io.BytesIO()",
-  "    np.save(out, np.ascontiguousarray(a, dtype='<f8'))",
-  "    return out.getvalue()",
-  "",
-  "def scan(size):",
-  "    phantom = rescale(shepp_logan_phantom(), size / 400.0, mode='reflect', channel_axis=None)",
-  "    theta = np.linspace(0.0, 180.0, max(phantom.shape), endpoint=False)",
-  "    return {'phantom': _npy(phantom), 'sinogram': _npy(radon(phantom, theta=theta)), 'theta': theta.tolist()}",
-  "",
-  "def reconstruct(sinogram, theta, filter_name='ramp'):",
-  "    sino = np.load(io.BytesIO(sinogram))",
-  "    return _npy(iradon(sino, theta=np.asarray(theta), filter_name=filter_name))",
-);
-
 describe("Python functions on a local endpoint", () => {
   const stack = useFabric({
     endpoint: { name: "py", workers: 2, extra: { python: { executable: PYTHON } } },
@@ -103,12 +63,7 @@ describe("Python functions on a local endpoint", () => {
     expect(Buffer.isBuffer(scanned.sinogram)).toBe(true);
     // The sinogram goes back as bytes: the SDK sends a Buffer argument as {"$bytes": base64}.
     const image = (await wait(await r.run([scanned.sinogram, scanned.theta]))) as Buffer;
-    const phantom = readNpy(scanned.phantom);
-    const recon = readNpy(image);
-    expect(recon.shape).toEqual(phantom.shape);
-    let sq = 0;
-    for (let i = 0; i < phantom.data.length; i++) sq += (recon.data[i]! - phantom.data[i]!) ** 2;
-    const rms = Math.sqrt(sq / phantom.data.length);
+    const rms = reconstructionError(scanned.phantom, image);
     expect(rms).toBeLessThan(0.06);
     expect(rms).toBeGreaterThan(0); // a reconstruction, not the phantom handed back
   });

@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 
 import { FabricError } from "../../common/lean.js";
 import {
+  lastOutputNote,
   cancelledError,
   cancelledOutcome,
   failedOutcome,
@@ -71,5 +72,29 @@ describe("failure outcomes", () => {
     expect(lost).toMatchObject({ code: "UNAVAILABLE", reason: "worker_lost" });
     expect(lost.message).toBe("the worker process m/w2 exited with code 7 while running the task");
     expect(lost.retryable).toBe(true);
+  });
+
+  it("a dead worker's message quotes its last output, without a fatal report's list of modules", () => {
+    const lastOutput = [
+      "Fatal Python error: Segmentation fault",
+      "",
+      "Current thread 0x00007f (most recent call first):",
+      '  File "<fabric function f>", line 3 in main',
+      "",
+      "ce._multiarray_umath, numpy.linalg._umath_linalg, scipy.special._ufuncs (total: 3)",
+    ].join("\n");
+    const lost = workerLostError("Python interpreter", "m/w0", {
+      description: "crashed (SIGSEGV)",
+      outOfMemory: false,
+      lastOutput,
+    });
+    expect(lost.message).toBe(
+      "the Python interpreter m/w0 crashed (SIGSEGV) while running the task; its last output: " +
+        'Fatal Python error: Segmentation fault\n\nCurrent thread 0x00007f (most recent call first):\n  File "<fabric function f>", line 3 in main',
+    );
+    expect(
+      lastOutputNote({ description: "", outOfMemory: false, lastOutput: "x".repeat(5000) }),
+    ).toHaveLength("; its last output: ".length + 1500);
+    expect(lastOutputNote({ description: "", outOfMemory: false, lastOutput: " \n" })).toBe("");
   });
 });

@@ -80,6 +80,9 @@ const LAST_OUTPUT_CHARS = 1500;
 
 /** "; its last output: …" when the launcher kept what the worker last wrote, else "". */
 export function lastOutputNote(exit: WorkerExit): string {
-  const tail = exit.lastOutput?.trim();
+  // A fatal signal's report ends with the list of every extension module loaded: noise that
+  // would push the report itself out of the quote.
+  // (Its end, "… (total: N)", is all that may be left of that line in a tail.)
+  const tail = exit.lastOutput?.replace(/^(?:Extension modules: )?[^\n]*\(total: \d+\)$/m, "").trim();
   return tail ? `; its last output: ${tail.slice(-LAST_OUTPUT_CHARS)}` : "";
 }

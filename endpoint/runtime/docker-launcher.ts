@@ -43,8 +43,11 @@ function apiMessage(err: unknown): string {
   return (e.json?.message ?? e.message ?? String(err)).trim();
 }
 
+/** How much of a dead container's output its exit keeps (a fatal signal's report runs long). */
+const LAST_OUTPUT_CHARS = 8000;
+
 /** Last `max` characters of a container's combined output (the reason a worker died early). */
-async function outputTail(container: Docker.Container, max = 4000): Promise<string> {
+async function outputTail(container: Docker.Container, max = LAST_OUTPUT_CHARS): Promise<string> {
   try {
     const buf = await container.logs({ stdout: true, stderr: true, tail: 40, follow: false });
     // Non-TTY logs are multiplexed: 8-byte headers (stream, 0, 0, 0, size BE) before each chunk.
@@ -62,9 +65,6 @@ async function outputTail(container: Docker.Container, max = 4000): Promise<stri
 }
 
 const V8_HEAP_OOM = /heap out of memory|Reached heap limit/;
-
-/** How much of a dead container's output its exit keeps. */
-const LAST_OUTPUT_CHARS = 1500;
 
 const SIGNAL_NAMES: Readonly<Record<number, string>> = {
   1: "SIGHUP",
