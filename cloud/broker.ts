@@ -8,6 +8,8 @@ import type { Logger } from "pino";
 import { silentLogger, isTerminal } from "../common/index.js";
 import { EndpointServiceService, FunctionServiceService, TaskServiceService, Task } from "../proto/index.js";
 import { AccessPolicy } from "./auth/authz.js";
+import { HttpApi } from "./http/server.js";
+import { functionRoutes } from "./http/routes.js";
 import { accountOfUserJwt, jwtOfCredsFile, NatsCredentialMinter } from "./auth/nats-credentials.js";
 import { OidcVerifier } from "./auth/oidc.js";
 import { RateLimiter } from "./auth/rate-limit.js";
@@ -15,7 +17,7 @@ import { TokenAuthority } from "./auth/tokens.js";
 import type { BrokerConfig } from "./config.js";
 import { EndpointStatuses } from "./registry/endpoint-status.js";
 import { endpointService } from "./registry/endpoints.js";
-import { functionService } from "./registry/functions.js";
+import { functionHandlers, functionService } from "./registry/functions.js";
 import { OwnedRegistry } from "./registry/owned-registry.js";
 import { requestGuards } from "./rpc/request-shapes.js";
 import { tolerantService } from "./rpc/rpc.js";
@@ -34,6 +36,8 @@ const KEY_CHECK_SUBJECT = "fabric.broker-key-check";
 
 /** How often a broker removes the payload buckets of deleted endpoints once they are empty. */
 const PAYLOAD_SWEEP_INTERVAL_MS = 3_600_000;
+/** The HTTP API's version, in its OpenAPI document. */
+const BROKER_API_VERSION = "0.1.0";
 /**
  * The cloud broker: a stateless gRPC front to the fabric's state in NATS JetStream. Several
  * replicas may serve one NATS (cluster).
@@ -48,6 +52,7 @@ export class Broker {
   private sweeper: NodeJS.Timeout | undefined;
   private store: FabricStore | undefined;
   private health: HealthImplementation | undefined;
+  private http: HttpApi | undefined;
   private events: TaskEventHub | undefined;
   private tls: ServerTlsContext | undefined;
   private boundPort = 0;
@@ -59,6 +64,11 @@ export class Broker {
     private readonly log: Logger = silentLogger,
   ) {
     this.brokerId = config.brokerId ?? `${hostname()}/${process.pid}`;
+  }
+
+  /** The port the HTTP API is bound to (0 without one). */
+  get httpPort(): number {
+    return this.http?.port ?? 0;
   }
 
   /** The port the gRPC server is bound to (useful when listening on port 0). */
@@ -168,6 +178,19 @@ export class Broker {
       tolerantService(FunctionServiceService, guards),
       functionService(store, functions, auth, rpcLog),
     );
+    if (this.config.http) {
+      const http = new HttpApi({
+        listen: this.config.http.listen,
+        routes: functionRoutes(functionHandlers(store, functions)),
+        auth,
+        log: log.child({ component: "cloud.http" }),
+        bodyLimit: this.config.limits.maxPayloadBytes * 2 + 1024 * 1024,
+        version: BROKER_API_VERSION,
+      });
+      await http.start();
+      this.http = http;
+      log.info({ listen: this.config.http.listen, port: http.port }, "HTTP API listening");
+    }
     server.addService(
       tolerantService(EndpointServiceService, guards),
       endpointService({
@@ -238,6 +261,7 @@ export class Broker {
   /** Stops taking calls, lets in-flight ones finish (up to the grace period), then closes. */
   async stop(): Promise<void> {
     this.health?.setStatus("", "NOT_SERVING");
+    await this.http?.stop();
     const server = this.server;
     if (server) {
       await new Promise<void>((resolve) => {

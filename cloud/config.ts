@@ -47,6 +47,18 @@ export const BrokerConfigSchema = z
       })
       .transform((t) => ({ ...t, requireClientCert: t.requireClientCert ?? t.clientCaFile !== undefined }))
       .optional(),
+    /**
+     * The HTTP/JSON API (docs/http.md): its own listener in the same process, the same tokens,
+     * validation and owner rules as gRPC. Plaintext: put it behind a TLS-terminating proxy, or
+     * keep it on loopback.
+     * @default off
+     */
+    http: z
+      .strictObject({
+        /** `host:port` it listens on (port 0: any free port). */
+        listen: z.string().min(1),
+      })
+      .optional(),
     /** Identifies this replica in task histories and logs. @default hostname/pid */
     brokerId: z.string().min(1).optional(),
     nats: z

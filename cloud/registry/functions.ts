@@ -5,7 +5,7 @@ import { newId } from "../../common/index.js";
 import { FunctionMessage, type FunctionServiceServer } from "../../proto/index.js";
 import { shareListSchema } from "../auth/authz.js";
 import type { TokenAuthority } from "../auth/tokens.js";
-import { unaryService, userOf } from "../rpc/rpc.js";
+import { unaryService, userOf, type UnaryHandlers } from "../rpc/rpc.js";
 import { check, checkId, descriptionSchema, functionSpecSchema, nameSchema } from "../rpc/validate.js";
 import type { FabricStore } from "../state/store.js";
 import type { OwnedRegistry } from "./owned-registry.js";
@@ -25,13 +25,25 @@ const registerSchema = z.object({
   spec: functionSpecSchema.optional().refine((s) => s !== undefined, { message: "spec is required" }),
 });
 
+/** The gRPC FunctionService: {@link functionHandlers}, each call authenticated first. */
 export function functionService(
   store: FabricStore,
   registry: FunctionRegistry,
   auth: TokenAuthority,
   log: Logger,
 ): FunctionServiceServer {
-  return unaryService<FunctionServiceServer>(auth, log, {
+  return unaryService<FunctionServiceServer>(auth, log, functionHandlers(store, registry));
+}
+
+/**
+ * The function operations, one handler per method, whatever the transport: gRPC wraps them in
+ * {@link functionService}, the HTTP API (cloud/http/) calls the same ones.
+ */
+export function functionHandlers(
+  store: FabricStore,
+  registry: FunctionRegistry,
+): UnaryHandlers<FunctionServiceServer> {
+  return {
     registerFunction: async (req, ctx) => {
       const owner = userOf(ctx);
       const v = check(registerSchema, req, "RegisterFunction request");
@@ -79,5 +91,5 @@ export function functionService(
       ctx.log.info({ functionId: id, public: req.public, sharedWith }, "function sharing changed");
       return { function: fn };
     },
-  });
+  };
 }

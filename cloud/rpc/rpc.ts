@@ -96,19 +96,29 @@ export interface CallContext {
 
 /** Reads and verifies the bearer token of a call, then admits it under the caller's rate limit. */
 export async function authenticate(auth: TokenAuthority, metadata: grpc.Metadata): Promise<Principal> {
-  const principal = await verifyBearer(auth, metadata);
+  const values = metadata.get("authorization");
+  return authenticateBearer(auth, values.length === 0 ? undefined : String(values[0]));
+}
+
+/**
+ * Verifies an `Authorization` header's value (`Bearer <token>`), then admits the caller under its
+ * rate limit: the check of every transport (gRPC metadata, the HTTP API's header).
+ */
+export async function authenticateBearer(
+  auth: TokenAuthority,
+  header: string | undefined,
+): Promise<Principal> {
+  const principal = await verifyBearer(auth, header);
   auth.rateLimiter?.take(
     principal.kind === "user" ? `user:${principal.userId}` : `endpoint:${principal.endpointId}`,
   );
   return principal;
 }
 
-async function verifyBearer(auth: TokenAuthority, metadata: grpc.Metadata): Promise<Principal> {
-  const values = metadata.get("authorization");
-  if (values.length === 0) {
+async function verifyBearer(auth: TokenAuthority, header: string | undefined): Promise<Principal> {
+  if (header === undefined || header === "") {
     throw unauthenticated("no token: pass `authorization: Bearer <token>` (see `fabric configure`)");
   }
-  const header = String(values[0]);
   if (header.length > MAX_TOKEN_CHARS) {
     throw unauthenticated(
       `the token is ${header.length} characters; fabric tokens are well under ${MAX_TOKEN_CHARS}: pass the token \`fabric-broker token\` or your identity provider issued`,

@@ -1,0 +1,141 @@
+/**
+ * The broker's HTTP/JSON API: its own listener in the broker process, the routes of routes.ts on
+ * fastify. Each call: the bearer token checked by the same code as gRPC's, the body validated by
+ * the route's zod schema (unknown fields, wrong types and bad JSON answer 400 with what was
+ * wrong), then the shared service handler; failures answer `{code, message, details}`.
+ */
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
+import type { Logger } from "pino";
+import { z } from "zod";
+
+import { FabricError, toFabricError } from "../../common/index.js";
+import type { TokenAuthority } from "../auth/tokens.js";
+import { authenticateBearer, logFailure } from "../rpc/rpc.js";
+import { httpErrorOf } from "./errors.js";
+import { OPENAPI_PATH, openApiDocument } from "./openapi.js";
+import type { Route } from "./routes.js";
+
+/** Options of an {@link HttpApi}. */
+export interface HttpApiOptions {
+  /** `host:port` to listen on (port 0: any free port). */
+  readonly listen: string;
+  readonly routes: readonly Route[];
+  readonly auth: TokenAuthority;
+  readonly log: Logger;
+  /** Largest request body accepted (bytes). */
+  readonly bodyLimit: number;
+  /** The API's version in the OpenAPI document. */
+  readonly version: string;
+}
+
+/** Where `host:port` points. */
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(.*):(\d+)$/.exec(listen);
+  if (!m)
+    throw new FabricError("INVALID_ARGUMENT", `http.listen must be host:port, got ${JSON.stringify(listen)}`);
+  return { host: m[1]!.replace(/^\[(.*)\]$/, "$1"), port: Number(m[2]) };
+}
+
+/** The message of a body that failed its schema: each problem with its path. */
+function schemaProblems(err: z.ZodError): string {
+  return err.issues.map((i) => `${i.path.length > 0 ? i.path.join(".") : "body"}: ${i.message}`).join("; ");
+}
+
+export class HttpApi {
+  private app: FastifyInstance | undefined;
+  private boundPort = 0;
+
+  constructor(private readonly opts: HttpApiOptions) {}
+
+  /** The port the listener is bound to. */
+  get port(): number {
+    return this.boundPort;
+  }
+
+  async start(): Promise<void> {
+    const { routes, auth, log } = this.opts;
+    const app = Fastify({ bodyLimit: this.opts.bodyLimit, logger: false, return503OnClosing: true });
+    const fail = (reply: FastifyReply, method: string, err: unknown) => {
+      const fe = toFabricError(err);
+      logFailure(log, method, fe);
+      const { status, body } = httpErrorOf(fe);
+      return reply.code(status).type("application/json").send(body);
+    };
+    // Errors fastify finds itself (bad JSON, a body over the limit, a wrong content type).
+    app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, req, reply) => {
+      const status = err.statusCode ?? 500;
+      if (status === 413)
+        return fail(
+          reply,
+          req.url,
+          new FabricError(
+            "RESOURCE_EXHAUSTED",
+            `the request body is over the limit of ${this.opts.bodyLimit} bytes`,
+          ),
+        );
+      if (status === 415)
+        return fail(reply, req.url, new FabricError("INVALID_ARGUMENT", "send the body as application/json"));
+      if (status >= 400 && status < 500)
+        return fail(
+          reply,
+          req.url,
+          new FabricError("INVALID_ARGUMENT", `the request body is not valid JSON: ${err.message}`),
+        );
+      return fail(reply, req.url, err);
+    });
+    app.setNotFoundHandler((req, reply) =>
+      fail(
+        reply,
+        req.url,
+        new FabricError(
+          "NOT_FOUND",
+          `no route ${req.method} ${req.url.split("?")[0]}: see ${OPENAPI_PATH} for the API`,
+        ),
+      ),
+    );
+    const document = openApiDocument(routes, this.opts.version);
+    app.get(OPENAPI_PATH, async () => document);
+    for (const route of routes) {
+      const url = route.path.replace(/\{(\w+)\}/g, ":$1");
+      app.route({
+        method: route.method,
+        url,
+        handler: async (req: FastifyRequest, reply: FastifyReply) => {
+          try {
+            const principal =
+              route.authenticated === false
+                ? undefined
+                : await authenticateBearer(auth, req.headers.authorization);
+            let body: unknown;
+            if (route.body) {
+              const parsed = route.body.safeParse(req.body ?? undefined);
+              if (!parsed.success)
+                throw new FabricError(
+                  "INVALID_ARGUMENT",
+                  `${route.operationId}: ${schemaProblems(parsed.error)}`,
+                );
+              body = parsed.data;
+            }
+            const out = await route.handler(
+              { body, params: (req.params ?? {}) as Record<string, string> },
+              { principal: principal!, log },
+            );
+            return reply.type("application/json").send(out);
+          } catch (err) {
+            return fail(reply, route.operationId, err);
+          }
+        },
+      });
+    }
+    const { host, port } = parseListen(this.opts.listen);
+    await app.listen({ host, port });
+    const addr = app.server.address();
+    this.boundPort = typeof addr === "object" && addr ? addr.port : port;
+    this.app = app;
+  }
+
+  /** Stops taking calls; in-flight ones finish. */
+  async stop(): Promise<void> {
+    await this.app?.close();
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * The HTTP/JSON API against a real broker process (and NATS): the function routes, the same
+ * tokens and owner rules as gRPC, JSON errors for bad input, and the OpenAPI document covering
+ * every route. Tasks, endpoints and listing come next (issue 15).
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { functionRoutes } from "../cloud/internal.js";
+import { LocalFabric, freePort } from "../devkit/index.js";
+import { Client } from "../sdk/index.js";
+
+interface FunctionJson {
+  id: string;
+  owner: string;
+  name: string;
+  sharedWith: string[];
+  spec?: Record<string, unknown>;
+}
+/** What a call answered: any of the API's bodies (each test reads the fields its route has). */
+interface Answer {
+  code: string;
+  message: string;
+  function: FunctionJson;
+  functions: FunctionJson[];
+}
+interface OpenApiDoc {
+  openapi: string;
+  paths: Record<
+    string,
+    Record<
+      string,
+      { operationId: string; requestBody: { content: Record<string, { schema: Record<string, unknown> }> } }
+    >
+  >;
+}
+
+describe("the HTTP API", () => {
+  let stack: LocalFabric;
+  let base: string;
+  let alice: string;
+  let bob: string;
+
+  beforeAll(async () => {
+    const port = await freePort();
+    stack = await LocalFabric.start({
+      name: "http",
+      brokerConfig: { http: { listen: `127.0.0.1:${port}` } },
+    });
+    base = `http://127.0.0.1:${port}`;
+    alice = await stack.broker.token("alice");
+    bob = await stack.broker.token("bob");
+  }, 60_000);
+
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  const call = async (
+    method: string,
+    path: string,
+    opts: { token?: string; body?: unknown; raw?: string } = {},
+  ) => {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: {
+        ...(opts.token ? { authorization: `Bearer ${opts.token}` } : {}),
+        ...(opts.body !== undefined || opts.raw !== undefined ? { "content-type": "application/json" } : {}),
+      },
+      ...(opts.raw !== undefined
+        ? { body: opts.raw }
+        : opts.body !== undefined
+          ? { body: JSON.stringify(opts.body) }
+          : {}),
+    });
+    const text = await res.text();
+    return {
+      status: res.status,
+      type: res.headers.get("content-type") ?? "",
+      json: JSON.parse(text) as Answer,
+    };
+  };
+
+  it("registers, gets, lists, shares and deletes a function; gRPC sees the same one", async () => {
+    const spec = { python: { source: "def main(x):\n    return x * 2\n", entryPoint: "main" }, timeoutS: 30 };
+    const made = await call("POST", "/v1/functions", { token: alice, body: { name: "double", spec } });
+    expect(made.status).toBe(200);
+    const fn = made.json.function;
+    expect(fn).toMatchObject({
+      owner: "alice",
+      name: "double",
+      spec: { python: { entryPoint: "main" }, timeoutS: 30 },
+    });
+    expect((await call("GET", `/v1/functions/${fn.id}`, { token: alice })).json.function.id).toBe(fn.id);
+    const listed = await call("GET", "/v1/functions", { token: alice });
+    expect(listed.json.functions.map((f) => f.id)).toContain(fn.id);
+    // The same object through gRPC: one service layer.
+    const grpc = new Client({ address: stack.broker.address, token: alice });
+    try {
+      expect(await grpc.getFunction(fn.id)).toMatchObject({
+        kind: "python",
+        entryPoint: "main",
+        owner: "alice",
+      });
+    } finally {
+      grpc.close();
+    }
+    // Another user's function answers 404, exactly like an unknown id.
+    const hidden = await call("GET", `/v1/functions/${fn.id}`, { token: bob });
+    const otherId = fn.id.slice(0, -1) + (fn.id.endsWith("0") ? "1" : "0");
+    const unknown = await call("GET", `/v1/functions/${otherId}`, { token: bob });
+    expect(hidden.status).toBe(404);
+    expect(unknown.status).toBe(404);
+    expect(hidden.json.code).toBe("NOT_FOUND");
+    expect(hidden.json.message.replace(fn.id, "ID")).toBe(unknown.json.message.replace(otherId, "ID"));
+    const shared = await call("POST", `/v1/functions/${fn.id}/share`, {
+      token: alice,
+      body: { sharedWith: ["bob"] },
+    });
+    expect(shared.json.function.sharedWith).toEqual(["bob"]);
+    expect((await call("GET", `/v1/functions/${fn.id}`, { token: bob })).status).toBe(200);
+    expect((await call("DELETE", `/v1/functions/${fn.id}`, { token: bob })).status).toBe(403);
+    expect((await call("DELETE", `/v1/functions/${fn.id}`, { token: alice })).status).toBe(200);
+    expect((await call("GET", `/v1/functions/${fn.id}`, { token: alice })).status).toBe(404);
+  });
+
+  it("answers bad input with a JSON error naming what was wrong, never a 500", async () => {
+    const noToken = await call("GET", "/v1/functions");
+    expect(noToken).toMatchObject({ status: 401, json: { code: "UNAUTHENTICATED" } });
+    expect(noToken.json.message).toMatch(/no token/);
+    const badToken = await call("GET", "/v1/functions", { token: "not-a-jwt" });
+    expect(badToken).toMatchObject({ status: 401, json: { code: "UNAUTHENTICATED" } });
+    const badJson = await call("POST", "/v1/functions", { token: alice, raw: '{"spec": ' });
+    expect(badJson).toMatchObject({ status: 400, json: { code: "INVALID_ARGUMENT" } });
+    expect(badJson.json.message).toMatch(/not valid JSON/);
+    const unknownField = await call("POST", "/v1/functions", {
+      token: alice,
+      body: { spec: { js: { source: "function f() {}", entryPoint: "f" } }, colour: "red" },
+    });
+    expect(unknownField).toMatchObject({ status: 400, json: { code: "INVALID_ARGUMENT" } });
+    expect(unknownField.json.message).toMatch(/colour/);
+    const wrongType = await call("POST", "/v1/functions", {
+      token: alice,
+      body: { spec: { js: { source: 3, entryPoint: "f" } } },
+    });
+    expect(wrongType.json.message).toMatch(/spec\.js\.source/);
+    const twoKinds = await call("POST", "/v1/functions", {
+      token: alice,
+      body: { spec: { js: { source: "function f() {}", entryPoint: "f" }, shell: { command: "true" } } },
+    });
+    expect(twoKinds.json.message).toMatch(/exactly one of js, shell or python/);
+    // The service's own checks answer the same way (an empty entry point).
+    const service = await call("POST", "/v1/functions", {
+      token: alice,
+      body: { spec: { python: { source: "x = 1\n", entryPoint: "" } } },
+    });
+    expect(service).toMatchObject({ status: 400, json: { code: "INVALID_ARGUMENT" } });
+    const route = await call("GET", "/v1/nothing-here", { token: alice });
+    expect(route).toMatchObject({ status: 404, json: { code: "NOT_FOUND" } });
+    expect(route.json.message).toMatch(/openapi\.json/);
+    const method = await call("PUT", "/v1/functions", { token: alice, body: {} });
+    expect(method.status).toBe(404);
+    const big = await call("POST", "/v1/functions", {
+      token: alice,
+      raw: JSON.stringify({ spec: { js: { source: "x".repeat(30 * 1024 * 1024), entryPoint: "f" } } }),
+    });
+    expect(big).toMatchObject({ status: 429, json: { code: "RESOURCE_EXHAUSTED" } });
+    expect(big.type).toMatch(/application\/json/);
+  });
+
+  it("serves an OpenAPI 3.1 document that has every route, generated from the validating schemas", async () => {
+    const res = await fetch(`${base}/v1/openapi.json`);
+    expect(res.status).toBe(200);
+    const doc = { json: (await res.json()) as OpenApiDoc };
+    expect(doc.json.openapi).toBe("3.1.0");
+    const routes = functionRoutes({} as never);
+    for (const r of routes) {
+      const op = doc.json.paths[r.path]?.[r.method.toLowerCase()];
+      expect(op, `${r.method} ${r.path}`).toBeDefined();
+      expect(op?.operationId).toBe(r.operationId);
+    }
+    const register =
+      doc.json.paths["/v1/functions"]!["post"]!.requestBody.content["application/json"]!.schema;
+    expect(register.additionalProperties).toBe(false);
+    expect(JSON.stringify(register)).toContain("entryPoint");
+    expect(JSON.stringify(doc.json)).not.toContain("$ref");
+  });
+});
