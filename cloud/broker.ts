@@ -10,6 +10,7 @@ import { EndpointServiceService, FunctionServiceService, TaskServiceService, Tas
 import { AccessPolicy } from "./auth/authz.js";
 import { HttpApi } from "./http/server.js";
 import { functionRoutes } from "./http/routes.js";
+import { taskRoutes } from "./http/task-routes.js";
 import { accountOfUserJwt, jwtOfCredsFile, NatsCredentialMinter } from "./auth/nats-credentials.js";
 import { OidcVerifier } from "./auth/oidc.js";
 import { RateLimiter } from "./auth/rate-limit.js";
@@ -181,7 +182,7 @@ export class Broker {
     if (this.config.http) {
       const http = new HttpApi({
         listen: this.config.http.listen,
-        routes: functionRoutes(functionHandlers(store, functions)),
+        routes: [...functionRoutes(functionHandlers(store, functions)), ...taskRoutes({ submitter, book })],
         auth,
         log: log.child({ component: "cloud.http" }),
         bodyLimit: this.config.limits.maxPayloadBytes * 2 + 1024 * 1024,

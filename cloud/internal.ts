@@ -5,3 +5,4 @@
 export { agentInboxPrefix } from "./auth/nats-credentials.js";
 export { functionRoutes, type Route } from "./http/routes.js";
 export { OPENAPI_PATH } from "./http/openapi.js";
+export { taskRoutes } from "./http/task-routes.js";

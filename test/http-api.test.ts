@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { functionRoutes } from "../cloud/internal.js";
+import { functionRoutes, taskRoutes } from "../cloud/internal.js";
 import { LocalFabric, freePort } from "../devkit/index.js";
 import { Client } from "../sdk/index.js";
 
@@ -17,9 +17,21 @@ interface FunctionJson {
   spec?: Record<string, unknown>;
 }
 /** What a call answered: any of the API's bodies (each test reads the fields its route has). */
+interface TaskJson {
+  id: string;
+  state: string;
+  result?: unknown;
+  error?: { code: string; message: string; reason: string; remote?: { type: string; stack: string } };
+  history: { state: string; actor: string }[];
+  output?: { stdout: string; stderr: string };
+}
 interface Answer {
   code: string;
   message: string;
+  taskIds: string[];
+  groupId: string;
+  task: TaskJson;
+  tasks: TaskJson[];
   function: FunctionJson;
   functions: FunctionJson[];
 }
@@ -123,6 +135,79 @@ describe("the HTTP API", () => {
     expect((await call("GET", `/v1/functions/${fn.id}`, { token: alice })).status).toBe(404);
   });
 
+  it("submits tasks, gets their results and errors as JSON, and cancels one", async () => {
+    const ep = await stack.startEndpoint("alice", "http-ep", { workers: 2 });
+    const endpointId = ep.endpointId();
+    const js = await call("POST", "/v1/functions", {
+      token: alice,
+      body: {
+        spec: {
+          js: {
+            source:
+              "function f(x, o) { if (x < 0) throw new RangeError('negative: ' + x); console.log('got', x); return { twice: 2 * x, bytes: o && o.b }; }",
+            entryPoint: "f",
+          },
+        },
+      },
+    });
+    const slow = await call("POST", "/v1/functions", {
+      token: alice,
+      body: { spec: { shell: { command: "sleep 30" } } },
+    });
+    const submitted = await call("POST", "/v1/tasks", {
+      token: alice,
+      body: {
+        tasks: [
+          { functionId: js.json.function.id, endpointId, args: [21] },
+          { functionId: js.json.function.id, endpointId, args: [-1] },
+          { functionId: js.json.function.id, endpointId, args: [1], kwargs: { b: { $bytes: "AAEC" } } },
+        ],
+      },
+    });
+    expect(submitted.status).toBe(200);
+    expect(submitted.json.taskIds).toHaveLength(3);
+    const finished = async (id: string) => {
+      for (let i = 0; i < 300; i++) {
+        const t = (await call("GET", `/v1/tasks/${id}`, { token: alice })).json.task;
+        if (["success", "failed", "cancelled", "expired"].includes(t.state)) return t;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`task ${id} did not finish`);
+    };
+    const [ok, bad, withBytes] = submitted.json.taskIds;
+    const okTask = await finished(ok!);
+    expect(okTask).toMatchObject({ state: "success", result: { twice: 42 } });
+    expect(okTask.output?.stdout).toContain("got 21");
+    expect(okTask.history.map((h) => h.state)).toContain("running");
+    const badTask = await finished(bad!);
+    expect(badTask.state).toBe("failed");
+    expect(badTask.error?.message).toContain("negative: -1");
+    expect(badTask.error?.remote?.type).toBe("RangeError");
+    expect((await finished(withBytes!)).result).toEqual({ twice: 2, bytes: { $bytes: "AAEC" } });
+    const many = await call("POST", "/v1/tasks/get", {
+      token: alice,
+      body: { taskIds: [bad, ok], omitResults: true },
+    });
+    expect(many.json.tasks.map((t) => t.id)).toEqual([bad, ok]);
+    expect(many.json.tasks[1]!.result).toBeUndefined();
+    // Bob sees none of them; a task of his own is another matter.
+    expect((await call("GET", `/v1/tasks/${ok}`, { token: bob })).status).toBe(404);
+    const long = await call("POST", "/v1/tasks", {
+      token: alice,
+      body: { tasks: [{ functionId: slow.json.function.id, endpointId }], noGroup: true },
+    });
+    const longId = long.json.taskIds[0]!;
+    const cancelled = await call("POST", "/v1/tasks/cancel", { token: alice, body: { taskIds: [longId] } });
+    expect(cancelled.status).toBe(200);
+    expect((await finished(longId)).state).toBe("cancelled");
+    const unknownFn = await call("POST", "/v1/tasks", {
+      token: alice,
+      body: { tasks: [{ functionId: js.json.function.id.slice(0, -1) + "x", endpointId }] },
+    });
+    expect(unknownFn.status).toBeGreaterThanOrEqual(400);
+    expect(unknownFn.status).toBeLessThan(500);
+  }, 60_000);
+
   it("answers bad input with a JSON error naming what was wrong, never a 500", async () => {
     const noToken = await call("GET", "/v1/functions");
     expect(noToken).toMatchObject({ status: 401, json: { code: "UNAUTHENTICATED" } });
@@ -172,7 +257,7 @@ describe("the HTTP API", () => {
     expect(res.status).toBe(200);
     const doc = { json: (await res.json()) as OpenApiDoc };
     expect(doc.json.openapi).toBe("3.1.0");
-    const routes = functionRoutes({} as never);
+    const routes = [...functionRoutes({} as never), ...taskRoutes({} as never)];
     for (const r of routes) {
       const op = doc.json.paths[r.path]?.[r.method.toLowerCase()];
       expect(op, `${r.method} ${r.path}`).toBeDefined();
