@@ -9,6 +9,7 @@ import { silentLogger, isTerminal } from "../common/index.js";
 import { EndpointServiceService, FunctionServiceService, TaskServiceService, Task } from "../proto/index.js";
 import { AccessPolicy } from "./auth/authz.js";
 import { HttpApi } from "./http/server.js";
+import { endpointRoutes } from "./http/endpoint-routes.js";
 import { functionRoutes } from "./http/routes.js";
 import { taskRoutes } from "./http/task-routes.js";
 import { accountOfUserJwt, jwtOfCredsFile, NatsCredentialMinter } from "./auth/nats-credentials.js";
@@ -17,7 +18,7 @@ import { RateLimiter } from "./auth/rate-limit.js";
 import { TokenAuthority } from "./auth/tokens.js";
 import type { BrokerConfig } from "./config.js";
 import { EndpointStatuses } from "./registry/endpoint-status.js";
-import { endpointService } from "./registry/endpoints.js";
+import { endpointHandlers, endpointService } from "./registry/endpoints.js";
 import { functionHandlers, functionService } from "./registry/functions.js";
 import { OwnedRegistry } from "./registry/owned-registry.js";
 import { requestGuards } from "./rpc/request-shapes.js";
@@ -179,10 +180,30 @@ export class Broker {
       tolerantService(FunctionServiceService, guards),
       functionService(store, functions, auth, rpcLog),
     );
+    const endpointDeps = {
+      store,
+      registry: endpoints,
+      statuses,
+      config: this.config,
+      auth,
+      log: rpcLog,
+      failQueuedTasks: (endpointId: string, actor: string) => book.failQueued(endpointId, actor),
+      minter,
+    };
+    server.addService(tolerantService(EndpointServiceService, guards), endpointService(endpointDeps));
+    server.addService(
+      tolerantService(TaskServiceService, guards),
+      taskService({ submitter, book, watcher }, auth, rpcLog),
+    );
+    // The HTTP API: the same handlers as the gRPC services above, on its own listener.
     if (this.config.http) {
       const http = new HttpApi({
         listen: this.config.http.listen,
-        routes: [...functionRoutes(functionHandlers(store, functions)), ...taskRoutes({ submitter, book })],
+        routes: [
+          ...functionRoutes(functionHandlers(store, functions)),
+          ...endpointRoutes(endpointHandlers(endpointDeps)),
+          ...taskRoutes({ submitter, book }),
+        ],
         auth,
         log: log.child({ component: "cloud.http" }),
         bodyLimit: this.config.limits.maxPayloadBytes * 2 + 1024 * 1024,
@@ -192,23 +213,6 @@ export class Broker {
       this.http = http;
       log.info({ listen: this.config.http.listen, port: http.port }, "HTTP API listening");
     }
-    server.addService(
-      tolerantService(EndpointServiceService, guards),
-      endpointService({
-        store,
-        registry: endpoints,
-        statuses,
-        config: this.config,
-        auth,
-        log: rpcLog,
-        failQueuedTasks: (endpointId, actor) => book.failQueued(endpointId, actor),
-        minter,
-      }),
-    );
-    server.addService(
-      tolerantService(TaskServiceService, guards),
-      taskService({ submitter, book, watcher }, auth, rpcLog),
-    );
     this.health = new HealthImplementation({ "": "SERVING" });
     this.health.addToServer(server);
     this.boundPort = await new Promise<number>((resolve, reject) => {

@@ -6,3 +6,4 @@ export { agentInboxPrefix } from "./auth/nats-credentials.js";
 export { functionRoutes, type Route } from "./http/routes.js";
 export { OPENAPI_PATH } from "./http/openapi.js";
 export { taskRoutes } from "./http/task-routes.js";
+export { endpointRoutes } from "./http/endpoint-routes.js";

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { functionRoutes, taskRoutes } from "../cloud/internal.js";
+import { endpointRoutes, functionRoutes, taskRoutes } from "../cloud/internal.js";
 import { LocalFabric, freePort } from "../devkit/index.js";
 import { Client } from "../sdk/index.js";
 
@@ -25,7 +25,13 @@ interface TaskJson {
   history: { state: string; actor: string }[];
   output?: { stdout: string; stderr: string };
 }
-interface Answer {
+interface EndpointAnswer {
+  endpoint: { id: string; owner: string; name: string; sharedWith: string[]; credentialId?: string };
+  status: { connection: string; queuedTasks: number };
+}
+interface Answer extends EndpointAnswer {
+  endpointToken: string;
+  endpoints: EndpointAnswer[];
   code: string;
   message: string;
   taskIds: string[];
@@ -208,6 +214,31 @@ describe("the HTTP API", () => {
     expect(unknownFn.status).toBeLessThan(500);
   }, 60_000);
 
+  it("registers, lists, gets, shares and deletes an endpoint", async () => {
+    const made = await call("POST", "/v1/endpoints", { token: alice, body: { name: "beamline-7" } });
+    expect(made.status).toBe(200);
+    expect(made.json.endpoint).toMatchObject({ owner: "alice", name: "beamline-7" });
+    expect(made.json.endpoint.credentialId).toBeUndefined();
+    expect(made.json.endpointToken.split(".")).toHaveLength(3);
+    const id = made.json.endpoint.id;
+    const got = await call("GET", `/v1/endpoints/${id}`, { token: alice });
+    expect(got.json.status).toMatchObject({ connection: "never-connected", queuedTasks: 0 });
+    const listed = await call("GET", "/v1/endpoints", { token: alice });
+    expect(listed.json.endpoints.map((e) => e.endpoint.id)).toContain(id);
+    expect((await call("GET", `/v1/endpoints/${id}`, { token: bob })).status).toBe(404);
+    const shared = await call("POST", `/v1/endpoints/${id}/policy`, {
+      token: alice,
+      body: { sharedWith: ["bob"] },
+    });
+    expect(shared.json.endpoint.sharedWith).toEqual(["bob"]);
+    expect((await call("GET", `/v1/endpoints/${id}`, { token: bob })).status).toBe(200);
+    // An endpoint's own credential is not a user's: it cannot delete it.
+    const byAgent = await call("DELETE", `/v1/endpoints/${id}`, { token: made.json.endpointToken });
+    expect(byAgent).toMatchObject({ status: 403, json: { code: "PERMISSION_DENIED" } });
+    expect((await call("DELETE", `/v1/endpoints/${id}`, { token: alice })).status).toBe(200);
+    expect((await call("GET", `/v1/endpoints/${id}`, { token: alice })).status).toBe(404);
+  });
+
   it("answers bad input with a JSON error naming what was wrong, never a 500", async () => {
     const noToken = await call("GET", "/v1/functions");
     expect(noToken).toMatchObject({ status: 401, json: { code: "UNAUTHENTICATED" } });
@@ -257,7 +288,11 @@ describe("the HTTP API", () => {
     expect(res.status).toBe(200);
     const doc = { json: (await res.json()) as OpenApiDoc };
     expect(doc.json.openapi).toBe("3.1.0");
-    const routes = [...functionRoutes({} as never), ...taskRoutes({} as never)];
+    const routes = [
+      ...functionRoutes({} as never),
+      ...endpointRoutes({} as never),
+      ...taskRoutes({} as never),
+    ];
     for (const r of routes) {
       const op = doc.json.paths[r.path]?.[r.method.toLowerCase()];
       expect(op, `${r.method} ${r.path}`).toBeDefined();

@@ -99,7 +99,17 @@ const ShareFunctionBody = z
 
 const functionOut = (fn: FunctionMessage | undefined) => {
   if (!fn) throw new FabricError("INTERNAL", "the service returned no function");
-  return FunctionMessage.toJSON(fn);
+  // Every field, defaults included (proto JSON leaves them out).
+  return {
+    ...(FunctionMessage.toJSON(fn) as Record<string, unknown>),
+    id: fn.id,
+    owner: fn.owner,
+    name: fn.name,
+    description: fn.description,
+    createdAtMs: fn.createdAtMs,
+    public: fn.public,
+    sharedWith: fn.sharedWith,
+  };
 };
 
 /** The routes of functions: register, get, list, delete, share. */
@@ -126,7 +136,7 @@ export function functionRoutes(h: UnaryHandlers<FunctionServiceServer>): Route[]
       tag: "functions",
       response: z.object({ functions: z.array(FunctionJson) }),
       handler: async (_input, ctx) => ({
-        functions: (await h.listFunctions({}, ctx)).functions.map((f) => FunctionMessage.toJSON(f)),
+        functions: (await h.listFunctions({}, ctx)).functions.map(functionOut),
       }),
     },
     {

@@ -7,7 +7,7 @@ import { shareListSchema } from "../auth/authz.js";
 import type { NatsCredentialMinter } from "../auth/nats-credentials.js";
 import type { TokenAuthority } from "../auth/tokens.js";
 import type { BrokerConfig } from "../config.js";
-import { unaryService, userOf, type CallContext } from "../rpc/rpc.js";
+import { unaryService, userOf, type CallContext, type UnaryHandlers } from "../rpc/rpc.js";
 import { check, checkId, descriptionSchema, idSchema, nameSchema } from "../rpc/validate.js";
 import { mapLimit } from "../state/records.js";
 import type { FabricStore } from "../state/store.js";
@@ -56,9 +56,18 @@ export interface EndpointServiceDeps {
   readonly minter?: NatsCredentialMinter;
 }
 
+/** The gRPC EndpointService: {@link endpointHandlers}, each call authenticated first. */
 export function endpointService(deps: EndpointServiceDeps): EndpointServiceServer {
-  const { store, registry, statuses, config, auth, log, failQueuedTasks, minter } = deps;
-  return unaryService<EndpointServiceServer>(auth, log, {
+  return unaryService<EndpointServiceServer>(deps.auth, deps.log, endpointHandlers(deps));
+}
+
+/**
+ * The endpoint operations, one handler per method, whatever the transport: gRPC wraps them in
+ * {@link endpointService}, the HTTP API (cloud/http/) calls the user-facing ones.
+ */
+export function endpointHandlers(deps: EndpointServiceDeps): UnaryHandlers<EndpointServiceServer> {
+  const { store, registry, statuses, config, auth, failQueuedTasks, minter } = deps;
+  return {
     registerEndpoint: async (req, ctx) => {
       const owner = userOf(ctx);
       const v = check(registerSchema, req, "RegisterEndpoint request");
@@ -205,5 +214,5 @@ export function endpointService(deps: EndpointServiceDeps): EndpointServiceServe
         },
       };
     },
-  });
+  };
 }
