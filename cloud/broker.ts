@@ -197,6 +197,8 @@ export class Broker {
     );
     // The HTTP API: the same handlers as the gRPC services above, on its own listener.
     if (this.config.http) {
+      // Room for a payload at its limit, JSON-escaped (up to twice as long), and the rest of the body.
+      const bodyLimit = this.config.limits.maxPayloadBytes * 2 + 1024 * 1024;
       const http = new HttpApi({
         listen: this.config.http.listen,
         routes: [
@@ -206,12 +208,12 @@ export class Broker {
         ],
         auth,
         log: log.child({ component: "cloud.http" }),
-        bodyLimit: this.config.limits.maxPayloadBytes * 2 + 1024 * 1024,
+        bodyLimit,
         version: BROKER_API_VERSION,
       });
       await http.start();
       this.http = http;
-      log.info({ listen: this.config.http.listen, port: http.port }, "HTTP API listening");
+      log.info({ listen: this.config.http.listen, port: http.port, bodyLimit }, "HTTP API listening");
     }
     this.health = new HealthImplementation({ "": "SERVING" });
     this.health.addToServer(server);

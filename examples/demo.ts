@@ -3,7 +3,7 @@
  * endpoint with a local provider — then a JS function and a shell function, 1,000 tasks, and a
  * summary. Everything it starts, it stops. Run it with `npm run demo`.
  */
-import { ensureDockerEngine, ensureWorkerImages, LocalFabric } from "../devkit/index.js";
+import { ensureDockerEngine, ensureWorkerImages, freePort, LocalFabric } from "../devkit/index.js";
 
 const TOTAL = 1_000;
 /** `npm run demo -- --containers`: every function runs in a warm, hardened Docker container. */
@@ -27,12 +27,48 @@ function analyseTrace(seed: number, samples: number) {
   return { seed, mean, std: Math.sqrt(sumSq / samples - mean * mean), peak };
 }
 
+/** What a notebook or curl does: register a function, run it and poll its result, as JSON over HTTP. */
+async function oneTaskOverHttp(api: string, token: string, endpointId: string): Promise<unknown> {
+  const call = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(`${api}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const json = (await res.json()) as Record<string, unknown>;
+    if (!res.ok) throw new Error(`${method} ${path}: ${String(json["code"])}: ${String(json["message"])}`);
+    return json;
+  };
+  const fn = (await call("POST", "/v1/functions", {
+    name: "add",
+    spec: { js: { source: "function add(a, b) { return a + b; }", entryPoint: "add" } },
+  })) as { function: { id: string } };
+  const submitted = (await call("POST", "/v1/tasks", {
+    tasks: [{ functionId: fn.function.id, endpointId, args: [2, 3] }],
+    noGroup: true,
+  })) as { taskIds: string[] };
+  for (let i = 0; i < 600; i++) {
+    const { task } = (await call("GET", `/v1/tasks/${submitted.taskIds[0]}`)) as {
+      task: { state: string; result?: unknown; error?: { message: string } };
+    };
+    if (task.state === "success") return task.result;
+    if (["failed", "cancelled", "expired"].includes(task.state))
+      throw new Error(`the HTTP task ${task.state}: ${task.error?.message ?? ""}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error("the HTTP task did not finish in 30 s");
+}
+
 async function main(): Promise<number> {
   const say = (s: string) => process.stdout.write(`${s}\n`);
-  const fabric = await LocalFabric.start({ name: "demo" });
+  const httpPort = await freePort();
+  const fabric = await LocalFabric.start({
+    name: "demo",
+    brokerConfig: { http: { listen: `127.0.0.1:${httpPort}` } },
+  });
   try {
     say(`nats-server   ${fabric.nats.url} (JetStream file store in ${fabric.nats.storeDir})`);
-    say(`broker        ${fabric.broker.address}`);
+    say(`broker        ${fabric.broker.address} (gRPC), http://127.0.0.1:${httpPort}/v1 (HTTP/JSON)`);
     let container: Record<string, unknown> | undefined;
     if (CONTAINERS) {
       const engine = fabric.adopt(await ensureDockerEngine());
@@ -89,8 +125,14 @@ async function main(): Promise<number> {
     );
     say(`example       analyse-trace(0) = ${JSON.stringify(example)}`);
     say(`example       checksum = ${JSON.stringify(shellExample)}`);
+    const viaHttp = await oneTaskOverHttp(
+      `http://127.0.0.1:${httpPort}`,
+      await fabric.broker.token("demo-user"),
+      endpointId,
+    );
+    say(`over HTTP     add(2, 3) = ${JSON.stringify(viaHttp)} (curl works the same: docs/http.md)`);
     say(`demo: ${succeeded}/${TOTAL} tasks succeeded`);
-    return succeeded === TOTAL ? 0 : 1;
+    return succeeded === TOTAL && viaHttp === 5 ? 0 : 1;
   } finally {
     await fabric.stop();
   }
