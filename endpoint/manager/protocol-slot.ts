@@ -10,9 +10,8 @@ import { WorkerRequest, WorkerResponse } from "../../proto/messages.js";
 import type { WorkItem } from "../../proto/index.js";
 import type { ContainerRuntimeName } from "../runtime/config.js";
 import type { LaunchedWorker, WorkerExit, WorkerLauncher } from "../runtime/launcher.js";
-import { workerEnvOf } from "./early-workers.js";
 import { workerLostError } from "./outcomes.js";
-import { TaskSlot } from "./task-slot.js";
+import { launchInto, TaskSlot } from "./task-slot.js";
 import type { Placement, SlotEvents, SlotKind, WorkerSlot } from "./worker-slot.js";
 
 /** Options of a {@link ProtocolSlotKind}. */
@@ -35,19 +34,13 @@ export class ProtocolSlotKind implements SlotKind {
   }
 
   open(id: string, placement: Placement, events: SlotEvents): WorkerSlot {
-    const slot = new ProtocolSlot(id, placement, this.noun, this.opts.log, events);
-    this.opts.launcher
-      .launch({
-        id,
-        image: placement.image,
-        network: placement.network,
-        env: workerEnvOf(this.opts.env, id),
-      })
-      .then(
-        (worker) => slot.attach(worker),
-        (err: unknown) => slot.launchFailed(err),
-      );
-    return slot;
+    return launchInto(
+      new ProtocolSlot(id, placement, this.noun, this.opts.log, events),
+      this.opts.launcher,
+      placement,
+      this.opts.env,
+      "node",
+    );
   }
 
   close(): Promise<void> {

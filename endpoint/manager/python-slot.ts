@@ -28,9 +28,8 @@ import {
   type PythonRuntimeMessage,
   type PythonTaskResult,
 } from "../worker/python-protocol.js";
-import { workerEnvOf } from "./early-workers.js";
 import { failedOutcome, lastOutputNote, workerLostError } from "./outcomes.js";
-import { TaskSlot } from "./task-slot.js";
+import { launchInto, TaskSlot } from "./task-slot.js";
 import type { Placement, SlotEvents, SlotKind, WorkerSlot } from "./worker-slot.js";
 
 /** How long a new interpreter may take to say hello (a cold `import` on a shared file system is slow). */
@@ -179,20 +178,13 @@ export class PythonSlotKind implements SlotKind {
   }
 
   open(id: string, placement: Placement, events: SlotEvents): WorkerSlot {
-    const slot = new PythonSlot(id, placement, this.noun, this.opts.log, events);
-    this.opts.launcher
-      .launch({
-        id,
-        image: placement.image,
-        network: placement.network,
-        env: workerEnvOf(this.opts.env, id),
-        language: "python",
-      })
-      .then(
-        (worker) => slot.attach(worker),
-        (err: unknown) => slot.launchFailed(err),
-      );
-    return slot;
+    return launchInto(
+      new PythonSlot(id, placement, this.noun, this.opts.log, events),
+      this.opts.launcher,
+      placement,
+      this.opts.env,
+      "python",
+    );
   }
 
   async close(): Promise<void> {

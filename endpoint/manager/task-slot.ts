@@ -6,6 +6,8 @@
 import { type FabricError, type LongTimer, setLongTimeout } from "../../common/lean.js";
 import type { Logger } from "../../common/logger.js";
 import type { WorkItem, WorkOutcome } from "../../proto/index.js";
+import type { LaunchedWorker, WorkerLauncher } from "../runtime/launcher.js";
+import { workerEnvOf } from "./early-workers.js";
 import { failedOutcome, timeoutError } from "./outcomes.js";
 import type { Placement, SlotEvents, SlotState, WorkerSlot } from "./worker-slot.js";
 
@@ -142,4 +144,38 @@ export abstract class TaskSlot implements WorkerSlot {
     this.current = undefined;
     this.events.onExit(this, outcome, returned);
   }
+}
+
+/** A slot whose worker a {@link WorkerLauncher} starts. */
+export interface LaunchedSlot extends WorkerSlot {
+  /** The worker runs: speak to it. */
+  attach(worker: LaunchedWorker): void;
+  /** The worker could not start. */
+  launchFailed(err: unknown): void;
+}
+
+/**
+ * Starts the worker of `slot` (placement `placement`, worker id `id`) through `launcher`, and hands
+ * the slot the worker once it runs, or the reason it could not start. Returns the slot.
+ */
+export function launchInto<S extends LaunchedSlot>(
+  slot: S,
+  launcher: WorkerLauncher,
+  placement: Placement,
+  env: Readonly<Record<string, string>> | undefined,
+  language: "node" | "python",
+): S {
+  launcher
+    .launch({
+      id: slot.id,
+      image: placement.image,
+      network: placement.network,
+      env: workerEnvOf(env, slot.id),
+      ...(language === "python" ? { language } : {}),
+    })
+    .then(
+      (worker) => slot.attach(worker),
+      (err: unknown) => slot.launchFailed(err),
+    );
+  return slot;
 }
