@@ -12,7 +12,16 @@ import { fileURLToPath } from "node:url";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { stringify as toYaml } from "yaml";
 
-import { FabricError, bearer, callUnary, channelFor, clientOptions, createLogger } from "../common/index.js";
+import {
+  FABRIC_VERSION,
+  FabricError,
+  bearer,
+  callUnary,
+  channelFor,
+  clientOptions,
+  createLogger,
+  toFabricError,
+} from "../common/index.js";
 import { EndpointServiceClient } from "../proto/index.js";
 import type { DeleteEndpointResponse, GetEndpointResponse } from "../proto/index.js";
 import { EndpointAgent, EndpointRejectedError } from "./agent/index.js";
@@ -421,8 +430,19 @@ async function remove(name: string, o: { force?: boolean; token?: string }): Pro
 export function buildProgram(): Command {
   const program = new Command("fabric-endpoint")
     .description("Run a function-fabric endpoint agent on this machine (home: $FABRIC_HOME or ~/.fabric)")
+    .version(`fabric-endpoint ${FABRIC_VERSION}`, "-V, --version", "print the version")
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({
+      writeErr: (s) => process.stderr.write(s),
+      // Commander's own usage errors in the one-line shape of every other error (exit 2).
+      outputError: (s, write) =>
+        write(
+          `error: INVALID_ARGUMENT: ${s
+            .replace(/^error:\s*/, "")
+            .replace(/\s*\n\s*/g, " ")
+            .trim()}\n`,
+        ),
+    });
 
   program
     .command("configure")
@@ -497,12 +517,12 @@ async function main(): Promise<void> {
     await buildProgram().parseAsync(process.argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      // commander already printed its message (or help/version).
-      process.exitCode = err.exitCode;
+      // Help and the version are a success; a usage error was printed by outputError.
+      process.exitCode = err.code === "commander.helpDisplayed" || err.code === "commander.version" ? 0 : 2;
       return;
     }
-    const msg = err instanceof Error ? err.message : String(err);
-    process.stderr.write(`fabric-endpoint: ${msg.split("\n").join("\n  ")}\n`);
+    const fe = toFabricError(err);
+    process.stderr.write(`error: ${fe.code}: ${fe.message.split("\n").join("\n  ")}\n`);
     process.exitCode = 1;
   }
 }
