@@ -1,0 +1,165 @@
+/**
+ * The Python client (clients/python) against a real broker, NATS and endpoint: the package is
+ * installed with Debian's pip into a temporary directory and Debian's /usr/bin/python3 runs its
+ * unittest suites (clients/python/tests), one class per test here, then a function the Python
+ * client registered is read and run through the TypeScript SDK (one service layer).
+ */
+import { execFile } from "node:child_process";
+import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { LocalFabric, ROOT, freePort } from "../devkit/index.js";
+
+/** Debian's interpreter (the one the endpoint runs too); a pyenv `python3` on PATH is not used. */
+const PYTHON = process.env["FABRIC_TEST_PYTHON"] ?? "/usr/bin/python3";
+const PACKAGE = path.join(ROOT, "clients", "python");
+
+interface Ran {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs `PYTHON args` and answers its exit code and output (never rejects on a non-zero exit). */
+function python(args: readonly string[], env: NodeJS.ProcessEnv, cwd = PACKAGE, timeoutMs = 60_000): Promise<Ran> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      PYTHON,
+      [...args],
+      { cwd, env, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024, killSignal: "SIGKILL" },
+      (err, stdout, stderr) => {
+        if (err && typeof err.code !== "number") {
+          reject(new Error(`${PYTHON} ${args.join(" ")}: ${err.message}\n${stderr}`));
+          return;
+        }
+        resolve({ code: err ? Number(err.code) : 0, stdout, stderr });
+      },
+    );
+  });
+}
+
+/**
+ * Installs the package as a user would (`pip install`), from a copy of its folder so the build
+ * leaves nothing in the tree; no index and no build isolation, since this machine reaches no
+ * Python package index (Debian's setuptools builds it). Answers the directory it went to.
+ */
+async function installPackage(dir: string): Promise<string> {
+  const source = path.join(dir, "source");
+  const site = path.join(dir, "site");
+  cpSync(PACKAGE, source, {
+    recursive: true,
+    filter: (p) => !/(__pycache__|\.egg-info|[/\\]build)$/.test(p),
+  });
+  const env = { ...process.env, PIP_ROOT_USER_ACTION: "ignore", PIP_DISABLE_PIP_VERSION_CHECK: "1" };
+  const args = ["-m", "pip", "install", "--quiet", "--no-index", "--no-build-isolation", "--no-deps"];
+  const res = await python([...args, "--target", site, source], env, dir, 120_000);
+  if (res.code !== 0) throw new Error(`pip install failed (${res.code}):\n${res.stderr}`);
+  return site;
+}
+
+describe("the Python client", () => {
+  let fabric: LocalFabric | undefined;
+  let dir: string;
+  let site: string;
+  let env: NodeJS.ProcessEnv;
+  let endpointId: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "fabric-pyclient-"));
+    const port = await freePort();
+    const [started, installed] = await Promise.all([
+      LocalFabric.start({
+        name: "pyclient",
+        // A payload limit of 1 MiB lets a test make one chunk of a batch fail on its size.
+        brokerConfig: { http: { listen: `127.0.0.1:${port}` }, limits: { maxPayloadBytes: 1024 * 1024 } },
+      }),
+      installPackage(dir),
+    ]);
+    fabric = started;
+    site = installed;
+    const endpoint = await fabric.startEndpoint("alice", "py-client", {
+      workers: 4,
+      extra: { python: { executable: PYTHON } },
+    });
+    endpointId = endpoint.endpointId();
+    env = {
+      ...process.env,
+      FABRIC_HTTP_ADDRESS: `http://127.0.0.1:${port}`,
+      FABRIC_TOKEN: await fabric.broker.token("alice"),
+      FABRIC_ENDPOINT_ID: endpointId,
+      // The tests import the installed package, not the source tree.
+      FABRIC_CLIENT_PATH: site,
+      PYTHONDONTWRITEBYTECODE: "1",
+      PYTHONUNBUFFERED: "1",
+    };
+  }, 120_000);
+
+  afterAll(async () => {
+    await fabric?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  /** Runs one unittest target; passes only when every test in it ran and passed. */
+  async function unittest(target: string): Promise<void> {
+    const res = await python(["-m", "unittest", "-v", target], env);
+    const log = `${target}:\n${res.stderr}${res.stdout}`;
+    expect(res.code, log).toBe(0);
+    expect(res.stderr, log).toMatch(/^OK$/m);
+    expect(res.stderr, log).not.toMatch(/skipped/);
+    expect(res.stderr, log).toMatch(/^Ran [1-9]\d* tests? in/m);
+  }
+
+  it("installs with pip as the distribution hpc-function-fabric, package fabric_client", async () => {
+    expect(readdirSync(site)).toEqual(expect.arrayContaining(["fabric_client", "hpc_function_fabric-0.1.0.dist-info"]));
+    const res = await python(
+      ["-c", "import fabric_client, sys; print(fabric_client.__file__); print(fabric_client.__version__)"],
+      { ...env, PYTHONPATH: site },
+      dir,
+    );
+    expect(res.code, res.stderr).toBe(0);
+    const [file, version] = res.stdout.trim().split("\n");
+    expect(file).toBe(path.join(site, "fabric_client", "__init__.py"));
+    expect(version).toBe("0.1.0");
+    expect(existsSync(path.join(PACKAGE, "build"))).toBe(false);
+  });
+
+  it("passes its unit tests (no broker)", async () => {
+    await unittest("tests.test_units");
+  });
+
+  it.each([
+    "FunctionsTest",
+    "RunTest",
+    "BatchTest",
+    "ExecutorTest",
+    "ListTest",
+    "ErrorsTest",
+  ])("against the broker: %s", async (name) => {
+    await unittest(`tests.test_live.${name}`);
+  });
+
+  it("registers a function the TypeScript SDK sees as Python and runs", async () => {
+    const script = [
+      "import os, sys",
+      "sys.path.insert(0, os.environ['FABRIC_CLIENT_PATH'])",
+      "from fabric_client import Client",
+      "def triple(x):",
+      "    return [x * 3, sys.version_info[0]]",
+      "print(Client().register_function(triple))",
+    ].join("\n");
+    // From a file: inspect.getsource reads the function's source there (`python -c` has none).
+    const file = path.join(dir, "register_triple.py");
+    writeFileSync(file, `${script}\n`);
+    const res = await python([file], env, dir);
+    expect(res.code, res.stderr).toBe(0);
+    const functionId = res.stdout.trim();
+    const client = await fabric!.client("alice");
+    expect(await client.getFunction(functionId)).toMatchObject({ kind: "python", entryPoint: "triple" });
+    const taskId = await client.run(functionId, endpointId, [5]);
+    // `sys` reached the remote source as an import of the module it names.
+    expect(await client.waitForResult(taskId, { timeoutMs: 30_000 })).toEqual([15, 3]);
+  });
+});
