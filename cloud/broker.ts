@@ -28,6 +28,7 @@ import { RecordCache, type TaskRecordCache } from "./state/records.js";
 import { FabricStore } from "./state/store.js";
 import { TaskBook } from "./tasks/book.js";
 import { TaskEventHub } from "./tasks/event-hub.js";
+import { TaskIndex, TaskLister } from "./tasks/task-index.js";
 import { TaskGroups } from "./tasks/groups.js";
 import { ResultIngest } from "./tasks/result-ingest.js";
 import { taskService } from "./tasks/service.js";
@@ -128,6 +129,13 @@ export class Broker {
     );
     this.events = events;
     const book = new TaskBook(store, this.config, events, records, auth.messageKeys);
+    const index = new TaskIndex(
+      store.taskIndex,
+      log.child({ component: "cloud.index" }),
+      this.config.resultRetentionSeconds * 1000,
+    );
+    events.observe((task) => index.finished(task));
+    const lister = new TaskLister(index, async (id) => (await store.tasks.read(id))?.value ?? null);
     const groups = new TaskGroups(store);
     const submitter = new TaskSubmitter(
       store,
@@ -139,6 +147,7 @@ export class Broker {
       log.child({ component: "cloud.tasks" }),
       records,
       (endpointId) => statuses.python(endpointId),
+      index,
     );
     const watcher = new TaskWatcher(book, events, groups);
 
@@ -193,7 +202,7 @@ export class Broker {
     server.addService(tolerantService(EndpointServiceService, guards), endpointService(endpointDeps));
     server.addService(
       tolerantService(TaskServiceService, guards),
-      taskService({ submitter, book, watcher }, auth, rpcLog),
+      taskService({ submitter, book, watcher, lister }, auth, rpcLog),
     );
     // The HTTP API: the same handlers as the gRPC services above, on its own listener.
     if (this.config.http) {
@@ -204,7 +213,7 @@ export class Broker {
         routes: [
           ...functionRoutes(functionHandlers(store, functions)),
           ...endpointRoutes(endpointHandlers(endpointDeps)),
-          ...taskRoutes({ submitter, book }),
+          ...taskRoutes({ submitter, book, lister, watcher }),
         ],
         auth,
         log: log.child({ component: "cloud.http" }),

@@ -3,7 +3,7 @@
 import Table from "cli-table3";
 
 import { FabricError } from "../common/client.js";
-import type { EndpointInfo, FunctionInfo, TaskInfo, TaskOutcome } from "./types.js";
+import type { EndpointInfo, FunctionInfo, TaskInfo, TaskOutcome, TaskSummaryInfo } from "./types.js";
 
 // No colours: output is read by people and by scripts alike, and goes to files and CI logs.
 const plain = { head: [] as string[], border: [] as string[] };
@@ -217,6 +217,34 @@ export function detailSections(
   ]
     .filter((x) => x !== "")
     .join("\n");
+}
+
+/** `fabric task list`: a table, newest first, and how to go on when there is more. */
+export function formatTaskList(tasks: readonly TaskSummaryInfo[], cursor: string | undefined): string {
+  const when = (d: Date | undefined) =>
+    d
+      ? d
+          .toISOString()
+          .replace("T", " ")
+          .replace(/\.\d+Z$/, "Z")
+      : "";
+  const lines = [
+    tasks.length === 0
+      ? "no tasks match"
+      : table(
+          ["ID", "STATE", "FUNCTION", "ENDPOINT", "CREATED", "COMPLETED"],
+          tasks.map((t) => [
+            t.id,
+            t.state,
+            t.functionId,
+            t.endpointId,
+            when(t.createdAt),
+            when(t.completedAt),
+          ]),
+        ),
+  ];
+  if (cursor) lines.push(`more: fabric task list --cursor ${cursor} (with the same filters)`);
+  return lines.join("\n");
 }
 
 /** `fabric task cancel`: each task and its state afterwards. */

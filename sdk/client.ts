@@ -16,7 +16,16 @@ import {
 } from "../common/client.js";
 import { EndpointServiceClient, FunctionServiceClient, TaskServiceClient } from "../proto/index.js";
 import type { FunctionSpec, Task, TaskSpec, WatchTasksRequest } from "../proto/index.js";
-import { chunk, encodeTaskSpec, taskOutcome, toEndpointInfo, toFunctionInfo, toTaskInfo } from "./codec.js";
+import {
+  chunk,
+  encodeTaskSpec,
+  taskOutcome,
+  taskStateOf,
+  toEndpointInfo,
+  toFunctionInfo,
+  toTaskInfo,
+  toTaskSummary,
+} from "./codec.js";
 import type { TaskInput } from "./codec.js";
 import { loadClientSettings, resolveClientOptions } from "./config.js";
 import type { ClientOptions, ResolvedClientOptions } from "./config.js";
@@ -34,8 +43,11 @@ import type {
   RegisterOptions,
   RegisterShellOptions,
   SubmittedBatch,
+  ListTasksOptions,
   TaskInfo,
   TaskOutcome,
+  TaskPage,
+  TaskSummaryInfo,
   WaitOptions,
 } from "./types.js";
 import { watchTasks } from "./watch.js";
@@ -514,6 +526,44 @@ export class Client {
       logger: this.log,
     });
     for await (const task of stream) yield taskOutcome<T>(task);
+  }
+
+  /**
+   * A page of your tasks, newest first, filtered: follow `nextCursor` for the next page, or use
+   * {@link Client.iterateTasks}.
+   *
+   * @example
+   * ```ts
+   * const { tasks } = await client.listTasks({ states: ["failed"], limit: 20 });
+   * ```
+   */
+  async listTasks(options: ListTasksOptions = {}): Promise<TaskPage> {
+    const states = (options.states ?? []).map((name) => {
+      const s = taskStateOf(name);
+      if (s === undefined) throw new FabricError("INVALID_ARGUMENT", `states: ${name} is not a task state`);
+      return s;
+    });
+    const res = await this.unary(this.tasks.listTasks.bind(this.tasks), this.tasks, {
+      states,
+      functionId: options.functionId ?? "",
+      endpointId: options.endpointId ?? "",
+      groupId: options.groupId ?? "",
+      createdAfterMs: options.createdAfter?.getTime() ?? 0,
+      createdBeforeMs: options.createdBefore?.getTime() ?? 0,
+      limit: options.limit ?? 0,
+      cursor: options.cursor ?? "",
+    });
+    return { tasks: res.tasks.map(toTaskSummary), nextCursor: res.nextCursor || undefined };
+  }
+
+  /** Every task {@link Client.listTasks} would list, page after page, newest first. */
+  async *iterateTasks(options: Omit<ListTasksOptions, "cursor"> = {}): AsyncIterable<TaskSummaryInfo> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.listTasks({ ...options, ...(cursor ? { cursor } : {}) });
+      yield* page.tasks;
+      cursor = page.nextCursor;
+    } while (cursor);
   }
 
   /** Cancels tasks that have not finished; returns their states afterwards. Finished tasks are unchanged. */

@@ -10,10 +10,13 @@ import { z } from "zod";
 
 import { FabricError, toFabricError } from "../../common/index.js";
 import type { TokenAuthority } from "../auth/tokens.js";
-import { authenticateBearer, logFailure } from "../rpc/rpc.js";
+import { authenticateBearer, logFailure, type CallContext } from "../rpc/rpc.js";
 import { httpErrorOf } from "./errors.js";
 import { OPENAPI_PATH, openApiDocument } from "./openapi.js";
-import type { Route } from "./routes.js";
+import type { EventSink, Route, RouteInput } from "./routes.js";
+
+/** How often a stream of events with nothing to say sends a comment. */
+const KEEP_ALIVE_MS = 15_000;
 
 /** Options of an {@link HttpApi}. */
 export interface HttpApiOptions {
@@ -116,10 +119,20 @@ export class HttpApi {
                 );
               body = parsed.data;
             }
-            const out = await route.handler(
-              { body, params: (req.params ?? {}) as Record<string, string> },
-              { principal: principal!, log },
-            );
+            let query: unknown;
+            if (route.query) {
+              const parsed = route.query.safeParse(req.query ?? {});
+              if (!parsed.success)
+                throw new FabricError(
+                  "INVALID_ARGUMENT",
+                  `${route.operationId}: ${schemaProblems(parsed.error).replace(/^body:/, "query:")}`,
+                );
+              query = parsed.data;
+            }
+            const input = { body, query, params: (req.params ?? {}) as Record<string, string> };
+            const ctx = { principal: principal!, log };
+            if (route.events) return this.stream(route, input, ctx, reply);
+            const out = await route.handler!(input, ctx);
             return reply.type("application/json").send(out);
           } catch (err) {
             return fail(reply, route.operationId, err);
@@ -134,8 +147,88 @@ export class HttpApi {
     this.app = app;
   }
 
-  /** Stops taking calls; in-flight ones finish. */
+  private readonly streams = new Set<() => void>();
+
+  /**
+   * Runs a streaming route: Server-Sent Events on the raw response (`event:` and one `data:` line
+   * of JSON each), a comment every {@link KEEP_ALIVE_MS} so proxies and clients see it alive.
+   */
+  private async stream(
+    route: Route,
+    input: RouteInput,
+    ctx: CallContext,
+    reply: FastifyReply,
+  ): Promise<void> {
+    reply.hijack();
+    const raw = reply.raw;
+    let started = false;
+    let closed = false;
+    const closeListeners = new Set<() => void>();
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      for (const l of closeListeners) l();
+    };
+    const start = () => {
+      if (started || closed) return;
+      started = true;
+      raw.writeHead(200, {
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-cache",
+        "x-accel-buffering": "no",
+      });
+      raw.flushHeaders();
+    };
+    raw.on("close", close);
+    const stop = () => {
+      close();
+      raw.destroy();
+    };
+    this.streams.add(stop);
+    const keepAlive = setInterval(() => {
+      start();
+      if (!closed) raw.write(": keep-alive\n\n");
+    }, KEEP_ALIVE_MS);
+    const sink: EventSink = {
+      get closed() {
+        return closed;
+      },
+      send: (event, data) => {
+        start();
+        if (closed) return true;
+        return raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      },
+      ready: start,
+      once: (_event, listener) => void raw.once("drain", listener),
+      onClose: (listener) => {
+        closeListeners.add(listener);
+        return () => closeListeners.delete(listener);
+      },
+    };
+    try {
+      await route.events!(input, ctx, sink);
+      start();
+      if (!closed) raw.end();
+    } catch (err) {
+      const fe = toFabricError(err);
+      logFailure(this.opts.log, route.operationId, fe);
+      const { status, body } = httpErrorOf(fe);
+      if (closed) return;
+      if (!started) {
+        raw.writeHead(status, { "content-type": "application/json" });
+        raw.end(JSON.stringify(body));
+      } else {
+        raw.end(`event: error\ndata: ${JSON.stringify(body)}\n\n`);
+      }
+    } finally {
+      clearInterval(keepAlive);
+      this.streams.delete(stop);
+    }
+  }
+
+  /** Stops taking calls; in-flight ones finish, streams are ended. */
   async stop(): Promise<void> {
+    for (const stop of [...this.streams]) stop();
     await this.app?.close();
   }
 }
