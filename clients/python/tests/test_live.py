@@ -299,10 +299,12 @@ class ExecutorTest(LiveCase):
 
     def test_shutdown_semantics(self):
         ex = Executor(self.client, self.endpoint)
-        slow = [ex.submit(snooze, 30) for _ in range(3)]
-        quick = ex.submit(square, 3)
-        self.assertEqual(quick.result(timeout=RESULT_TIMEOUT), 9)
+        slow = [ex.submit(snooze, 30) for _ in range(2)]
         until(lambda: all(f.task_id for f in slow), what="the slow tasks to be submitted")
+        until(
+            lambda: all(self.client.get_task(f.task_id)["state"] == "running" for f in slow),
+            what="the slow tasks to run",
+        )
         started = time.monotonic()
         ex.shutdown(wait=True, cancel_futures=True)
         self.assertLess(time.monotonic() - started, 10)
