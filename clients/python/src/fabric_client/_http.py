@@ -168,16 +168,27 @@ class Transport:
             return parsed
         raise FabricError.from_answer(status, parsed)
 
-    def open_stream(self, path: str, body: bytes, timeout: float) -> "EventStream":
-        """POSTs ``body`` on a connection of its own and answers the event stream it opens; an
-        error answer before the stream starts is raised as the FabricError it stands for."""
+    def open_stream(
+        self, path: str, body: bytes, timeout: float, conn: Optional[http.client.HTTPConnection] = None
+    ) -> "EventStream":
+        """POSTs ``body`` on a connection of its own (``conn``: one an earlier stream handed back
+        with :meth:`EventStream.release`) and answers the event stream it opens; an error answer
+        before the stream starts is raised as the FabricError it stands for. ``timeout``: the
+        longest silence on the stream."""
         headers = dict(self._headers)
         headers["Content-Type"] = "application/json"
         headers["Accept"] = "text/event-stream"
         with self._lock:
             if self._closed:
+                if conn is not None:
+                    conn.close()
                 raise FabricError("FAILED_PRECONDITION", "the client is closed")
-        conn = self._new_connection(timeout)
+        if conn is None or _idle_connection_closed(conn):
+            if conn is not None:
+                conn.close()
+            conn = self._new_connection(timeout)
+        elif conn.sock is not None:
+            conn.sock.settimeout(timeout)
         try:
             conn.request("POST", self.url(path), body=body, headers=headers)
             resp = conn.getresponse()
@@ -236,6 +247,24 @@ class EventStream:
                     sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def release(self) -> Optional[http.client.HTTPConnection]:
+        """After the stream's last event: its connection, for the next stream, when the broker
+        ended the answer and keeps the connection open; else None (and the stream is closed)."""
+        with self._lock:
+            reusable = not self.interrupted
+            self.interrupted = True
+        if reusable and not self._resp.will_close:
+            try:
+                if self._conn.sock is not None:
+                    self._conn.sock.settimeout(2.0)
+                self._resp.read()  # the end of the chunked answer, sent right after the last event
+                if self._resp.isclosed():
+                    return self._conn
+            except (OSError, http.client.HTTPException):
+                pass
+        self._conn.close()
+        return None
 
     def close(self) -> None:
         with self._lock:

@@ -330,18 +330,22 @@ class _ResultReader:
 
     def _run(self) -> None:
         failures = 0
+        spare = None  # the connection of the last stream that ended cleanly, for the next one
         while True:
             with self._lock:
                 while not self._outstanding and not self._stopping:
                     self._wake.wait()
                 if not self._outstanding:
                     self._thread = None
+                    if spare is not None:
+                        spare.close()
                     return
                 window = list(self._outstanding)[:MAX_WATCH_IDS]
                 self._watching = set(window)
                 self._dirty = False
+            body = _wire.encode({"taskIds": window})
             try:
-                stream = self._client._http.open_stream(WATCH_PATH, _wire.encode({"taskIds": window}), SILENCE_S)
+                stream = self._client._http.open_stream(WATCH_PATH, body, SILENCE_S, conn=spare)
             except FabricError as err:
                 if err.retryable:
                     failures += 1
@@ -349,42 +353,47 @@ class _ResultReader:
                 else:
                     self._fail_window(window, err)
                 continue
+            finally:
+                spare = None
             with self._lock:
                 self._stream = stream
                 if self._dirty:
                     stream.interrupt()
             try:
-                ended = self._read(stream)
-                if ended:
-                    failures = 0
+                how = self._read(stream)
             except FabricError:
-                ended = False
+                how = "dropped"
             finally:
                 with self._lock:
                     self._stream = None
+            if how == "done":
+                spare = stream.release()
+            else:
                 stream.close()
-            if not ended and not stream.interrupted:
+            if how == "dropped" and not stream.interrupted:
                 failures += 1
                 time.sleep(backoff(failures))
+            else:
+                failures = 0
 
-    def _read(self, stream) -> bool:
-        """Completes futures from ``stream`` until its done event (True), it ends or is
-        interrupted (False), or most of its window is done while more tasks wait (True)."""
+    def _read(self, stream) -> str:
+        """Completes futures from ``stream``; answers how it ended: ``"done"`` (its done event),
+        ``"reopen"`` (most of its window is done while more tasks wait), or ``"dropped"`` (it
+        ended, or was interrupted, without its done event)."""
         for event in stream:
             if event.event == "task":
                 task = _wire.decode(event.data)
                 with self._lock:
                     future = self._outstanding.pop(task.get("id"), None)
                     self._watching.discard(task.get("id"))
-                    # Most of the window is done and other tasks wait: reopen for them.
                     reopen = len(self._watching) < MAX_WATCH_IDS // 2 and len(self._outstanding) > len(self._watching)
                 if future is not None:
                     _complete(future, task)
                 if reopen:
-                    return True
+                    return "reopen"
             elif event.event == "done":
-                return True
-        return False
+                return "done"
+        return "dropped"
 
     def _fail_window(self, window: List[str], err: FabricError) -> None:
         with self._lock:
