@@ -12,6 +12,7 @@ import { coldSlurm } from "./cold-slurm.js";
 import { coldContainer, warmContainer } from "./containers.js";
 import { latency, memory, throughput } from "./core.js";
 import { dask } from "./peers.js";
+import { pythonClient } from "./python-client.js";
 import { pythonCold, pythonLatency, pythonThroughput } from "./python.js";
 
 type Bench = () => Promise<Record<string, unknown>>;
@@ -28,6 +29,7 @@ const benches: Record<string, Bench> = {
   python_latency: () => pythonLatency(),
   python_throughput: () => pythonThroughput(),
   python_cold: () => pythonCold(),
+  python_client: () => pythonClient(),
 };
 
 async function main(): Promise<void> {
