@@ -4,7 +4,7 @@
  * unittest suites (clients/python/tests), one class per test here, then a function the Python
  * client registered is read and run through the TypeScript SDK (one service layer).
  */
-import { execFile, spawnSync } from "node:child_process";
+import { execFile, spawn, spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -197,4 +197,49 @@ describe("the Python client", () => {
     // `sys` reached the remote source as an import of the module it names.
     expect(await client.waitForResult(taskId, { timeoutMs: 30_000 })).toEqual([15, 3]);
   });
+
+  // Last: it restarts the broker under the others' feet.
+  it("an Executor's futures complete across a broker restart (its event stream reopens)", async () => {
+    const script = [
+      "import os, sys, time",
+      "sys.path.insert(0, os.environ['FABRIC_CLIENT_PATH'])",
+      "from fabric_client import Client, Executor",
+      "def nap(i):",
+      "    time.sleep(3)",
+      "    return i",
+      "with Executor(Client()) as ex:",
+      "    futures = [ex.submit(nap, i) for i in range(4)]",
+      "    while not all(f.task_id for f in futures):",
+      "        time.sleep(0.02)",
+      "    print('submitted', flush=True)",
+      "    print('results', [f.result(timeout=60) for f in futures], flush=True)",
+      "    print('streams', ex._reader.streams_opened, flush=True)",
+    ].join("\n");
+    const file = path.join(dir, "across_restart.py");
+    writeFileSync(file, `${script}\n`);
+    const child = spawn(PYTHON, [file], { cwd: dir, env, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stderr.on("data", (b: Buffer) => (stderr += b.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on("data", (b: Buffer) => {
+          stdout += b.toString();
+          if (stdout.includes("submitted")) resolve();
+        });
+        void exited.then(() => reject(new Error(`the script ended before submitting: ${stderr}`)));
+      });
+      // The tasks run for 3 s: the broker goes away while their futures wait on its stream.
+      const restartedAt = Date.now();
+      await fabric!.broker.restart();
+      expect(Date.now() - restartedAt).toBeLessThan(2_500);
+      expect(await exited, stderr).toBe(0);
+      expect(stdout).toContain("results [0, 1, 2, 3]");
+      // One stream before the restart, at least one after it.
+      expect(Number(/streams (\d+)/.exec(stdout)?.[1])).toBeGreaterThanOrEqual(2);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  }, 60_000);
 });

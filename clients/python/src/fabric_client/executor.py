@@ -296,6 +296,8 @@ class _ResultReader:
         self._dirty = False
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
+        #: Streams opened so far (a diagnostic: drops and additions each open one).
+        self.streams_opened = 0
 
     def add(self, futures: Dict[str, FabricFuture]) -> None:
         with self._lock:
@@ -345,6 +347,7 @@ class _ResultReader:
                 self._dirty = False
             body = _wire.encode({"taskIds": window})
             try:
+                self.streams_opened += 1
                 stream = self._client._http.open_stream(WATCH_PATH, body, SILENCE_S, conn=spare)
             except FabricError as err:
                 if err.retryable:
