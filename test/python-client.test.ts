@@ -160,20 +160,23 @@ describe("the Python client", () => {
     },
   );
 
-  it("runs the README's Python blocks, in order, as one script", async () => {
-    const blocks = pythonBlocksOf(readFileSync(path.join(PACKAGE, "README.md"), "utf8"));
-    expect(blocks.length).toBeGreaterThanOrEqual(5);
-    const file = path.join(dir, "readme_session.py");
-    writeFileSync(
-      file,
-      `import os, sys\nsys.path.insert(0, os.environ["FABRIC_CLIENT_PATH"])\n\n${blocks.join("\n\n")}\n`,
-    );
+  it.each([
+    ["clients/python/README.md", 5],
+    ["docs/python-client.md", 1],
+  ])("runs the Python blocks of %s, in order, as one script", async (page, atLeast) => {
+    const blocks = pythonBlocksOf(readFileSync(path.join(ROOT, page), "utf8"));
+    expect(blocks.length).toBeGreaterThanOrEqual(atLeast);
+    const file = path.join(dir, `${path.basename(page, ".md").replace(/\W/g, "_")}_session.py`);
+    const prelude = 'import os, sys\nsys.path.insert(0, os.environ["FABRIC_CLIENT_PATH"])\n\n';
+    writeFileSync(file, `${prelude}${blocks.join("\n\n")}\n`);
     const res = await python([file], env, dir);
     expect(res.code, res.stderr).toBe(0);
-    // The TaskFailed the page prints: message, then the remote traceback.
-    expect(res.stdout).toMatch(
-      /failed: UNKNOWN: .*\n\nRemote traceback:\nTraceback \(most recent call last\):/s,
-    );
+    if (page.endsWith("README.md")) {
+      // The TaskFailed the page prints: message, then the remote traceback.
+      expect(res.stdout).toMatch(
+        /failed: UNKNOWN: .*\n\nRemote traceback:\nTraceback \(most recent call last\):/s,
+      );
+    }
   });
 
   it("registers a function the TypeScript SDK sees as Python and runs", async () => {

@@ -3,11 +3,13 @@ each class here as one test). Needs FABRIC_HTTP_ADDRESS, FABRIC_TOKEN and FABRIC
 endpoint of the token's user that runs Python); without them every test here is skipped."""
 
 import concurrent.futures
+import gc
 import os
 import sys
 import threading
 import time
 import unittest
+import weakref
 
 sys.path.insert(0, os.environ.get("FABRIC_CLIENT_PATH") or os.path.join(os.path.dirname(__file__), "..", "src"))
 
@@ -318,6 +320,26 @@ class ExecutorTest(LiveCase):
         pending = [ex.submit(snooze, 0.5) for _ in range(2)]
         ex.shutdown(wait=True)
         self.assertTrue(all(f.done() and f.result() == 0.5 for f in pending))
+
+    def test_an_executor_dropped_without_shutdown_leaves_no_thread(self):
+        import fabric_client.executor as executor_module
+
+        saved = executor_module.IDLE_EXIT_S
+        executor_module.IDLE_EXIT_S = 0.2
+        try:
+            ex = Executor(self.client, self.endpoint)
+            self.assertEqual(ex.submit(square, 2).result(timeout=RESULT_TIMEOUT), 4)
+            dropped = weakref.ref(ex)
+            del ex
+            until(
+                lambda: not [t for t in threading.enumerate() if t.name.startswith("fabric-executor")],
+                timeout=10,
+                what="the executor's threads to end",
+            )
+            gc.collect()
+            self.assertIsNone(dropped())
+        finally:
+            executor_module.IDLE_EXIT_S = saved
 
     def test_a_registered_function_and_threads_submitting_together(self):
         fid = self.client.register_function(add)

@@ -26,6 +26,10 @@ from .client import Client, _encode_text
 from .errors import BatchSubmitError, FabricError, TaskFailed
 
 
+#: Seconds a background thread with nothing to do waits before it ends (a new one starts on demand).
+IDLE_EXIT_S = 5.0
+
+
 class FabricFuture(Future):
     """The future of one task. ``task_id`` is set once the task is submitted (``None`` before).
     :meth:`cancel` also cancels the remote task. The future stays pending until its task has
@@ -229,7 +233,11 @@ class Executor(concurrent.futures.Executor):
         while True:
             with self._lock:
                 while not self._queue and not self._cancels and not self._shutdown:
-                    self._wake.wait()
+                    if not self._wake.wait(IDLE_EXIT_S) and not self._queue and not self._cancels:
+                        # Idle: end (the next submission starts a thread again), so an executor
+                        # dropped without shutdown leaves no thread behind.
+                        self._submitter = None
+                        return
                 if not self._queue and not self._cancels:
                     # Shut down and nothing left to send. A cancellation after this starts a new
                     # thread (_future_cancelled), so none is left unsent.
@@ -336,7 +344,8 @@ class _ResultReader:
         while True:
             with self._lock:
                 while not self._outstanding and not self._stopping:
-                    self._wake.wait()
+                    if not self._wake.wait(IDLE_EXIT_S) and not self._outstanding:
+                        break  # idle: end; the next add() starts a thread again
                 if not self._outstanding:
                     self._thread = None
                     if spare is not None:
