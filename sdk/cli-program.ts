@@ -12,6 +12,7 @@ import {
   detailSections,
   formatEndpoint,
   formatEndpoints,
+  formatEndpointTasks,
   formatFunction,
   formatFunctions,
   formatOutcomeLine,
@@ -442,6 +443,19 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     (id: string) => connect().getEndpoint(id),
     formatEndpoint,
   );
+  ep.command("tasks <id>")
+    .description("the unfinished tasks on an endpoint you own, whoever submitted them")
+    .option("--limit <n>", "most tasks to list, oldest queued first (1 to 1000)", "100")
+    .addOption(jsonOption())
+    .action(async (id: string, opts: { limit: string } & JsonFlag) => {
+      const limit = Number(opts.limit);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+        throw new UsageError(
+          `--limit must be a whole number from 1 to 1000, got ${JSON.stringify(opts.limit)}`,
+        );
+      const res = await connect().listEndpointTasks(id, { limit });
+      print(opts.json, res, () => formatEndpointTasks(res));
+    });
   deleting(ep, "endpoint", "delete an endpoint (its queued tasks fail)", (id) =>
     connect().deleteEndpoint(id),
   );

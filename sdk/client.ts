@@ -20,6 +20,7 @@ import {
   chunk,
   encodeTaskSpec,
   taskOutcome,
+  taskStateName,
   taskStateOf,
   toEndpointInfo,
   toFunctionInfo,
@@ -38,6 +39,7 @@ import { ClientSession } from "./session.js";
 import type {
   AnyFunction,
   EndpointInfo,
+  EndpointTasks,
   FunctionInfo,
   PythonSource,
   RegisterOptions,
@@ -268,6 +270,28 @@ export class Client {
     });
     if (!res.endpoint) throw new FabricError("NOT_FOUND", `endpoint ${endpointId} not found`);
     return toEndpointInfo(res.endpoint, res.status);
+  }
+
+  /**
+   * The unfinished tasks on an endpoint you own, whoever submitted them: how many wait and how
+   * many its agent has taken, and the first `limit` (oldest first) by id, owner and state.
+   */
+  async listEndpointTasks(endpointId: string, options: { limit?: number } = {}): Promise<EndpointTasks> {
+    const res = await this.unary(this.endpoints.listEndpointTasks.bind(this.endpoints), this.endpoints, {
+      endpointId,
+      limit: options.limit ?? 0,
+    });
+    return {
+      queued: res.queuedCount,
+      taken: res.takenCount,
+      tasks: res.tasks.map((t) => ({
+        id: t.id,
+        owner: t.owner,
+        functionId: t.functionId,
+        state: taskStateName(t.state),
+        createdAt: new Date(t.createdAtMs),
+      })),
+    };
   }
 
   /** Deletes an endpoint; its queued tasks fail with reason `endpoint_deleted`. */

@@ -46,6 +46,7 @@ export type {
   EndpointInfo,
   EndpointReport,
   EndpointStatusInfo,
+  EndpointTasks,
   FunctionInfo,
   FunctionKind,
   PythonReport,

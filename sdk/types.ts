@@ -70,6 +70,22 @@ export interface TaskSummaryInfo {
   readonly completedAt: Date | undefined;
 }
 
+/** The unfinished tasks on an endpoint you own, whoever submitted them (`listEndpointTasks`). */
+export interface EndpointTasks {
+  /** Tasks its agent has not taken yet. */
+  readonly queued: number;
+  /** Tasks its agent has taken and not finished (running, or waiting for a worker). */
+  readonly taken: number;
+  /** The oldest queued first: ids, owners, functions and states, never arguments or results. */
+  readonly tasks: readonly {
+    readonly id: string;
+    readonly owner: string;
+    readonly functionId: string;
+    readonly state: TaskStateName;
+    readonly createdAt: Date;
+  }[];
+}
+
 /** What `listTasks` filters by; every filter given must hold. */
 export interface ListTasksOptions {
   /** Any of these states. */

@@ -219,6 +219,49 @@ describe("task listing", () => {
     }
   });
 
+  it("shows an endpoint's owner the unfinished tasks on it, whoever submitted them", async () => {
+    const shared = await http("POST", `/v1/endpoints/${endpointId}/policy`, { sharedWith: ["bob"] });
+    expect(shared.status).toBe(200);
+    const bobSleep = await bob.registerShellFunction("sleep 20");
+    const mine = (
+      await alice.submitBatch(Array.from({ length: 6 }, () => ({ functionId: slowFn, endpointId })))
+    ).taskIds;
+    const his = (
+      await bob.submitBatch(Array.from({ length: 2 }, () => ({ functionId: bobSleep, endpointId })))
+    ).taskIds;
+    try {
+      let view = await alice.listEndpointTasks(endpointId);
+      for (let i = 0; i < 100 && view.tasks.filter((t) => t.state === "running").length < 4; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        view = await alice.listEndpointTasks(endpointId);
+      }
+      expect(view.queued + view.taken).toBe(8);
+      expect(view.tasks.map((t) => t.id).sort()).toEqual([...mine, ...his].sort());
+      expect(
+        view.tasks
+          .filter((t) => t.owner === "bob")
+          .map((t) => t.id)
+          .sort(),
+      ).toEqual([...his].sort());
+      expect(view.tasks.filter((t) => t.state === "running")).toHaveLength(4);
+      const limited = await alice.listEndpointTasks(endpointId, { limit: 3 });
+      expect(limited.tasks).toHaveLength(3);
+      // Over HTTP too; bob may submit to the endpoint, not look at everyone's tasks on it.
+      const r = await http("GET", `/v1/endpoints/${endpointId}/tasks?limit=2`);
+      const doc = JSON.parse(r.text) as {
+        queuedCount: number;
+        takenCount: number;
+        tasks: { state: string }[];
+      };
+      expect(doc.tasks).toHaveLength(2);
+      expect(doc.queuedCount + doc.takenCount).toBe(8);
+      await expect(bob.listEndpointTasks(endpointId)).rejects.toMatchObject({ code: "PERMISSION_DENIED" });
+    } finally {
+      await alice.cancel(mine);
+      await bob.cancel(his);
+    }
+  }, 60_000);
+
   it("streams results as Server-Sent Events and answers a long-poll", async () => {
     const ids = (
       await alice.submitBatch([0, 1, 2].map((i) => ({ functionId: okFn, endpointId, args: [i * 10] })))

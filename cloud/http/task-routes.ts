@@ -87,7 +87,8 @@ const STATE_NAMES = new Map<number, string>(
     .filter(([, v]) => typeof v === "number" && v >= 0)
     .map(([k, v]) => [v as number, k.replace(/^TASK_STATE_/, "").toLowerCase()]),
 );
-const stateName = (s: TaskState) => STATE_NAMES.get(s) ?? "unspecified";
+/** A state's name in the API: "waiting_for_endpoint", "success". */
+export const stateName = (s: TaskState) => STATE_NAMES.get(s) ?? "unspecified";
 const STATE_OF = new Map(
   [...STATE_NAMES].filter(([v]) => v !== 0).map(([v, name]) => [name, v as TaskState]),
 );

@@ -130,6 +130,10 @@ export function requestGuards(config: BrokerConfig): Readonly<Record<string, Req
         },
       },
     },
+    ListEndpointTasks: {
+      maxBytes: KiB,
+      shape: { fields: { 1: str("endpoint_id", ID_BYTES), 2: num("limit") } },
+    },
     ConnectEndpoint: {
       maxBytes: KiB,
       // A host name is at most 253 characters (RFC 1035); a version string is short.

@@ -183,6 +183,8 @@ export class FabricStore implements MessageBus {
       ...workQueue,
       name: Bus.taskStream,
       subjects: [Bus.taskSubjects],
+      // An endpoint's owner may look at what waits in its queue (EndpointQueues.peek).
+      allow_direct: true,
       duplicate_window: nanos(Math.min(120_000, retentionMs)),
     });
     await ensureStream(jsm, { ...workQueue, name: Bus.resultStream, subjects: [Bus.resultSubjects] });

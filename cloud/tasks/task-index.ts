@@ -25,7 +25,7 @@ const SCAN_PAGES = 512;
 /** Most task records (of tasks the index does not know finished) one ListTasks call reads. */
 const SCAN_RECORDS = 2_000;
 /** Pages read ahead while scanning. */
-const PREFETCH = 8;
+const PREFETCH = 16;
 /** Most tasks in one page of a listing, and the default. */
 export const MAX_LIST_LIMIT = 1000;
 const DEFAULT_LIST_LIMIT = 100;
@@ -80,7 +80,7 @@ export class TaskIndex {
   /** The newest page of an owner, as this broker last wrote or read it. */
   private readonly heads = new Map<string, Page>();
   /** The page each task was added to, for tasks this broker indexed. */
-  private readonly pageOf = new Map<string, number>();
+  private readonly pageOf = new TwoGenerations<number>(MAX_PAGE_HINTS / 2);
 
   constructor(
     private readonly io: IndexIo,
@@ -225,10 +225,6 @@ export class TaskIndex {
   }
 
   private hint(id: string, no: number): void {
-    if (this.pageOf.size >= MAX_PAGE_HINTS) {
-      const oldest = this.pageOf.keys().next();
-      if (!oldest.done) this.pageOf.delete(oldest.value);
-    }
     this.pageOf.set(id, no);
   }
 
@@ -236,13 +232,13 @@ export class TaskIndex {
   private async write(key: string, entries: readonly TaskIndexEntry[]): Promise<void> {
     let page = this.heads.get(key) ?? (await this.newestPage(key));
     const startNo = page.no;
-    let rest = entries;
-    for (let attempt = 0; rest.length > 0; attempt++) {
-      if (attempt > 200) throw new FabricError("ABORTED", "too many concurrent changes to the task index");
+    let done = 0;
+    let conflicts = 0;
+    while (done < entries.length) {
       const room = INDEX_PAGE_ENTRIES - page.entries.length;
       const no = room > 0 ? page.no : page.no + 1;
       const base = room > 0 ? page.entries : [];
-      const take = rest.slice(0, room > 0 ? room : INDEX_PAGE_ENTRIES);
+      const take = entries.slice(done, done + (room > 0 ? room : INDEX_PAGE_ENTRIES));
       const all = base.concat(take);
       const bytes = TaskIndexPage.encode({ entries: all }).finish();
       try {
@@ -252,13 +248,15 @@ export class TaskIndex {
             : await this.io.create(this.pageKey(key, no), bytes);
         page = { no, revision, entries: all };
         for (const e of take) this.hint(e.id, no);
-        rest = rest.slice(take.length);
+        done += take.length;
       } catch (err) {
         if (!isWrongRevision(err)) {
           this.heads.delete(key);
           throw err;
         }
         // Another broker wrote the page meanwhile: start again from what is there now.
+        if (++conflicts > 200)
+          throw new FabricError("ABORTED", "too many concurrent changes to the task index");
         page = (await this.readPage(key, no)) ?? (await this.newestPage(key));
       }
     }
@@ -531,5 +529,30 @@ export class TaskLister {
 
   list(req: ListTasksRequest, owner: string): Promise<ListTasksResponse> {
     return this.index.list(owner, req, (ids) => mapLimit(ids, 64, (id) => this.read(id)));
+  }
+}
+
+/**
+ * A bounded map that forgets in bulk: entries go to the young generation; when it is full, it
+ * becomes the old one (the old one is dropped). O(1) per call, where evicting one oldest entry at
+ * a time from a Map costs a scan over the holes it leaves.
+ */
+class TwoGenerations<V> {
+  private young = new Map<string, V>();
+  private old = new Map<string, V>();
+  constructor(private readonly generation: number) {}
+  get(key: string): V | undefined {
+    return this.young.get(key) ?? this.old.get(key);
+  }
+  set(key: string, value: V): void {
+    if (this.young.size >= this.generation) {
+      this.old = this.young;
+      this.young = new Map();
+    }
+    this.young.set(key, value);
+  }
+  delete(key: string): void {
+    this.young.delete(key);
+    this.old.delete(key);
   }
 }
