@@ -373,6 +373,19 @@ class ListTest(LiveCase):
         self.assertEqual(set(first) >= {"id", "functionId", "endpointId", "groupId", "state", "createdAtMs"}, True)
 
 
+    def test_endpoint_tasks_shows_an_unfinished_task(self):
+        task_id = self.client.run(self.client.register_function(snooze), 20, endpoint_id=self.endpoint)
+        try:
+            listed = until(
+                lambda: [t for t in self.client.endpoint_tasks(self.endpoint)["tasks"] if t["id"] == task_id],
+                what="the task on its endpoint",
+            )
+            self.assertEqual(listed[0]["owner"], self.client.get_task(task_id)["owner"])
+            self.assertIn(listed[0]["state"], ("waiting_for_endpoint", "waiting_for_nodes", "running"))
+        finally:
+            self.client.cancel(task_id)
+
+
 class ErrorsTest(LiveCase):
     def test_a_bad_token_is_unauthenticated(self):
         bad = Client(os.environ["FABRIC_HTTP_ADDRESS"], "not-a-token")

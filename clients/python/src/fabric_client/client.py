@@ -333,6 +333,13 @@ class Client:
         """The endpoints the caller owns or may use, each as :meth:`get_endpoint` answers it."""
         return self._call("GET", "/v1/endpoints")["endpoints"]
 
+    def endpoint_tasks(self, endpoint_id: str, limit: int = 100) -> Dict[str, Any]:
+        """The unfinished tasks on an endpoint the caller owns, whoever submitted them:
+        ``{"queuedCount", "takenCount", "tasks": [{id, owner, functionId, state, createdAtMs}]}``,
+        oldest queued first (never arguments or results)."""
+        query = [("limit", int(limit))]
+        return self._call("GET", path_of("v1", "endpoints", endpoint_id, "tasks"), query=query)
+
     # -- tasks ------------------------------------------------------------------------------------
 
     def run(
