@@ -233,10 +233,9 @@ describe("the Python client", () => {
         });
         void exited.then(() => reject(new Error(`the script ended before submitting: ${stderr}`)));
       });
-      // The tasks run for 3 s: the broker goes away while their futures wait on its stream.
-      const restartedAt = Date.now();
+      // The tasks run for 3 s: the broker is killed (at once) while their futures wait on its
+      // stream, and started again.
       await fabric!.broker.restart();
-      expect(Date.now() - restartedAt).toBeLessThan(2_500);
       expect(await exited, stderr).toBe(0);
       expect(stdout).toContain("results [0, 1, 2, 3]");
       // One stream before the restart, at least one after it.
