@@ -171,6 +171,9 @@ class RunTest(LiveCase):
         self.assertLess(time.monotonic() - started, 5)
         self.assertIsInstance(caught.exception, TimeoutError)
         self.assertEqual(caught.exception.code, "DEADLINE_EXCEEDED")
+        with self.assertRaises(ResultTimeout) as watched:
+            list(self.client.watch([task_id], timeout=0.5))
+        self.assertEqual(watched.exception.task_ids, [task_id])
         until(lambda: self.client.get_task(task_id)["state"] == "running", what="the task to run")
         cancelled = self.client.cancel(task_id)
         self.assertEqual(cancelled["id"], task_id)

@@ -26,19 +26,34 @@ def backoff(attempt: int) -> float:
     return min(0.05 * 2 ** min(attempt, 10), 2.0) * (0.5 + random.random() / 2)
 
 
+def stream_error(data: str) -> FabricError:
+    """The error an ``event: error`` of a stream carries (``{code, message, details}``)."""
+    try:
+        body = _wire.decode(data)
+    except ValueError:
+        body = None
+    err = FabricError.from_answer(500, body)
+    err.status = None
+    return err
+
+
 def watch_tasks(
     client: "Client", task_ids: Optional[List[str]], group_id: Optional[str], timeout: Optional[float]
 ) -> Iterator[Dict[str, Any]]:
     """See :meth:`Client.watch`."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    remaining: Optional[List[str]] = list(dict.fromkeys(task_ids)) if task_ids is not None else None
+    # The ids not seen yet, in order (a dict: removal is O(1)).
+    remaining: Optional[Dict[str, None]] = dict.fromkeys(task_ids) if task_ids is not None else None
     seen = set()
     failures = 0
     while remaining is None or remaining:
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
-            raise ResultTimeout("the watched tasks did not all finish within %gs" % timeout, remaining or [])
-        body: Dict[str, Any] = {"taskIds": remaining[:MAX_WATCH_IDS]} if remaining is not None else {"groupId": group_id}
+            raise ResultTimeout("the watched tasks did not all finish within %gs" % timeout, list(remaining or ()))
+        if remaining is not None:
+            body: Dict[str, Any] = {"taskIds": list(remaining)[:MAX_WATCH_IDS]}
+        else:
+            body = {"groupId": group_id}
         silence = SILENCE_S if left is None else max(0.05, min(SILENCE_S, left))
         try:
             stream = client._http.open_stream(WATCH_PATH, _wire.encode(body), silence)
@@ -59,15 +74,19 @@ def watch_tasks(
                         continue
                     seen.add(tid)
                     if remaining is not None:
-                        remaining = [i for i in remaining if i != tid]
+                        remaining.pop(tid, None)
                     yield task
                 elif event.event == "done":
                     done = True
                     break
+                elif event.event == "error":
+                    raise stream_error(event.data)
         except FabricError as err:
+            if not err.retryable:
+                raise
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeout(
-                    "the watched tasks did not all finish within %gs" % timeout, remaining or []
+                    "the watched tasks did not all finish within %gs" % timeout, list(remaining or ())
                 ) from None
             if err.code != "DEADLINE_EXCEEDED":
                 failures += 1

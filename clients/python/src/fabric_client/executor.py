@@ -21,7 +21,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _wire
 from ._source import function_source
-from ._watch import MAX_WATCH_IDS, SILENCE_S, WATCH_PATH, backoff
+from ._watch import MAX_WATCH_IDS, SILENCE_S, WATCH_PATH, backoff, stream_error
 from .client import Client, _encode_text
 from .errors import BatchSubmitError, FabricError, TaskFailed
 
@@ -373,8 +373,10 @@ class _ResultReader:
                     stream.interrupt()
             try:
                 how = self._read(stream)
-            except FabricError:
+            except FabricError as err:
                 how = "dropped"
+                if not err.retryable:  # the broker's own error event, and not one of "not now"
+                    self._fail_window(window, err)
             finally:
                 with self._lock:
                     self._stream = None
@@ -405,6 +407,8 @@ class _ResultReader:
                     return "reopen"
             elif event.event == "done":
                 return "done"
+            elif event.event == "error":
+                raise stream_error(event.data)
         return "dropped"
 
     def _fail_window(self, window: List[str], err: FabricError) -> None:
