@@ -11,8 +11,8 @@ import { LocalFabric, ROOT, freePort } from "../devkit/index.js";
 
 const PYTHON = process.env["FABRIC_BENCH_PYTHON"] ?? "/usr/bin/python3";
 
-/** Warm no-op round trips of the Python client: p50 and p99 over `calls`, after `warmup`. */
-export async function pythonClient(calls = 200, warmup = 50): Promise<Record<string, unknown>> {
+/** Warm no-op round trips of the Python client: p50 and p99 over `calls`, after `warmup` (the broker's JIT warms up over a few hundred). */
+export async function pythonClient(calls = 200, warmup = 500): Promise<Record<string, unknown>> {
   const port = await freePort();
   const fabric = await LocalFabric.start({
     name: "bench-pyclient",
