@@ -219,10 +219,20 @@ export class Broker {
         log: log.child({ component: "cloud.http" }),
         bodyLimit,
         version: BROKER_API_VERSION,
+        ...(this.tls ? { tls: this.tls } : {}),
       });
       await http.start();
       this.http = http;
-      log.info({ listen: this.config.http.listen, port: http.port, bodyLimit }, "HTTP API listening");
+      log.info(
+        { listen: this.config.http.listen, port: http.port, bodyLimit, tls: this.tls ? "on" : "off" },
+        "HTTP API listening",
+      );
+      if (!this.tls && !isLocalOnlyListen(this.config.http.listen)) {
+        log.warn(
+          { listen: this.config.http.listen },
+          "PLAINTEXT HTTP API on a non-loopback address: tokens cross the network in the clear; configure `tls` (the HTTP API then serves HTTPS with the same certificate) or put it behind a TLS-terminating proxy",
+        );
+      }
     }
     this.health = new HealthImplementation({ "": "SERVING" });
     this.health.addToServer(server);

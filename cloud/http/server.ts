@@ -9,8 +9,11 @@ import type { Logger } from "pino";
 import { z } from "zod";
 
 import { FabricError, toFabricError } from "../../common/index.js";
+import type { Server as TlsServer } from "node:tls";
+
 import type { TokenAuthority } from "../auth/tokens.js";
 import { authenticateBearer, logFailure, type CallContext } from "../rpc/rpc.js";
+import type { ServerTlsContext } from "../rpc/tls.js";
 import { httpErrorOf } from "./errors.js";
 import { OPENAPI_PATH, openApiDocument } from "./openapi.js";
 import type { EventSink, Route, RouteInput } from "./routes.js";
@@ -29,6 +32,11 @@ export interface HttpApiOptions {
   readonly bodyLimit: number;
   /** The API's version in the OpenAPI document. */
   readonly version: string;
+  /**
+   * Serve HTTPS with this certificate (the broker's own, followed as it is reloaded); client
+   * certificates are asked for, and required, as the broker's `tls` says.
+   */
+  readonly tls?: ServerTlsContext;
 }
 
 /** Where `host:port` points. */
@@ -57,7 +65,21 @@ export class HttpApi {
 
   async start(): Promise<void> {
     const { routes, auth, log } = this.opts;
-    const app = Fastify({ bodyLimit: this.opts.bodyLimit, logger: false, return503OnClosing: true });
+    const tls = this.opts.tls;
+    const app = Fastify({
+      bodyLimit: this.opts.bodyLimit,
+      logger: false,
+      return503OnClosing: true,
+      ...(tls
+        ? {
+            https: {
+              ...tls.current(),
+              requestCert: tls.config.clientCaFile !== undefined,
+              rejectUnauthorized: tls.config.clientCaFile !== undefined && tls.config.requireClientCert,
+            },
+          }
+        : {}),
+    });
     const fail = (reply: FastifyReply, method: string, err: unknown) => {
       const fe = toFabricError(err);
       logFailure(log, method, fe);
@@ -142,6 +164,12 @@ export class HttpApi {
     }
     const { host, port } = parseListen(this.opts.listen);
     await app.listen({ host, port });
+    if (tls) {
+      // New connections get a reloaded certificate; open ones keep theirs.
+      this.unfollowTls = tls.onChange((options) =>
+        (app.server as unknown as TlsServer).setSecureContext(options),
+      );
+    }
     const addr = app.server.address();
     this.boundPort = typeof addr === "object" && addr ? addr.port : port;
     this.app = app;
@@ -226,8 +254,11 @@ export class HttpApi {
     }
   }
 
+  private unfollowTls: (() => void) | undefined;
+
   /** Stops taking calls; in-flight ones finish, streams are ended. */
   async stop(): Promise<void> {
+    this.unfollowTls?.();
     for (const stop of [...this.streams]) stop();
     await this.app?.close();
   }
