@@ -11,7 +11,7 @@ import path from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { LocalFabric, ROOT, freePort } from "../devkit/index.js";
+import { LocalFabric, ROOT, TestCa, freePort } from "../devkit/index.js";
 
 /** Debian's interpreter (the one the endpoint runs too); a pyenv `python3` on PATH is not used. */
 const PYTHON = process.env["FABRIC_TEST_PYTHON"] ?? "/usr/bin/python3";
@@ -200,6 +200,63 @@ describe("the Python client", () => {
     // `sys` reached the remote source as an import of the module it names.
     expect(await client.waitForResult(taskId, { timeoutMs: 30_000 })).toEqual([15, 3]);
   });
+
+  it("speaks HTTPS to a broker with a tls block, with the client certificate it requires", async () => {
+    const ca = await TestCa.create(path.join(dir, "ca"), "python client test CA");
+    const [server, user] = [await ca.issueServer("broker"), await ca.issueClient("alice")];
+    const port = await freePort();
+    const secure = await LocalFabric.start({
+      name: "pyclient-tls",
+      brokerConfig: {
+        http: { listen: `127.0.0.1:${port}` },
+        tls: { ...server, clientCaFile: ca.certFile, requireClientCert: true },
+      },
+    });
+    try {
+      const script = [
+        "import os, sys",
+        "sys.path.insert(0, os.environ['FABRIC_CLIENT_PATH'])",
+        "from fabric_client import Client, FabricError",
+        "from fabric_client.client import tls_context",
+        "def inc(x):",
+        "    return x + 1",
+        "client = Client()  # https://, FABRIC_CA_FILE, FABRIC_CERT_FILE, FABRIC_KEY_FILE",
+        "fid = client.register_function(inc)",
+        "print('listed', fid in [f['id'] for f in client.list_functions()])",
+        "address, token = os.environ['FABRIC_HTTP_ADDRESS'], os.environ['FABRIC_TOKEN']",
+        "for name, other in [",
+        "    ('no-client-cert', Client(address, token, ssl_context=tls_context(os.environ['FABRIC_CA_FILE']))),",
+        "    ('untrusted', Client(address, token, ssl_context=tls_context())),",
+        "    ('plaintext', Client(address.replace('https:', 'http:'), token, retry_window=0)),",
+        "]:",
+        "    try:",
+        "        other.list_functions()",
+        "        print(name, 'served')",
+        "    except FabricError as err:",
+        "        print(name, err.code, err.reason or '-', err.retryable)",
+      ].join("\n");
+      const file = path.join(dir, "over_https.py");
+      writeFileSync(file, `${script}\n`);
+      const res = await python([file], {
+        ...env,
+        FABRIC_HTTP_ADDRESS: `https://127.0.0.1:${port}`,
+        FABRIC_TOKEN: await secure.broker.token("alice"),
+        FABRIC_CA_FILE: ca.certFile,
+        FABRIC_CERT_FILE: user.certFile,
+        FABRIC_KEY_FILE: user.keyFile,
+      });
+      expect(res.code, res.stderr).toBe(0);
+      expect(res.stdout.trim().split("\n")).toEqual([
+        "listed True",
+        // Refused certificates are not retried (30 s of retries would mend nothing).
+        "no-client-cert UNAVAILABLE tls False",
+        "untrusted UNAVAILABLE tls False",
+        "plaintext UNAVAILABLE - True",
+      ]);
+    } finally {
+      await secure.stop();
+    }
+  }, 60_000);
 
   // Last: it restarts the broker under the others' feet.
   it("an Executor's futures complete across a broker restart (its event stream reopens)", async () => {

@@ -145,6 +145,9 @@ class ErrorTest(unittest.TestCase):
         bare = FabricError.from_answer(502, None)
         self.assertEqual(bare.code, "UNAVAILABLE")
         self.assertFalse(FabricError.from_answer(404, None).retryable)
+        # A refused certificate is UNAVAILABLE, but no retry mends it.
+        self.assertFalse(FabricError("UNAVAILABLE", "TLS failed", "tls").retryable)
+        self.assertTrue(FabricError("UNAVAILABLE", "down").retryable)
 
     def test_a_failed_task_shows_the_remote_traceback_and_survives_pickling(self):
         task = {

@@ -23,6 +23,20 @@ USER_AGENT = "hpc-function-fabric-python/0.1.0"
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
+# TLS failures no retry can mend: a certificate refused either way, TLS spoken to plaintext.
+_TLS_FATAL = ("CERTIFICATE", "UNKNOWN_CA", "WRONG_VERSION_NUMBER", "HANDSHAKE_FAILURE", "PROTOCOL_VERSION")
+
+
+def _unreachable(address: str, err: BaseException) -> FabricError:
+    """The error of a connection that failed: ``UNAVAILABLE``, with reason ``tls`` (and not
+    retryable) when TLS refused a certificate or the broker does not speak it."""
+    if isinstance(err, ssl.SSLError):
+        why = getattr(err, "reason", None) or ""
+        if isinstance(err, ssl.SSLCertVerificationError) or any(k in why for k in _TLS_FATAL):
+            return FabricError("UNAVAILABLE", "TLS with the broker at %s failed: %s" % (address, err), "tls")
+    return FabricError("UNAVAILABLE", "cannot reach the broker at %s: %s" % (address, err))
+
+
 def _parse_address(address: str) -> Tuple[str, str, int, str]:
     parts = urlsplit(address if "://" in address else "http://" + address)
     if parts.scheme not in ("http", "https"):
@@ -145,7 +159,7 @@ class Transport:
                 ) from None
             except (OSError, http.client.HTTPException) as err:
                 conn.close()
-                raise FabricError("UNAVAILABLE", "cannot reach the broker at %s: %s" % (self.address, err)) from None
+                raise _unreachable(self.address, err) from None
             except BaseException:
                 conn.close()
                 raise
@@ -204,7 +218,7 @@ class Transport:
             raise FabricError("DEADLINE_EXCEEDED", "no answer from the broker at %s within %gs" % (self.address, timeout)) from None
         except (OSError, http.client.HTTPException) as err:
             conn.close()
-            raise FabricError("UNAVAILABLE", "cannot reach the broker at %s: %s" % (self.address, err)) from None
+            raise _unreachable(self.address, err) from None
         return EventStream(conn, resp)
 
     def close(self) -> None:

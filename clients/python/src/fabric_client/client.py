@@ -109,10 +109,26 @@ def _env(name: str) -> Optional[str]:
     return value or None
 
 
+def tls_context(
+    ca_file: Optional[str] = None, cert_file: Optional[str] = None, key_file: Optional[str] = None
+) -> ssl.SSLContext:
+    """A TLS context that trusts ``ca_file`` (default: the system's trust store) and, for a broker
+    that asks for client certificates, presents ``cert_file`` (with ``key_file``, if separate)."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    elif key_file:
+        raise ValueError("a key file without a certificate: pass cert_file (or FABRIC_CERT_FILE) too")
+    return context
+
+
 class Client:
     """A client of the broker's HTTP API at ``address`` (``http://host:port``), signed in with
     ``token`` (from ``fabric-broker token``); each defaults to the environment's
-    ``FABRIC_HTTP_ADDRESS`` and ``FABRIC_TOKEN``. ``endpoint_id`` (or ``FABRIC_ENDPOINT_ID``) is
+    ``FABRIC_HTTP_ADDRESS`` and ``FABRIC_TOKEN``. An ``https://`` address trusts ``ca_file``
+    (else the system's trust store) and presents ``cert_file``/``key_file`` to a broker that asks
+    for client certificates; they default to ``FABRIC_CA_FILE``, ``FABRIC_CERT_FILE`` and
+    ``FABRIC_KEY_FILE``, as for the SDK and CLI (or pass a whole ``ssl_context``). ``endpoint_id`` (or ``FABRIC_ENDPOINT_ID``) is
     where :meth:`run` and :meth:`submit_batch` send tasks when not told. ``timeout`` bounds each
     wait for an answer (seconds); calls that only read, and submissions (which carry an
     idempotency key), are tried again for up to ``retry_window`` seconds while the broker is
@@ -144,6 +160,9 @@ class Client:
         timeout: float = 30.0,
         retry_window: float = 30.0,
         ssl_context: Optional[ssl.SSLContext] = None,
+        ca_file: Optional[str] = None,
+        cert_file: Optional[str] = None,
+        key_file: Optional[str] = None,
     ) -> None:
         address = address or _env("FABRIC_HTTP_ADDRESS")
         token = token or _env("FABRIC_TOKEN")
@@ -155,6 +174,12 @@ class Client:
         self.endpoint_id = endpoint_id or _env("FABRIC_ENDPOINT_ID")
         self.timeout = timeout
         self.retry_window = retry_window
+        if ssl_context is None and address.lower().startswith("https:"):
+            ssl_context = tls_context(
+                ca_file or _env("FABRIC_CA_FILE"),
+                cert_file or _env("FABRIC_CERT_FILE"),
+                key_file or _env("FABRIC_KEY_FILE"),
+            )
         self._http = Transport(address, token, timeout, ssl_context)
 
     # -- plumbing ---------------------------------------------------------------------------------

@@ -82,7 +82,10 @@ class FabricError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """Whether the same call may succeed if tried again later."""
+        """Whether the same call may succeed if tried again later (the broker's rule; and a TLS
+        failure over a certificate, reason ``tls``, never does)."""
+        if self.reason == "tls":
+            return False
         return self.code in _RETRYABLE or (self.code == "RESOURCE_EXHAUSTED" and self.reason == "rate_limited")
 
     def __str__(self) -> str:
