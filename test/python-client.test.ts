@@ -1,8 +1,10 @@
 /**
  * The Python client (clients/python) against a real broker, NATS and endpoint: the package is
  * installed with Debian's pip into a temporary directory and Debian's /usr/bin/python3 runs its
- * unittest suites (clients/python/tests), one class per test here, then a function the Python
- * client registered is read and run through the TypeScript SDK (one service layer).
+ * unittest suites (clients/python/tests), one class per test here; then the Python blocks of its
+ * docs run as scripts, a function the Python client registered is read and run through the
+ * TypeScript SDK (one service layer), the client speaks HTTPS with a client certificate to a TLS
+ * broker, and an Executor's futures complete across a broker restart.
  */
 import { execFile, spawn, spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
