@@ -90,7 +90,8 @@ describe("the Python client", () => {
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "fabric-pyclient-"));
     const port = await freePort();
-    const [started, installed] = await Promise.all([
+    // Both settle before going on: a fabric that started while the install failed is still stopped.
+    const [started, installed] = await Promise.allSettled([
       LocalFabric.start({
         name: "pyclient",
         // A payload limit of 1 MiB lets a test make one chunk of a batch fail on its size.
@@ -98,9 +99,11 @@ describe("the Python client", () => {
       }),
       installPackage(dir),
     ]);
-    fabric = started;
-    site = installed;
-    const endpoint = await fabric.startEndpoint("alice", "py-client", {
+    if (started.status === "rejected") throw started.reason;
+    const running = (fabric = started.value);
+    if (installed.status === "rejected") throw installed.reason;
+    site = installed.value;
+    const endpoint = await running.startEndpoint("alice", "py-client", {
       workers: 4,
       extra: { python: { executable: PYTHON } },
     });
@@ -108,7 +111,7 @@ describe("the Python client", () => {
     env = {
       ...process.env,
       FABRIC_HTTP_ADDRESS: `http://127.0.0.1:${port}`,
-      FABRIC_TOKEN: await fabric.broker.token("alice"),
+      FABRIC_TOKEN: await running.broker.token("alice"),
       FABRIC_ENDPOINT_ID: endpointId,
       // The tests import the installed package, not the source tree.
       FABRIC_CLIENT_PATH: site,
@@ -214,6 +217,8 @@ describe("the Python client", () => {
         tls: { ...server, clientCaFile: ca.certFile, requireClientCert: true },
       },
     });
+    // Stopped with the suite's fabric too, should this test time out before its own stop.
+    fabric!.adopt(secure);
     try {
       const script = [
         "import os, sys",
