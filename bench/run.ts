@@ -13,6 +13,7 @@ import { coldContainer, warmContainer } from "./containers.js";
 import { latency, memory, throughput } from "./core.js";
 import { listTasks } from "./list-tasks.js";
 import { dask } from "./peers.js";
+import { pythonClient } from "./python-client.js";
 import { pythonCold, pythonLatency, pythonThroughput } from "./python.js";
 
 type Bench = () => Promise<Record<string, unknown>>;
@@ -30,6 +31,7 @@ const benches: Record<string, Bench> = {
   python_throughput: () => pythonThroughput(),
   python_cold: () => pythonCold(),
   list_tasks: () => listTasks(),
+  python_client: () => pythonClient(),
 };
 
 async function main(): Promise<void> {
