@@ -179,7 +179,7 @@ describe("the Python client", () => {
     if (page.endsWith("README.md")) {
       // The TaskFailed the page prints: message, then the remote traceback.
       expect(res.stdout).toMatch(
-        /failed: UNKNOWN: .*\n\nRemote traceback:\nTraceback \(most recent call last\):/s,
+        /failed: FUNCTION_FAILED: .*\n\nRemote traceback:\nTraceback \(most recent call last\):/s,
       );
     }
   });

@@ -24,6 +24,9 @@ CODES = frozenset(
         "UNAVAILABLE",
         "DATA_LOSS",
         "UNAUTHENTICATED",
+        # The task's own code failed (it raised, exited non-zero, called sys.exit): only a
+        # task's outcome carries it, never a failed call.
+        "FUNCTION_FAILED",
     }
 )
 
