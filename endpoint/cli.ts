@@ -251,10 +251,19 @@ async function startDetached(name: string, timeoutS: number): Promise<void> {
     await waitForReady(paths.log, fromByte, pid, () => exitCode, timeoutS * 1000);
   } catch (err) {
     if (exitCode !== undefined) removePidFile(paths, pid);
-    throw err;
+    // Whatever happened, this command returns: the agent (if alive) goes on without it.
+    child.unref();
+    (child.stdio[3] as Writable | undefined)?.destroy();
+    const id = readCredentials(paths)?.endpointId;
+    const fe = toFabricError(err);
+    throw new FabricError(
+      fe.code,
+      `${fe.message}\nendpoint ${name}${id ? ` (${id})` : ""}: pid ${pid}${exitCode !== undefined ? " (exited)" : " (still running: `fabric-endpoint stop " + name + "` stops it)"}, log ${paths.log}`,
+    );
   }
   child.unref();
-  out(String(pid));
+  const id = readCredentials(paths)?.endpointId ?? "";
+  out(`${pid}\nendpoint ${name}${id ? ` (${id})` : ""} is ready: pid ${pid}, log ${paths.log}`);
 }
 
 async function stop(name: string, quiet = false): Promise<void> {

@@ -118,6 +118,32 @@ describe("command lines", () => {
     await ep.stop();
   }, 60_000);
 
+  it("fabric-endpoint start --detach returns when the agent is not ready in time, saying where it is", async () => {
+    const deadHome = path.join(stack.fabric.dir, "home-dead");
+    const cli = (...args: string[]) =>
+      spawnSync(process.execPath, [distEntry("endpoint/cli.js"), ...args], {
+        encoding: "utf8",
+        env: { ...process.env, FABRIC_HOME: deadHome },
+        timeout: 30_000,
+      });
+    // A broker address nothing listens on: the agent keeps trying, never ready.
+    expect(cli("configure", "nowhere", "--broker", "127.0.0.1:1", "--token", token).status).toBe(0);
+    const t0 = Date.now();
+    const started = cli("start", "nowhere", "--detach", "--timeout", "2");
+    try {
+      expect(Date.now() - t0).toBeLessThan(15_000);
+      expect(started.status).toBe(1);
+      expect(started.stderr).toMatch(
+        /error: DEADLINE_EXCEEDED: the agent \(pid \d+\) is not ready after 2 s/,
+      );
+      expect(started.stderr).toMatch(
+        /endpoint nowhere: pid \d+ \(still running: `fabric-endpoint stop nowhere` stops it\), log \S+agent\.log/,
+      );
+    } finally {
+      expect(cli("stop", "nowhere").status).toBe(0);
+    }
+  }, 60_000);
+
   it("all three commands: --version, and usage errors alike (one line, exit 2)", async () => {
     for (const entry of ["sdk/cli.js", "endpoint/cli.js", "cloud/cli.js"]) {
       expect(await runCli(entry, ["--version"], home)).toMatch(/^fabric(-endpoint|-broker)? \d+\.\d+\.\d+/);
