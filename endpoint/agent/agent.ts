@@ -269,7 +269,7 @@ export class EndpointAgent {
       readQueueLength: () => intake.readQueueLength(),
       stopping,
       counts: () => ({ held: tracker.size, queued: intake.queued, running: tracker.running }),
-      managers: () => managers.managers(),
+      managers: () => managers.managers().map((m) => ({ workers: m.workers, assigned: m.assigned.size })),
       blocks: () => blocks.statuses(),
       lastError: () => this.lastError || bus.updatesError,
       python: () => this.python,
