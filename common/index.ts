@@ -11,3 +11,4 @@ export * from "./config-issues.js";
 export * from "./package-version.js";
 export * from "./message-auth.js";
 export * from "./nats-tls.js";
+export * from "./pretty-log.js";

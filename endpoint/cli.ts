@@ -4,7 +4,16 @@
  * Errors print one line to stderr and exit non-zero.
  */
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  statSync,
+} from "node:fs";
 import path from "node:path";
 import type { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
@@ -20,6 +29,8 @@ import {
   channelFor,
   clientOptions,
   createLogger,
+  foregroundStream,
+  prettyLines,
   toFabricError,
 } from "../common/index.js";
 import { EndpointServiceClient } from "../proto/index.js";
@@ -151,7 +162,13 @@ async function startForeground(name: string): Promise<void> {
   if (other !== undefined && other !== process.pid) {
     throw new FabricError("ALREADY_EXISTS", `endpoint ${name} is already running (pid ${other})`);
   }
-  const log = createLogger("fabric-endpoint");
+  // On a terminal: pretty there, JSON in agent.log. Detached (stderr is agent.log) or under a
+  // supervisor: JSON on stderr.
+  const log = process.stderr.isTTY
+    ? createLogger("fabric-endpoint", {
+        stream: foregroundStream(paths.log, process.env["FABRIC_LOG_LEVEL"] ?? "info"),
+      })
+    : createLogger("fabric-endpoint");
   writePidFile(paths, process.pid);
   const agent = new EndpointAgent({ paths, config, log });
   let signalled = 0;
@@ -264,6 +281,59 @@ async function startDetached(name: string, timeoutS: number): Promise<void> {
   child.unref();
   const id = readCredentials(paths)?.endpointId ?? "";
   out(`${pid}\nendpoint ${name}${id ? ` (${id})` : ""} is ready: pid ${pid}, log ${paths.log}`);
+}
+
+/** `logs`: agent.log for people (or as JSON), the last `lines`, then followed with --follow. */
+async function logs(name: string, o: { follow?: boolean; lines?: number; json?: boolean }): Promise<void> {
+  const paths = configuredPaths(name);
+  const format = o.json ? (line: string) => `${line}\n` : prettyLines(process.stdout.isTTY === true);
+  if (!existsSync(paths.log)) {
+    if (!o.follow) {
+      out(`endpoint ${name} has no log yet (${paths.log}): it has not been started`);
+      return;
+    }
+  }
+  let offset = 0;
+  let partial = "";
+  const emit = (text: string, onlyLast?: number) => {
+    const lines = (partial + text).split("\n");
+    partial = lines.pop() ?? "";
+    const shown = onlyLast !== undefined ? lines.slice(Math.max(0, lines.length - onlyLast)) : lines;
+    for (const line of shown) if (line !== "") process.stdout.write(format(line));
+  };
+  const readMore = (onlyLast?: number) => {
+    let size: number;
+    try {
+      size = statSync(paths.log).size;
+    } catch {
+      return;
+    }
+    if (size < offset) offset = 0; // truncated or replaced: start again
+    if (size === offset) return;
+    const fd = openSync(paths.log, "r");
+    try {
+      const buf = Buffer.alloc(size - offset);
+      readSync(fd, buf, 0, buf.length, offset);
+      offset = size;
+      emit(buf.toString("utf8"), onlyLast);
+    } finally {
+      closeSync(fd);
+    }
+  };
+  readMore(o.lines);
+  if (!o.follow) {
+    if (partial) process.stdout.write(format(partial));
+    return;
+  }
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => readMore(), 250);
+    const done = () => {
+      clearInterval(timer);
+      resolve();
+    };
+    process.once("SIGINT", done);
+    process.once("SIGTERM", done);
+  });
 }
 
 async function stop(name: string, quiet = false): Promise<void> {
@@ -496,6 +566,19 @@ export function buildProgram(): Command {
     .description("stop a running agent (SIGTERM, SIGKILL after 30 s)")
     .argument("<name>", "endpoint name")
     .action(async (name: string) => stop(name));
+
+  program
+    .command("logs")
+    .description("print the agent's log (agent.log), readable; -f follows it")
+    .argument("<name>", "endpoint name")
+    .option("-f, --follow", "keep printing what the agent logs (Ctrl-C stops)")
+    .option("-n, --lines <n>", "only the last n lines", (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("a whole number of lines");
+      return n;
+    })
+    .option("--json", "the log's own JSON lines, as they are")
+    .action(async (name: string, o: { follow?: boolean; lines?: number; json?: boolean }) => logs(name, o));
 
   program
     .command("status")

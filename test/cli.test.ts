@@ -48,6 +48,14 @@ describe("command lines", () => {
     expect(status.endpointId).toMatch(/^[0-9a-f-]{36}$/);
     expect(status.broker?.connection).toBe("online");
 
+    // Its log, for people (time, level, message; no JSON), and as the JSON lines it is.
+    const readable = await endpoint("logs", "lab");
+    expect(readable).toMatch(/INFO.*endpoint ready/);
+    expect(readable).not.toMatch(/^\{"level"/m);
+    const last = (await endpoint("logs", "lab", "--json", "-n", "2")).trim().split("\n");
+    expect(last).toHaveLength(2);
+    for (const l of last) expect(() => JSON.parse(l) as unknown).not.toThrow();
+
     const list = JSON.parse(await endpoint("list", "--json")) as Array<{ name: string; state: string }>;
     expect(list).toContainEqual(expect.objectContaining({ name: "lab", state: "running" }));
 
