@@ -37,6 +37,7 @@ import { EndpointServiceClient } from "../proto/index.js";
 import type { DeleteEndpointResponse, GetEndpointResponse } from "../proto/index.js";
 import { EndpointAgent, EndpointRejectedError } from "./agent/index.js";
 import { loadConfig, resolveConfig } from "./config.js";
+import { configTemplate } from "./config-template.js";
 import type { EndpointConfigInput } from "./config.js";
 import {
   endpointPaths,
@@ -120,7 +121,7 @@ function configure(
   // Validate before writing, so a bad flag never leaves a broken file behind.
   const resolved = resolveConfig(doc, {}, "the new configuration");
   channelFor(resolved.broker, resolved.brokerTls);
-  writePrivateFile(paths.config, toYaml(doc));
+  writePrivateFile(paths.config, configTemplate(name, toYaml(doc)));
   out(`configured endpoint ${name} in ${paths.dir}`);
   if (o.token) out("the token is removed from config.yaml once the endpoint registers (at its first start)");
 }

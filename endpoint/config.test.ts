@@ -4,6 +4,9 @@ import path from "node:path";
 
 import { describe, expect, it } from "vitest";
 
+import { parse as parseYaml } from "yaml";
+
+import { CONFIG_ALTERNATIVES, configTemplate } from "./config-template.js";
 import { loadConfig, resolveConfig, scalingOf } from "./config.js";
 
 function messageOf(fn: () => unknown): string {
@@ -168,5 +171,26 @@ describe("config errors say what was given", () => {
     expect(msg({ broker: "h:1", provider: { type: "local" }, python: [] })).toContain(
       "python: expected a mapping, got a list",
     );
+  });
+});
+
+describe("the config template fabric-endpoint configure writes", () => {
+  it("comments out alternatives that are valid configs once uncommented", () => {
+    const blocks = CONFIG_ALTERNATIVES.split(/\n#\n/)
+      .map((b) =>
+        b
+          .split("\n")
+          .filter((l) => /^# {0,1}[a-z ]/.test(l) && !/^# [A-Z]/.test(l) && !l.startsWith("# --"))
+          .map((l) => l.replace(/^# ?/, ""))
+          .join("\n"),
+      )
+      .filter((b) => /^(provider|container|python):/m.test(b));
+    expect(blocks.length).toBeGreaterThanOrEqual(4);
+    for (const b of blocks) {
+      const doc = { broker: "h:1", ...(parseYaml(b) as Record<string, unknown>) };
+      expect(() => resolveConfig(doc, {}), b).not.toThrow();
+    }
+    const file = configTemplate("lab", "broker: h:1\n");
+    expect(resolveConfig(parseYaml(file), {}).broker).toBe("h:1");
   });
 });

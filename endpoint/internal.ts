@@ -15,3 +15,4 @@ export type { ContainerConfig } from "./runtime/config.js";
 export { DEFAULT_ENGINE_SOCKET, removeContainersByLabel } from "./runtime/docker-launcher.js";
 export { MANAGED_LABEL, MANAGER_LABEL } from "./runtime/docker-options.js";
 export { createWorkerLauncher } from "./runtime/runtimes.js";
+export { CONFIG_ALTERNATIVES, configTemplate } from "./config-template.js";
