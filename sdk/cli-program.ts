@@ -27,6 +27,7 @@ import {
 } from "./cli-format.js";
 import { writeClientFile } from "./config.js";
 import { TaskFailedError } from "./errors.js";
+import { spinner, taskBar, type ProgressStream } from "./cli-feedback.js";
 import { taskStateOf } from "./codec.js";
 import type { TaskStateName, TaskSummaryInfo } from "./types.js";
 
@@ -39,6 +40,8 @@ export interface CliIo {
   readonly connect?: (env: NodeJS.ProcessEnv) => Client;
   /** Whether stdout is a terminal: tables get box lines (else plain columns). @default false */
   readonly isTTY?: boolean;
+  /** Where to draw progress while waiting (stderr, when it is a terminal). @default none */
+  readonly progress?: ProgressStream;
 }
 
 /** A mistake in how the command was called: exit code 2. */
@@ -332,10 +335,13 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
           print(opts.json, { taskId }, () => taskId);
           return;
         }
-        const value = await c.waitForResult(
-          taskId,
-          timeout !== undefined ? { timeoutMs: timeout * 1000 } : {},
-        );
+        const wait = spinner(opts.json ? undefined : io.progress, `task ${taskId}: waiting for its result`);
+        let value: unknown;
+        try {
+          value = await c.waitForResult(taskId, timeout !== undefined ? { timeoutMs: timeout * 1000 } : {});
+        } finally {
+          wait.stop();
+        }
         print(opts.json, { taskId, state: "success", value: value ?? null }, () => formatValue(value));
       },
     );
@@ -373,12 +379,20 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     .action(async (ids: string[], opts: { timeout?: string } & JsonFlag) => {
       const timeout = parseSeconds("--timeout", opts.timeout);
       // One JSON document per line with --json, so a consumer can act on each as it arrives.
-      for await (const o of connect().results(
-        ids,
-        timeout !== undefined ? { timeoutMs: timeout * 1000 } : {},
-      )) {
-        io.stdout(`${opts.json ? JSON.stringify(outcomeToJson(o)) : formatOutcomeLine(o)}\n`);
-        if (!o.ok) exitCode = 1;
+      const bar = taskBar(opts.json ? undefined : io.progress, new Set(ids).size);
+      try {
+        for await (const o of connect().results(
+          ids,
+          timeout !== undefined ? { timeoutMs: timeout * 1000 } : {},
+        )) {
+          // On one terminal the bar's line is cleared for the outcome's, then drawn again below it.
+          if (io.isTTY && io.progress && !opts.json) io.progress.write("\r\x1b[2K");
+          io.stdout(`${opts.json ? JSON.stringify(outcomeToJson(o)) : formatOutcomeLine(o)}\n`);
+          bar.finished(o.ok);
+          if (!o.ok) exitCode = 1;
+        }
+      } finally {
+        bar.stop();
       }
     });
 

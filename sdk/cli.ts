@@ -17,5 +17,6 @@ const code = await runCli(process.argv.slice(2), {
   stderr: (s) => process.stderr.write(s),
   env: process.env,
   isTTY: process.stdout.isTTY === true,
+  progress: process.stderr.isTTY ? process.stderr : undefined,
 });
 process.exitCode = code;
