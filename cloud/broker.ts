@@ -5,7 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 
-import { silentLogger, isTerminal, FABRIC_VERSION } from "../common/index.js";
+import { FabricError, silentLogger, isTerminal, FABRIC_VERSION } from "../common/index.js";
 import { EndpointServiceService, FunctionServiceService, TaskServiceService, Task } from "../proto/index.js";
 import { AccessPolicy } from "./auth/authz.js";
 import { HttpApi } from "./http/server.js";
@@ -221,7 +221,9 @@ export class Broker {
         version: BROKER_API_VERSION,
         ...(this.tls ? { tls: this.tls } : {}),
       });
-      await http.start();
+      await http.start().catch((err: unknown) => {
+        throw listenFailure("http.listen", this.config.http!.listen, err);
+      });
       this.http = http;
       log.info(
         { listen: this.config.http.listen, port: http.port, bodyLimit, tls: this.tls ? "on" : "off" },
@@ -237,7 +239,9 @@ export class Broker {
     this.health = new HealthImplementation({ "": "SERVING" });
     this.health.addToServer(server);
     this.boundPort = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(this.config.listen, credentials, (err, port) => (err ? reject(err) : resolve(port)));
+      server.bindAsync(this.config.listen, credentials, (err, port) =>
+        err ? reject(listenFailure("listen", this.config.listen, err)) : resolve(port),
+      );
     });
     this.server = server;
     log.info(
@@ -323,4 +327,24 @@ async function checkSharedKey(store: FabricStore, auth: TokenAuthority, log: Log
       "another broker on this NATS signs with a different key: every replica must use the same auth.keyFile, or tokens fail on some replicas and their messages are dropped (delete the key-check entry of the fabric_brokers bucket after replacing the key everywhere)",
     );
   }
+}
+
+/**
+ * A listener that could not bind, in words: the address in use or not this machine's, and which
+ * setting names it (grpc-js says "No address added out of total 1 resolved").
+ */
+function listenFailure(setting: string, address: string, err: unknown): FabricError {
+  const text = err instanceof Error ? err.message : String(err);
+  const code = (err as NodeJS.ErrnoException).code ?? "";
+  const why =
+    code === "EADDRINUSE" || /EADDRINUSE|address already in use|No address added/i.test(text)
+      ? "the port is in use (another broker, or another program: `ss -ltnp` shows which)"
+      : code === "EADDRNOTAVAIL" || /EADDRNOTAVAIL/.test(text)
+        ? "that address is not one of this machine's"
+        : code === "EACCES" || /EACCES/.test(text)
+          ? "ports below 1024 need privileges"
+          : text;
+  return new FabricError("FAILED_PRECONDITION", `cannot listen on ${address} (${setting}): ${why}`, {
+    cause: err,
+  });
 }

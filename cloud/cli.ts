@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import * as grpc from "@grpc/grpc-js";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { decodeJwt } from "jose";
 
@@ -41,6 +42,12 @@ program
   .action(async (opts: { config: string }) => {
     const config = loadBrokerConfigFile(opts.config);
     const log = createLogger("fabric-broker");
+    // grpc-js's own log lines (a failed bind prints "No address added ...") go to the broker's
+    // log at debug: what matters reaches the operator as the broker's own error.
+    const grpcLog = log.child({ component: "grpc-js" });
+    grpc.setLogger({
+      error: (...a: unknown[]) => grpcLog.debug(a.map(String).join(" ")),
+    } as Partial<Console>);
     const broker = new Broker(config, log);
     await broker.start();
     let stopping = false;

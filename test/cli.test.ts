@@ -176,6 +176,29 @@ describe("command lines", () => {
     expect(existsSync(dir)).toBe(false);
   });
 
+  it("fabric-broker start on a port in use: one line naming the address and the setting", async () => {
+    const config = path.join(stack.fabric.dir, "clash.yaml");
+    const key = stack.fabric.broker.keyFile;
+    writeFileSync(
+      config,
+      `listen: ${broker.replace(/^grpcs?:\/\//, "")}\nauth:\n  keyFile: ${key}\nnats:\n  servers: ["${stack.fabric.nats.url}"]\n`,
+    );
+    const out = spawnSync(process.execPath, [distEntry("cloud/cli.js"), "start", "-c", config], {
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    expect(out.status).toBe(1);
+    const lines = out.stderr
+      .trim()
+      .split("\n")
+      .filter((l) => !l.startsWith("{"));
+    expect(lines).toEqual([
+      expect.stringMatching(
+        /^error: FAILED_PRECONDITION: cannot listen on \S+ \(listen\): the port is in use/,
+      ),
+    ]);
+  }, 40_000);
+
   it("fabric: errors are one clear line and a non-zero exit", async () => {
     await fabric("configure", "--broker", broker, "--token", token);
     const err = await fabric("task", "status", "00000000-0000-4000-8000-000000000000").catch(
