@@ -4,6 +4,9 @@
  * the route's zod schema (unknown fields, wrong types and bad JSON answer 400 with what was
  * wrong), then the shared service handler; failures answer `{code, message, details}`.
  */
+import { STATUS_CODES } from "node:http";
+import type { Socket } from "node:net";
+
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { z } from "zod";
@@ -41,6 +44,36 @@ function schemaProblems(err: z.ZodError): string {
   return err.issues.map((i) => `${i.path.length > 0 ? i.path.join(".") : "body"}: ${i.message}`).join("; ");
 }
 
+/** Longest path parameter routed (ids are far shorter). */
+const MAX_PARAM_LENGTH = 100;
+
+/**
+ * Bytes the HTTP parser could not read as a request (a bad request line or header, headers over
+ * the limit): answered with the same JSON errors and `Connection: close` (so a keep-alive client
+ * does not send its next request into a socket about to close), then closed.
+ */
+function answerClientError(err: { code?: string }, socket: Socket): void {
+  if (err.code === "ECONNRESET" || socket.destroyed) return;
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const fe =
+    err.code === "HPE_HEADER_OVERFLOW"
+      ? new FabricError("RESOURCE_EXHAUSTED", "the request's headers (its URL included) are over the limit")
+      : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? new FabricError("DEADLINE_EXCEEDED", "the request did not arrive in time")
+        : new FabricError("INVALID_ARGUMENT", `not an HTTP/1.1 request: ${err.code ?? "unreadable"}`);
+  const { status, body } = httpErrorOf(fe);
+  const text = JSON.stringify(body);
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+  );
+  // Closed once the client has read the answer, or soon if it keeps sending.
+  setTimeout(() => socket.destroy(), 1_000).unref();
+}
+
 export class HttpApi {
   private app: FastifyInstance | undefined;
   private boundPort = 0;
@@ -54,13 +87,31 @@ export class HttpApi {
 
   async start(): Promise<void> {
     const { routes, auth, log } = this.opts;
-    const app = Fastify({ bodyLimit: this.opts.bodyLimit, logger: false, return503OnClosing: true });
     const fail = (reply: FastifyReply, method: string, err: unknown) => {
       const fe = toFabricError(err);
       logFailure(log, method, fe);
       const { status, body } = httpErrorOf(fe);
       return reply.code(status).type("application/json").send(body);
     };
+    const app = Fastify({
+      bodyLimit: this.opts.bodyLimit,
+      logger: false,
+      return503OnClosing: true,
+      clientErrorHandler: answerClientError,
+      routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+      // The router's own refusals: a path that is not valid percent-encoding, a parameter over
+      // the length limit.
+      frameworkErrors: (err, req, reply) => {
+        const path = req.url.split("?")[0]!.slice(0, 120);
+        const why =
+          err.code === "FST_ERR_BAD_URL"
+            ? `the path ${path} is not a valid URL (bad percent-encoding)`
+            : err.code === "FST_ERR_MAX_PARAM_LENGTH"
+              ? `a path parameter of ${path}… is over ${MAX_PARAM_LENGTH} characters`
+              : err.message;
+        return fail(reply, req.url, new FabricError("INVALID_ARGUMENT", why));
+      },
+    });
     // Errors fastify finds itself (bad JSON, a body over the limit, a wrong content type).
     app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, req, reply) => {
       const status = err.statusCode ?? 500;
