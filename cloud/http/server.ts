@@ -11,7 +11,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Logger } from "pino";
 import { z } from "zod";
 
-import { FabricError, toFabricError } from "../../common/index.js";
+import { FabricError, MAX_JSON_DEPTH, toFabricError } from "../../common/index.js";
 import type { TokenAuthority } from "../auth/tokens.js";
 import { authenticateBearer, logFailure } from "../rpc/rpc.js";
 import { httpErrorOf } from "./errors.js";
@@ -39,13 +39,37 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host: m[1]!.replace(/^\[(.*)\]$/, "$1"), port: Number(m[2]) };
 }
 
-/** The message of a body that failed its schema: each problem with its path. */
+/** Most problems a message lists (a body of 100,000 bad items would make a message of megabytes). */
+const MAX_PROBLEMS = 10;
+
+/** The message of a body that failed its schema: the first problems, each with its path. */
 function schemaProblems(err: z.ZodError): string {
-  return err.issues.map((i) => `${i.path.length > 0 ? i.path.join(".") : "body"}: ${i.message}`).join("; ");
+  const listed = err.issues
+    .slice(0, MAX_PROBLEMS)
+    .map((i) => `${i.path.length > 0 ? i.path.join(".") : "body"}: ${i.message}`)
+    .join("; ");
+  const more = err.issues.length - MAX_PROBLEMS;
+  return more > 0 ? `${listed}; and ${more} more` : listed;
 }
 
 /** Longest path parameter routed (ids are far shorter). */
 const MAX_PARAM_LENGTH = 100;
+
+/** Deepest body accepted: a payload at its limit (common/json.ts) inside a request's envelope. */
+const MAX_BODY_DEPTH = MAX_JSON_DEPTH + 8;
+
+/** Whether `value` nests arrays and objects deeper than `limit` (iterative: no stack to overflow). */
+function nestedDeeperThan(value: unknown, limit: number): boolean {
+  const stack: [object, number][] = typeof value === "object" && value !== null ? [[value, 1]] : [];
+  for (let top = stack.pop(); top; top = stack.pop()) {
+    const [v, depth] = top;
+    if (depth > limit) return true;
+    const children: unknown[] = Array.isArray(v) ? v : Object.values(v as Record<string, unknown>);
+    for (const child of children)
+      if (typeof child === "object" && child !== null) stack.push([child, depth + 1]);
+  }
+  return false;
+}
 
 /**
  * Bytes the HTTP parser could not read as a request (a bad request line or header, headers over
@@ -159,6 +183,12 @@ export class HttpApi {
                 : await authenticateBearer(auth, req.headers.authorization);
             let body: unknown;
             if (route.body) {
+              // Deeper than any payload may be: refused before a recursive step meets it.
+              if (nestedDeeperThan(req.body, MAX_BODY_DEPTH))
+                throw new FabricError(
+                  "INVALID_ARGUMENT",
+                  `${route.operationId}: the body is nested deeper than ${MAX_BODY_DEPTH} levels`,
+                );
               const parsed = route.body.safeParse(req.body ?? undefined);
               if (!parsed.success)
                 throw new FabricError(
