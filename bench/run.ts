@@ -11,6 +11,7 @@ import { codecBench } from "./codec.js";
 import { coldSlurm } from "./cold-slurm.js";
 import { coldContainer, warmContainer } from "./containers.js";
 import { latency, memory, throughput } from "./core.js";
+import { listTasks } from "./list-tasks.js";
 import { dask } from "./peers.js";
 import { pythonCold, pythonLatency, pythonThroughput } from "./python.js";
 
@@ -28,6 +29,7 @@ const benches: Record<string, Bench> = {
   python_latency: () => pythonLatency(),
   python_throughput: () => pythonThroughput(),
   python_cold: () => pythonCold(),
+  list_tasks: () => listTasks(),
 };
 
 async function main(): Promise<void> {

@@ -28,6 +28,7 @@ import { RecordCache, type TaskRecordCache } from "./state/records.js";
 import { FabricStore } from "./state/store.js";
 import { TaskBook } from "./tasks/book.js";
 import { TaskEventHub } from "./tasks/event-hub.js";
+import { TaskIndex, TaskLister } from "./tasks/task-index.js";
 import { TaskGroups } from "./tasks/groups.js";
 import { ResultIngest } from "./tasks/result-ingest.js";
 import { taskService } from "./tasks/service.js";
@@ -128,6 +129,13 @@ export class Broker {
     );
     this.events = events;
     const book = new TaskBook(store, this.config, events, records, auth.messageKeys);
+    const index = new TaskIndex(
+      store.taskIndex,
+      log.child({ component: "cloud.index" }),
+      this.config.resultRetentionSeconds * 1000,
+    );
+    events.observe((task) => index.finished(task));
+    const lister = new TaskLister(index, async (id) => (await store.tasks.read(id))?.value ?? null);
     const groups = new TaskGroups(store);
     const submitter = new TaskSubmitter(
       store,
@@ -139,6 +147,7 @@ export class Broker {
       log.child({ component: "cloud.tasks" }),
       records,
       (endpointId) => statuses.python(endpointId),
+      index,
     );
     const watcher = new TaskWatcher(book, events, groups);
 
@@ -193,7 +202,7 @@ export class Broker {
     server.addService(tolerantService(EndpointServiceService, guards), endpointService(endpointDeps));
     server.addService(
       tolerantService(TaskServiceService, guards),
-      taskService({ submitter, book, watcher }, auth, rpcLog),
+      taskService({ submitter, book, watcher, lister }, auth, rpcLog),
     );
     // The HTTP API: the same handlers as the gRPC services above, on its own listener.
     if (this.config.http) {
@@ -204,16 +213,26 @@ export class Broker {
         routes: [
           ...functionRoutes(functionHandlers(store, functions)),
           ...endpointRoutes(endpointHandlers(endpointDeps)),
-          ...taskRoutes({ submitter, book }),
+          ...taskRoutes({ submitter, book, lister, watcher }),
         ],
         auth,
         log: log.child({ component: "cloud.http" }),
         bodyLimit,
         version: BROKER_API_VERSION,
+        ...(this.tls ? { tls: this.tls } : {}),
       });
       await http.start();
       this.http = http;
-      log.info({ listen: this.config.http.listen, port: http.port, bodyLimit }, "HTTP API listening");
+      log.info(
+        { listen: this.config.http.listen, port: http.port, bodyLimit, tls: this.tls ? "on" : "off" },
+        "HTTP API listening",
+      );
+      if (!this.tls && !isLocalOnlyListen(this.config.http.listen)) {
+        log.warn(
+          { listen: this.config.http.listen },
+          "PLAINTEXT HTTP API on a non-loopback address: tokens cross the network in the clear; configure `tls` (the HTTP API then serves HTTPS with the same certificate) or put it behind a TLS-terminating proxy",
+        );
+      }
     }
     this.health = new HealthImplementation({ "": "SERVING" });
     this.health.addToServer(server);

@@ -40,6 +40,8 @@ export const Bus = {
   endpointsBucket: "fabric_endpoints",
   tasksBucket: "fabric_tasks",
   groupsBucket: "fabric_groups",
+  /** Each owner's task index: pages of TaskIndexEntry, newest last (see cloud/tasks/task-index.ts). */
+  taskIndexBucket: "fabric_task_index",
   endpointStatusBucket: "fabric_endpoint_status",
   /** Facts every broker replica must agree on (a check value of the shared signing key). */
   brokersBucket: "fabric_brokers",

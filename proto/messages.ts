@@ -25,6 +25,8 @@ export {
   EndpointStatus,
   EndpointControl,
   PythonInfo,
+  TaskIndexPage,
+  TaskIndexEntry,
 } from "./gen/fabric/v1/bus.js";
 export {
   WorkItem,

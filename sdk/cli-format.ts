@@ -3,7 +3,14 @@
 import Table from "cli-table3";
 
 import { FabricError } from "../common/client.js";
-import type { EndpointInfo, FunctionInfo, TaskInfo, TaskOutcome } from "./types.js";
+import type {
+  EndpointInfo,
+  EndpointTasks,
+  FunctionInfo,
+  TaskInfo,
+  TaskOutcome,
+  TaskSummaryInfo,
+} from "./types.js";
 
 // No colours: output is read by people and by scripts alike, and goes to files and CI logs.
 const plain = { head: [] as string[], border: [] as string[] };
@@ -217,6 +224,44 @@ export function detailSections(
   ]
     .filter((x) => x !== "")
     .join("\n");
+}
+
+/** `fabric endpoint tasks`: the counts, then the tasks. */
+export function formatEndpointTasks(e: EndpointTasks): string {
+  const head = `${e.queued} queued, ${e.taken} taken by the agent`;
+  if (e.tasks.length === 0) return head;
+  return `${head}\n${table(
+    ["ID", "OWNER", "STATE", "FUNCTION", "CREATED"],
+    e.tasks.map((t) => [t.id, t.owner, t.state, t.functionId, t.createdAt.toISOString()]),
+  )}`;
+}
+
+/** `fabric task list`: a table, newest first, and how to go on when there is more. */
+export function formatTaskList(tasks: readonly TaskSummaryInfo[], cursor: string | undefined): string {
+  const when = (d: Date | undefined) =>
+    d
+      ? d
+          .toISOString()
+          .replace("T", " ")
+          .replace(/\.\d+Z$/, "Z")
+      : "";
+  const lines = [
+    tasks.length === 0
+      ? "no tasks match"
+      : table(
+          ["ID", "STATE", "FUNCTION", "ENDPOINT", "CREATED", "COMPLETED"],
+          tasks.map((t) => [
+            t.id,
+            t.state,
+            t.functionId,
+            t.endpointId,
+            when(t.createdAt),
+            when(t.completedAt),
+          ]),
+        ),
+  ];
+  if (cursor) lines.push(`more: fabric task list --cursor ${cursor} (with the same filters)`);
+  return lines.join("\n");
 }
 
 /** `fabric task cancel`: each task and its state afterwards. */

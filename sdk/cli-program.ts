@@ -12,9 +12,11 @@ import {
   detailSections,
   formatEndpoint,
   formatEndpoints,
+  formatEndpointTasks,
   formatFunction,
   formatFunctions,
   formatOutcomeLine,
+  formatTaskList,
   formatTaskStatus,
   formatTaskStates,
   formatValue,
@@ -23,6 +25,8 @@ import {
 } from "./cli-format.js";
 import { writeClientFile } from "./config.js";
 import { TaskFailedError } from "./errors.js";
+import { taskStateOf } from "./codec.js";
+import type { TaskStateName, TaskSummaryInfo } from "./types.js";
 
 /** Where the CLI reads and writes; the real process by default, buffers in tests. */
 export interface CliIo {
@@ -76,6 +80,22 @@ export function parseSeconds(flag: string, text: string | undefined): number | u
   if (!Number.isFinite(n) || n <= 0)
     throw new UsageError(`${flag} must be a positive number of seconds, got ${JSON.stringify(text)}`);
   return n;
+}
+
+/** Parses `--since`/`--until`: an ISO time, or an age back from now (`30s`, `15m`, `2h`, `7d`). */
+export function parseWhen(flag: string, text: string | undefined, now = Date.now()): Date | undefined {
+  if (text === undefined) return undefined;
+  const age = /^(\d+(?:\.\d+)?)\s*(s|m|h|d)$/.exec(text.trim());
+  if (age) {
+    const unit = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[age[2] as "s" | "m" | "h" | "d"];
+    return new Date(now - Number(age[1]) * unit);
+  }
+  const t = Date.parse(text);
+  if (Number.isNaN(t))
+    throw new UsageError(
+      `${flag} must be a time (2026-12-01T10:00) or an age (30m, 2h, 7d), got ${JSON.stringify(text)}`,
+    );
+  return new Date(t);
 }
 
 /** The one line printed for an error. */
@@ -340,6 +360,70 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       }
     });
 
+  task
+    .command("list")
+    .description("your tasks, newest first (--state, --function, --endpoint, --group, --since filter)")
+    .option("--state <state...>", "only tasks in these states (success, failed, running, ...)")
+    .option("--function <id>", "only tasks of this function")
+    .option("--endpoint <id>", "only tasks on this endpoint")
+    .option("--group <id>", "only tasks of this group")
+    .option("--since <when>", "created since: a time (2026-12-01T10:00) or an age (30m, 2h, 7d)")
+    .option("--until <when>", "created before: a time or an age")
+    .option("--limit <n>", "most tasks to print (1 to 1000)", "50")
+    .option("--all", "every matching task (follows the pages; ignores --limit)")
+    .option("--cursor <cursor>", "go on where a previous listing stopped")
+    .addOption(jsonOption())
+    .action(
+      async (opts: {
+        state?: string[];
+        function?: string;
+        endpoint?: string;
+        group?: string;
+        since?: string;
+        until?: string;
+        limit: string;
+        all?: boolean;
+        cursor?: string;
+        json?: boolean;
+      }) => {
+        const limit = Number(opts.limit);
+        if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+          throw new UsageError(
+            `--limit must be a whole number from 1 to 1000, got ${JSON.stringify(opts.limit)}`,
+          );
+        const states = (opts.state ?? []).flatMap((s) => s.split(",")).filter((s) => s !== "");
+        for (const s of states) {
+          if (taskStateOf(s) === undefined)
+            throw new UsageError(
+              `--state ${JSON.stringify(s)} is not a state: received, waiting-for-endpoint, waiting-for-nodes, running, success, failed, cancelled, expired`,
+            );
+        }
+        const since = parseWhen("--since", opts.since);
+        const until = parseWhen("--until", opts.until);
+        const filters = {
+          ...(states.length > 0 ? { states: states as TaskStateName[] } : {}),
+          ...(opts.function !== undefined ? { functionId: opts.function } : {}),
+          ...(opts.endpoint !== undefined ? { endpointId: opts.endpoint } : {}),
+          ...(opts.group !== undefined ? { groupId: opts.group } : {}),
+          ...(since ? { createdAfter: since } : {}),
+          ...(until ? { createdBefore: until } : {}),
+        };
+        const c = connect();
+        const tasks: TaskSummaryInfo[] = [];
+        let cursor = opts.cursor;
+        do {
+          const page = await c.listTasks({
+            ...filters,
+            limit: opts.all ? 1000 : limit - tasks.length,
+            ...(cursor ? { cursor } : {}),
+          });
+          tasks.push(...page.tasks);
+          cursor = page.nextCursor;
+        } while (cursor && (opts.all || tasks.length < limit));
+        print(opts.json, { tasks, nextCursor: cursor ?? null }, () => formatTaskList(tasks, cursor));
+      },
+    );
+
   printing(
     task.command("cancel <ids...>").description("cancel tasks that have not finished"),
     (ids: string[]) => connect().cancel(ids),
@@ -359,6 +443,19 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
     (id: string) => connect().getEndpoint(id),
     formatEndpoint,
   );
+  ep.command("tasks <id>")
+    .description("the unfinished tasks on an endpoint you own, whoever submitted them")
+    .option("--limit <n>", "most tasks to list, oldest queued first (1 to 1000)", "100")
+    .addOption(jsonOption())
+    .action(async (id: string, opts: { limit: string } & JsonFlag) => {
+      const limit = Number(opts.limit);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+        throw new UsageError(
+          `--limit must be a whole number from 1 to 1000, got ${JSON.stringify(opts.limit)}`,
+        );
+      const res = await connect().listEndpointTasks(id, { limit });
+      print(opts.json, res, () => formatEndpointTasks(res));
+    });
   deleting(ep, "endpoint", "delete an endpoint (its queued tasks fail)", (id) =>
     connect().deleteEndpoint(id),
   );

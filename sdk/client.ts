@@ -16,7 +16,17 @@ import {
 } from "../common/client.js";
 import { EndpointServiceClient, FunctionServiceClient, TaskServiceClient } from "../proto/index.js";
 import type { FunctionSpec, Task, TaskSpec, WatchTasksRequest } from "../proto/index.js";
-import { chunk, encodeTaskSpec, taskOutcome, toEndpointInfo, toFunctionInfo, toTaskInfo } from "./codec.js";
+import {
+  chunk,
+  encodeTaskSpec,
+  taskOutcome,
+  taskStateName,
+  taskStateOf,
+  toEndpointInfo,
+  toFunctionInfo,
+  toTaskInfo,
+  toTaskSummary,
+} from "./codec.js";
 import type { TaskInput } from "./codec.js";
 import { loadClientSettings, resolveClientOptions } from "./config.js";
 import type { ClientOptions, ResolvedClientOptions } from "./config.js";
@@ -29,13 +39,17 @@ import { ClientSession } from "./session.js";
 import type {
   AnyFunction,
   EndpointInfo,
+  EndpointTasks,
   FunctionInfo,
   PythonSource,
   RegisterOptions,
   RegisterShellOptions,
   SubmittedBatch,
+  ListTasksOptions,
   TaskInfo,
   TaskOutcome,
+  TaskPage,
+  TaskSummaryInfo,
   WaitOptions,
 } from "./types.js";
 import { watchTasks } from "./watch.js";
@@ -256,6 +270,28 @@ export class Client {
     });
     if (!res.endpoint) throw new FabricError("NOT_FOUND", `endpoint ${endpointId} not found`);
     return toEndpointInfo(res.endpoint, res.status);
+  }
+
+  /**
+   * The unfinished tasks on an endpoint you own, whoever submitted them: how many wait and how
+   * many its agent has taken, and the first `limit` (oldest first) by id, owner and state.
+   */
+  async listEndpointTasks(endpointId: string, options: { limit?: number } = {}): Promise<EndpointTasks> {
+    const res = await this.unary(this.endpoints.listEndpointTasks.bind(this.endpoints), this.endpoints, {
+      endpointId,
+      limit: options.limit ?? 0,
+    });
+    return {
+      queued: res.queuedCount,
+      taken: res.takenCount,
+      tasks: res.tasks.map((t) => ({
+        id: t.id,
+        owner: t.owner,
+        functionId: t.functionId,
+        state: taskStateName(t.state),
+        createdAt: new Date(t.createdAtMs),
+      })),
+    };
   }
 
   /** Deletes an endpoint; its queued tasks fail with reason `endpoint_deleted`. */
@@ -514,6 +550,44 @@ export class Client {
       logger: this.log,
     });
     for await (const task of stream) yield taskOutcome<T>(task);
+  }
+
+  /**
+   * A page of your tasks, newest first, filtered: follow `nextCursor` for the next page, or use
+   * {@link Client.iterateTasks}.
+   *
+   * @example
+   * ```ts
+   * const { tasks } = await client.listTasks({ states: ["failed"], limit: 20 });
+   * ```
+   */
+  async listTasks(options: ListTasksOptions = {}): Promise<TaskPage> {
+    const states = (options.states ?? []).map((name) => {
+      const s = taskStateOf(name);
+      if (s === undefined) throw new FabricError("INVALID_ARGUMENT", `states: ${name} is not a task state`);
+      return s;
+    });
+    const res = await this.unary(this.tasks.listTasks.bind(this.tasks), this.tasks, {
+      states,
+      functionId: options.functionId ?? "",
+      endpointId: options.endpointId ?? "",
+      groupId: options.groupId ?? "",
+      createdAfterMs: options.createdAfter?.getTime() ?? 0,
+      createdBeforeMs: options.createdBefore?.getTime() ?? 0,
+      limit: options.limit ?? 0,
+      cursor: options.cursor ?? "",
+    });
+    return { tasks: res.tasks.map(toTaskSummary), nextCursor: res.nextCursor || undefined };
+  }
+
+  /** Every task {@link Client.listTasks} would list, page after page, newest first. */
+  async *iterateTasks(options: Omit<ListTasksOptions, "cursor"> = {}): AsyncIterable<TaskSummaryInfo> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.listTasks({ ...options, ...(cursor ? { cursor } : {}) });
+      yield* page.tasks;
+      cursor = page.nextCursor;
+    } while (cursor);
   }
 
   /** Cancels tasks that have not finished; returns their states afterwards. Finished tasks are unchanged. */

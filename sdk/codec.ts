@@ -19,6 +19,7 @@ import type {
   FunctionMessage,
   Task,
   TaskSpec,
+  TaskSummary,
 } from "../proto/index.js";
 import { TaskFailedError, TaskPendingError } from "./errors.js";
 import type {
@@ -29,6 +30,7 @@ import type {
   TaskInfo,
   TaskOutcome,
   TaskStateName,
+  TaskSummaryInfo,
 } from "./types.js";
 
 /** One task to submit. */
@@ -135,6 +137,29 @@ function errorInfoOf(task: Task): TaskErrorInfo {
 }
 
 /** The friendly view of a task record. */
+/** A listed task, as the SDK shows it. */
+export function toTaskSummary(t: TaskSummary): TaskSummaryInfo {
+  return {
+    id: t.id,
+    functionId: t.functionId,
+    endpointId: t.endpointId,
+    groupId: t.groupId,
+    state: taskStateName(t.state),
+    terminal: isTerminal(t.state),
+    createdAt: dateOf(t.createdAtMs),
+    completedAt: t.completedAtMs > 0 ? dateOf(t.completedAtMs) : undefined,
+  };
+}
+
+/** The state a user names ("failed", "waiting-for-endpoint"; underscores too), or undefined. */
+export function taskStateOf(name: string): TaskState | undefined {
+  const wanted = name.trim().toLowerCase().replace(/_/g, "-");
+  for (const v of Object.values(TaskState)) {
+    if (typeof v === "number" && v !== TaskState.TASK_STATE_UNSPECIFIED && stateName(v) === wanted) return v;
+  }
+  return undefined;
+}
+
 export function toTaskInfo(task: Task): TaskInfo {
   const state = taskStateName(task.state);
   const failed =

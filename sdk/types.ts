@@ -57,6 +57,62 @@ export interface TaskInfo {
   readonly output: TaskOutputInfo | undefined;
 }
 
+/** A task as a listing shows it (`getTask` has its history, error and output). */
+export interface TaskSummaryInfo {
+  readonly id: string;
+  readonly functionId: string;
+  readonly endpointId: string;
+  /** Empty for a task started with `run()`, which joins no group. */
+  readonly groupId: string;
+  readonly state: TaskStateName;
+  readonly terminal: boolean;
+  readonly createdAt: Date;
+  readonly completedAt: Date | undefined;
+}
+
+/** The unfinished tasks on an endpoint you own, whoever submitted them (`listEndpointTasks`). */
+export interface EndpointTasks {
+  /** Tasks its agent has not taken yet. */
+  readonly queued: number;
+  /** Tasks its agent has taken and not finished (running, or waiting for a worker). */
+  readonly taken: number;
+  /** The oldest queued first: ids, owners, functions and states, never arguments or results. */
+  readonly tasks: readonly {
+    readonly id: string;
+    readonly owner: string;
+    readonly functionId: string;
+    readonly state: TaskStateName;
+    readonly createdAt: Date;
+  }[];
+}
+
+/** What `listTasks` filters by; every filter given must hold. */
+export interface ListTasksOptions {
+  /** Any of these states. */
+  readonly states?: readonly TaskStateName[];
+  readonly functionId?: string;
+  readonly endpointId?: string;
+  readonly groupId?: string;
+  /** Created at or after this time. */
+  readonly createdAfter?: Date;
+  /** Created before this time. */
+  readonly createdBefore?: Date;
+  /** Most tasks in a page (1 to 1000). @default 100 */
+  readonly limit?: number;
+  /** Where to go on: the `nextCursor` of the page before (same filters). */
+  readonly cursor?: string;
+}
+
+/** One page of a listing, newest first. */
+export interface TaskPage {
+  readonly tasks: readonly TaskSummaryInfo[];
+  /**
+   * Pass as `cursor` for the next page; undefined when no more tasks match. A page may hold fewer
+   * than `limit` tasks and still have one (a call scans a bounded part of the index).
+   */
+  readonly nextCursor: string | undefined;
+}
+
 /** What a task printed. */
 export interface TaskOutputInfo {
   readonly stdout: string;

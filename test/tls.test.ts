@@ -4,6 +4,7 @@
 import { X509Certificate } from "node:crypto";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http2 from "node:http2";
+import https from "node:https";
 import { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -78,6 +79,31 @@ describe("TLS: broker gRPC and NATS", () => {
     return c;
   };
 
+  /** A GET over HTTPS to the broker's HTTP API: its status, or the connection's error. */
+  const httpsGet = (port: number, urlPath: string, tlsFiles: { certFile?: string; keyFile?: string } = {}) =>
+    new Promise<number | string>((resolve) => {
+      const req = https.get(
+        {
+          host: "127.0.0.1",
+          port,
+          path: urlPath,
+          servername: "localhost",
+          ca: readFileSync(ca.certFile),
+          ...(tlsFiles.certFile
+            ? { cert: readFileSync(tlsFiles.certFile), key: readFileSync(tlsFiles.keyFile!) }
+            : {}),
+          headers: { authorization: `Bearer ${token}` },
+          agent: false,
+        },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on("error", (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+    });
+  let httpPort = 0;
+
   beforeAll(async () => {
     dir = mkdtempSync(path.join(tmpdir(), "fabric-tls-"));
     ca = await TestCa.create(path.join(dir, "ca"), "fabric test CA");
@@ -91,10 +117,12 @@ describe("TLS: broker gRPC and NATS", () => {
       storeDir: path.join(dir, "nats"),
       tls: { ...natsCert, caFile: ca.certFile, verify: true },
     });
+    httpPort = await freePort();
     broker = await BrokerProcess.start({
       natsUrl: nats.url,
       dir: path.join(dir, "broker"),
       extra: {
+        http: { listen: `127.0.0.1:${httpPort}` },
         tls: { certFile: brokerCert.certFile, keyFile: brokerCert.keyFile },
         nats: { servers: [nats.url], tls: { caFile: ca.certFile, ...natsClient } },
       },
@@ -200,12 +228,26 @@ describe("TLS: broker gRPC and NATS", () => {
     expect(answer).not.toMatch(/PONG/);
   });
 
+  it("serves the HTTP API over HTTPS with the broker's certificate, never in plaintext", async () => {
+    expect(await httpsGet(httpPort, "/v1/functions")).toBe(200);
+    // Plain HTTP to the same port gets no API answer.
+    const plain = await fetch(`http://127.0.0.1:${httpPort}/v1/functions`, {
+      headers: { authorization: `Bearer ${token}` },
+    }).then(
+      (r) => r.status,
+      (e: unknown) => String(e),
+    );
+    expect(plain).not.toBe(200);
+  });
+
   it("with requireClientCert, refuses a client without a certificate from the CA and serves one with it", async () => {
+    const mtlsHttp = await freePort();
     const mtls = await BrokerProcess.start({
       natsUrl: nats.url,
       dir: path.join(dir, "broker-mtls"),
       keyFile: broker.keyFile,
       extra: {
+        http: { listen: `127.0.0.1:${mtlsHttp}` },
         tls: { ...brokerCert, clientCaFile: ca.certFile, requireClientCert: true },
         nats: {
           servers: [nats.url],
@@ -225,6 +267,10 @@ describe("TLS: broker gRPC and NATS", () => {
       expect(err?.code).toBe("UNAVAILABLE");
     }
     await expect(client(clientCert, mtls).listFunctions()).resolves.toBeInstanceOf(Array);
+    // The HTTP API asks for the same certificates.
+    expect(await httpsGet(mtlsHttp, "/v1/functions")).not.toBe(200);
+    expect(await httpsGet(mtlsHttp, "/v1/functions", strangerCert)).not.toBe(200);
+    expect(await httpsGet(mtlsHttp, "/v1/functions", clientCert)).toBe(200);
   });
 
   it("reloads the certificate when its files change or on SIGHUP, keeping open connections", async () => {

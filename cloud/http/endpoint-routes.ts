@@ -8,6 +8,7 @@ import { FabricError } from "../../common/index.js";
 import { Endpoint, EndpointStatusView, type EndpointServiceServer } from "../../proto/index.js";
 import type { UnaryHandlers } from "../rpc/rpc.js";
 import type { Route } from "./routes.js";
+import { stateName } from "./task-routes.js";
 
 /** An endpoint as the API shows it. */
 const EndpointJson = z
@@ -124,6 +125,47 @@ export function endpointRoutes(h: UnaryHandlers<EndpointServiceServer>): Route[]
       handler: async ({ params }, ctx) => {
         const res = await h.getEndpoint({ endpointId: id(params) }, ctx);
         return { endpoint: endpointOut(res.endpoint), status: statusOut(res.status) };
+      },
+    },
+    {
+      method: "GET",
+      path: "/v1/endpoints/{endpointId}/tasks",
+      operationId: "listEndpointTasks",
+      summary:
+        "The unfinished tasks on an endpoint the caller owns, whoever submitted them: counts, and each task's id, owner, function and state (never arguments or results)",
+      tag: "endpoints",
+      query: z
+        .strictObject({
+          limit: z
+            .string()
+            .regex(/^\d{1,4}$/, "must be a number from 1 to 1000")
+            .transform(Number)
+            .refine((n) => n >= 1 && n <= 1000, "must be from 1 to 1000")
+            .optional()
+            .describe("most tasks listed, oldest queued first (default 100)"),
+        })
+        .describe("ListEndpointTasksQuery"),
+      response: z.object({
+        queuedCount: z.number().describe("tasks the agent has not taken yet"),
+        takenCount: z.number().describe("tasks the agent has taken and not finished"),
+        tasks: z.array(
+          z.object({
+            id: z.string(),
+            owner: z.string(),
+            functionId: z.string(),
+            state: z.string(),
+            createdAtMs: z.number(),
+          }),
+        ),
+      }),
+      handler: async ({ params, query }, ctx) => {
+        const q = query as { limit?: number };
+        const res = await h.listEndpointTasks({ endpointId: id(params), limit: q.limit ?? 0 }, ctx);
+        return {
+          queuedCount: res.queuedCount,
+          takenCount: res.takenCount,
+          tasks: res.tasks.map((t) => ({ ...t, state: stateName(t.state) })),
+        };
       },
     },
     {

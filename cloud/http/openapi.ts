@@ -35,12 +35,24 @@ function schemaOf(schema: z.ZodType, io: "input" | "output"): unknown {
 export function openApiDocument(routes: readonly Route[], version: string): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const r of routes) {
-    const params = [...r.path.matchAll(/\{(\w+)\}/g)].map((m) => ({
+    const params: Record<string, unknown>[] = [...r.path.matchAll(/\{(\w+)\}/g)].map((m) => ({
       name: m[1],
       in: "path",
       required: true,
       schema: { type: "string" },
     }));
+    if (r.query) {
+      const q = schemaOf(r.query, "input") as { properties?: Record<string, unknown>; required?: string[] };
+      for (const [name, schema] of Object.entries(q.properties ?? {})) {
+        params.push({
+          name,
+          in: "query",
+          required: q.required?.includes(name) ?? false,
+          schema,
+          ...(Array.isArray((schema as { anyOf?: unknown }).anyOf) ? { explode: true } : {}),
+        });
+      }
+    }
     const errorAnswer = {
       description: "an error",
       content: { "application/json": { schema: schemaOf(ErrorBody, "output") } },
@@ -60,10 +72,16 @@ export function openApiDocument(routes: readonly Route[], version: string): Reco
           }
         : {}),
       responses: {
-        "200": {
-          description: "done",
-          content: { "application/json": { schema: schemaOf(r.response, "output") } },
-        },
+        "200": r.events
+          ? {
+              description:
+                "a stream of Server-Sent Events; each event's data is this JSON (see the summary for the events)",
+              content: { "text/event-stream": { schema: schemaOf(r.response, "output") } },
+            }
+          : {
+              description: "done",
+              content: { "application/json": { schema: schemaOf(r.response, "output") } },
+            },
         default: errorAnswer,
       },
     };

@@ -20,17 +20,38 @@ export interface Route {
   readonly tag: string;
   /** The request body's schema (POST). */
   readonly body?: z.ZodType;
-  /** The answer's schema (status 200). */
+  /** The query string's schema: an object of its parameters (GET). */
+  readonly query?: z.ZodObject;
+  /** The answer's schema (status 200); of a stream, each event's data. */
   readonly response: z.ZodType;
   /** Whether the route needs a token. @default true */
   readonly authenticated?: boolean;
-  readonly handler: (input: RouteInput, ctx: CallContext) => Promise<unknown>;
+  /** Answers the call with one JSON document. */
+  readonly handler?: (input: RouteInput, ctx: CallContext) => Promise<unknown>;
+  /**
+   * Answers the call with a stream of Server-Sent Events instead. An error thrown before the first
+   * event (or `ready`) answers as JSON with its status, like any call; after it, as an `error` event.
+   */
+  readonly events?: (input: RouteInput, ctx: CallContext, sink: EventSink) => Promise<void>;
 }
 
-/** What a handler gets: the validated body and the path parameters. */
+/** What a handler gets: the validated body and query, and the path parameters. */
 export interface RouteInput {
   readonly body: unknown;
+  readonly query: unknown;
   readonly params: Readonly<Record<string, string>>;
+}
+
+/** Where a streaming route sends its events. */
+export interface EventSink {
+  /** The client went away (or the server is stopping). */
+  readonly closed: boolean;
+  /** Sends one event; false when the socket's buffer is full (wait for "drain"). */
+  send(event: string, data: unknown): boolean;
+  /** The call was accepted: the stream starts now (before its first event). */
+  ready(): void;
+  once(event: "drain", listener: () => void): void;
+  onClose(listener: () => void): () => void;
 }
 
 const id = z.string().describe("an id the API returned");

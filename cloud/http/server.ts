@@ -6,6 +6,7 @@
  */
 import { STATUS_CODES } from "node:http";
 import type { Socket } from "node:net";
+import type { Server as TlsServer } from "node:tls";
 
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
@@ -13,10 +14,14 @@ import { z } from "zod";
 
 import { FabricError, MAX_JSON_DEPTH, toFabricError } from "../../common/index.js";
 import type { TokenAuthority } from "../auth/tokens.js";
-import { authenticateBearer, logFailure } from "../rpc/rpc.js";
+import { authenticateBearer, logFailure, type CallContext } from "../rpc/rpc.js";
+import type { ServerTlsContext } from "../rpc/tls.js";
 import { httpErrorOf } from "./errors.js";
 import { OPENAPI_PATH, openApiDocument } from "./openapi.js";
-import type { Route } from "./routes.js";
+import type { EventSink, Route, RouteInput } from "./routes.js";
+
+/** How often a stream of events with nothing to say sends a comment. */
+const KEEP_ALIVE_MS = 15_000;
 
 /** Options of an {@link HttpApi}. */
 export interface HttpApiOptions {
@@ -29,6 +34,11 @@ export interface HttpApiOptions {
   readonly bodyLimit: number;
   /** The API's version in the OpenAPI document. */
   readonly version: string;
+  /**
+   * Serve HTTPS with this certificate (the broker's own, followed as it is reloaded); client
+   * certificates are asked for, and required, as the broker's `tls` says.
+   */
+  readonly tls?: ServerTlsContext;
 }
 
 /** Where `host:port` points. */
@@ -111,6 +121,7 @@ export class HttpApi {
 
   async start(): Promise<void> {
     const { routes, auth, log } = this.opts;
+    const tls = this.opts.tls;
     const fail = (reply: FastifyReply, method: string, err: unknown) => {
       const fe = toFabricError(err);
       logFailure(log, method, fe);
@@ -123,6 +134,15 @@ export class HttpApi {
       return503OnClosing: true,
       clientErrorHandler: answerClientError,
       routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+      ...(tls
+        ? {
+            https: {
+              ...tls.current(),
+              requestCert: tls.config.clientCaFile !== undefined,
+              rejectUnauthorized: tls.config.clientCaFile !== undefined && tls.config.requireClientCert,
+            },
+          }
+        : {}),
       // The router's own refusals: a path that is not valid percent-encoding, a parameter over
       // the length limit.
       frameworkErrors: (err, req, reply) => {
@@ -197,10 +217,20 @@ export class HttpApi {
                 );
               body = parsed.data;
             }
-            const out = await route.handler(
-              { body, params: (req.params ?? {}) as Record<string, string> },
-              { principal: principal!, log },
-            );
+            let query: unknown;
+            if (route.query) {
+              const parsed = route.query.safeParse(req.query ?? {});
+              if (!parsed.success)
+                throw new FabricError(
+                  "INVALID_ARGUMENT",
+                  `${route.operationId}: ${schemaProblems(parsed.error).replace(/^body:/, "query:")}`,
+                );
+              query = parsed.data;
+            }
+            const input = { body, query, params: (req.params ?? {}) as Record<string, string> };
+            const ctx = { principal: principal!, log };
+            if (route.events) return this.stream(route, input, ctx, reply);
+            const out = await route.handler!(input, ctx);
             return reply.type("application/json").send(out);
           } catch (err) {
             return fail(reply, route.operationId, err);
@@ -210,13 +240,102 @@ export class HttpApi {
     }
     const { host, port } = parseListen(this.opts.listen);
     await app.listen({ host, port });
+    if (tls) {
+      // New connections get a reloaded certificate; open ones keep theirs.
+      this.unfollowTls = tls.onChange((options) =>
+        (app.server as unknown as TlsServer).setSecureContext(options),
+      );
+    }
     const addr = app.server.address();
     this.boundPort = typeof addr === "object" && addr ? addr.port : port;
     this.app = app;
   }
 
-  /** Stops taking calls; in-flight ones finish. */
+  private readonly streams = new Set<() => void>();
+
+  /**
+   * Runs a streaming route: Server-Sent Events on the raw response (`event:` and one `data:` line
+   * of JSON each), a comment every {@link KEEP_ALIVE_MS} so proxies and clients see it alive.
+   */
+  private async stream(
+    route: Route,
+    input: RouteInput,
+    ctx: CallContext,
+    reply: FastifyReply,
+  ): Promise<void> {
+    reply.hijack();
+    const raw = reply.raw;
+    let started = false;
+    let closed = false;
+    const closeListeners = new Set<() => void>();
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      for (const l of closeListeners) l();
+    };
+    const start = () => {
+      if (started || closed) return;
+      started = true;
+      raw.writeHead(200, {
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-cache",
+        "x-accel-buffering": "no",
+      });
+      raw.flushHeaders();
+    };
+    raw.on("close", close);
+    const stop = () => {
+      close();
+      raw.destroy();
+    };
+    this.streams.add(stop);
+    const keepAlive = setInterval(() => {
+      start();
+      if (!closed) raw.write(": keep-alive\n\n");
+    }, KEEP_ALIVE_MS);
+    const sink: EventSink = {
+      get closed() {
+        return closed;
+      },
+      send: (event, data) => {
+        start();
+        if (closed) return true;
+        return raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      },
+      ready: start,
+      once: (_event, listener) => void raw.once("drain", listener),
+      onClose: (listener) => {
+        closeListeners.add(listener);
+        return () => closeListeners.delete(listener);
+      },
+    };
+    try {
+      await route.events!(input, ctx, sink);
+      start();
+      if (!closed) raw.end();
+    } catch (err) {
+      const fe = toFabricError(err);
+      logFailure(this.opts.log, route.operationId, fe);
+      const { status, body } = httpErrorOf(fe);
+      if (closed) return;
+      if (!started) {
+        raw.writeHead(status, { "content-type": "application/json" });
+        raw.end(JSON.stringify(body));
+      } else {
+        raw.end(`event: error\ndata: ${JSON.stringify(body)}\n\n`);
+      }
+    } finally {
+      clearInterval(keepAlive);
+      this.streams.delete(stop);
+    }
+  }
+
+  private unfollowTls: (() => void) | undefined;
+
+  /** Stops taking calls; in-flight ones finish, streams are ended. */
   async stop(): Promise<void> {
+    this.unfollowTls?.();
+    for (const stop of [...this.streams]) stop();
     await this.app?.close();
   }
 }

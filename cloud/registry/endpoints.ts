@@ -113,6 +113,29 @@ export function endpointHandlers(deps: EndpointServiceDeps): UnaryHandlers<Endpo
       const endpoint = await endpointFor(registry, id, ctx);
       return { endpoint, status: await statuses.view(id) };
     },
+    listEndpointTasks: async (req, ctx) => {
+      const id = checkId("endpoint", req.endpointId);
+      const limit = req.limit === 0 ? 100 : req.limit;
+      if (limit > 1000) throw new FabricError("INVALID_ARGUMENT", `limit ${limit} is over 1000`);
+      // The owner's view: other users' tasks are on it, so sharing is not enough.
+      await registry.getOwned(id, userOf(ctx), "list the tasks of");
+      const [counts, ids] = await Promise.all([store.queues.counts(id), store.queues.peek(id, limit)]);
+      const records = await mapLimit(ids, 64, (taskId) => store.tasks.read(taskId));
+      const tasks = records.flatMap((r) =>
+        r && r.value.endpointId === id
+          ? [
+              {
+                id: r.value.id,
+                owner: r.value.owner,
+                functionId: r.value.functionId,
+                state: r.value.state,
+                createdAtMs: r.value.createdAtMs,
+              },
+            ]
+          : [],
+      );
+      return { queuedCount: counts.queued, takenCount: counts.taken, tasks };
+    },
     listEndpoints: async (_req, ctx) => {
       const endpoints = await registry.list(userOf(ctx));
       const views = await mapLimit(endpoints, 64, (e) => statuses.view(e.id));

@@ -130,6 +130,10 @@ export function requestGuards(config: BrokerConfig): Readonly<Record<string, Req
         },
       },
     },
+    ListEndpointTasks: {
+      maxBytes: KiB,
+      shape: { fields: { 1: str("endpoint_id", ID_BYTES), 2: num("limit") } },
+    },
     ConnectEndpoint: {
       maxBytes: KiB,
       // A host name is at most 253 characters (RFC 1035); a version string is short.
@@ -141,6 +145,21 @@ export function requestGuards(config: BrokerConfig): Readonly<Record<string, Req
       shape: { fields: { 1: ids("task_ids"), 2: num("omit_results") } },
     },
     CancelTasks: { maxBytes: idsRequestBytes, shape: { fields: { 1: ids("task_ids") } } },
+    ListTasks: {
+      maxBytes: 4 * KiB,
+      shape: {
+        fields: {
+          1: { kind: "packed", name: "states", max: 64, repeated: 16 },
+          2: str("function_id", ID_BYTES),
+          3: str("endpoint_id", ID_BYTES),
+          4: str("group_id", ID_BYTES),
+          5: num("created_after_ms"),
+          6: num("created_before_ms"),
+          7: num("limit"),
+          8: str("cursor", 512),
+        },
+      },
+    },
     WatchTasks: { maxBytes: idsRequestBytes, shape: watch },
     Session: {
       maxBytes: submitBytes,

@@ -195,6 +195,8 @@ export interface WatchSink {
   once(event: "drain", listener: () => void): unknown;
   on(event: "cancelled", listener: () => void): unknown;
   off(event: "cancelled", listener: () => void): unknown;
+  /** Told once the watch is accepted (its ids checked and what had finished already sent). */
+  ready?(): void;
 }
 
 /** Wraps a server-streaming handler the same way. */

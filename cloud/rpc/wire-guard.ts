@@ -11,6 +11,8 @@ export type FieldRule =
   | { readonly kind: "string"; readonly name: string; readonly max: number; readonly repeated?: number }
   | { readonly kind: "bytes"; readonly name: string; readonly max: number; readonly repeated?: number }
   | { readonly kind: "varint"; readonly name: string; readonly repeated?: number }
+  /** A repeated number or enum: packed (one length-delimited run of varints, at most `max` bytes) or not. */
+  | { readonly kind: "packed"; readonly name: string; readonly max: number; readonly repeated?: number }
   | {
       readonly kind: "message";
       readonly name: string;
@@ -152,8 +154,15 @@ function scan(
       if (most === 1) throw malformed(fieldPath, "is given more than once");
       throw new Malformed(fieldPath, `has more than ${most.toLocaleString("en-US")} entries`, true);
     }
-    if (rule.kind === "varint") {
+    if (rule.kind === "varint" || (rule.kind === "packed" && wire === WIRE_VARINT)) {
       if (wire !== WIRE_VARINT) throw malformed(fieldPath, "must be a number");
+      continue;
+    }
+    if (rule.kind === "packed") {
+      if (wire !== WIRE_LEN) throw malformed(fieldPath, "must be numbers");
+      if (len > rule.max) throw malformed(fieldPath, `holds more than ${rule.max} bytes of numbers`);
+      for (let p = pos; p < pos + len;) p = readVarint(buf, p, pos + len, fieldPath)[1];
+      pos += len;
       continue;
     }
     if (wire !== WIRE_LEN)

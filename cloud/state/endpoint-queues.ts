@@ -110,6 +110,32 @@ export class EndpointQueues {
     return (await this.consumerInfo(endpointId))?.num_pending ?? 0;
   }
 
+  /** How many of an endpoint's tasks wait for its agent, and how many it has taken and not acked. */
+  async counts(endpointId: string): Promise<{ queued: number; taken: number }> {
+    const ci = await this.consumerInfo(endpointId);
+    return { queued: ci?.num_pending ?? 0, taken: ci?.num_ack_pending ?? 0 };
+  }
+
+  /**
+   * The ids (message ids) of the first `limit` messages in an endpoint's queue, oldest first,
+   * taken or not: one direct get each, the queue left as it is.
+   */
+  async peek(endpointId: string, limit: number): Promise<string[]> {
+    const ids: string[] = [];
+    let seq = 1;
+    while (ids.length < limit) {
+      const m = await this.jsm.direct.getMessage(Bus.taskStream, {
+        seq,
+        next_by_subj: Bus.taskSubject(endpointId),
+      });
+      if (!m) break;
+      const id = m.header.get("Nats-Msg-Id");
+      if (id) ids.push(id);
+      seq = m.seq + 1;
+    }
+    return ids;
+  }
+
   /**
    * Takes every message still queued for an endpoint out of its queue, calling `each` on each
    * (then acking it), through a consumer of its own. Call after the endpoint's own consumer is

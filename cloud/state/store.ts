@@ -42,6 +42,18 @@ interface Buckets {
   readonly tasks: KV;
   readonly groups: KV;
   readonly endpointStatus: KV;
+  readonly taskIndex: KV;
+}
+
+/**
+ * The task index's pages (cloud/tasks/task-index.ts), read and written by key through the broker's
+ * publisher: a read with its revision, a compare-and-set write, a create-only write, a plain put.
+ */
+export interface IndexIo {
+  read(key: string): Promise<{ bytes: Uint8Array; revision: number } | null>;
+  write(key: string, bytes: Uint8Array, revision: number): Promise<number>;
+  create(key: string, bytes: Uint8Array): Promise<number>;
+  put(key: string, bytes: Uint8Array): Promise<number>;
 }
 
 /**
@@ -58,6 +70,8 @@ export class FabricStore implements MessageBus {
   readonly endpoints: RecordBucket<Endpoint>;
   /** Task records by id, read and written through the publisher (the hot path), not the KV client. */
   readonly tasks: RecordBucket<Task>;
+  /** Each owner's task index (pages of entries; see cloud/tasks/task-index.ts). */
+  readonly taskIndex: IndexIo;
   /** Each endpoint's task queue. */
   readonly queues: EndpointQueues;
   /** Each endpoint's large arguments and results. */
@@ -80,6 +94,22 @@ export class FabricStore implements MessageBus {
     this.functions = new RecordBucket(kvRecordIo(buckets.functions), FunctionMessage);
     this.endpoints = new RecordBucket(kvRecordIo(buckets.endpoints), Endpoint);
     this.tasks = new RecordBucket(this.taskIo(), Task);
+    this.taskIndex = this.indexIo();
+  }
+
+  private indexIo(): IndexIo {
+    const stream = `KV_${Bus.taskIndexBucket}`;
+    const subject = (key: string) => `$KV.${Bus.taskIndexBucket}.${key}`;
+    return {
+      read: async (key) => {
+        const m = await this.publisher.getLast(stream, subject(key));
+        return m && m.operation === "PUT" ? { bytes: m.data, revision: m.seq } : null;
+      },
+      write: (key, bytes, revision) =>
+        this.publisher.publish(subject(key), bytes, { expectedLastSubjectSeq: revision }),
+      create: (key, bytes) => this.publisher.publish(subject(key), bytes, { expectedLastSubjectSeq: 0 }),
+      put: (key, bytes) => this.publisher.publish(subject(key), bytes),
+    };
   }
 
   private taskIo(): RecordIo {
@@ -153,6 +183,8 @@ export class FabricStore implements MessageBus {
       ...workQueue,
       name: Bus.taskStream,
       subjects: [Bus.taskSubjects],
+      // An endpoint's owner may look at what waits in its queue (EndpointQueues.peek).
+      allow_direct: true,
       duplicate_window: nanos(Math.min(120_000, retentionMs)),
     });
     await ensureStream(jsm, { ...workQueue, name: Bus.resultStream, subjects: [Bus.resultSubjects] });
@@ -176,6 +208,7 @@ export class FabricStore implements MessageBus {
       tasks: await kvm.create(Bus.tasksBucket, retainedKvOpts),
       groups: await kvm.create(Bus.groupsBucket, retainedKvOpts),
       endpointStatus: await kvm.create(Bus.endpointStatusBucket, kvOpts),
+      taskIndex: await kvm.create(Bus.taskIndexBucket, retainedKvOpts),
     };
     const queues = new EndpointQueues(js, jsm, config.taskAckWaitSeconds);
     const payloads = new PayloadBuckets(js, jsm, replicas, config.resultRetentionSeconds);

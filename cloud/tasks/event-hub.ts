@@ -73,6 +73,7 @@ export class TaskEventHub {
    * if the caller has it (a record just written).
    */
   publish(task: Task, encoded?: Uint8Array): void {
+    for (const o of this.observers) o(task);
     let list = this.outgoing.get(task.owner);
     if (!list) {
       if (this.outgoing.size === 0) queueMicrotask(this.sendOutgoing);
@@ -82,6 +83,13 @@ export class TaskEventHub {
     list.push(encoded ?? Task.encode(task).finish());
     const local = this.owners.get(task.owner);
     if (local) for (const l of local.listeners) l(task);
+  }
+
+  private readonly observers: Listener[] = [];
+
+  /** Calls `observer` with every task this broker announces finished (whoever its owner). */
+  observe(observer: Listener): void {
+    this.observers.push(observer);
   }
 
   private readonly sendOutgoing = (): void => {

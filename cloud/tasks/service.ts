@@ -5,6 +5,8 @@ import type {
   CancelTasksResponse,
   GetTasksRequest,
   GetTasksResponse,
+  ListTasksRequest,
+  ListTasksResponse,
   SubmitTasksRequest,
   SubmitTasksResponse,
   TaskServiceServer,
@@ -16,6 +18,7 @@ import { serverStream, unary, userOf } from "../rpc/rpc.js";
 import { sessionHandler } from "../rpc/session.js";
 import type { TaskBook } from "./book.js";
 import type { TaskSubmitter } from "./submit.js";
+import type { TaskLister } from "./task-index.js";
 import type { TaskWatcher } from "./watch.js";
 
 /** The parts the task service delegates to. */
@@ -23,15 +26,16 @@ export interface TaskServiceParts {
   readonly submitter: TaskSubmitter;
   readonly book: TaskBook;
   readonly watcher: TaskWatcher;
+  readonly lister: TaskLister;
 }
 
 /**
  * The gRPC TaskService: each call authenticated, then handed to its part (SubmitTasks to the
- * submitter, GetTasks and CancelTasks to the book, WatchTasks to the watcher); a Session stream
+ * submitter, GetTasks and CancelTasks to the book, ListTasks to the lister, WatchTasks to the watcher); a Session stream
  * carries SubmitTasks and WatchTasks requests to the same parts.
  */
 export function taskService(parts: TaskServiceParts, auth: TokenAuthority, log: Logger): TaskServiceServer {
-  const { submitter, book, watcher } = parts;
+  const { submitter, book, watcher, lister } = parts;
   return {
     submitTasks: unary<SubmitTasksRequest, SubmitTasksResponse>(auth, log, "SubmitTasks", (req, ctx) =>
       submitter.submit(req, userOf(ctx)),
@@ -41,6 +45,9 @@ export function taskService(parts: TaskServiceParts, auth: TokenAuthority, log: 
     ),
     cancelTasks: unary<CancelTasksRequest, CancelTasksResponse>(auth, log, "CancelTasks", (req, ctx) =>
       book.cancel(req, userOf(ctx)),
+    ),
+    listTasks: unary<ListTasksRequest, ListTasksResponse>(auth, log, "ListTasks", (req, ctx) =>
+      lister.list(req, userOf(ctx)),
     ),
     watchTasks: serverStream<WatchTasksRequest, WatchTasksResponse>(
       auth,

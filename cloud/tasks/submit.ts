@@ -23,6 +23,7 @@ import {
   type PythonInfo,
   type SubmitTasksRequest,
   type SubmitTasksResponse,
+  type TaskIndexEntry,
 } from "../../proto/index.js";
 import { assertFunctionAllowed } from "../auth/authz.js";
 import type { BrokerConfig } from "../config.js";
@@ -33,6 +34,7 @@ import { isWrongRevision, mapLimit, type TaskRecordCache } from "../state/record
 import type { FabricStore } from "../state/store.js";
 import { CONCURRENCY } from "./book.js";
 import type { TaskGroups } from "./groups.js";
+import type { TaskIndex } from "./task-index.js";
 import { derivedId, derivedIds } from "./task-ids.js";
 
 /**
@@ -53,6 +55,8 @@ export class TaskSubmitter {
     private readonly records: TaskRecordCache,
     /** The Python interpreter an endpoint last reported (checked against functions' minimum). */
     private readonly pythonOf: (endpointId: string) => Promise<PythonInfo | undefined>,
+    /** The owners' task indexes (listing). */
+    private readonly index: TaskIndex,
   ) {}
 
   async submit(req: SubmitTasksRequest, owner: string): Promise<SubmitTasksResponse> {
@@ -119,11 +123,26 @@ export class TaskSubmitter {
       }
       return room;
     };
+    // One creation time for the whole submission: the index entries carry it too (an entry counts
+    // only while it matches its record's).
+    const now = Date.now();
+    // The owner's index learns of the tasks while their records are written; the call answers
+    // once both are stored, so a task whose id the caller was given can be listed.
+    const entries = req.tasks.map((spec, i): TaskIndexEntry => ({
+      id: taskIds[i]!,
+      functionId: spec.functionId,
+      endpointId: spec.endpointId,
+      groupId: gid,
+      createdAtMs: now,
+      state: TaskState.TASK_STATE_UNSPECIFIED,
+      completedAtMs: 0,
+    }));
+    const indexed = this.index.append(owner, entries);
+    const reindex: TaskIndexEntry[] = [];
     // Every task's writes settle before the call answers, even when one fails: a retry of this
     // call must never overlap stragglers of this attempt.
     const created = settleAll(req.tasks, CONCURRENCY, async (spec, i) => {
       const taskId = taskIds[i]!;
-      const now = Date.now();
       const task: Task = {
         id: taskId,
         owner,
@@ -176,7 +195,12 @@ export class TaskSubmitter {
         // Only once this attempt's queue entry is in too: the earlier attempt may have stored the
         // record and lost its queue entry.
         const existing = await this.store.tasks.read(taskId);
-        if (existing && existing.value.owner === owner && pub.status === "fulfilled") return;
+        if (existing && existing.value.owner === owner && pub.status === "fulfilled") {
+          // Its index entry is the earlier attempt's (this one's differs in creation time and is
+          // skipped), unless that attempt failed to write it: the entry again, with the record's time.
+          reindex.push({ ...entries[i]!, createdAtMs: existing.value.createdAtMs });
+          return;
+        }
       }
       if (pub.status === "rejected") {
         // Not queued. Without a key nobody else can name this task: remove its record. With one,
@@ -212,7 +236,8 @@ export class TaskSubmitter {
           key ? derivedId(owner, key, req.tasks.length, "members") : newId(),
           taskIds,
         );
-    for (const r of await Promise.allSettled([groupReady, membership, created]))
+    const done = created.then(() => this.index.append(owner, reindex));
+    for (const r of await Promise.allSettled([groupReady, membership, done, indexed]))
       if (r.status === "rejected") throw r.reason;
     // Debug, not info: a line per call would scale the log (and its writes) with the call rate.
     this.log.debug({ groupId, owner, tasks: taskIds.length }, "tasks submitted");

@@ -81,6 +81,7 @@ export class TaskWatcher {
         await send(tasks.filter((t) => isTerminal(t.state)));
       };
       await recheck(true);
+      call.ready?.();
       let lastRecheck = performance.now();
       while (remaining.size > 0 && !call.cancelled) {
         while (ready.length > 0) await send(ready.splice(0, ready.length));
