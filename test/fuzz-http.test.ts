@@ -165,8 +165,12 @@ function problemOf(p: Probe, reply: Reply | string): string | undefined {
   if (reply === "held") return p.holds ? undefined : "no answer";
   if (typeof reply === "string") return reply;
   if (!ALLOWED.has(reply.status)) return `status ${reply.status}: ${reply.text.slice(0, 300)}`;
+  // HEAD answers no body: its type is all there is to judge (a stream's, for a route of events).
   if (p.method === "HEAD")
-    return reply.type.startsWith("application/json") ? undefined : `type ${reply.type}`;
+    return reply.type.startsWith("application/json") ||
+      (reply.status === 200 && reply.type.startsWith("text/event-stream"))
+      ? undefined
+      : `type ${reply.type}`;
   if (reply.type.startsWith("text/event-stream") && reply.status === 200) return undefined;
   if (!reply.type.startsWith("application/json")) return `type ${reply.type}: ${reply.text.slice(0, 300)}`;
   let body: unknown;
@@ -208,6 +212,20 @@ describe("hostile input to every route of the HTTP API, with valid tasks alongsi
     groupId: [],
   };
   let tokens: string[];
+  const kept = new Set<string>();
+  /** The endpoint the valid tasks run on (alice's, with a real agent). */
+  let aliceEndpoint: string;
+  /** Bodies the service takes, for some of the valid probes (a schema's sample seldom is one). */
+  const VALID_BODIES: Record<string, () => Json> = {
+    registerFunction: () => ({ spec: { js: { source: "function g() { return 1; }", entryPoint: "g" } } }),
+    submitTasks: () => ({
+      tasks: [{ functionId: ids.functionId[0]!, endpointId: ids.endpointId[0]!, args: [1] }],
+    }),
+    shareFunction: () => ({ sharedWith: ["bob"] }),
+    updateEndpointPolicy: () => ({ sharedWith: ["bob"], allowedFunctions: [ids.functionId[0]!] }),
+    getTasks: () => ({ taskIds: [ids.taskId[0]!] }),
+    waitTasks: () => ({ taskIds: [ids.taskId[0]!], timeoutMs: 200 }),
+  };
   const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
   const keyDir = mkdtempSync(path.join(tmpdir(), "fuzz-http-key-"));
 
@@ -265,18 +283,20 @@ describe("hostile input to every route of the HTTP API, with valid tasks alongsi
       }),
     );
     const ep = await stack.startEndpoint("alice", "fuzz-http", { workers: 2 });
-    // Mallory's objects: a function, an endpoint that never connects, a task queued to it.
-    const fn = (
-      await call("POST", "/v1/functions", mallory, {
-        spec: { js: { source: "function f(x) { return x; }", entryPoint: "f" } },
-      })
-    ).function.id;
+    // Mallory's objects: two functions and two endpoints that never connect (the first of each
+    // kept: never deleted), a task queued to one.
+    const spec = { js: { source: "function f(x) { return x; }", entryPoint: "f" } };
+    const fn = (await call("POST", "/v1/functions", mallory, { spec })).function.id;
+    const fn2 = (await call("POST", "/v1/functions", mallory, { spec })).function.id;
     const made = await call("POST", "/v1/endpoints", mallory, { name: "mallory-ep" });
+    const made2 = await call("POST", "/v1/endpoints", mallory, { name: "mallory-ep-2" });
     const task = await call("POST", "/v1/tasks", mallory, {
       tasks: [{ functionId: fn, endpointId: made.endpoint.id, args: [1] }],
     });
-    ids.functionId.push(fn, randomUUID());
-    ids.endpointId.push(made.endpoint.id, ep.endpointId(), randomUUID());
+    kept.add(fn).add(made.endpoint.id);
+    aliceEndpoint = ep.endpointId();
+    ids.functionId.push(fn, fn2, randomUUID());
+    ids.endpointId.push(made.endpoint.id, made2.endpoint.id, ep.endpointId(), randomUUID());
     ids.taskId.push(task.taskIds[0]!, randomUUID());
     ids.groupId.push(task.groupId, randomUUID());
     // Tokens: none, malformed, wrong scheme, expired, another broker's, no signature, too long,
@@ -312,9 +332,10 @@ describe("hostile input to every route of the HTTP API, with valid tasks alongsi
     [...Buffer.from(s, "utf8")].map((b) => `%${b.toString(16).padStart(2, "0")}`).join("");
 
   /** A path parameter, mostly one of the ids known (mallory's, another's, unknown), else an odd one. */
-  const paramOf = (name: string, rng: Rng, odd: boolean): string => {
-    const known = ids[name as keyof typeof ids];
-    if (!odd && known) return encodeURIComponent(rng.pick(known));
+  const paramOf = (name: string, rng: Rng, odd: boolean, deleting: boolean): string => {
+    // Mallory's first function and endpoint stay, so valid submissions keep reaching the service.
+    const known = ids[name as keyof typeof ids]?.filter((id) => !deleting || !kept.has(id));
+    if (!odd && known && known.length > 0) return encodeURIComponent(rng.pick(known));
     return rng.pick([
       pct(rng.pick(ODD_STRINGS)),
       "%00",
@@ -354,10 +375,17 @@ describe("hostile input to every route of the HTTP API, with valid tasks alongsi
       "query",
     ] as const);
     const headers: Record<string, string> = { authorization: `Bearer ${mallory}` };
-    let method = r.method;
-    let p = r.path.replace(/\{(\w+)\}/g, (_m, name: string) => paramOf(name, rng, kind === "path-param"));
+    const method =
+      kind === "method"
+        ? rng.pick(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "PROPFIND", "SEARCH"])
+        : r.method;
+    let p = r.path.replace(/\{(\w+)\}/g, (_m, name: string) =>
+      paramOf(name, rng, kind === "path-param", method === "DELETE"),
+    );
     let body: string | Buffer | undefined;
-    const sample: Json = r.body ? sampleOf(r.body, rng, leaf) : {};
+    const known = VALID_BODIES[r.op.operationId];
+    const sample: Json =
+      known && kind === "valid" && rng.chance(0.5) ? known() : r.body ? sampleOf(r.body, rng, leaf) : {};
     if (r.body || rng.chance(0.2)) {
       headers["content-type"] = "application/json";
       switch (kind) {
@@ -405,26 +433,37 @@ describe("hostile input to every route of the HTTP API, with valid tasks alongsi
           body = JSON.stringify(sample);
       }
     }
-    if (kind === "method") {
-      method = rng.pick(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "PROPFIND", "SEARCH"]);
-      if (method === "GET" || method === "HEAD") body = undefined;
-    }
+    if (kind === "method" && (method === "GET" || method === "HEAD")) body = undefined;
     if (kind === "token") {
       const t = rng.pick(tokens);
       if (t === "") delete headers["authorization"];
       else headers["authorization"] = t;
     }
+    // The route's own query parameters, from their schemas (ids the known ones, mostly).
+    const queryParams = (r.op.parameters ?? []).filter((q) => q.in === "query");
+    if (queryParams.length > 0 && rng.chance(0.7)) {
+      const pairs: string[] = [];
+      for (const q of queryParams) {
+        if (!rng.chance(0.5)) continue;
+        const v = sampleOf(q.schema ?? {}, rng, leaf, q.name);
+        for (const one of Array.isArray(v) ? v : [v])
+          pairs.push(`${q.name}=${pct(typeof one === "string" ? one : JSON.stringify(one))}`);
+      }
+      if (pairs.length > 0) p += `?${pairs.join("&")}`;
+    }
     if (kind === "query") {
-      p += rng.pick([
+      const junk = rng.pick([
         "?a=%zz&b[c]=1",
         "?__proto__[polluted]=1&constructor[prototype][polluted]=1",
         "?" + "a=1&".repeat(3_000),
         "?;;;&&&===",
-        `?state=${pct(rng.pick(ODD_STRINGS))}&limit=-1&pageToken=%00`,
-        "?limit=1e309&timeoutMs=NaN&all=maybe",
+        `?state=${pct(rng.pick(ODD_STRINGS))}&limit=-1&cursor=%00`,
+        "?limit=1e309&timeoutMs=NaN&all=maybe&createdAfterMs=-1",
+        "?taskId=" + "x,".repeat(2_000),
         "?%",
         "#fragment",
       ]);
+      p += p.includes("?") ? junk.replace(/^\?/, "&") : junk;
     }
     if (body !== undefined) headers["content-length"] = String(Buffer.byteLength(body));
     const shown = typeof body === "string" ? body.slice(0, 120) : body ? `<${body.length} random bytes>` : "";
@@ -526,14 +565,18 @@ describe("hostile input to every route of the HTTP API, with valid tasks alongsi
         routes.some((o) => o.method === r.method && o.path === r.path),
         `${r.method} ${r.path} in the document`,
       ).toBe(true);
-    const endpointId = ids.endpointId[1]!;
+    const endpointId = aliceEndpoint;
     const fn = (
       await call("POST", "/v1/functions", alice, {
         spec: { js: { source: "function triple(x, o) { return [3 * x, o.k]; }", entryPoint: "triple" } },
       })
     ).function.id;
     let fuzzing = true;
-    const traffic = validTraffic(fn, endpointId, VALID_TASKS, 3, () => fuzzing);
+    // A call that fails outright is a wrong answer too (and no rejection left unhandled meanwhile).
+    const traffic = validTraffic(fn, endpointId, VALID_TASKS, 3, () => fuzzing).catch((err: unknown) => ({
+      ran: 0,
+      wrong: [String(err)],
+    }));
 
     const rng = new Rng(SEED);
     const problems: string[] = [];
@@ -555,7 +598,7 @@ describe("hostile input to every route of the HTTP API, with valid tasks alongsi
         const p = probes[at++]!;
         const go = async () => {
           const t0 = Date.now();
-          judge(p, await send(port, agent, p, p.holds ? 3_000 : 15_000), Date.now() - t0);
+          judge(p, await send(port, agent, p, p.holds ? 1_000 : 15_000), Date.now() - t0);
         };
         if (QUEUE_CHANGE.test(`${p.method} ${p.path}`)) {
           const turn = queueChanges.then(go);
@@ -572,6 +615,7 @@ describe("hostile input to every route of the HTTP API, with valid tasks alongsi
       judge(p, await sendRaw(port, bytes, 5_000), Date.now() - t0);
     }
 
+    const valid = await traffic;
     expect(problems, `seed ${SEED}`).toEqual([]);
     // The fuzz reached past the parser: the service layer answered, and some calls succeeded.
     expect(kinds.size).toBe(13);
@@ -579,7 +623,6 @@ describe("hostile input to every route of the HTTP API, with valid tasks alongsi
     expect(statuses.get(401) ?? 0).toBeGreaterThan(0);
     expect(statuses.get(404) ?? 0).toBeGreaterThan(0);
     expect(statuses.get(200) ?? 0).toBeGreaterThan(0);
-    const valid = await traffic;
     expect(valid.wrong).toEqual([]);
     expect(valid.ran).toBeGreaterThanOrEqual(VALID_TASKS);
     expect(stack.broker.process!.running).toBe(true);
