@@ -8,7 +8,7 @@ bash scripts/setup.sh
 # Python's grpcio (an independent client of the API), and the science stack the Python
 # functions' tests compute with (numpy, scipy, scikit-image).
 # Installed up front (once) so no test spends its own timeout on apt.
-bash scripts/ensure-system.sh nats-server docker.io podman catatonit slurm-wlm munge busybox-static python3-grpcio \
+bash scripts/ensure-system.sh nats-server docker.io podman catatonit slurm-wlm munge busybox-static python3-grpcio curl jq \
   python3-numpy python3-scipy python3-skimage
 # The whole suite starts with the typecheck, lint, format and dependency checks: a broken rule fails
 # the run (`npm test -- FILE` runs just that file).
