@@ -11,6 +11,7 @@ import { codecBench } from "./codec.js";
 import { coldSlurm } from "./cold-slurm.js";
 import { coldContainer, warmContainer } from "./containers.js";
 import { latency, memory, throughput } from "./core.js";
+import { httpLatency } from "./http.js";
 import { listTasks } from "./list-tasks.js";
 import { dask } from "./peers.js";
 import { pythonCold, pythonLatency, pythonThroughput } from "./python.js";
@@ -30,6 +31,7 @@ const benches: Record<string, Bench> = {
   python_throughput: () => pythonThroughput(),
   python_cold: () => pythonCold(),
   list_tasks: () => listTasks(),
+  http_latency: () => httpLatency(),
 };
 
 async function main(): Promise<void> {
