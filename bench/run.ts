@@ -14,6 +14,7 @@ import { latency, memory, throughput } from "./core.js";
 import { httpLatency } from "./http.js";
 import { listTasks } from "./list-tasks.js";
 import { dask } from "./peers.js";
+import { pythonClient } from "./python-client.js";
 import { pythonCold, pythonLatency, pythonThroughput } from "./python.js";
 
 type Bench = () => Promise<Record<string, unknown>>;
@@ -31,6 +32,7 @@ const benches: Record<string, Bench> = {
   python_throughput: () => pythonThroughput(),
   python_cold: () => pythonCold(),
   list_tasks: () => listTasks(),
+  python_client: () => pythonClient(),
   http_latency: () => httpLatency(),
 };
 

@@ -5,7 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { Logger } from "pino";
 
-import { silentLogger, isTerminal } from "../common/index.js";
+import { silentLogger, isTerminal, FABRIC_VERSION } from "../common/index.js";
 import { EndpointServiceService, FunctionServiceService, TaskServiceService, Task } from "../proto/index.js";
 import { AccessPolicy } from "./auth/authz.js";
 import { HttpApi } from "./http/server.js";
@@ -40,7 +40,7 @@ const KEY_CHECK_SUBJECT = "fabric.broker-key-check";
 /** How often a broker removes the payload buckets of deleted endpoints once they are empty. */
 const PAYLOAD_SWEEP_INTERVAL_MS = 3_600_000;
 /** The HTTP API's version, in its OpenAPI document. */
-const BROKER_API_VERSION = "0.1.0";
+const BROKER_API_VERSION = FABRIC_VERSION;
 /**
  * The cloud broker: a stateless gRPC front to the fabric's state in NATS JetStream. Several
  * replicas may serve one NATS (cluster).

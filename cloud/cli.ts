@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-import { Command, InvalidArgumentError } from "commander";
+import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { decodeJwt } from "jose";
 
-import { FabricError, toFabricError, createLogger } from "../common/index.js";
+import { FABRIC_VERSION, FabricError, toFabricError, createLogger } from "../common/index.js";
 import { TokenAuthority } from "./auth/tokens.js";
 import { Broker } from "./broker.js";
 import { loadBrokerConfigFile } from "./config.js";
@@ -19,7 +19,18 @@ export function parseDuration(text: string): number {
 
 const program = new Command("fabric-broker")
   .description("The function fabric's cloud broker.")
-  .showHelpAfterError();
+  .version(`fabric-broker ${FABRIC_VERSION}`, "-V, --version", "print the version")
+  .exitOverride()
+  .configureOutput({
+    // Commander's own usage errors in the one-line shape of every other error (exit 2).
+    outputError: (s, write) =>
+      write(
+        `error: INVALID_ARGUMENT: ${s
+          .replace(/^error:\s*/, "")
+          .replace(/\s*\n\s*/g, " ")
+          .trim()}\n`,
+      ),
+  });
 
 program
   .command("start")
@@ -59,10 +70,15 @@ program
   .option("--ttl <duration>", "validity, e.g. 3600, 12h, 30d", parseDuration, 30 * 86400)
   .action(async (opts: { config: string; user: string; ttl: number }) => {
     const config = loadBrokerConfigFile(opts.config);
+    // Only `start` creates the key: a token signed with a key made here by a mistyped path would
+    // be refused by the broker.
     const auth = await TokenAuthority.fromKeyFile(
       config.auth.keyFile,
       config.auth.issuer,
       config.auth.audience,
+      {
+        create: false,
+      },
     );
     if (!/^[\w.@+-]{1,128}$/.test(opts.user)) {
       throw new FabricError("INVALID_ARGUMENT", "a user id is 1-128 letters, digits or . _ @ + -");
@@ -95,6 +111,10 @@ program
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof CommanderError) {
+    // Help and the version are a success; a usage error was printed by outputError.
+    process.exit(err.code === "commander.helpDisplayed" || err.code === "commander.version" ? 0 : 2);
+  }
   const fe = toFabricError(err);
   process.stderr.write(`error: ${fe.code}: ${fe.message}\n`);
   process.exit(1);

@@ -63,3 +63,12 @@ describe("broker config", () => {
     expect(resolveBrokerConfig({ auth: k }).tls).toBeUndefined();
   });
 });
+
+describe("broker config errors", () => {
+  it("say what is missing or wrong, in the file's words", () => {
+    expect(() => resolveBrokerConfig({})).toThrow("auth: required (expected a mapping)");
+    expect(() => resolveBrokerConfig({ auth: { keyFile: 3 } })).toThrow(
+      "auth.keyFile: expected a string, got 3",
+    );
+  });
+});

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 
-import { FabricError } from "../common/index.js";
+import { FabricError, describeIssues as describeIssuesOf } from "../common/index.js";
 
 const MiB = 1024 * 1024;
 
@@ -202,16 +202,14 @@ export const BrokerConfigSchema = z
 export type BrokerConfigInput = z.input<typeof BrokerConfigSchema>;
 export type BrokerConfig = Readonly<z.output<typeof BrokerConfigSchema>>;
 
-/** Formats zod issues as `path.to.field: what was expected` lines. */
+/** Formats zod issues as `path.to.field: what was expected, got what was given`. */
 export function describeIssues(error: z.ZodError): string {
-  return error.issues
-    .map((issue) => `${issue.path.length > 0 ? issue.path.join(".") : "(root)"}: ${issue.message}`)
-    .join("; ");
+  return describeIssuesOf(error);
 }
 
 /** Validates broker options; a bad field is INVALID_ARGUMENT naming its path. */
 export function resolveBrokerConfig(input: unknown, source = "broker config"): BrokerConfig {
-  const parsed = BrokerConfigSchema.safeParse(input);
+  const parsed = BrokerConfigSchema.safeParse(input, { reportInput: true });
   if (!parsed.success) {
     throw new FabricError("INVALID_ARGUMENT", `${source} is invalid: ${describeIssues(parsed.error)}`);
   }

@@ -6,3 +6,4 @@
 export * from "./lean.js";
 export * from "./grpc-client.js";
 export * from "./logger.js";
+export * from "./package-version.js";

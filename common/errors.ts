@@ -21,6 +21,11 @@ export const ErrorCode = {
   UNAVAILABLE: "UNAVAILABLE",
   DATA_LOSS: "DATA_LOSS",
   UNAUTHENTICATED: "UNAUTHENTICATED",
+  /**
+   * The task's own code failed: the function raised, a command exited non-zero, Python's
+   * `sys.exit`. Only a task outcome carries it (its `reason` says which), never a failed call.
+   */
+  FUNCTION_FAILED: "FUNCTION_FAILED",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -42,10 +47,14 @@ export const grpcStatusOf: Readonly<Record<ErrorCode, number>> = {
   UNAVAILABLE: 14,
   DATA_LOSS: 15,
   UNAUTHENTICATED: 16,
+  // Not a call's status: should one ever travel as one, it is gRPC's UNKNOWN.
+  FUNCTION_FAILED: 2,
 };
 
 const codeOfGrpcStatus = new Map<number, ErrorCode>(
-  Object.entries(grpcStatusOf).map(([code, n]) => [n, code as ErrorCode]),
+  Object.entries(grpcStatusOf)
+    .filter(([code]) => code !== "FUNCTION_FAILED")
+    .map(([code, n]) => [n, code as ErrorCode]),
 );
 
 /** Why a task failed: a closed set, shown to users and recorded in the task's history. */

@@ -25,6 +25,24 @@ describe("fromGrpcError", () => {
     expect(err.message).toMatch(/connection to the broker broke: Received RST_STREAM/);
   });
 
+  it("says in words why the broker cannot be reached, without grpc-js's raw wording", () => {
+    const refused = fromGrpcError(
+      serviceError(
+        grpc.status.UNAVAILABLE,
+        "No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: ",
+      ),
+    );
+    expect(refused.code).toBe("UNAVAILABLE");
+    expect(refused.message).toBe(
+      "cannot reach the broker: nothing listens there (connection refused) (connect ECONNREFUSED 127.0.0.1:1); check that the broker runs and the address you gave (FABRIC_BROKER, or `fabric configure --broker`)",
+    );
+    expect(refused.message).not.toMatch(/Resolution note/);
+    const dns = fromGrpcError(
+      serviceError(grpc.status.UNAVAILABLE, "Name resolution failed for target dns:x.invalid:1"),
+    );
+    expect(dns.message).toMatch(/^cannot reach the broker: its host name does not resolve/);
+  });
+
   it("keeps the broker's own INTERNAL errors, and other codes, as they are", () => {
     const md = new grpc.Metadata();
     md.set(

@@ -100,6 +100,23 @@ const TLS_FAILURE = /certificate|self[- ]signed|SSL|TLS|wrong version number|han
 /** What grpc-js says when the HTTP/2 connection or stream under a call broke. */
 const BROKEN_CONNECTION = /RST_STREAM|Session closed|GOAWAY|ECONNRESET|EPIPE|Stream refused/i;
 
+/**
+ * grpc-js's "No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1.
+ * Resolution note: " in words: what failed, and what to check.
+ */
+function connectFailure(details: string): string {
+  const last =
+    /Last error: (?:Error: )?(.*?)\.?\s*(?:Resolution note:.*)?$/s.exec(details)?.[1]?.trim() ?? details;
+  const what = /ECONNREFUSED/.test(last)
+    ? "nothing listens there (connection refused)"
+    : /ENOTFOUND|EAI_AGAIN|Name resolution failed/.test(last)
+      ? "its host name does not resolve"
+      : /ETIMEDOUT|EHOSTUNREACH|ENETUNREACH/.test(last)
+        ? "no route to it, or a firewall drops the connection"
+        : "the connection failed";
+  return `${what} (${last}); check that the broker runs and the address you gave (FABRIC_BROKER, or \`fabric configure --broker\`)`;
+}
+
 /** Turns a gRPC error into a {@link FabricError}, decoding the ErrorInfo the broker attaches. */
 export function fromGrpcError(err: unknown): FabricError {
   if (err instanceof FabricError) return err;
@@ -129,6 +146,16 @@ export function fromGrpcError(err: unknown): FabricError {
         `no TLS connection to the broker (check its address scheme and the CA file you trust): ${details}`,
         { cause: err },
       );
+    }
+    if (
+      e.code === grpc.status.UNAVAILABLE &&
+      /No connection established|Name resolution failed|failed to connect|ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EHOSTUNREACH|ETIMEDOUT/i.test(
+        details,
+      )
+    ) {
+      return new FabricError("UNAVAILABLE", `cannot reach the broker: ${connectFailure(details)}`, {
+        cause: err,
+      });
     }
     return new FabricError(codeFromGrpcStatus(e.code), details, { cause: err });
   }

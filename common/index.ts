@@ -7,5 +7,8 @@ export * from "./lean.js";
 export * from "./grpc-client.js";
 export * from "./js-publisher.js";
 export * from "./logger.js";
+export * from "./config-issues.js";
+export * from "./package-version.js";
 export * from "./message-auth.js";
 export * from "./nats-tls.js";
+export * from "./pretty-log.js";

@@ -9,7 +9,12 @@ export type { Logger };
  */
 export function createLogger(
   name: string,
-  options: { level?: string; destination?: number | string } = {},
+  options: {
+    level?: string;
+    destination?: number | string;
+    /** Where to write instead of `destination` (see pretty-log.ts's foregroundStream). */
+    stream?: pino.DestinationStream;
+  } = {},
 ): Logger {
   const level = options.level ?? process.env["FABRIC_LOG_LEVEL"] ?? "info";
   const dest = options.destination ?? 2;
@@ -44,7 +49,7 @@ export function createLogger(
         censor: "[redacted]",
       },
     },
-    pino.destination({ dest, sync: false }),
+    options.stream ?? pino.destination({ dest, sync: false }),
   );
 }
 

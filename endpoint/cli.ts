@@ -4,7 +4,16 @@
  * Errors print one line to stderr and exit non-zero.
  */
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  statSync,
+} from "node:fs";
 import path from "node:path";
 import type { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
@@ -12,7 +21,18 @@ import { fileURLToPath } from "node:url";
 import { Command, CommanderError, InvalidArgumentError } from "commander";
 import { stringify as toYaml } from "yaml";
 
-import { FabricError, bearer, callUnary, channelFor, clientOptions, createLogger } from "../common/index.js";
+import {
+  FABRIC_VERSION,
+  FabricError,
+  bearer,
+  callUnary,
+  channelFor,
+  clientOptions,
+  createLogger,
+  foregroundStream,
+  prettyLines,
+  toFabricError,
+} from "../common/index.js";
 import { EndpointServiceClient } from "../proto/index.js";
 import type { DeleteEndpointResponse, GetEndpointResponse } from "../proto/index.js";
 import { EndpointAgent, EndpointRejectedError } from "./agent/index.js";
@@ -142,7 +162,13 @@ async function startForeground(name: string): Promise<void> {
   if (other !== undefined && other !== process.pid) {
     throw new FabricError("ALREADY_EXISTS", `endpoint ${name} is already running (pid ${other})`);
   }
-  const log = createLogger("fabric-endpoint");
+  // On a terminal: pretty there, JSON in agent.log. Detached (stderr is agent.log) or under a
+  // supervisor: JSON on stderr.
+  const log = process.stderr.isTTY
+    ? createLogger("fabric-endpoint", {
+        stream: foregroundStream(paths.log, process.env["FABRIC_LOG_LEVEL"] ?? "info"),
+      })
+    : createLogger("fabric-endpoint");
   writePidFile(paths, process.pid);
   const agent = new EndpointAgent({ paths, config, log });
   let signalled = 0;
@@ -242,10 +268,72 @@ async function startDetached(name: string, timeoutS: number): Promise<void> {
     await waitForReady(paths.log, fromByte, pid, () => exitCode, timeoutS * 1000);
   } catch (err) {
     if (exitCode !== undefined) removePidFile(paths, pid);
-    throw err;
+    // Whatever happened, this command returns: the agent (if alive) goes on without it.
+    child.unref();
+    (child.stdio[3] as Writable | undefined)?.destroy();
+    const id = readCredentials(paths)?.endpointId;
+    const fe = toFabricError(err);
+    throw new FabricError(
+      fe.code,
+      `${fe.message}\nendpoint ${name}${id ? ` (${id})` : ""}: pid ${pid}${exitCode !== undefined ? " (exited)" : " (still running: `fabric-endpoint stop " + name + "` stops it)"}, log ${paths.log}`,
+    );
   }
   child.unref();
-  out(String(pid));
+  const id = readCredentials(paths)?.endpointId ?? "";
+  out(`${pid}\nendpoint ${name}${id ? ` (${id})` : ""} is ready: pid ${pid}, log ${paths.log}`);
+}
+
+/** `logs`: agent.log for people (or as JSON), the last `lines`, then followed with --follow. */
+async function logs(name: string, o: { follow?: boolean; lines?: number; json?: boolean }): Promise<void> {
+  const paths = configuredPaths(name);
+  const format = o.json ? (line: string) => `${line}\n` : prettyLines(process.stdout.isTTY === true);
+  if (!existsSync(paths.log)) {
+    if (!o.follow) {
+      out(`endpoint ${name} has no log yet (${paths.log}): it has not been started`);
+      return;
+    }
+  }
+  let offset = 0;
+  let partial = "";
+  const emit = (text: string, onlyLast?: number) => {
+    const lines = (partial + text).split("\n");
+    partial = lines.pop() ?? "";
+    const shown = onlyLast !== undefined ? lines.slice(Math.max(0, lines.length - onlyLast)) : lines;
+    for (const line of shown) if (line !== "") process.stdout.write(format(line));
+  };
+  const readMore = (onlyLast?: number) => {
+    let size: number;
+    try {
+      size = statSync(paths.log).size;
+    } catch {
+      return;
+    }
+    if (size < offset) offset = 0; // truncated or replaced: start again
+    if (size === offset) return;
+    const fd = openSync(paths.log, "r");
+    try {
+      const buf = Buffer.alloc(size - offset);
+      readSync(fd, buf, 0, buf.length, offset);
+      offset = size;
+      emit(buf.toString("utf8"), onlyLast);
+    } finally {
+      closeSync(fd);
+    }
+  };
+  readMore(o.lines);
+  if (!o.follow) {
+    if (partial) process.stdout.write(format(partial));
+    return;
+  }
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => readMore(), 250);
+    const done = () => {
+      clearInterval(timer);
+      resolve();
+    };
+    process.once("SIGINT", done);
+    process.once("SIGTERM", done);
+  });
 }
 
 async function stop(name: string, quiet = false): Promise<void> {
@@ -421,8 +509,19 @@ async function remove(name: string, o: { force?: boolean; token?: string }): Pro
 export function buildProgram(): Command {
   const program = new Command("fabric-endpoint")
     .description("Run a function-fabric endpoint agent on this machine (home: $FABRIC_HOME or ~/.fabric)")
+    .version(`fabric-endpoint ${FABRIC_VERSION}`, "-V, --version", "print the version")
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({
+      writeErr: (s) => process.stderr.write(s),
+      // Commander's own usage errors in the one-line shape of every other error (exit 2).
+      outputError: (s, write) =>
+        write(
+          `error: INVALID_ARGUMENT: ${s
+            .replace(/^error:\s*/, "")
+            .replace(/\s*\n\s*/g, " ")
+            .trim()}\n`,
+        ),
+    });
 
   program
     .command("configure")
@@ -469,6 +568,19 @@ export function buildProgram(): Command {
     .action(async (name: string) => stop(name));
 
   program
+    .command("logs")
+    .description("print the agent's log (agent.log), readable; -f follows it")
+    .argument("<name>", "endpoint name")
+    .option("-f, --follow", "keep printing what the agent logs (Ctrl-C stops)")
+    .option("-n, --lines <n>", "only the last n lines", (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("a whole number of lines");
+      return n;
+    })
+    .option("--json", "the log's own JSON lines, as they are")
+    .action(async (name: string, o: { follow?: boolean; lines?: number; json?: boolean }) => logs(name, o));
+
+  program
     .command("status")
     .description("show whether the agent runs here and what the broker knows of it")
     .argument("<name>", "endpoint name")
@@ -497,12 +609,12 @@ async function main(): Promise<void> {
     await buildProgram().parseAsync(process.argv);
   } catch (err) {
     if (err instanceof CommanderError) {
-      // commander already printed its message (or help/version).
-      process.exitCode = err.exitCode;
+      // Help and the version are a success; a usage error was printed by outputError.
+      process.exitCode = err.code === "commander.helpDisplayed" || err.code === "commander.version" ? 0 : 2;
       return;
     }
-    const msg = err instanceof Error ? err.message : String(err);
-    process.stderr.write(`fabric-endpoint: ${msg.split("\n").join("\n  ")}\n`);
+    const fe = toFabricError(err);
+    process.stderr.write(`error: ${fe.code}: ${fe.message.split("\n").join("\n  ")}\n`);
     process.exitCode = 1;
   }
 }

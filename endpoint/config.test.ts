@@ -147,3 +147,26 @@ describe("batch-scheduler provider configs", () => {
     );
   });
 });
+
+describe("config errors say what was given", () => {
+  const msg = (doc: unknown) => {
+    try {
+      resolveConfig(doc, {});
+    } catch (err) {
+      return (err as Error).message;
+    }
+    return "";
+  };
+  it("names a mistyped provider type, a wrong value and a missing one", () => {
+    expect(msg({ broker: "h:1", provider: { type: "slrum" } })).toContain(
+      'provider.type: expected a provider type ("local", "slurm" or "pbs"), got "slrum"',
+    );
+    expect(msg({ broker: "h:1", provider: { type: "slurm", maxBlocks: "x" } })).toContain(
+      'provider.maxBlocks: expected a positive integer, got "x"',
+    );
+    expect(msg({ broker: "h:1", provider: {} })).toContain("provider.type: required");
+    expect(msg({ broker: "h:1", provider: { type: "local" }, python: [] })).toContain(
+      "python: expected a mapping, got a list",
+    );
+  });
+});

@@ -6,7 +6,7 @@ import { z } from "zod";
 
 import { nonNegativeInt, positiveInt } from "./config-fields.js";
 
-import { FabricError } from "../common/index.js";
+import { FabricError, describeIssue } from "../common/index.js";
 import { ContainerConfigSchema } from "./runtime/config.js";
 
 /** Elastic scaling, shared by every provider. */
@@ -423,26 +423,6 @@ export type SlurmProviderConfig = z.output<typeof SlurmProviderConfigSchema>;
 /** A PBS provider's resolved config. */
 export type PbsProviderConfig = z.output<typeof PbsProviderConfigSchema>;
 
-function describeValue(v: unknown): string {
-  if (v === undefined) return "nothing";
-  if (typeof v === "string") return JSON.stringify(v);
-  if (v === null || typeof v === "number" || typeof v === "boolean") return String(v);
-  if (Array.isArray(v)) return "a list";
-  return `a ${typeof v}`;
-}
-
-function formatIssue(issue: z.core.$ZodIssue): string {
-  const path = issue.path.length > 0 ? issue.path.map(String).join(".") : "(top level)";
-  if (issue.code === "unrecognized_keys") {
-    const at = issue.path.length > 0 ? `${path}: ` : "";
-    return `${at}unknown field${issue.keys.length > 1 ? "s" : ""} ${issue.keys.join(", ")}`;
-  }
-  const input = "input" in issue ? issue.input : undefined;
-  // A missing value reads better than "got nothing".
-  if (input === undefined && issue.code === "invalid_type") return `${path}: required, ${issue.message}`;
-  return `${path}: ${issue.message}, got ${describeValue(input)}`;
-}
-
 /**
  * Validates a parsed config document and resolves it: defaults applied, `FABRIC_TOKEN` merged,
  * result frozen. Throws a {@link FabricError} (INVALID_ARGUMENT) listing each bad field by path.
@@ -454,7 +434,7 @@ export function resolveConfig(
 ): EndpointConfig {
   const parsed = EndpointConfigSchema.safeParse(doc ?? {}, { reportInput: true });
   if (!parsed.success) {
-    const lines = parsed.error.issues.map(formatIssue);
+    const lines = parsed.error.issues.map(describeIssue);
     throw new FabricError("INVALID_ARGUMENT", `${source} is invalid:\n  ${lines.join("\n  ")}`);
   }
   const c = parsed.data;

@@ -15,18 +15,57 @@ import type {
 // No colours: output is read by people and by scripts alike, and goes to files and CI logs.
 const plain = { head: [] as string[], border: [] as string[] };
 
+/** No lines at all: columns two spaces apart (what goes into a pipe or a file). */
+const NO_BOX = {
+  top: "",
+  "top-mid": "",
+  "top-left": "",
+  "top-right": "",
+  bottom: "",
+  "bottom-mid": "",
+  "bottom-left": "",
+  "bottom-right": "",
+  left: "",
+  "left-mid": "",
+  mid: "",
+  "mid-mid": "",
+  right: "",
+  "right-mid": "",
+  middle: "  ",
+};
+const bare = { ...plain, "padding-left": 0, "padding-right": 0 };
+
+let boxes = true;
+
+/**
+ * Whether tables are drawn with box lines (on a terminal) or as plain columns (into a pipe or a
+ * file, where `grep`, `awk` and `cut` read them). The CLI sets it once per run.
+ */
+export function drawBoxes(on: boolean): void {
+  boxes = on;
+}
+
+const unboxed = (text: string) =>
+  text
+    .split("\n")
+    .filter((l) => l.trim() !== "")
+    .map((l) => l.trimEnd())
+    .join("\n");
+
 /** A table with a header row. */
 export function table(head: readonly string[], rows: readonly (readonly string[])[]): string {
-  const t = new Table({ head: [...head], style: plain });
+  const t = boxes
+    ? new Table({ head: [...head], style: plain })
+    : new Table({ head: [...head], style: bare, chars: NO_BOX });
   for (const r of rows) t.push([...r]);
-  return t.toString();
+  return boxes ? t.toString() : unboxed(t.toString());
 }
 
 /** A two-column table of field names and values. */
 export function record(fields: readonly (readonly [string, string])[]): string {
-  const t = new Table({ style: plain });
+  const t = boxes ? new Table({ style: plain }) : new Table({ style: bare, chars: NO_BOX });
   for (const [k, v] of fields) t.push({ [k]: v });
-  return t.toString();
+  return boxes ? t.toString() : unboxed(t.toString());
 }
 
 const time = (d: Date | undefined): string => (d && d.getTime() > 0 ? d.toISOString() : "-");

@@ -6,10 +6,12 @@ import path from "node:path";
 
 import { Command, CommanderError, Option } from "commander";
 
-import { FabricError, channelFor } from "../common/client.js";
+import { FABRIC_VERSION, FabricError, channelFor } from "../common/client.js";
 import { Client } from "./client.js";
 import {
   detailSections,
+  drawBoxes,
+  errorToJson,
   formatEndpoint,
   formatEndpoints,
   formatEndpointTasks,
@@ -35,6 +37,8 @@ export interface CliIo {
   readonly env: NodeJS.ProcessEnv;
   /** How a command gets its client. Default: {@link Client.fromConfig} with `env`. */
   readonly connect?: (env: NodeJS.ProcessEnv) => Client;
+  /** Whether stdout is a terminal: tables get box lines (else plain columns). @default false */
+  readonly isTTY?: boolean;
 }
 
 /** A mistake in how the command was called: exit code 2. */
@@ -98,6 +102,21 @@ export function parseWhen(flag: string, text: string | undefined, now = Date.now
   return new Date(t);
 }
 
+/** The last lines of what a failed task printed: what is worth a terminal's screen. */
+function tail(
+  output: { readonly stdout: string; readonly stderr: string } | undefined,
+  lines = 40,
+): { stdout: string; stderr: string } | undefined {
+  if (!output) return undefined;
+  const last = (text: string) => {
+    const all = text.replace(/\n$/, "").split("\n");
+    return all.length <= lines
+      ? text
+      : [`[… ${all.length - lines} lines above …]`, ...all.slice(-lines)].join("\n");
+  };
+  return { stdout: last(output.stdout), stderr: last(output.stderr) };
+}
+
 /** The one line printed for an error. */
 export function errorLine(err: unknown): string {
   if (err instanceof FabricError) return `error: ${err.code}: ${oneLine(err.message)}`;
@@ -156,8 +175,11 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       (deleted) => `deleted ${kind} ${String(deleted[`${kind}Id`])}`,
     );
 
+  drawBoxes(io.isTTY === true);
+  const json = argv.includes("--json");
   const program = new Command("fabric")
     .description("Run functions on HPC endpoints through the fabric's broker.")
+    .version(`fabric ${FABRIC_VERSION}`, "-V, --version", "print the version")
     .exitOverride()
     .configureOutput({
       writeOut: (s) => io.stdout(s),
@@ -470,11 +492,25 @@ export async function runCli(argv: readonly string[], io: CliIo): Promise<number
       if (err.code === "commander.help" || err.code === "commander.executeSubCommandAsync") return 2;
       return 2; // commander already printed the message through outputError
     }
-    io.stderr(`${errorLine(err)}\n`);
-    if (err instanceof TaskFailedError) {
-      const more = detailSections(err.remote?.stack ?? "", err.output);
-      if (more) io.stderr(`${more}\n`);
+    if (json) {
+      // With --json, stdout holds a JSON document whatever happened: the error is one too.
+      io.stdout(
+        `${toJson({ error: errorToJson(err), ...(err instanceof TaskFailedError ? { taskId: err.taskId } : {}) })}\n`,
+      );
+      return err instanceof UsageError ? 2 : 1;
     }
+    if (err instanceof TaskFailedError) {
+      // The task id first: it is what `fabric task status` and a colleague need.
+      const reason = err.reason ? ` (${err.reason})` : "";
+      io.stderr(`error: ${err.code}: task ${err.taskId} ${err.state}${reason}: ${oneLine(err.message)}\n`);
+      const shell = err.shell;
+      const output = err.output ?? (shell ? { stdout: shell.stdout, stderr: shell.stderr } : undefined);
+      const more = detailSections(err.remote?.stack ?? "", tail(output));
+      if (more) io.stderr(`${more}\n`);
+      io.stderr(`(fabric task status ${err.taskId} shows its whole history and output)\n`);
+      return 1;
+    }
+    io.stderr(`${errorLine(err)}\n`);
     return err instanceof UsageError ? 2 : 1;
   } finally {
     client?.close();

@@ -51,10 +51,20 @@ export class TokenAuthority {
   }
 
   /** Loads the signing key from `keyFile`, creating it (mode 0600) when absent. */
-  static async fromKeyFile(keyFile: string, issuer: string, audience: string): Promise<TokenAuthority> {
+  static async fromKeyFile(
+    keyFile: string,
+    issuer: string,
+    audience: string,
+    opts: { create?: boolean } = {},
+  ): Promise<TokenAuthority> {
     let pem: string;
     if (existsSync(keyFile)) {
       pem = readFileSync(keyFile, "utf8");
+    } else if (opts.create === false) {
+      throw new FabricError(
+        "FAILED_PRECONDITION",
+        `the broker's signing key ${keyFile} does not exist: check auth.keyFile in the broker config (the broker creates the key at its first start; a token signed with another key would be refused)`,
+      );
     } else {
       const { privateKey } = await jose.generateKeyPair(ALG, { extractable: true });
       pem = await jose.exportPKCS8(privateKey);

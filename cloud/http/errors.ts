@@ -22,6 +22,7 @@ export const HTTP_STATUS_OF: Readonly<Record<ErrorCode, number>> = {
   UNAVAILABLE: 503,
   DATA_LOSS: 500,
   UNAUTHENTICATED: 401,
+  FUNCTION_FAILED: 422,
 };
 
 /** The body of an error answer. */

@@ -10,7 +10,9 @@ const idSchemas = new Map<string, z.ZodString>();
 export function idSchema(what: string): z.ZodString {
   let schema = idSchemas.get(what);
   if (!schema) {
-    schema = z.string().regex(ID_PATTERN, { message: `expected a ${what} id (a UUID)` });
+    schema = z
+      .string()
+      .regex(ID_PATTERN, { message: `expected ${/^[aeiou]/.test(what) ? "an" : "a"} ${what} id (a UUID)` });
     idSchemas.set(what, schema);
   }
   return schema;

@@ -2,7 +2,7 @@ import { hostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 
-import { FabricError, type Logger } from "../../common/index.js";
+import { FabricError, FABRIC_VERSION, type Logger } from "../../common/index.js";
 import type { BusConnectInfo, PythonInfo } from "../../proto/index.js";
 import { scalingOf } from "../config.js";
 import type { EndpointConfig } from "../config.js";
@@ -21,7 +21,7 @@ import { TaskIntake } from "./task-intake.js";
 import { TaskTracker } from "./task-tracker.js";
 
 /** Version the agent reports to the broker. */
-export const AGENT_VERSION = "0.1.0";
+export const AGENT_VERSION = FABRIC_VERSION;
 
 /** The manager entry, in the folder beside this one once compiled (dist/endpoint/manager/main.js). */
 export const MANAGER_MAIN = fileURLToPath(new URL("../manager/main.js", import.meta.url));
@@ -269,7 +269,7 @@ export class EndpointAgent {
       readQueueLength: () => intake.readQueueLength(),
       stopping,
       counts: () => ({ held: tracker.size, queued: intake.queued, running: tracker.running }),
-      managers: () => managers.managers(),
+      managers: () => managers.managers().map((m) => ({ workers: m.workers, assigned: m.assigned.size })),
       blocks: () => blocks.statuses(),
       lastError: () => this.lastError || bus.updatesError,
       python: () => this.python,

@@ -22,8 +22,10 @@ function reporter(over: Partial<StatusReporterOptions> = {}) {
     stopping: () => state.stopping,
     counts: () => ({ held: 3, queued: 7, running: 2 }),
     managers: () => [
-      { workers: 4, idle: 1 },
-      { workers: 2, idle: 2 },
+      { workers: 4, assigned: 3 },
+      // More tasks handed over than workers (the rest wait at the manager): none idle, not -6.
+      { workers: 2, assigned: 8 },
+      { workers: 2, assigned: 0 },
     ],
     blocks: () => [{ blockId: "b1", jobId: "j1", state: "connected", sinceMs: 5, reason: "" }],
     lastError: () => "sbatch: invalid partition",
@@ -43,8 +45,8 @@ describe("StatusReporter", () => {
       agentVersion: "0.1.0",
       outstandingTasks: 10,
       runningTasks: 2,
-      managers: 2,
-      workers: 6,
+      managers: 3,
+      workers: 8,
       idleWorkers: 3,
       blocks: [{ blockId: "b1", jobId: "j1", state: "connected", sinceMs: 5, reason: "" }],
       provider: "slurm",

@@ -37,7 +37,8 @@ export interface StatusReporterOptions {
   readQueueLength(): Promise<void>;
   stopping(): boolean;
   counts(): StatusCounts;
-  managers(): Iterable<{ readonly workers: number; readonly idle: number }>;
+  /** Each connected manager's workers, and how many tasks the agent has handed it and not had back. */
+  managers(): Iterable<{ readonly workers: number; readonly assigned: number }>;
   blocks(): BlockStatus[];
   /** The endpoint's most recent trouble ("" when none). */
   lastError(): string;
@@ -94,7 +95,8 @@ export class StatusReporter {
     for (const m of this.o.managers()) {
       managers++;
       workers += m.workers;
-      idleWorkers += m.idle;
+      // Idle workers, not free room: a manager also queues tasks beyond its workers.
+      idleWorkers += Math.max(0, m.workers - m.assigned);
     }
     return {
       endpointId: this.o.endpointId,

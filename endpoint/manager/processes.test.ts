@@ -135,7 +135,7 @@ describe("worker process", () => {
     );
     expect(o.ok).toBe(false);
     expect(o.error).toMatchObject({
-      code: "UNKNOWN",
+      code: "FUNCTION_FAILED",
       reason: "function_error",
       message: "detector D7 saturated",
     });
@@ -158,7 +158,7 @@ describe("worker process", () => {
     const o = await worker.run(shellItem("t8", "echo partial; echo broken >&2; exit {code}", { code: 3 }));
     expect(o.ok).toBe(false);
     expect(o.error).toMatchObject({
-      code: "UNKNOWN",
+      code: "FUNCTION_FAILED",
       reason: "shell_exit_nonzero",
       message: "command exited with code 3",
     });

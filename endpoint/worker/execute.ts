@@ -87,10 +87,14 @@ export function compileJsFunction(functionId: string, spec: JsFunctionSpec): Cal
   try {
     fn = factory(userRequire);
   } catch (err) {
-    throw new FabricError("UNKNOWN", `the function source threw while loading: ${remoteOf(err).message}`, {
-      reason: "function_error",
-      remote: remoteOf(err),
-    });
+    throw new FabricError(
+      "FUNCTION_FAILED",
+      `the function source threw while loading: ${remoteOf(err).message}`,
+      {
+        reason: "function_error",
+        remote: remoteOf(err),
+      },
+    );
   }
   if (typeof fn !== "function") {
     throw invalidTask(
@@ -161,7 +165,7 @@ async function runJs(item: WorkItem, spec: JsFunctionSpec, opts: ExecuteOptions)
     value = await fn(...args, ...(kwargs !== undefined ? [kwargs] : []));
   } catch (err) {
     const remote = remoteOf(err);
-    throw new FabricError("UNKNOWN", remote.message || `the function threw ${remote.type}`, {
+    throw new FabricError("FUNCTION_FAILED", remote.message || `the function threw ${remote.type}`, {
       reason: "function_error",
       remote,
     });
@@ -199,7 +203,7 @@ async function runShell(
   }
   if (run.exitCode !== 0 || run.signal) {
     const how = run.signal ? `was killed by ${run.signal}` : `exited with code ${run.exitCode}`;
-    throw new FabricError("UNKNOWN", `command ${how}`, { reason: "shell_exit_nonzero", shell });
+    throw new FabricError("FUNCTION_FAILED", `command ${how}`, { reason: "shell_exit_nonzero", shell });
   }
   const bytes = encodeResult({ exitCode: 0, stdout: run.stdout, stderr: run.stderr }, opts.maxResultBytes);
   return { bytes, output: run.stdout || run.stderr ? { stdout: run.stdout, stderr: run.stderr } : undefined };

@@ -213,7 +213,7 @@ describe("Python run frames", () => {
       error: { type: "ValueError", message: "bad", traceback: "Traceback …" },
     });
     expect(plain).toMatchObject({
-      code: "UNKNOWN",
+      code: "FUNCTION_FAILED",
       reason: "function_error",
       message: "ValueError: bad",
       remote: { type: "ValueError", message: "bad", stack: "Traceback …" },

@@ -242,7 +242,7 @@ export function decodePythonFrame(body: Uint8Array): PythonRuntimeMessage {
 }
 
 const CODE_OF_REASON: Readonly<Record<PythonEndReason, ErrorCode>> = {
-  system_exit: "UNKNOWN",
+  system_exit: "FUNCTION_FAILED",
   interrupted: "CANCELLED",
   out_of_memory: "RESOURCE_EXHAUSTED",
   import_error: "FAILED_PRECONDITION",
@@ -264,7 +264,7 @@ export function pythonFailureToError(result: PythonTaskResult): FabricError {
   const remote: RemoteExceptionInfo = { type: e.type, message: e.message, stack: e.traceback };
   const said = e.message ? `${e.type}: ${e.message}` : e.type;
   if (result.reason === undefined)
-    return new FabricError("UNKNOWN", said, { reason: "function_error", remote });
+    return new FabricError("FUNCTION_FAILED", said, { reason: "function_error", remote });
   let message: string;
   switch (result.reason) {
     case "system_exit":
