@@ -11,6 +11,7 @@ import { codecBench } from "./codec.js";
 import { coldSlurm } from "./cold-slurm.js";
 import { coldContainer, warmContainer } from "./containers.js";
 import { latency, memory, throughput } from "./core.js";
+import { httpLatency } from "./http.js";
 import { listTasks } from "./list-tasks.js";
 import { dask } from "./peers.js";
 import { pythonClient } from "./python-client.js";
@@ -32,6 +33,7 @@ const benches: Record<string, Bench> = {
   python_cold: () => pythonCold(),
   list_tasks: () => listTasks(),
   python_client: () => pythonClient(),
+  http_latency: () => httpLatency(),
 };
 
 async function main(): Promise<void> {

@@ -7,9 +7,9 @@ bash scripts/setup.sh
 # Everything the integration tests start for real: Docker and Podman engines, a one-node Slurm,
 # Python's grpcio (an independent client of the API), the science stack the Python
 # functions' tests compute with (numpy, scipy, scikit-image), and pip, which installs the Python
-# client (clients/python) in its test.
+# client (clients/python) in its test; curl and jq run docs/http.md's walk-through.
 # Installed up front (once) so no test spends its own timeout on apt.
-bash scripts/ensure-system.sh nats-server docker.io podman catatonit slurm-wlm munge busybox-static python3-grpcio \
+bash scripts/ensure-system.sh nats-server docker.io podman catatonit slurm-wlm munge busybox-static python3-grpcio curl jq \
   python3-numpy python3-scipy python3-skimage python3-pip
 # The whole suite starts with the typecheck, lint, format and dependency checks: a broken rule fails
 # the run (`npm test -- FILE` runs just that file).

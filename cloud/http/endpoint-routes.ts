@@ -44,8 +44,13 @@ const RegisterBody = z
 
 const PolicyBody = z
   .strictObject({
-    sharedWith: z.array(z.string()).optional().describe("users or group:NAME who may submit to it"),
-    allowedFunctions: z.array(z.string()).optional().describe("function ids it runs (empty: any)"),
+    // The service's bounds, here too: zod looks at every item of an unbounded array.
+    sharedWith: z.array(z.string()).max(1000).optional().describe("users or group:NAME who may submit to it"),
+    allowedFunctions: z
+      .array(z.string())
+      .max(10_000)
+      .optional()
+      .describe("function ids it runs (empty: any)"),
   })
   .describe("EndpointPolicy");
 

@@ -114,7 +114,8 @@ const RegisterFunctionBody = z
 const ShareFunctionBody = z
   .strictObject({
     public: z.boolean().optional().describe("anyone with a token may run it"),
-    sharedWith: z.array(z.string()).optional().describe("users, or group:NAME"),
+    // Bounded here, not only by the service: zod looks at every item of an unbounded array.
+    sharedWith: z.array(z.string()).max(1000).optional().describe("users, or group:NAME"),
   })
   .describe("ShareFunctionRequest");
 

@@ -4,13 +4,15 @@
  * the route's zod schema (unknown fields, wrong types and bad JSON answer 400 with what was
  * wrong), then the shared service handler; failures answer `{code, message, details}`.
  */
+import { STATUS_CODES } from "node:http";
+import type { Socket } from "node:net";
+import type { Server as TlsServer } from "node:tls";
+
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { z } from "zod";
 
-import { FabricError, toFabricError } from "../../common/index.js";
-import type { Server as TlsServer } from "node:tls";
-
+import { FabricError, MAX_JSON_DEPTH, toFabricError } from "../../common/index.js";
 import type { TokenAuthority } from "../auth/tokens.js";
 import { authenticateBearer, logFailure, type CallContext } from "../rpc/rpc.js";
 import type { ServerTlsContext } from "../rpc/tls.js";
@@ -47,9 +49,63 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host: m[1]!.replace(/^\[(.*)\]$/, "$1"), port: Number(m[2]) };
 }
 
-/** The message of a body that failed its schema: each problem with its path. */
+/** Most problems a message lists (a body of 100,000 bad items would make a message of megabytes). */
+const MAX_PROBLEMS = 10;
+
+/** The message of a body that failed its schema: the first problems, each with its path. */
 function schemaProblems(err: z.ZodError): string {
-  return err.issues.map((i) => `${i.path.length > 0 ? i.path.join(".") : "body"}: ${i.message}`).join("; ");
+  const listed = err.issues
+    .slice(0, MAX_PROBLEMS)
+    .map((i) => `${i.path.length > 0 ? i.path.join(".") : "body"}: ${i.message}`)
+    .join("; ");
+  const more = err.issues.length - MAX_PROBLEMS;
+  return more > 0 ? `${listed}; and ${more} more` : listed;
+}
+
+/** Longest path parameter routed (ids are far shorter). */
+const MAX_PARAM_LENGTH = 100;
+
+/** Deepest body accepted: a payload at its limit (common/json.ts) inside a request's envelope. */
+const MAX_BODY_DEPTH = MAX_JSON_DEPTH + 8;
+
+/** Whether `value` nests arrays and objects deeper than `limit` (iterative: no stack to overflow). */
+function nestedDeeperThan(value: unknown, limit: number): boolean {
+  const stack: [object, number][] = typeof value === "object" && value !== null ? [[value, 1]] : [];
+  for (let top = stack.pop(); top; top = stack.pop()) {
+    const [v, depth] = top;
+    if (depth > limit) return true;
+    const children: unknown[] = Array.isArray(v) ? v : Object.values(v as Record<string, unknown>);
+    for (const child of children)
+      if (typeof child === "object" && child !== null) stack.push([child, depth + 1]);
+  }
+  return false;
+}
+
+/**
+ * Bytes the HTTP parser could not read as a request (a bad request line or header, headers over
+ * the limit): answered with the same JSON errors and `Connection: close` (so a keep-alive client
+ * does not send its next request into a socket about to close), then closed.
+ */
+function answerClientError(err: { code?: string }, socket: Socket): void {
+  if (err.code === "ECONNRESET" || socket.destroyed) return;
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const fe =
+    err.code === "HPE_HEADER_OVERFLOW"
+      ? new FabricError("RESOURCE_EXHAUSTED", "the request's headers (its URL included) are over the limit")
+      : err.code === "ERR_HTTP_REQUEST_TIMEOUT"
+        ? new FabricError("DEADLINE_EXCEEDED", "the request did not arrive in time")
+        : new FabricError("INVALID_ARGUMENT", `not an HTTP/1.1 request: ${err.code ?? "unreadable"}`);
+  const { status, body } = httpErrorOf(fe);
+  const text = JSON.stringify(body);
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+  );
+  // Closed once the client has read the answer, or soon if it keeps sending.
+  setTimeout(() => socket.destroy(), 1_000).unref();
 }
 
 export class HttpApi {
@@ -66,10 +122,18 @@ export class HttpApi {
   async start(): Promise<void> {
     const { routes, auth, log } = this.opts;
     const tls = this.opts.tls;
+    const fail = (reply: FastifyReply, method: string, err: unknown) => {
+      const fe = toFabricError(err);
+      logFailure(log, method, fe);
+      const { status, body } = httpErrorOf(fe);
+      return reply.code(status).type("application/json").send(body);
+    };
     const app = Fastify({
       bodyLimit: this.opts.bodyLimit,
       logger: false,
       return503OnClosing: true,
+      clientErrorHandler: answerClientError,
+      routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
       ...(tls
         ? {
             https: {
@@ -79,13 +143,19 @@ export class HttpApi {
             },
           }
         : {}),
+      // The router's own refusals: a path that is not valid percent-encoding, a parameter over
+      // the length limit.
+      frameworkErrors: (err, req, reply) => {
+        const path = req.url.split("?")[0]!.slice(0, 120);
+        const why =
+          err.code === "FST_ERR_BAD_URL"
+            ? `the path ${path} is not a valid URL (bad percent-encoding)`
+            : err.code === "FST_ERR_MAX_PARAM_LENGTH"
+              ? `a path parameter of ${path}… is over ${MAX_PARAM_LENGTH} characters`
+              : err.message;
+        return fail(reply, req.url, new FabricError("INVALID_ARGUMENT", why));
+      },
     });
-    const fail = (reply: FastifyReply, method: string, err: unknown) => {
-      const fe = toFabricError(err);
-      logFailure(log, method, fe);
-      const { status, body } = httpErrorOf(fe);
-      return reply.code(status).type("application/json").send(body);
-    };
     // Errors fastify finds itself (bad JSON, a body over the limit, a wrong content type).
     app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, req, reply) => {
       const status = err.statusCode ?? 500;
@@ -133,6 +203,12 @@ export class HttpApi {
                 : await authenticateBearer(auth, req.headers.authorization);
             let body: unknown;
             if (route.body) {
+              // Deeper than any payload may be: refused before a recursive step meets it.
+              if (nestedDeeperThan(req.body, MAX_BODY_DEPTH))
+                throw new FabricError(
+                  "INVALID_ARGUMENT",
+                  `${route.operationId}: the body is nested deeper than ${MAX_BODY_DEPTH} levels`,
+                );
               const parsed = route.body.safeParse(req.body ?? undefined);
               if (!parsed.success)
                 throw new FabricError(

@@ -27,6 +27,8 @@ const MAX_WAIT_MS = 60_000;
 
 /** Most tasks one get or cancel names (a submission's own limit is the broker's `limits`). */
 const MAX_IDS = 1000;
+/** Most tasks a submission's body may hold; the broker's `limits.maxBatchSize` (10,000 by default) applies below it. */
+const MAX_TASKS = 100_000;
 
 const TaskSpecJson = z
   .strictObject({
@@ -40,7 +42,9 @@ const TaskSpecJson = z
 
 const SubmitBody = z
   .strictObject({
-    tasks: z.array(TaskSpecJson).min(1),
+    // Bounded (beyond any batch limits.maxBatchSize lets through): zod looks at every item of an
+    // unbounded array, and a body of a million bad items would hold the broker for seconds.
+    tasks: z.array(TaskSpecJson).min(1).max(MAX_TASKS),
     groupId: z.string().optional().describe("add the tasks to this group of the caller's"),
     idempotencyKey: z
       .string()
