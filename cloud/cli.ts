@@ -47,7 +47,7 @@ program
     const grpcLog = log.child({ component: "grpc-js" });
     grpc.setLogger({
       error: (...a: unknown[]) => grpcLog.debug(a.map(String).join(" ")),
-    } as Partial<Console>);
+    });
     const broker = new Broker(config, log);
     await broker.start();
     let stopping = false;

@@ -40,6 +40,8 @@ export interface RouteInput {
   readonly body: unknown;
   readonly query: unknown;
   readonly params: Readonly<Record<string, string>>;
+  /** Aborted when the client goes away before the answer (a long-poll stops waiting). */
+  readonly signal?: AbortSignal;
 }
 
 /** Where a streaming route sends its events. */

@@ -227,7 +227,16 @@ export class HttpApi {
                 );
               query = parsed.data;
             }
-            const input = { body, query, params: (req.params ?? {}) as Record<string, string> };
+            const gone = new AbortController();
+            reply.raw.once("close", () => {
+              if (!reply.raw.writableFinished) gone.abort();
+            });
+            const input = {
+              body,
+              query,
+              params: (req.params ?? {}) as Record<string, string>,
+              signal: gone.signal,
+            };
             const ctx = { principal: principal!, log };
             if (route.events) return this.stream(route, input, ctx, reply);
             const out = await route.handler!(input, ctx);

@@ -394,7 +394,7 @@ export function taskRoutes(parts: TaskRouteParts): Route[] {
       tag: "tasks",
       body: WaitBody,
       response: z.object({ tasks: z.array(TaskJson), pendingIds: z.array(z.string()) }),
-      handler: async ({ body }, ctx) => {
+      handler: async ({ body, signal }, ctx) => {
         const b = body as z.infer<typeof WaitBody>;
         const finished: Record<string, unknown>[] = [];
         let cancelled = false;
@@ -405,6 +405,8 @@ export function taskRoutes(parts: TaskRouteParts): Route[] {
           for (const l of listeners) l();
         };
         const timer = setTimeout(cancel, b.timeoutMs ?? 30_000);
+        // A client that went away is not waited for.
+        signal?.addEventListener("abort", cancel, { once: true });
         try {
           await watcher.watch(
             { taskIds: b.taskIds ?? [], groupId: b.groupId ?? "" },

@@ -31,6 +31,10 @@ export const MAX_LIST_LIMIT = 1000;
 const DEFAULT_LIST_LIMIT = 100;
 /** Finished tasks are marked in the index in batches, this long after the first of a batch. */
 const MARK_DELAY_MS = 100;
+/** How far apart in time an entry and the first of its page may be (clocks, racing submissions). */
+const MARK_SKEW_MS = 2_000;
+/** Most pages a search for a finished task's page reads (beyond: a listing repairs the mark). */
+const MARK_SCAN_PAGES = 64;
 /** Owners whose head page this broker keeps (the page it appends to). */
 const MAX_HEADS = 10_000;
 /** Tasks whose page this broker remembers (to mark them finished without a search). */
@@ -278,20 +282,28 @@ export class TaskIndex {
     newest: number,
     read: (no: number) => Promise<Page | null>,
   ): Promise<number | undefined> {
-    // Pages are in creation order (give or take the brokers' clock skew): a binary search for the
-    // last page starting at or before the task's creation, then that page and its neighbours.
+    // Pages are in the order their entries were added, which is creation order give or take the
+    // brokers' clocks and submissions racing each other: a binary search for the first page that
+    // starts within MARK_SKEW_MS before the task's creation, then a bounded scan forward.
+    const from = f.createdAtMs - MARK_SKEW_MS;
     let lo = 0;
     let hi = newest;
     while (lo < hi) {
-      const mid = Math.ceil((lo + hi) / 2);
+      const mid = Math.floor((lo + hi) / 2);
       const page = await read(mid);
       // A missing page has expired: the oldest go first.
-      if (page && (page.entries[0]?.createdAtMs ?? 0) > f.createdAtMs) hi = mid - 1;
-      else lo = mid;
+      if (!page || (page.entries[0]?.createdAtMs ?? 0) < from) lo = mid + 1;
+      else hi = mid;
     }
-    for (const no of [lo, lo + 1, lo - 1]) {
+    for (
+      let no = Math.max(0, lo - 1), scanned = 0;
+      no <= newest && scanned < MARK_SCAN_PAGES;
+      no++, scanned++
+    ) {
       const page = await read(no);
-      if (page?.entries.some((e) => e.id === f.id)) return no;
+      if (!page) continue;
+      if (page.entries.some((e) => e.id === f.id)) return no;
+      if ((page.entries[0]?.createdAtMs ?? 0) > f.createdAtMs + MARK_SKEW_MS) break;
     }
     return undefined;
   }
