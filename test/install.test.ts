@@ -85,7 +85,7 @@ describe("installed from the packed tarball", () => {
     let log = "";
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`the installed broker is not ready:\n${log}`)), 30_000);
-      b.stderr!.on("data", (d: Buffer) => {
+      b.stderr.on("data", (d: Buffer) => {
         log += d.toString();
         if (log.includes('"broker ready"')) {
           clearTimeout(timer);
