@@ -14,6 +14,7 @@ import { latency, memory, throughput } from "./core.js";
 import { listTasks } from "./list-tasks.js";
 import { dask } from "./peers.js";
 import { pythonCold, pythonLatency, pythonThroughput } from "./python.js";
+import { taskStats } from "./task-stats.js";
 
 type Bench = () => Promise<Record<string, unknown>>;
 
@@ -30,6 +31,7 @@ const benches: Record<string, Bench> = {
   python_throughput: () => pythonThroughput(),
   python_cold: () => pythonCold(),
   list_tasks: () => listTasks(),
+  task_stats: () => taskStats(),
 };
 
 async function main(): Promise<void> {

@@ -12,6 +12,7 @@ import { HttpApi } from "./http/server.js";
 import { endpointRoutes } from "./http/endpoint-routes.js";
 import { functionRoutes } from "./http/routes.js";
 import { taskRoutes } from "./http/task-routes.js";
+import { taskStatsRoutes } from "./http/stats-routes.js";
 import { accountOfUserJwt, jwtOfCredsFile, NatsCredentialMinter } from "./auth/nats-credentials.js";
 import { OidcVerifier } from "./auth/oidc.js";
 import { RateLimiter } from "./auth/rate-limit.js";
@@ -24,7 +25,7 @@ import { OwnedRegistry } from "./registry/owned-registry.js";
 import { requestGuards } from "./rpc/request-shapes.js";
 import { tolerantService } from "./rpc/rpc.js";
 import { ServerTlsContext, grpcServerCredentials, isLocalOnlyListen } from "./rpc/tls.js";
-import { RecordCache, type TaskRecordCache } from "./state/records.js";
+import { RecordCache, mapLimit, type TaskRecordCache } from "./state/records.js";
 import { FabricStore } from "./state/store.js";
 import { TaskBook } from "./tasks/book.js";
 import { TaskEventHub } from "./tasks/event-hub.js";
@@ -33,6 +34,7 @@ import { TaskGroups } from "./tasks/groups.js";
 import { ResultIngest } from "./tasks/result-ingest.js";
 import { taskService } from "./tasks/service.js";
 import { TaskSubmitter } from "./tasks/submit.js";
+import { TaskStatsCounter } from "./tasks/task-stats.js";
 import { TaskWatcher } from "./tasks/watch.js";
 
 const KEY_CHECK_SUBJECT = "fabric.broker-key-check";
@@ -135,7 +137,8 @@ export class Broker {
       this.config.resultRetentionSeconds * 1000,
     );
     events.observe((task) => index.finished(task));
-    const lister = new TaskLister(index, async (id) => (await store.tasks.read(id))?.value ?? null);
+    const readTask = async (id: string) => (await store.tasks.read(id))?.value ?? null;
+    const lister = new TaskLister(index, readTask);
     const groups = new TaskGroups(store);
     const submitter = new TaskSubmitter(
       store,
@@ -214,6 +217,7 @@ export class Broker {
           ...functionRoutes(functionHandlers(store, functions)),
           ...endpointRoutes(endpointHandlers(endpointDeps)),
           ...taskRoutes({ submitter, book, lister, watcher }),
+          ...taskStatsRoutes(new TaskStatsCounter(index, (ids) => mapLimit(ids, 64, readTask))),
         ],
         auth,
         log: log.child({ component: "cloud.http" }),

@@ -431,7 +431,7 @@ export class TaskIndex {
           if (req.endpointId && e.endpointId !== req.endpointId) continue;
           if (req.groupId && e.groupId !== req.groupId) continue;
           if (e.state !== TaskState.TASK_STATE_UNSPECIFIED) {
-            if (e.completedAtMs > 0 && e.completedAtMs < keptSince) continue;
+            if (!retained(e, keptSince)) continue;
             if (states.size > 0 && !states.has(e.state)) continue;
           }
           batch.push(e);
@@ -477,6 +477,59 @@ export class TaskIndex {
     }
     return { tasks, nextCursor: "" };
   }
+
+  /**
+   * The owner's index, page by page, newest page first (each page's entries in the order added,
+   * oldest first), without the entries a listing no longer shows; from the newest page created
+   * before `createdBeforeMs` (0: the newest), with the creation time of each page's newest entry
+   * (of all its entries: those left out too). Ends at the oldest page or where pages have expired.
+   * Reads ahead; the caller bounds the scan by stopping (tasks/task-stats.ts).
+   */
+  async *pages(
+    owner: string,
+    createdBeforeMs = 0,
+  ): AsyncGenerator<{ readonly entries: readonly TaskIndexEntry[]; readonly newestCreatedAtMs: number }> {
+    const key = TaskIndex.ownerKey(owner);
+    const keptSince = Date.now() - this.retentionMs;
+    const pages = new Map<number, Promise<Page | null>>();
+    const fetchPage = (n: number): Promise<Page | null> => {
+      let p = pages.get(n);
+      if (!p) pages.set(n, (p = this.readPage(key, n)));
+      return p;
+    };
+    const newest = await this.newestPage(key);
+    pages.set(newest.no, Promise.resolve(newest));
+    let no = newest.no;
+    if (createdBeforeMs > 0 && newest.entries[0] && newest.entries[0].createdAtMs >= createdBeforeMs)
+      no = await lastPageBefore(createdBeforeMs, newest.no, fetchPage);
+    let read = 0;
+    let missing = 0;
+    for (; no >= 0; no--) {
+      const ahead = Math.min(PREFETCH, 1 + 2 * read);
+      for (let n = no - 1; n >= Math.max(0, no - ahead); n--) void fetchPage(n).catch(() => null);
+      const page = await fetchPage(no);
+      pages.delete(no);
+      read++;
+      if (!page) {
+        if (++missing >= 3) return;
+        continue;
+      }
+      missing = 0;
+      yield {
+        entries: page.entries.filter((e) => retained(e, keptSince)),
+        newestCreatedAtMs: page.entries[page.entries.length - 1]?.createdAtMs ?? 0,
+      };
+    }
+  }
+}
+
+/** Whether a listing still shows an entry: not one the index knows finished before `keptSince`. */
+function retained(e: TaskIndexEntry, keptSince: number): boolean {
+  return !(
+    e.state !== TaskState.TASK_STATE_UNSPECIFIED &&
+    e.completedAtMs > 0 &&
+    e.completedAtMs < keptSince
+  );
 }
 
 /** The newest page whose first entry was created before `before` (a binary search). */
