@@ -12,6 +12,7 @@ import { HttpApi } from "./http/server.js";
 import { endpointRoutes } from "./http/endpoint-routes.js";
 import { functionRoutes } from "./http/routes.js";
 import { taskRoutes } from "./http/task-routes.js";
+import { dashboardRoutes, DASHBOARD_PATH } from "./http/dashboard.js";
 import { taskStatsRoutes } from "./http/stats-routes.js";
 import { accountOfUserJwt, jwtOfCredsFile, NatsCredentialMinter } from "./auth/nats-credentials.js";
 import { OidcVerifier } from "./auth/oidc.js";
@@ -219,6 +220,7 @@ export class Broker {
           ...taskRoutes({ submitter, book, lister, watcher }),
           ...taskStatsRoutes(new TaskStatsCounter(index, (ids) => mapLimit(ids, 64, readTask))),
         ],
+        extraRoutes: this.config.http.dashboard ? [dashboardRoutes()] : [],
         auth,
         log: log.child({ component: "cloud.http" }),
         bodyLimit,
@@ -228,7 +230,13 @@ export class Broker {
       await http.start();
       this.http = http;
       log.info(
-        { listen: this.config.http.listen, port: http.port, bodyLimit, tls: this.tls ? "on" : "off" },
+        {
+          listen: this.config.http.listen,
+          port: http.port,
+          bodyLimit,
+          tls: this.tls ? "on" : "off",
+          dashboard: this.config.http.dashboard ? DASHBOARD_PATH : "off",
+        },
         "HTTP API listening",
       );
       if (!this.tls && !isLocalOnlyListen(this.config.http.listen)) {
