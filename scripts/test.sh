@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # Everything the integration tests start for real: Docker and Podman engines, a one-node Slurm,
-# Python's grpcio (an independent client of the API), and the science stack the Python
-# functions' tests compute with (numpy, scipy, scikit-image).
+# Python's grpcio (an independent client of the API), the science stack the Python
+# functions' tests compute with (numpy, scipy, scikit-image), and Chromium, the browser the
+# dashboard's test drives (playwright-core, never a downloaded browser).
 # Installed up front (once) so no test spends its own timeout on apt.
-bash scripts/ensure-system.sh nats-server docker.io podman catatonit slurm-wlm munge busybox-static python3-grpcio \
+bash scripts/ensure-system.sh nats-server docker.io podman catatonit slurm-wlm munge busybox-static python3-grpcio chromium \
   python3-numpy python3-scipy python3-skimage
 # The whole suite starts with the typecheck, lint, format and dependency checks: a broken rule fails
 # the run (`npm test -- FILE` runs just that file).

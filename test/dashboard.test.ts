@@ -1,0 +1,275 @@
+/**
+ * The web dashboard in a real browser (Debian's Chromium, driven by playwright-core) against a
+ * real broker, NATS and endpoint: the broker serves the page at /ui/; a user signs in with a
+ * token (kept in the tab's sessionStorage, never in a URL), sees the endpoint online, watches the
+ * counts move as a batch submitted from the SDK runs, reads a failed task's remote traceback, and
+ * cancels a running task from its page. Screenshots of each view go to a temporary directory
+ * (printed); with UPDATE_SCREENSHOTS=1 they are also copied to docs/screenshots/.
+ */
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+import { chromium, type Browser, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+import { LocalFabric, ROOT, freePort, until } from "../devkit/index.js";
+import type { Client } from "../sdk/index.js";
+
+/** Installed by scripts/test.sh (ensure-system.sh chromium), never downloaded by a test. */
+const CHROMIUM = "/usr/bin/chromium";
+
+interface StatsAnswer {
+  total: number;
+  counts: Record<string, number>;
+  complete: boolean;
+  series: { finished: number[] };
+}
+interface OpenApiDoc {
+  paths: Record<string, Record<string, { operationId: string }>>;
+}
+
+describe("the dashboard in a browser", () => {
+  let stack: LocalFabric;
+  let base: string;
+  let token: string;
+  let alice: Client;
+  let endpointId: string;
+  let squareFn: string;
+  let explodeFn: string;
+  let sleepFn: string;
+  let browser: Browser | undefined;
+  let page: Page;
+  const shots = mkdtempSync(path.join(tmpdir(), "fabric-dashboard-shots-"));
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM))
+      throw new Error(
+        `${CHROMIUM} is missing: \`bash scripts/ensure-system.sh chromium\` installs it (npm test does it for you)`,
+      );
+    const port = await freePort();
+    stack = await LocalFabric.start({
+      name: "dashboard",
+      brokerConfig: { http: { listen: `127.0.0.1:${port}` } },
+    });
+    base = `http://127.0.0.1:${port}`;
+    alice = await stack.client("alice");
+    token = await stack.broker.token("alice");
+    const [ep] = await Promise.all([
+      stack.startEndpoint("alice", "dash-ep", { workers: 2 }),
+      (async () => {
+        browser = await chromium.launch({
+          executablePath: CHROMIUM,
+          args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        });
+      })(),
+    ]);
+    endpointId = ep.endpointId();
+    squareFn = await alice.registerFunction({
+      source: "function square(x) { const end = Date.now() + 40; while (Date.now() < end); return x * x; }",
+      entryPoint: "square",
+    });
+    explodeFn = await alice.registerFunction({
+      source: "function explode(x) { throw new RangeError('bad input ' + x); }",
+      entryPoint: "explode",
+    });
+    sleepFn = await alice.registerShellFunction("sleep 60", { name: "sleep-a-minute" });
+    const context = await browser!.newContext({ viewport: { width: 1180, height: 820 } });
+    page = await context.newPage();
+    console.log(`dashboard screenshots: ${shots}`);
+  }, 60_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await stack?.stop();
+  });
+
+  /** Saves a screenshot of the page as NAME.png (and in docs/screenshots/ with UPDATE_SCREENSHOTS=1). */
+  const shoot = async (name: string) => {
+    const file = path.join(shots, `${name}.png`);
+    await page.screenshot({ path: file, fullPage: false });
+    if (process.env["UPDATE_SCREENSHOTS"] === "1") {
+      const docs = path.join(ROOT, "docs", "screenshots");
+      mkdirSync(docs, { recursive: true });
+      copyFileSync(file, path.join(docs, `${name}.png`));
+    }
+  };
+
+  /** The number a tile of the page shows now. */
+  const tile = async (label: string) =>
+    Number(
+      ((await page.locator(`[data-tile="${label}"] .tile-value`).textContent()) ?? "").replace(
+        /[^\d]/g,
+        "",
+      ) || NaN,
+    );
+
+  it("is served by the broker at /ui/, its files bundled, outside the API's document", async () => {
+    const root = await fetch(`${base}/`, { redirect: "manual" });
+    expect(root.status).toBe(302);
+    expect(root.headers.get("location")).toBe("/ui/");
+    const html = await fetch(`${base}/ui/`);
+    expect(html.status).toBe(200);
+    expect(html.headers.get("content-type")).toMatch(/text\/html/);
+    expect(html.headers.get("content-security-policy")).toMatch(/script-src 'self'/);
+    const text = await html.text();
+    expect(text).toContain('src="app.js"');
+    expect(text).not.toMatch(/https?:\/\//); // nothing from elsewhere: works offline
+    const js = await fetch(`${base}/ui/app.js`);
+    expect(js.headers.get("content-type")).toMatch(/javascript/);
+    const etag = js.headers.get("etag")!;
+    expect((await js.text()).length).toBeGreaterThan(20_000);
+    expect((await fetch(`${base}/ui/app.js`, { headers: { "if-none-match": etag } })).status).toBe(304);
+    expect((await fetch(`${base}/ui/app.css`)).status).toBe(200);
+    const doc = (await (await fetch(`${base}/v1/openapi.json`)).json()) as OpenApiDoc;
+    expect(doc.paths["/v1/tasks/stats"]?.["get"]?.operationId).toBe("taskStats");
+    expect(Object.keys(doc.paths).filter((p) => !p.startsWith("/v1/"))).toEqual([]);
+    // The stats route wants a token like every API route.
+    expect((await fetch(`${base}/v1/tasks/stats`)).status).toBe(401);
+  });
+
+  it("signs in with a token kept in the tab's sessionStorage only, and shows the endpoint online", async () => {
+    await page.goto(`${base}/`);
+    expect(page.url()).toBe(`${base}/ui/`);
+    // A wrong token is refused, and the form says so.
+    await page.fill('input[name="token"]', "not-a-token");
+    await page.click('button[type="submit"]');
+    await page.locator('[role="alert"]', { hasText: "refused" }).waitFor({ timeout: 10_000 });
+    await page.fill('input[name="token"]', token);
+    await page.click('button[type="submit"]');
+    const card = page.locator('[data-endpoint="dash-ep"]');
+    await card.locator('[data-testid="connection"]', { hasText: "online" }).waitFor({ timeout: 15_000 });
+    await card.getByText(/last heartbeat/).waitFor();
+    expect(await page.locator('[data-testid="user"]').textContent()).toBe("alice");
+    // The one block of the local provider, with its workers.
+    await card.locator("table.grid tbody tr").first().waitFor();
+    await until(
+      async () => (await tile("workers")) === 2 && (await tile("workers idle")) > 0,
+      15_000,
+      "2 workers, idle, on the page",
+    );
+    // Where the token is: the tab's sessionStorage, nowhere else.
+    // (In the page's own JavaScript: this file is type-checked without the DOM's names.)
+    const kept = await page.evaluate<{ session: string | null; local: number; cookie: string; url: string }>(
+      `({ session: sessionStorage.getItem("fabric.token"), local: localStorage.length, cookie: document.cookie, url: location.href })`,
+    );
+    expect(kept).toEqual({ session: token, local: 0, cookie: "", url: `${base}/ui/` });
+    await shoot("endpoints");
+  });
+
+  it("counts a batch from the SDK as it runs, live", async () => {
+    await page.click('nav[aria-label="views"] >> text=Tasks');
+    await page.locator('[data-testid="stats-total"]').waitFor();
+    expect(await tile("success")).toBe(0);
+    expect(await tile("failed")).toBe(0);
+    const batch = await alice.submitBatch([
+      ...Array.from({ length: 40 }, (_, i) => ({ functionId: squareFn, endpointId, args: [i] })),
+      ...Array.from({ length: 3 }, (_, i) => ({ functionId: explodeFn, endpointId, args: [i] })),
+    ]);
+    // The counts move on the page while the batch runs: first some, then all.
+    const seen = new Set<number>();
+    await until(
+      async () => {
+        seen.add(await tile("success"));
+        return (await tile("success")) === 40 && (await tile("failed")) === 3;
+      },
+      30_000,
+      "the page to count 40 successes and 3 failures",
+      200,
+    );
+    expect(seen.has(0)).toBe(true);
+    // The table's newest page shows the batch, each task finished.
+    await until(
+      async () => (await page.locator(`tbody tr[data-state="success"]`).count()) === 40,
+      10_000,
+      "40 finished rows",
+    );
+    expect(await page.locator("tbody tr[data-task]").count()).toBe(43);
+    // The same numbers from the route the page reads, and the chart drawn from its series.
+    const stats = (await (
+      await fetch(`${base}/v1/tasks/stats?finishedAfterMs=${Date.now() - 600_000}`, {
+        headers: { authorization: `Bearer ${token}` },
+      })
+    ).json()) as StatsAnswer;
+    expect(stats).toMatchObject({
+      total: 43,
+      complete: true,
+      counts: { success: 40, failed: 3, running: 0 },
+    });
+    expect(stats.series.finished.reduce((a, b) => a + b, 0)).toBe(43);
+    await page.locator('[data-testid="throughput-chart"] canvas').waitFor();
+    expect(batch.taskIds).toHaveLength(43);
+    await shoot("tasks");
+  });
+
+  it("opens a failed task and shows its remote traceback and history", async () => {
+    await page.click('[data-tile="failed"]');
+    await until(
+      async () =>
+        (await page.locator("tbody tr[data-task]").count()) === 3 &&
+        (await page.locator('tbody tr[data-state="failed"]').count()) === 3,
+      10_000,
+      "the 3 failed tasks alone in the table",
+    );
+    expect(page.url()).toContain("state=failed");
+    await page.locator('tbody tr[data-state="failed"] a').first().click();
+    const traceback = page.locator('pre[aria-label="traceback"]');
+    await traceback.waitFor({ timeout: 10_000 });
+    const text = (await traceback.textContent()) ?? "";
+    expect(text).toMatch(/RangeError: bad input \d/);
+    expect(text).toContain("explode");
+    const error = (await page.locator('[aria-label="error"]').textContent()) ?? "";
+    expect(error).toContain("function_error");
+    const history = page.locator('[aria-label="history"] li');
+    const steps = await history.allTextContents();
+    expect(steps[0]).toMatch(/^received/);
+    expect(steps.at(-1)).toMatch(/^failed/);
+    expect(steps.join("\n")).toMatch(/broker\//);
+    expect(steps.join("\n")).toMatch(/manager\//);
+    await shoot("task-failed");
+    // Submitted again, with arguments typed in (the API does not give back the task's own).
+    const before = page.url();
+    await page.click("text=Submit again…");
+    await page.fill('textarea[name="args"]', "[7]");
+    await page.click('form.again button[type="submit"]');
+    await until(async () => page.url() !== before, 10_000, "the new task's page");
+    await page
+      .locator('pre[aria-label="traceback"]', { hasText: "bad input 7" })
+      .waitFor({ timeout: 15_000 });
+    const newId = /#\/tasks\/(.+)$/.exec(page.url())?.[1];
+    expect((await alice.getTask(newId!)).functionId).toBe(explodeFn);
+  });
+
+  it("cancels a running task from its page", async () => {
+    const id = await alice.run(sleepFn, endpointId, []);
+    await until(async () => (await alice.getTask(id)).state === "running", 20_000, "the task to run");
+    await page.goto(`${base}/ui/#/tasks/${id}`);
+    await page.locator("h1 .badge", { hasText: "running" }).waitFor({ timeout: 10_000 });
+    page.once("dialog", (d) => void d.accept());
+    await page.click("text=Cancel task");
+    await page.locator("h1 .badge", { hasText: "cancelled" }).waitFor({ timeout: 10_000 });
+    const task = await alice.getTask(id);
+    expect(task.state).toBe("cancelled");
+    expect(task.history.at(-1)?.actor).toMatch(/^user\/alice/);
+    await page.locator('[aria-label="history"] li.state-cancelled', { hasText: "user/alice" }).waitFor();
+    expect(await page.locator("text=Cancel task").count()).toBe(0);
+    await shoot("task-cancelled");
+  });
+
+  it("lists the functions with how often each ran and failed", async () => {
+    await page.click('nav[aria-label="views"] >> text=Functions');
+    const row = (name: string) => page.locator(`tr[data-function="${name}"]`);
+    await until(
+      async () => (await row("square").locator('[data-col="runs"]').textContent()) === "40",
+      15_000,
+      "40 runs of square",
+    );
+    expect(await row("square").locator('[data-col="failed"]').textContent()).toBe("0");
+    expect(await row("explode").locator('[data-col="runs"]').textContent()).toBe("4");
+    expect(await row("explode").locator('[data-col="failed"]').textContent()).toBe("4");
+    expect(await row("sleep-a-minute").locator('[data-col="cancelled"]').textContent()).toBe("1");
+    expect(await row("sleep-a-minute").locator("td").nth(2).textContent()).toBe("shell");
+    expect(await row("square").locator("td").nth(4).textContent()).toBe("private");
+    await shoot("functions");
+  });
+});
