@@ -190,6 +190,40 @@ describe("TaskStatsCounter", () => {
     expect(all).toMatchObject({ complete: true, total: 64 * 6 + 30, unclassified: 0 });
   });
 
+  it("reads a settled page once: a repeated count reads only the pages that can still change", async () => {
+    // Pages 0-2 full and finished (settled); page 3 full with one task running; page 4 the newest.
+    const f = await fixture([
+      ...Array.from({ length: 64 * 3 + 63 }, () => ({ state: S.TASK_STATE_SUCCESS, marked: true })),
+      { state: S.TASK_STATE_RUNNING, marked: false },
+      ...Array.from({ length: 10 }, () => ({ state: S.TASK_STATE_RUNNING, marked: false })),
+    ]);
+    const counter = new TaskStatsCounter(f.index, f.read);
+    const first = await counter.count(request(), OWNER);
+    expect(first.counts.get(S.TASK_STATE_RUNNING)).toBe(11);
+    const reads = f.io.reads;
+    const second = await counter.count(request(), OWNER);
+    expect(second.total).toBe(first.total);
+    // The head hint, the newest page and the one after it (absent), and page 3: not pages 0-2.
+    expect(f.io.reads - reads).toBe(4);
+    // Page 3's running task finishes: its mark is seen, as page 3 is read again.
+    const running = f.entries[64 * 3 + 63]!;
+    f.index.finished(
+      Task.decode(
+        Task.encode({
+          ...Task.decode(new Uint8Array()),
+          id: running.id,
+          owner: OWNER,
+          createdAtMs: running.createdAtMs,
+          state: S.TASK_STATE_SUCCESS,
+          completedAtMs: Date.now(),
+        }).finish(),
+      ),
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    const third = await counter.count(request(), OWNER);
+    expect(third.counts.get(S.TASK_STATE_SUCCESS)).toBe(64 * 3 + 64);
+  });
+
   it("refuses a count without a window and a series of too many buckets", async () => {
     const f = await fixture([]);
     const counter = new TaskStatsCounter(f.index, f.read);

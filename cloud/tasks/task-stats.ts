@@ -66,14 +66,21 @@ export interface TaskStats {
   readonly recordsRead: number;
 }
 
+/** Counts being made: per state, in an array indexed by the state's number (no Map per task). */
 interface Tally {
   total: number;
-  counts: StateCounts;
+  counts: number[];
   unclassified: number;
 }
 
-const newTally = (): Tally => ({ total: 0, counts: new Map(), unclassified: 0 });
-const add = (counts: StateCounts, state: TaskState, n = 1) => counts.set(state, (counts.get(state) ?? 0) + n);
+const STATE_SLOTS = Math.max(...Object.values(TaskState).filter((v) => typeof v === "number")) + 1;
+const newTally = (): Tally => ({ total: 0, counts: new Array<number>(STATE_SLOTS).fill(0), unclassified: 0 });
+const countOne = (t: Tally, state: TaskState) => {
+  t.total++;
+  t.counts[state] = (t.counts[state] ?? 0) + 1;
+};
+const countsOf = (t: Tally): StateCounts =>
+  new Map(t.counts.flatMap((n, state) => (n > 0 ? [[state as TaskState, n] as const] : [])));
 
 /**
  * Counts of the caller's tasks by state, per function, and the tasks finished per second, from
@@ -136,19 +143,18 @@ export class TaskStatsCounter {
         if (req.functionId && e.functionId !== req.functionId) continue;
         if (req.endpointId && e.endpointId !== req.endpointId) continue;
         if (req.groupId && e.groupId !== req.groupId) continue;
-        // A retried submission may have indexed a task twice.
-        if (seen.has(e.id)) continue;
-        seen.add(e.id);
-        oldest = e.createdAtMs;
         if (e.state === TaskState.TASK_STATE_UNSPECIFIED) {
+          // A retried submission may have indexed a task twice; only one entry matches its record
+          // (the same creation time), and only that one is ever marked: marked entries are unique.
+          if (seen.has(e.id)) continue;
+          seen.add(e.id);
+          oldest = e.createdAtMs;
           open.push(e);
           continue;
         }
-        const fn = tallyOf(byFunction, e.functionId);
-        for (const t of [all, fn]) {
-          t.total++;
-          add(t.counts, e.state);
-        }
+        oldest = e.createdAtMs;
+        countOne(all, e.state);
+        countOne(tallyOf(byFunction, e.functionId), e.state);
         finish(e.state, e.completedAtMs);
       }
     }
@@ -168,18 +174,16 @@ export class TaskStatsCounter {
     for (const e of open) {
       const fn = tallyOf(byFunction, e.functionId);
       if (!readIds.has(e.id)) {
-        for (const t of [all, fn]) {
-          t.total++;
-          t.unclassified++;
-        }
+        all.total++;
+        all.unclassified++;
+        fn.total++;
+        fn.unclassified++;
         continue;
       }
       const t = recordOf.get(e.id);
       if (!t) continue;
-      for (const tally of [all, fn]) {
-        tally.total++;
-        add(tally.counts, t.state);
-      }
+      countOne(all, t.state);
+      countOne(fn, t.state);
       if (isTerminal(t.state)) finish(t.state, t.completedAtMs);
     }
     for (const [id, t] of byFunction) if (t.total === 0) byFunction.delete(id);
@@ -187,10 +191,15 @@ export class TaskStatsCounter {
     return {
       atMs: now,
       total: all.total,
-      counts: all.counts,
+      counts: countsOf(all),
       unclassified: all.unclassified,
       functions: [...byFunction]
-        .map(([functionId, t]) => ({ functionId, ...t }))
+        .map(([functionId, t]) => ({
+          functionId,
+          total: t.total,
+          counts: countsOf(t),
+          unclassified: t.unclassified,
+        }))
         .sort((a, b) => b.total - a.total || a.functionId.localeCompare(b.functionId)),
       series: { fromMs, bucketMs: req.bucketMs, finished, failed },
       complete,
