@@ -30,7 +30,12 @@ export function ThroughputChart({ series }: { series: TaskStats["series"] | unde
         cursor: { drag: { x: false, y: false } },
         scales: { x: { time: true }, y: { range: (_u, _min, max) => [0, Math.max(1, max * 1.1)] } },
         axes: [
-          { values: (_u, splits) => splits.map((s) => clock(s * 1000)) },
+          {
+            space: 80,
+            // Whole minutes as 14:05, other ticks with their seconds.
+            values: (_u, splits) =>
+              splits.map((s) => (s % 60 === 0 ? clock(s * 1000).slice(0, 5) : clock(s * 1000))),
+          },
           { label: "tasks/s", size: 50 },
         ],
         series: [
