@@ -50,6 +50,8 @@ describe("the dashboard in a browser", () => {
   let sleepFn: string;
   let browser: Browser | undefined;
   let page: Page;
+  /** Every request the page made: what it asked for, and the Authorization header it sent. */
+  const requests: { method: string; url: string; auth: string | undefined }[] = [];
   const shots = mkdtempSync(path.join(tmpdir(), "fabric-dashboard-shots-"));
 
   beforeAll(async () => {
@@ -86,6 +88,9 @@ describe("the dashboard in a browser", () => {
     sleepFn = await alice.registerShellFunction("sleep 60", { name: "sleep-a-minute" });
     const context = await browser!.newContext({ viewport: { width: 1180, height: 820 } });
     page = await context.newPage();
+    page.on("request", (r) =>
+      requests.push({ method: r.method(), url: r.url(), auth: r.headers()["authorization"] }),
+    );
     console.log(`dashboard screenshots: ${shots}`);
   }, 60_000);
 
@@ -264,6 +269,10 @@ describe("the dashboard in a browser", () => {
     await page.locator('[aria-label="history"] li.state-cancelled', { hasText: "user/alice" }).waitFor();
     expect(await page.locator("text=Cancel task").count()).toBe(0);
     await shoot("task-cancelled");
+    // While it ran, the page watched it over the stream, the token in the header.
+    expect(
+      requests.filter((r) => r.method === "POST" && r.url === `${base}/v1/tasks/watch`).map((r) => r.auth),
+    ).toContain(`Bearer ${token}`);
   });
 
   it("lists the functions with how often each ran and failed", async () => {
@@ -281,6 +290,18 @@ describe("the dashboard in a browser", () => {
     expect(await row("sleep-a-minute").locator("td").nth(2).textContent()).toBe("shell");
     expect(await row("square").locator("td").nth(4).textContent()).toBe("private");
     await shoot("functions");
+  });
+
+  it("never put the token in a URL, and sent it with every API call", () => {
+    expect(requests.length).toBeGreaterThan(20);
+    expect(requests.filter((r) => r.url.includes(token))).toEqual([]);
+    const api = requests.filter((r) => new URL(r.url).pathname.startsWith("/v1/"));
+    // The sign-in form's one try of a wrong token aside.
+    expect(api.filter((r) => r.auth !== `Bearer ${token}`).map((r) => r.auth)).toEqual([
+      "Bearer not-a-token",
+    ]);
+    // Nothing from elsewhere: the page works offline.
+    expect(requests.filter((r) => !r.url.startsWith(base))).toEqual([]);
   });
 
   it("stays quick with 100,000 tasks retained: counted on the broker, listed a page at a time", async () => {
