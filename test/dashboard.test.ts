@@ -69,6 +69,25 @@ describe("the dashboard in a browser", () => {
     token = await stack.broker.token("alice");
     const [ep] = await Promise.all([
       stack.startEndpoint("alice", "dash-ep", { workers: 2 }),
+      // Bob's endpoint, registered over HTTP (no agent ever connects), shared with Alice.
+      (async () => {
+        const bob = {
+          authorization: `Bearer ${await stack.broker.token("bob")}`,
+          "content-type": "application/json",
+        };
+        const made = await fetch(`${base}/v1/endpoints`, {
+          method: "POST",
+          headers: bob,
+          body: JSON.stringify({ name: "bob-ep" }),
+        });
+        const { endpoint } = (await made.json()) as { endpoint: { id: string } };
+        const shared = await fetch(`${base}/v1/endpoints/${endpoint.id}/policy`, {
+          method: "POST",
+          headers: bob,
+          body: JSON.stringify({ sharedWith: ["alice"] }),
+        });
+        expect(shared.status).toBe(200);
+      })(),
       (async () => {
         browser = await chromium.launch({
           executablePath: CHROMIUM,
@@ -110,10 +129,10 @@ describe("the dashboard in a browser", () => {
     }
   };
 
-  /** The number a tile of the page shows now. */
-  const tile = async (label: string) =>
+  /** The number a tile shows now, on the page or in a part of it. */
+  const tile = async (label: string, within: Pick<Page, "locator"> = page) =>
     Number(
-      ((await page.locator(`[data-tile="${label}"] .tile-value`).textContent()) ?? "").replace(
+      ((await within.locator(`[data-tile="${label}"] .tile-value`).textContent()) ?? "").replace(
         /[^\d]/g,
         "",
       ) || NaN,
@@ -159,10 +178,16 @@ describe("the dashboard in a browser", () => {
     // The one block of the local provider, with its workers.
     await card.locator("table.grid tbody tr").first().waitFor();
     await until(
-      async () => (await tile("workers")) === 2 && (await tile("workers idle")) > 0,
+      async () => (await tile("workers", card)) === 2 && (await tile("workers idle", card)) > 0,
       15_000,
       "2 workers, idle, on the page",
     );
+    await card.getByText("Unfinished tasks on it").waitFor();
+    // Bob's, shared: never connected, his, and its tasks are not Alice's to see.
+    const bobs = page.locator('[data-endpoint="bob-ep"]');
+    await bobs.locator('[data-testid="connection"]', { hasText: "never-connected" }).waitFor();
+    await bobs.getByText("owned by bob").waitFor();
+    expect(await bobs.getByText("Unfinished tasks on it").count()).toBe(0);
     // Where the token is: the tab's sessionStorage, nowhere else.
     // (In the page's own JavaScript: this file is type-checked without the DOM's names.)
     const kept = await page.evaluate<{ session: string | null; local: number; cookie: string; url: string }>(

@@ -1,3 +1,5 @@
+import { useState } from "preact/hooks";
+
 import { ApiError } from "../api.js";
 import { ago, count, dateTime, shortId } from "../format.js";
 import { href, useNow, usePoll } from "../hooks.js";
@@ -39,21 +41,27 @@ function EndpointCard({ item }: { item: EndpointWithStatus }) {
   const now = useNow();
   const { endpoint, status } = item;
   const last = status.last ?? {};
-  const owned = endpoint.owner === me;
+  // Only the owner sees the tasks on an endpoint. The token's user names the owner in most
+  // set-ups (not always with OIDC): the broker's answer decides, asked again now and then.
+  const [refused, setRefused] = useState(false);
   const tasks = usePoll(
     async (signal) => {
-      if (!owned) return undefined;
       try {
-        return await api.get<EndpointTasks>(`/v1/endpoints/${endpoint.id}/tasks`, { limit: 10 }, signal);
+        const t = await api.get<EndpointTasks>(`/v1/endpoints/${endpoint.id}/tasks`, { limit: 10 }, signal);
+        setRefused(false);
+        return t;
       } catch (err) {
-        // Only the owner sees the tasks on an endpoint.
-        if (err instanceof ApiError && (err.status === 403 || err.status === 404)) return undefined;
+        if (err instanceof ApiError && (err.status === 403 || err.status === 404)) {
+          setRefused(true);
+          return undefined;
+        }
         throw err;
       }
     },
-    REFRESH_MS,
-    [api, endpoint.id, owned],
+    refused ? 60_000 : REFRESH_MS,
+    [api, endpoint.id],
   );
+  const owned = tasks.data !== undefined;
   const blocks = last.blocks ?? [];
   const online = status.connection === "online";
   return (
@@ -78,7 +86,7 @@ function EndpointCard({ item }: { item: EndpointWithStatus }) {
         {last.provider && <> · provider {last.provider}</>}
         {last.agentVersion && <> · agent {last.agentVersion}</>}
         {last.startedAtMs ? <> · up since {dateTime(last.startedAtMs)}</> : null}
-        {!owned && <> · owned by {endpoint.owner}</>}
+        {endpoint.owner !== me && <> · owned by {endpoint.owner}</>}
       </p>
       <div class="tiles">
         <Tile label="managers" value={last.managers ?? 0} />
