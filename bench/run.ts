@@ -16,6 +16,7 @@ import { listTasks } from "./list-tasks.js";
 import { dask } from "./peers.js";
 import { pythonClient } from "./python-client.js";
 import { pythonCold, pythonLatency, pythonThroughput } from "./python.js";
+import { taskStats } from "./task-stats.js";
 
 type Bench = () => Promise<Record<string, unknown>>;
 
@@ -34,6 +35,7 @@ const benches: Record<string, Bench> = {
   list_tasks: () => listTasks(),
   python_client: () => pythonClient(),
   http_latency: () => httpLatency(),
+  task_stats: () => taskStats(),
 };
 
 async function main(): Promise<void> {

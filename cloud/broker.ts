@@ -12,6 +12,8 @@ import { HttpApi } from "./http/server.js";
 import { endpointRoutes } from "./http/endpoint-routes.js";
 import { functionRoutes } from "./http/routes.js";
 import { taskRoutes } from "./http/task-routes.js";
+import { dashboardRoutes, DASHBOARD_PATH } from "./http/dashboard.js";
+import { taskStatsRoutes } from "./http/stats-routes.js";
 import { accountOfUserJwt, jwtOfCredsFile, NatsCredentialMinter } from "./auth/nats-credentials.js";
 import { OidcVerifier } from "./auth/oidc.js";
 import { RateLimiter } from "./auth/rate-limit.js";
@@ -24,7 +26,7 @@ import { OwnedRegistry } from "./registry/owned-registry.js";
 import { requestGuards } from "./rpc/request-shapes.js";
 import { tolerantService } from "./rpc/rpc.js";
 import { ServerTlsContext, grpcServerCredentials, isLocalOnlyListen } from "./rpc/tls.js";
-import { RecordCache, type TaskRecordCache } from "./state/records.js";
+import { RecordCache, mapLimit, type TaskRecordCache } from "./state/records.js";
 import { FabricStore } from "./state/store.js";
 import { TaskBook } from "./tasks/book.js";
 import { TaskEventHub } from "./tasks/event-hub.js";
@@ -33,6 +35,7 @@ import { TaskGroups } from "./tasks/groups.js";
 import { ResultIngest } from "./tasks/result-ingest.js";
 import { taskService } from "./tasks/service.js";
 import { TaskSubmitter } from "./tasks/submit.js";
+import { TaskStatsCounter } from "./tasks/task-stats.js";
 import { TaskWatcher } from "./tasks/watch.js";
 
 const KEY_CHECK_SUBJECT = "fabric.broker-key-check";
@@ -135,7 +138,8 @@ export class Broker {
       this.config.resultRetentionSeconds * 1000,
     );
     events.observe((task) => index.finished(task));
-    const lister = new TaskLister(index, async (id) => (await store.tasks.read(id))?.value ?? null);
+    const readTask = async (id: string) => (await store.tasks.read(id))?.value ?? null;
+    const lister = new TaskLister(index, readTask);
     const groups = new TaskGroups(store);
     const submitter = new TaskSubmitter(
       store,
@@ -214,7 +218,9 @@ export class Broker {
           ...functionRoutes(functionHandlers(store, functions)),
           ...endpointRoutes(endpointHandlers(endpointDeps)),
           ...taskRoutes({ submitter, book, lister, watcher }),
+          ...taskStatsRoutes(new TaskStatsCounter(index, (ids) => mapLimit(ids, 64, readTask))),
         ],
+        extraRoutes: this.config.http.dashboard ? [dashboardRoutes()] : [],
         auth,
         log: log.child({ component: "cloud.http" }),
         bodyLimit,
@@ -226,7 +232,13 @@ export class Broker {
       });
       this.http = http;
       log.info(
-        { listen: this.config.http.listen, port: http.port, bodyLimit, tls: this.tls ? "on" : "off" },
+        {
+          listen: this.config.http.listen,
+          port: http.port,
+          bodyLimit,
+          tls: this.tls ? "on" : "off",
+          dashboard: this.config.http.dashboard ? DASHBOARD_PATH : "off",
+        },
         "HTTP API listening",
       );
       if (!this.tls && !isLocalOnlyListen(this.config.http.listen)) {

@@ -57,6 +57,8 @@ export const BrokerConfigSchema = z
       .strictObject({
         /** `host:port` it listens on (port 0: any free port). */
         listen: z.string().min(1),
+        /** Serve the web dashboard (docs/dashboard.md) at `/ui/` on the same listener. @default true */
+        dashboard: z.boolean().default(true),
       })
       .optional(),
     /** Identifies this replica in task histories and logs. @default hostname/pid */

@@ -2,6 +2,7 @@
 //
 // 1. Direction: proto ← common ← {cloud, endpoint, sdk} ← devkit ← {bench, test, examples}.
 //    The broker (cloud/), the agent (endpoint/) and the client (sdk/) never import one another.
+//    The web dashboard (ui/, bundled for the browser) imports nothing of the project's.
 //    Tests (`*.test.ts` anywhere) may also use the dev harness.
 // 2. Surfaces: a file imports another top-level folder only through that folder's index.ts, or
 //    its internal.ts (what siblings, the dev harness and tests need beyond the public surface),
@@ -30,6 +31,7 @@ const allowed = {
   bench: ["proto", "common", "cloud", "endpoint", "sdk", "devkit"],
   examples: ["proto", "common", "sdk", "devkit"],
   test: ["proto", "common", "cloud", "endpoint", "sdk", "devkit"],
+  ui: [],
 };
 /** The files through which other folders may enter a folder. */
 const surfaces = ["index.ts", "internal.ts"];
@@ -51,7 +53,7 @@ function* sources(dir) {
     if (skipped.has(name)) continue;
     const p = path.join(dir, name);
     if (statSync(p).isDirectory()) yield* sources(p);
-    else if (p.endsWith(".ts") && !p.endsWith(".d.ts")) yield p;
+    else if ((p.endsWith(".ts") || p.endsWith(".tsx")) && !p.endsWith(".d.ts")) yield p;
   }
 }
 
@@ -59,8 +61,10 @@ function* sources(dir) {
 function resolve(from, spec) {
   if (!spec.startsWith(".")) return undefined;
   let target = path.resolve(path.dirname(from), spec);
-  if (target.endsWith(".js")) target = target.slice(0, -3) + ".ts";
-  else if (existsSync(target) && statSync(target).isDirectory()) target = path.join(target, "index.ts");
+  if (target.endsWith(".js")) {
+    target = target.slice(0, -3) + ".ts";
+    if (!existsSync(target) && existsSync(`${target}x`)) target += "x"; // a .tsx module
+  } else if (existsSync(target) && statSync(target).isDirectory()) target = path.join(target, "index.ts");
   else if (!target.endsWith(".ts")) target += ".ts";
   return target;
 }

@@ -23,3 +23,5 @@ if [ ! -f proto/gen/.stamp ] || [ "$(cat proto/gen/.stamp)" != "$proto_sum" ]; t
 fi
 npx --no-install tsc -p tsconfig.build.json
 node scripts/copy-assets.mjs
+# The web dashboard's bundle (dist/ui/), which the broker serves at /ui/.
+node scripts/build-ui.mjs

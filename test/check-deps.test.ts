@@ -70,6 +70,18 @@ describe("the dependency check", () => {
       ["test/deep.test.ts imports ../cloud/state/store.js: import cloud/ through cloud/index.ts"],
     ],
     [
+      "a dashboard module (.tsx too) that imports the broker or the SDK",
+      {
+        "ui/app.tsx":
+          'import { c } from "../sdk/index.js";\nimport { v } from "./view.js";\nexport const a = [c, v];\n',
+        "ui/view.tsx": 'export { s as v } from "../cloud/index.js";\n',
+      },
+      [
+        "ui/app.tsx imports ../sdk/index.js: ui/ must not depend on sdk/",
+        "ui/view.tsx imports ../cloud/index.js: ui/ must not depend on cloud/",
+      ],
+    ],
+    [
       "an import cycle",
       {
         "sdk/a.ts": 'import { b } from "./b.js";\nexport const a = () => b;\n',

@@ -39,6 +39,8 @@ export interface HttpApiOptions {
    * certificates are asked for, and required, as the broker's `tls` says.
    */
   readonly tls?: ServerTlsContext;
+  /** Routes beside the API's, outside its table and OpenAPI document (the dashboard's files). */
+  readonly extraRoutes?: readonly ((app: FastifyInstance) => void)[];
 }
 
 /** Where `host:port` points. */
@@ -247,6 +249,7 @@ export class HttpApi {
         },
       });
     }
+    for (const register of this.opts.extraRoutes ?? []) register(app);
     const { host, port } = parseListen(this.opts.listen);
     await app.listen({ host, port });
     if (tls) {

@@ -105,7 +105,7 @@ const listParam = z
   .transform((v) =>
     (v === undefined ? [] : Array.isArray(v) ? v : [v]).flatMap((x) => x.split(",")).filter((x) => x !== ""),
   );
-const msParam = z
+export const msParam = z
   .string()
   .regex(/^\d{1,15}$/, "must be a time in ms since 1970")
   .transform(Number)

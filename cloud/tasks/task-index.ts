@@ -39,6 +39,8 @@ const MARK_SCAN_PAGES = 64;
 const MAX_HEADS = 10_000;
 /** Tasks whose page this broker remembers (to mark them finished without a search). */
 const MAX_PAGE_HINTS = 200_000;
+/** Settled pages (full, every entry marked finished) whose entries this broker keeps, for scans. */
+const MAX_SETTLED_PAGES = 2048;
 
 interface Page {
   readonly no: number;
@@ -85,6 +87,8 @@ export class TaskIndex {
   private readonly heads = new Map<string, Page>();
   /** The page each task was added to, for tasks this broker indexed. */
   private readonly pageOf = new TwoGenerations<number>(MAX_PAGE_HINTS / 2);
+  /** Entries of settled pages by page key: such a page never changes again (it only expires). */
+  private readonly settled = new SettledPages(MAX_SETTLED_PAGES);
 
   constructor(
     private readonly io: IndexIo,
@@ -443,7 +447,7 @@ export class TaskIndex {
           if (req.endpointId && e.endpointId !== req.endpointId) continue;
           if (req.groupId && e.groupId !== req.groupId) continue;
           if (e.state !== TaskState.TASK_STATE_UNSPECIFIED) {
-            if (e.completedAtMs > 0 && e.completedAtMs < keptSince) continue;
+            if (!retained(e, keptSince)) continue;
             if (states.size > 0 && !states.has(e.state)) continue;
           }
           batch.push(e);
@@ -489,13 +493,123 @@ export class TaskIndex {
     }
     return { tasks, nextCursor: "" };
   }
+
+  /**
+   * The owner's index, page by page, newest page first (each page's entries in the order added,
+   * oldest first), without the entries a listing no longer shows; from the newest page created
+   * before `createdBeforeMs` (0: the newest), with the creation time of each page's newest entry
+   * (of all its entries: those left out too). Ends at the oldest page or where pages have expired.
+   * Reads ahead; the caller bounds the scan by stopping (tasks/task-stats.ts). A settled page
+   * (full, and every task in it finished: no write changes it again) is read once and then kept,
+   * so a scan repeated every few seconds reads only the pages that can still change.
+   */
+  async *pages(
+    owner: string,
+    createdBeforeMs = 0,
+  ): AsyncGenerator<{ readonly entries: readonly TaskIndexEntry[]; readonly newestCreatedAtMs: number }> {
+    const key = TaskIndex.ownerKey(owner);
+    const keptSince = Date.now() - this.retentionMs;
+    type Read = { readonly revision: number; readonly entries: TaskIndexEntry[] };
+    const pages = new Map<number, Promise<Read | null>>();
+    const fetchPage = (n: number): Promise<Read | null> => {
+      let p = pages.get(n);
+      if (!p) {
+        const kept = this.settled.get(this.pageKey(key, n));
+        p = kept ? Promise.resolve({ no: n, revision: 0, entries: kept }) : this.readPage(key, n);
+        pages.set(n, p);
+      }
+      return p;
+    };
+    const newest = await this.newestPage(key);
+    pages.set(newest.no, Promise.resolve(newest));
+    let no = newest.no;
+    if (createdBeforeMs > 0 && newest.entries[0] && newest.entries[0].createdAtMs >= createdBeforeMs)
+      no = await lastPageBefore(createdBeforeMs, newest.no, fetchPage);
+    let read = 0;
+    let missing = 0;
+    for (; no >= 0; no--) {
+      const ahead = Math.min(PREFETCH, 1 + 2 * read);
+      for (let n = no - 1; n >= Math.max(0, no - ahead); n--) void fetchPage(n).catch(() => null);
+      const page = await fetchPage(no);
+      pages.delete(no);
+      read++;
+      if (page && page.revision > 0 && isSettled(page.entries))
+        this.settled.keep(this.pageKey(key, no), page.entries);
+      if (!page) {
+        if (++missing >= 3) return;
+        continue;
+      }
+      missing = 0;
+      yield {
+        entries: page.entries.filter((e) => retained(e, keptSince)),
+        newestCreatedAtMs: page.entries[page.entries.length - 1]?.createdAtMs ?? 0,
+      };
+    }
+  }
+}
+
+/**
+ * Whether no write changes a page again: it is full (appends go to the next) and every entry is
+ * marked finished (marks change only unmarked entries).
+ */
+function isSettled(entries: readonly TaskIndexEntry[]): boolean {
+  return (
+    entries.length >= INDEX_PAGE_ENTRIES && entries.every((e) => e.state !== TaskState.TASK_STATE_UNSPECIFIED)
+  );
+}
+
+/**
+ * The entries of settled pages, by page key, the most recently used kept (read only, once kept).
+ * The strings entries share (function, endpoint and group ids) are kept once per page.
+ */
+class SettledPages {
+  private readonly pages = new Map<string, TaskIndexEntry[]>();
+  constructor(private readonly max: number) {}
+  get(key: string): TaskIndexEntry[] | undefined {
+    const entries = this.pages.get(key);
+    if (entries) {
+      this.pages.delete(key);
+      this.pages.set(key, entries);
+    }
+    return entries;
+  }
+  keep(key: string, entries: TaskIndexEntry[]): void {
+    if (this.pages.has(key)) return;
+    if (this.pages.size >= this.max) {
+      const oldest = this.pages.keys().next();
+      if (!oldest.done) this.pages.delete(oldest.value);
+    }
+    // In place (the entries were decoded for this scan alone): objects of the decoder's own shape.
+    const shared = new Map<string, string>();
+    const one = (s: string) => {
+      const kept = shared.get(s);
+      if (kept !== undefined) return kept;
+      shared.set(s, s);
+      return s;
+    };
+    for (const e of entries) {
+      e.functionId = one(e.functionId);
+      e.endpointId = one(e.endpointId);
+      e.groupId = one(e.groupId);
+    }
+    this.pages.set(key, entries);
+  }
+}
+
+/** Whether a listing still shows an entry: not one the index knows finished before `keptSince`. */
+function retained(e: TaskIndexEntry, keptSince: number): boolean {
+  return !(
+    e.state !== TaskState.TASK_STATE_UNSPECIFIED &&
+    e.completedAtMs > 0 &&
+    e.completedAtMs < keptSince
+  );
 }
 
 /** The newest page whose first entry was created before `before` (a binary search). */
 async function lastPageBefore(
   before: number,
   newest: number,
-  fetchPage: (n: number) => Promise<Page | null>,
+  fetchPage: (n: number) => Promise<{ readonly entries: readonly TaskIndexEntry[] } | null>,
 ): Promise<number> {
   let lo = 0;
   let hi = newest;
