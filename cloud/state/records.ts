@@ -1,3 +1,4 @@
+import type { JetStreamManager } from "@nats-io/jetstream";
 import type { KV, KvEntry } from "@nats-io/kv";
 
 import { FabricError } from "../../common/index.js";
@@ -36,8 +37,24 @@ export function kvRecordIo(kv: KV): RecordIo {
     write: (key, bytes, revision) => kv.update(key, bytes, revision),
     create: (key, bytes) => kv.create(key, bytes),
     delete: (key) => kv.delete(key),
-    keys: () => kv.keys(),
+    keys: () => streamKeys(kv),
   };
+}
+
+/**
+ * The keys of a KV bucket from its stream's subject counts (one request), not the KV client's
+ * keys(), an ordered consumer that, while keys change, kept a listing open for 5 s and more.
+ * Deleted keys still have a marker: their reads answer null, and the caller skips them.
+ */
+async function streamKeys(kv: KV): Promise<AsyncIterable<string>> {
+  const b = kv as unknown as { jsm?: JetStreamManager; stream?: string; prefix?: string };
+  if (!b.jsm || !b.stream || !b.prefix) return kv.keys();
+  const prefix = `${b.prefix}.`;
+  const info = await b.jsm.streams.info(b.stream, { subjects_filter: `${prefix}>` });
+  const subjects = Object.keys(info.state.subjects ?? {});
+  return (async function* () {
+    for (const subject of subjects) if (subject.startsWith(prefix)) yield subject.slice(prefix.length);
+  })();
 }
 
 /**
