@@ -251,6 +251,24 @@ describe("the HTTP API", () => {
     expect(noToken.json.message).toMatch(/no token/);
     const badToken = await call("GET", "/v1/functions", { token: "not-a-jwt" });
     expect(badToken).toMatchObject({ status: 401, json: { code: "UNAUTHENTICATED" } });
+    // An empty body with a JSON content type is no body: a DELETE as curl users send it works,
+    // a POST that needs one says so.
+    const doomed = await call("POST", "/v1/functions", {
+      token: alice,
+      body: { spec: { js: { source: "function f() {}", entryPoint: "f" } } },
+    });
+    const deleted = await call("DELETE", `/v1/functions/${doomed.json.function.id}`, {
+      token: alice,
+      raw: "",
+    });
+    expect(deleted.status).toBe(200);
+    const noBody = await call("POST", "/v1/functions", { token: alice, raw: "" });
+    expect(noBody).toMatchObject({ status: 400, json: { code: "INVALID_ARGUMENT" } });
+    const poisoned = await call("POST", "/v1/functions", {
+      token: alice,
+      raw: '{"__proto__": {"admin": true}}',
+    });
+    expect(poisoned).toMatchObject({ status: 400, json: { code: "INVALID_ARGUMENT" } });
     const badJson = await call("POST", "/v1/functions", { token: alice, raw: '{"spec": ' });
     expect(badJson).toMatchObject({ status: 400, json: { code: "INVALID_ARGUMENT" } });
     expect(badJson.json.message).toMatch(/not valid JSON/);
