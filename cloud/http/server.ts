@@ -168,7 +168,7 @@ export class HttpApi {
         done(null, undefined);
         return;
       }
-      parseJson(req, text, done);
+      void parseJson(req, text, done);
     });
     app.setErrorHandler((err: { statusCode?: number; code?: string; message: string }, req, reply) => {
       const status = err.statusCode ?? 500;
