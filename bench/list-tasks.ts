@@ -14,7 +14,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import pino from "pino";
 
-import { TaskIndex, type IndexIo } from "../cloud/internal.js";
+import { TaskIndex, kvIndexIo } from "../cloud/internal.js";
 import { Bus } from "../common/index.js";
 import { LocalFabric } from "../devkit/index.js";
 import { TaskState, type TaskIndexEntry } from "../proto/index.js";
@@ -26,16 +26,7 @@ export async function listTasks(total = 1_000_000, samples = 50): Promise<Record
   try {
     const client = await fabric.client("lister");
     const kv = await new Kvm(jetstream(nc)).open(Bus.taskIndexBucket);
-    const io: IndexIo = {
-      read: async (key) => {
-        const e = await kv.get(key);
-        return e && e.operation === "PUT" ? { bytes: e.value, revision: e.revision } : null;
-      },
-      write: (key, bytes, revision) => kv.update(key, bytes, revision),
-      create: (key, bytes) => kv.create(key, bytes),
-      put: (key, bytes) => kv.put(key, bytes),
-    };
-    const index = new TaskIndex(io, pino({ level: "silent" }), 7 * 86_400_000);
+    const index = new TaskIndex(kvIndexIo(kv), pino({ level: "silent" }), 7 * 86_400_000);
     const [fnA, fnB, endpointId, groupId] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
     const t0 = performance.now();
     const start = Date.now() - total; // one task a millisecond, finished 5 ms after

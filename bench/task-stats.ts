@@ -12,7 +12,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect } from "@nats-io/transport-node";
 import pino from "pino";
 
-import { TaskIndex, type IndexIo } from "../cloud/internal.js";
+import { TaskIndex, kvIndexIo } from "../cloud/internal.js";
 import { Bus } from "../common/index.js";
 import { LocalFabric, freePort } from "../devkit/index.js";
 import { TaskState, type TaskIndexEntry } from "../proto/index.js";
@@ -28,16 +28,7 @@ export async function taskStats(total = 100_000, samples = 20): Promise<Record<s
   try {
     const token = await fabric.broker.token("counter");
     const kv = await new Kvm(jetstream(nc)).open(Bus.taskIndexBucket);
-    const io: IndexIo = {
-      read: async (key) => {
-        const e = await kv.get(key);
-        return e && e.operation === "PUT" ? { bytes: e.value, revision: e.revision } : null;
-      },
-      write: (key, bytes, revision) => kv.update(key, bytes, revision),
-      create: (key, bytes) => kv.create(key, bytes),
-      put: (key, bytes) => kv.put(key, bytes),
-    };
-    const index = new TaskIndex(io, pino({ level: "silent" }), 7 * 86_400_000);
+    const index = new TaskIndex(kvIndexIo(kv), pino({ level: "silent" }), 7 * 86_400_000);
     const [fnA, fnB, endpointId, groupId] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
     // Spread over the last 50 minutes, each finished 5 ms after it was created.
     const start = Date.now() - 50 * 60_000;

@@ -8,4 +8,4 @@ export { OPENAPI_PATH } from "./http/openapi.js";
 export { taskRoutes } from "./http/task-routes.js";
 export { endpointRoutes } from "./http/endpoint-routes.js";
 export { TaskIndex, INDEX_PAGE_ENTRIES } from "./tasks/task-index.js";
-export type { IndexIo } from "./state/store.js";
+export { kvIndexIo, type IndexIo } from "./state/store.js";

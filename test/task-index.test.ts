@@ -6,27 +6,14 @@
 import { randomUUID } from "node:crypto";
 
 import { jetstream } from "@nats-io/jetstream";
-import { Kvm, type KV } from "@nats-io/kv";
+import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
-import { INDEX_PAGE_ENTRIES, TaskIndex, type IndexIo } from "../cloud/internal.js";
+import { INDEX_PAGE_ENTRIES, TaskIndex, kvIndexIo } from "../cloud/internal.js";
 import { NatsServer } from "../devkit/index.js";
 import { Task, TaskState, type TaskIndexEntry } from "../proto/index.js";
-
-/** The index's reads and writes on a KV bucket (the broker's go through its publisher, same semantics). */
-function kvIo(kv: KV): IndexIo {
-  return {
-    read: async (key) => {
-      const e = await kv.get(key);
-      return e && e.operation === "PUT" ? { bytes: e.value, revision: e.revision } : null;
-    },
-    write: (key, bytes, revision) => kv.update(key, bytes, revision),
-    create: (key, bytes) => kv.create(key, bytes),
-    put: (key, bytes) => kv.put(key, bytes),
-  };
-}
 
 /** A task record with the fields a listing looks at. */
 function task(t: Pick<Task, "id" | "owner" | "createdAtMs"> & Partial<Task>): Task {
@@ -45,7 +32,7 @@ describe("TaskIndex on a real nats-server", () => {
       const nc = await connect({ servers: server.url });
       conns.push(nc);
       const kv = await new Kvm(jetstream(nc)).create("index_test", { history: 1 });
-      indexes.push(new TaskIndex(kvIo(kv), log, 3_600_000));
+      indexes.push(new TaskIndex(kvIndexIo(kv), log, 3_600_000));
     }
   });
 

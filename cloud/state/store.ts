@@ -57,6 +57,22 @@ export interface IndexIo {
 }
 
 /**
+ * {@link IndexIo} through a KV client (the broker's own goes through its publisher, with the same
+ * semantics): what tools that fill or read an index from outside the broker use.
+ */
+export function kvIndexIo(kv: KV): IndexIo {
+  return {
+    read: async (key) => {
+      const e = await kv.get(key);
+      return e && e.operation === "PUT" ? { bytes: e.value, revision: e.revision } : null;
+    },
+    write: (key, bytes, revision) => kv.update(key, bytes, revision),
+    create: (key, bytes) => kv.create(key, bytes),
+    put: (key, bytes) => kv.put(key, bytes),
+  };
+}
+
+/**
  * Everything the broker keeps lives in NATS JetStream; this class creates it (idempotently), opens
  * it, and is the broker's only way to it: records with revisions, payload objects, the endpoints'
  * queues, and the messages it sends and receives. A broker restart or a second replica opens the
