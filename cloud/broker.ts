@@ -107,6 +107,11 @@ export class Broker {
         // Task events may have been missed: watches read what they wait for again.
         this.events?.connectionChanged();
       },
+      onClusterForming: (message, retryInMs) =>
+        log.warn(
+          { err: message, retryInMs },
+          "the NATS cluster cannot place the streams yet (still forming?); retrying",
+        ),
     });
     this.store = store;
     await auth.followRevocations(await store.revocations(), log.child({ component: "cloud.auth" }));

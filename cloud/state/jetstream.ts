@@ -49,3 +49,17 @@ export function isNotFound(err: unknown): boolean {
     e.code === 404 || e.code === "404" || (typeof e.message === "string" && /not found/i.test(e.message))
   );
 }
+
+/**
+ * Whether a JetStream API error is one a cluster gives while it forms: it has a metadata leader
+ * but not yet the peers to place a replicated stream on ("no suitable peers for placement",
+ * 10005), or its JetStream is not available yet (10008). Such a call succeeds a little later.
+ */
+export function isClusterForming(err: unknown): boolean {
+  if (err instanceof JetStreamApiError && (err.code === 10005 || err.code === 10008)) return true;
+  const message = (err as { message?: unknown }).message;
+  return (
+    typeof message === "string" &&
+    /no suitable peers for placement|jetstream system temporarily unavailable/i.test(message)
+  );
+}

@@ -28,10 +28,13 @@ import {
   type StoredMessage,
 } from "./bus.js";
 import { EndpointQueues } from "./endpoint-queues.js";
-import { ensureConsumer, ensureStream } from "./jetstream.js";
+import { ensureConsumer, ensureStream, isClusterForming } from "./jetstream.js";
 import { PayloadBuckets } from "./payload-buckets.js";
 import { RecordBucket, kvRecordIo, type RecordIo } from "./records.js";
 import { openRevocationBucket, type RevocationBucket } from "./revocations.js";
+
+/** How long the broker waits at start for a forming NATS cluster to take its streams. */
+const CLUSTER_FORMING_WAIT_MS = 60_000;
 
 /** How long the results consumer waits for a broker's ack before another replica gets the batch. */
 export const RESULT_ACK_WAIT_MS = 5_000;
@@ -153,7 +156,12 @@ export class FabricStore implements MessageBus {
   static async connect(
     config: BrokerConfig,
     keys: BrokerMessageKeys,
-    opts: { name: string; onConnectionChange?: (status: "disconnect" | "reconnect") => void },
+    opts: {
+      name: string;
+      onConnectionChange?: (status: "disconnect" | "reconnect") => void;
+      /** The cluster refused a stream for want of peers; `open` tries again in `retryInMs`. */
+      onClusterForming?: (message: string, retryInMs: number) => void;
+    },
   ): Promise<FabricStore> {
     const nc = await connectNats(config.nats, {
       name: opts.name,
@@ -170,11 +178,21 @@ export class FabricStore implements MessageBus {
         if (s.type === "disconnect" || s.type === "reconnect") opts.onConnectionChange?.(s.type);
       }
     })();
-    try {
-      return await FabricStore.open(nc, config, keys);
-    } catch (err) {
-      await nc.close().catch(() => undefined);
-      throw err;
+    // A cluster that is still forming (its nodes just started) has a metadata leader before it
+    // knows every peer, and refuses a replicated stream meanwhile: wait for it, a minute at most.
+    const deadline = Date.now() + CLUSTER_FORMING_WAIT_MS;
+    for (let delay = 250; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        return await FabricStore.open(nc, config, keys);
+      } catch (err) {
+        if (isClusterForming(err) && Date.now() + delay < deadline) {
+          opts.onClusterForming?.((err as Error).message, delay);
+          await new Promise((r) => setTimeout(r, delay));
+          continue;
+        }
+        await nc.close().catch(() => undefined);
+        throw err;
+      }
     }
   }
 
