@@ -62,9 +62,45 @@ describe("fault tolerance on a NATS cluster with two broker replicas", () => {
   });
 
   /** Waits until `logFile` shows 100 executions more than now: tasks flow again after `what`. */
-  async function untilFlowingAfter(logFile: string, what: string): Promise<void> {
+  async function untilFlowingAfter(
+    logFile: string,
+    what: string,
+    accepted: readonly string[],
+  ): Promise<void> {
     const ran = lines(logFile).length;
-    await until(() => lines(logFile).length >= ran + 100, 60_000, `tasks flowing after ${what}`);
+    await until(() => lines(logFile).length >= ran + 100, 60_000, `tasks flowing after ${what}`).catch(
+      async (err: Error) => {
+        await explain(accepted, `${ran} executions when it began, ${lines(logFile).length} now`);
+        throw err;
+      },
+    );
+  }
+
+  /** Prints what a failed wait needs to be understood: task states and the processes' warnings. */
+  async function explain(accepted: readonly string[], context: string): Promise<void> {
+    const states = new Map<string, number>();
+    const stuck: string[] = [];
+    try {
+      for (let i = 0; i < accepted.length; i += 1000)
+        for (const t of await clientB.getTasks(accepted.slice(i, i + 1000))) {
+          states.set(t.state, (states.get(t.state) ?? 0) + 1);
+          if (t.state !== "success" && stuck.length < 3) stuck.push(JSON.stringify(t));
+        }
+    } catch (err) {
+      stuck.push(`(cannot read the tasks: ${(err as Error).message})`);
+    }
+    console.log("DEBUG", context, "states", JSON.stringify([...states]));
+    console.log("DEBUG stuck", stuck.join("\n"));
+    const logs = { brokerA, brokerB, endpoint };
+    for (const [name, proc] of Object.entries(logs))
+      console.log(
+        `DEBUG log of ${name}`,
+        (proc?.process?.output ?? "")
+          .split("\n")
+          .filter((x) => /"level":(40|50|60)/.test(x))
+          .slice(-25)
+          .join("\n"),
+      );
   }
 
   it("streams and buckets are replicated three times", async () => {
@@ -144,13 +180,13 @@ describe("fault tolerance on a NATS cluster with two broker replicas", () => {
     const tNode = Date.now();
     await victim.kill();
     const acceptedAtNodeKill = accepted.length;
-    await untilFlowingAfter(logFile, "the node loss");
+    await untilFlowingAfter(logFile, "the node loss", accepted);
 
     const nodeLossToFlowingMs = Date.now() - tNode;
     brokerADown = true;
     const tBroker = Date.now();
     await brokerA.kill();
-    await untilFlowingAfter(logFile, "the broker loss");
+    await untilFlowingAfter(logFile, "the broker loss", accepted);
     const brokerLossToFlowingMs = Date.now() - tBroker;
     // A submission that was in flight on the killed broker keeps retrying its (dead) address for
     // the SDK's retry window (60 s) before it gives up: wait longer than that.
@@ -166,29 +202,7 @@ describe("fault tolerance on a NATS cluster with two broker replicas", () => {
 
     const tDrain = Date.now();
     const tally = await expectEachOnce(clientB, accepted, 150_000).catch(async (err: unknown) => {
-      const states = new Map<string, number>();
-      const stuck: string[] = [];
-      for (let i = 0; i < accepted.length; i += 1000)
-        for (const t of await clientB.getTasks(accepted.slice(i, i + 1000))) {
-          states.set(t.state, (states.get(t.state) ?? 0) + 1);
-          if (t.state !== "success" && stuck.length < 3) stuck.push(JSON.stringify(t));
-        }
-      console.log("DEBUG states", JSON.stringify([...states]), "refused", refused, lastRefusal);
-      console.log("DEBUG stuck", stuck.join("\n"));
-      const logs = [
-        brokerA.process?.output ?? "",
-        brokerB.process?.output ?? "",
-        endpoint?.process?.output ?? "",
-      ];
-      for (const l of logs)
-        console.log(
-          "DEBUG log",
-          l
-            .split("\n")
-            .filter((x) => /"level":(40|50)/.test(x))
-            .slice(-15)
-            .join("\n"),
-        );
+      await explain(accepted, `draining, ${refused} refused (the last: ${lastRefusal})`);
       throw err;
     });
     const drainMs = Date.now() - tDrain;
