@@ -34,6 +34,12 @@ export const Bus = {
   resultRequestSubject: (endpointId: string) => `fabric.result-requests.${endpointId}`,
   resultRequestSubjects: "fabric.result-requests.*",
   resultRequestQueue: "brokers",
+  /**
+   * Core NATS subject where an agent asks what is recorded of tasks it may have seen before
+   * (TaskCheck): any broker of the "brokers" queue group answers.
+   */
+  taskCheckSubject: (endpointId: string) => `fabric.task-checks.${endpointId}`,
+  taskCheckSubjects: "fabric.task-checks.*",
 
   /** KV buckets. Values are protobuf-encoded (FunctionMessage, Endpoint, Task, EndpointStatus). */
   functionsBucket: "fabric_functions",

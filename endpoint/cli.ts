@@ -171,7 +171,15 @@ async function startForeground(name: string): Promise<void> {
       })
     : createLogger("fabric-endpoint");
   writePidFile(paths, process.pid);
-  const agent = new EndpointAgent({ paths, config, log });
+  const agent = new EndpointAgent({
+    paths,
+    config,
+    log,
+    onStoppedItself: () => {
+      removePidFile(paths, process.pid);
+      setTimeout(() => process.exit(3), 100).unref();
+    },
+  });
   let signalled = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signalled++;

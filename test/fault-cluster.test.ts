@@ -9,7 +9,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Bus } from "../common/index.js";
 import { NatsCluster, BrokerProcess, EndpointProcess } from "../devkit/index.js";
 import { Client } from "../sdk/index.js";
-import { countingSource, expectEachOnce, expectRanAtLeastOnce, lines, until } from "./support/fault.js";
+import {
+  countingSource,
+  expectEachOnce,
+  expectRanAtLeastOnce,
+  lines,
+  rerunsOfFinished,
+  until,
+} from "./support/fault.js";
 
 /**
  * Issue 5, scale-out: a 3-node NATS cluster (JetStream on each, R3 streams, buckets and object
@@ -207,12 +214,15 @@ describe("fault tolerance on a NATS cluster with two broker replicas", () => {
     });
     const drainMs = Date.now() - tDrain;
     const extraRuns = expectRanAtLeastOnce(tally, logFile);
+    const reranFinished = rerunsOfFinished(tally, logFile);
+    expect(reranFinished, "runs of tasks begun after their outcome was recorded").toBe(0);
     report["D"] = {
       accepted: accepted.length,
       refused,
       lastRefusal,
       killedNode: victim.serverName,
       reExecuted: extraRuns,
+      reranFinished,
       nodeLossToFlowingMs,
       brokerLossToFlowingMs,
       drainMs,

@@ -10,7 +10,14 @@ import { connect } from "@nats-io/transport-node";
 import { Bus } from "../common/index.js";
 import type { EndpointProcess } from "../devkit/index.js";
 import { useFabric } from "./support/fabric-suite.js";
-import { countingSource, expectEachOnce, expectRanAtLeastOnce, lines, until } from "./support/fault.js";
+import {
+  countingSource,
+  expectEachOnce,
+  expectRanAtLeastOnce,
+  lines,
+  rerunsOfFinished,
+  until,
+} from "./support/fault.js";
 import { TcpProxy } from "./support/tcp-proxy.js";
 
 /**
@@ -82,7 +89,11 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
       await diagnose(taskIds, ep);
       throw err;
     });
-    return { tally, extraRuns: expectRanAtLeastOnce(tally, logFile) };
+    const extraRuns = expectRanAtLeastOnce(tally, logFile);
+    // A run lost with its agent runs again; a task whose outcome was recorded never does.
+    const reranFinished = rerunsOfFinished(tally, logFile);
+    expect(reranFinished, "runs of tasks begun after their outcome was recorded").toBe(0);
+    return { tally, extraRuns, reranFinished };
   }
 
   /** `n` tasks of the counting function, keyed `prefix-i`. */
@@ -143,13 +154,14 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
     submitting = false;
     await submitter;
 
-    const { tally, extraRuns } = await expectCompleted(accepted, ep, logFile);
+    const { tally, extraRuns, reranFinished } = await expectCompleted(accepted, ep, logFile);
     report["A"] = {
       accepted: accepted.length,
       refused,
       lastRefusal,
       visible: tally.seen.size,
       reExecuted: extraRuns,
+      reranFinished,
       restartToFlowingMs,
     };
     await ep.stop();
@@ -184,8 +196,13 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
       "tasks flowing after the link returned",
     );
     report["B"] = { linkRestoredToFlowingMs: Date.now() - cutMs };
-    const { extraRuns } = await expectCompleted(accepted, ep, logFile);
-    report["B"] = { ...(report["B"] as object), accepted: accepted.length, reExecuted: extraRuns };
+    const { extraRuns, reranFinished } = await expectCompleted(accepted, ep, logFile);
+    report["B"] = {
+      ...(report["B"] as object),
+      accepted: accepted.length,
+      reExecuted: extraRuns,
+      reranFinished,
+    };
     await ep.stop();
   }, 180_000);
 
@@ -205,8 +222,8 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
       await until(() => lines(logFile).length >= before + 20, 30_000, "tasks flowing after the restart");
       recoveries.push({ readyMs, flowingMs: Date.now() - t0 });
     }
-    const { extraRuns } = await expectCompleted(taskIds, ep, logFile);
-    report["C"] = { tasks: n, recoveries, reExecuted: extraRuns };
+    const { extraRuns, reranFinished } = await expectCompleted(taskIds, ep, logFile);
+    report["C"] = { tasks: n, recoveries, reExecuted: extraRuns, reranFinished };
     for (const r of recoveries) expect(r.flowingMs).toBeLessThanOrEqual(10_000);
     await ep.stop();
   }, 240_000);

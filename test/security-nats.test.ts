@@ -1,19 +1,22 @@
 import { randomUUID } from "node:crypto";
 import { cpSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 
 import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
 import { connect, jwtAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
 
-import { Bus, MessageKey } from "../common/index.js";
+import { Bus, MAC_HEADER, MessageKey } from "../common/index.js";
 import { EndpointProcess, until } from "../devkit/index.js";
 import { ObjectReader } from "../endpoint/internal.js";
 import {
   TaskState,
   TaskUpdateBatch,
   TaskUpdateBatchReply,
+  TaskCheck,
+  TaskCheckReply,
   type BusConnectInfo,
   type Task,
 } from "../proto/index.js";
@@ -358,9 +361,13 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     // answers with its own: the broker must check it.
     const signed = signedAs(a.bus, a.bus.resultRequestSubject!, batch);
     for (const reply of targets) a.nc.publish(a.bus.resultRequestSubject!, batch, { reply, ...signed });
+    // The same for a task check, whose answer names the endpoint's current consumer.
+    const check = TaskCheck.encode({ taskIds: [], consumer: a.bus.taskConsumer }).finish();
+    const checkSigned = signedAs(a.bus, a.bus.taskCheckSubject!, check);
+    for (const reply of targets) a.nc.publish(a.bus.taskCheckSubject!, check, { reply, ...checkSigned });
     await a.nc.flush();
     await stack.fabric.broker.process!.waitFor(
-      /result requests with a foreign reply subject dropped/,
+      /"subject":"fabric.result-requests[^}]*agent requests with a foreign reply subject dropped/,
       10_000,
     );
     // Its own inbox is answered as before.
@@ -368,6 +375,11 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
       (await a.nc.request(a.bus.resultRequestSubject!, batch, { timeout: 5_000, ...signed })).data,
     );
     expect(own.recorded).toBe(true);
+    const checked = await a.nc.request(a.bus.taskCheckSubject!, check, { timeout: 5_000, ...checkSigned });
+    expect(TaskCheckReply.decode(checked.data).currentConsumer).toBe(a.bus.taskConsumer);
+    // Signed by the broker over the inbox it came to.
+    const key = new MessageKey(a.bus.messageKey);
+    expect(key.check(checked.subject, checked.data, checked.headers?.get(MAC_HEADER))).toBe("ok");
     await new Promise((r) => setTimeout(r, 300));
     expect(arrived).toEqual([]);
   });
@@ -461,7 +473,7 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     }
   });
 
-  it("a second agent started with the same endpoint id takes over; the first never gets another task", async () => {
+  it("a second agent started with the same endpoint id takes over; the first gets no other task and stops itself", async () => {
     // The same endpoint (same credentials.json) copied into a second FABRIC_HOME.
     const home2 = path.join(stack.fabric.dir, "home-alice-2");
     const second = await EndpointProcess.configure({
@@ -489,9 +501,12 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
       }),
     );
     expect(new Set(homes)).toEqual(new Set([home2]));
-    // The first agent is still running, but its pulls now fail: its consumer is gone, and its
-    // NATS user may not use the new one.
-    await stack.endpoint.process!.waitFor(/fetching tasks failed/, 15_000);
-    expect(stack.endpoint.process!.running).toBe(true);
+    // The first agent's pulls fail (its consumer is gone, and its NATS user may not use the new
+    // one); it asks the brokers, learns it was fenced off, says so, and exits.
+    const first = stack.endpoint.process!;
+    await first.waitFor(/another agent connected as this endpoint/, 30_000);
+    const exit = await Promise.race([first.exited, sleep(30_000).then(() => undefined)]);
+    expect(exit?.code).toBe(3);
+    expect(second.process!.running).toBe(true);
   });
 });

@@ -38,6 +38,7 @@ export function agentPermissions(endpointId: string, consumer: string): Permissi
         `$JS.ACK.${stream}.${consumer}.>`,
         Bus.resultSubject(endpointId),
         Bus.resultRequestSubject(endpointId),
+        Bus.taskCheckSubject(endpointId),
         Bus.endpointStatusSubject(endpointId),
         // Its payload bucket, read with message gets (metadata, then chunk by chunk) and written
         // chunk by chunk (a rewritten object's old chunks are purged). No consumer of any kind:

@@ -231,6 +231,7 @@ export function endpointHandlers(deps: EndpointServiceDeps): UnaryHandlers<Endpo
           ackWaitS: config.taskAckWaitSeconds,
           controlSubject: Bus.controlSubject(endpoint.id),
           resultRequestSubject: Bus.resultRequestSubject(endpoint.id),
+          taskCheckSubject: Bus.taskCheckSubject(endpoint.id),
           // Over this authenticated call only: the agent of this endpoint, and nobody else,
           // learns the key of its task and control messages.
           messageKey: auth.messageKeys.endpointSecret(endpoint.id),

@@ -4,6 +4,7 @@ import {
   connect,
   credsAuthenticator,
   type ConnectionOptions,
+  type MsgHdrs,
   type NatsConnection,
 } from "@nats-io/transport-node";
 
@@ -23,7 +24,7 @@ export interface BusMessage {
   /** Where the sender waits for an answer, if it sent a request. */
   readonly reply?: string;
   /** Answers a request on its reply subject. */
-  respond(data: Uint8Array): boolean;
+  respond(data: Uint8Array, opts?: { headers?: MsgHdrs }): boolean;
 }
 
 /** A message of a JetStream work queue, held by the broker until it acks it. */

@@ -1,7 +1,15 @@
 import type { Logger } from "pino";
 
 import { Bus, DropLog, MAC_HEADER, type BrokerMessageKeys, isTerminal } from "../../common/index.js";
-import { TaskUpdateBatch, TaskUpdateBatchReply, type TaskUpdate } from "../../proto/index.js";
+import {
+  TaskCheck,
+  TaskCheckReply,
+  TaskState,
+  TaskUpdateBatch,
+  TaskUpdateBatchReply,
+  type CheckedTask,
+  type TaskUpdate,
+} from "../../proto/index.js";
 import type { TaskEventHub } from "./event-hub.js";
 import { agentInboxPrefix } from "../auth/nats-credentials.js";
 import type { BusMessage, BusSubscription, QueuedMessage, QueuedMessages } from "../state/bus.js";
@@ -17,11 +25,18 @@ import { applyTaskUpdate } from "./task-transitions.js";
  * Agents send batches as core NATS requests first (any replica answers once they are recorded),
  * and publish to the stream only when no broker says "recorded".
  *
+ * The same replicas answer agents' task checks (TaskCheck): what is recorded of tasks an agent
+ * may have seen before, so that it never runs a task whose outcome is recorded (NATS can restore
+ * a work-queue message acknowledged just before it crashed) and counts the runs it cannot see.
+ *
  * Only batches the endpoint's own agent signed (its endpoint's message key, over the subject and
  * the bytes) are read at all. NATS permissions keep an agent off other endpoints' subjects, but
  * the server itself publishes, with its own rights, to whatever reply subject a request names
  * (issue 12): an agent can have the server put bytes onto another endpoint's result subject.
  */
+/** Most tasks one TaskCheck asks about (an agent sends at most a fetch's worth). */
+const MAX_CHECKED_TASKS = 4096;
+
 export class ResultIngest {
   private messages: QueuedMessages | undefined;
   private loop: Promise<void> | undefined;
@@ -45,7 +60,11 @@ export class ResultIngest {
   ) {
     this.droppedBatches = new DropLog(log, "result batch", { from: "the endpoint's agent" });
     this.droppedRequests = new DropLog(log, "result request", { from: "the endpoint's agent" });
+    this.droppedChecks = new DropLog(log, "task check", { from: "the endpoint's agent" });
   }
+
+  private readonly droppedChecks: DropLog;
+  private checks: BusSubscription | undefined;
 
   /** Whether the endpoint's agent signed this message; if not, it is logged (rate-limited) as dropped. */
   private fromAgent(endpointId: string, msg: BusMessage | QueuedMessage, dropped: DropLog): boolean {
@@ -59,6 +78,9 @@ export class ResultIngest {
     this.messages = await this.store.consumeResults(64);
     this.loop = this.run(this.messages);
     this.requests = this.store.subscribe(Bus.resultRequestSubjects, (msg) => void this.handleRequest(msg), {
+      queue: Bus.resultRequestQueue,
+    });
+    this.checks = this.store.subscribe(Bus.taskCheckSubjects, (msg) => void this.handleCheck(msg), {
       queue: Bus.resultRequestQueue,
     });
   }
@@ -77,21 +99,8 @@ export class ResultIngest {
       msg.respond(TaskUpdateBatchReply.encode({ recorded, reason }).finish());
     };
     const endpointId = msg.subject.slice(Bus.resultRequestSubject("").length);
-    const inbox = this.isolated ? `${agentInboxPrefix(endpointId)}.` : "_INBOX";
-    if (!msg.reply?.startsWith(inbox)) {
-      // Not answered, not recorded: the agent's fallback (the result stream) carries real updates.
-      // Logged at most every 10 s: whoever does it can do it fast.
-      this.foreignReplies++;
-      if (Date.now() - this.foreignLoggedAt > 10_000) {
-        this.foreignLoggedAt = Date.now();
-        this.log.warn(
-          { endpointId, reply: msg.reply?.slice(0, 200), count: this.foreignReplies },
-          "result requests with a foreign reply subject dropped",
-        );
-        this.foreignReplies = 0;
-      }
-      return;
-    }
+    // Not answered, not recorded: the agent's fallback (the result stream) carries real updates.
+    if (!this.repliesToAgent(endpointId, msg)) return;
     // Answered (on the agent's own inbox, checked above), so that an agent that did not sign falls
     // back to the stream at once rather than after a timeout; there it is dropped too.
     if (!this.fromAgent(endpointId, msg, this.droppedRequests))
@@ -109,6 +118,60 @@ export class ResultIngest {
     } catch (err) {
       if (!this.stopping) this.log.warn({ err, endpointId }, "could not record results sent as a request");
       answer(false, `could not record: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * Whether a request names the endpoint's agent's own inbox as its reply subject; if not, it is
+   * not answered (logged at most every 10 s: whoever does it can do it fast).
+   */
+  private repliesToAgent(endpointId: string, msg: BusMessage): boolean {
+    const inbox = this.isolated ? `${agentInboxPrefix(endpointId)}.` : "_INBOX";
+    if (msg.reply?.startsWith(inbox)) return true;
+    this.foreignReplies++;
+    if (Date.now() - this.foreignLoggedAt > 10_000) {
+      this.foreignLoggedAt = Date.now();
+      this.log.warn(
+        { endpointId, subject: msg.subject, reply: msg.reply?.slice(0, 200), count: this.foreignReplies },
+        "agent requests with a foreign reply subject dropped",
+      );
+      this.foreignReplies = 0;
+    }
+    return false;
+  }
+
+  /**
+   * An agent's TaskCheck: each task's recorded state and attempts (only this endpoint's tasks;
+   * another's, an unknown or an expired one reads as no record), and the endpoint's current task
+   * consumer. Answered signed with the endpoint's key over the reply subject: the agent drops a
+   * task on this answer, so nobody else's answer may count. No answer when the store cannot be
+   * read: the agent then runs the tasks (a task run twice beats a task lost).
+   */
+  private async handleCheck(msg: BusMessage): Promise<void> {
+    const endpointId = msg.subject.slice(Bus.taskCheckSubject("").length);
+    if (!this.repliesToAgent(endpointId, msg)) return;
+    if (!this.fromAgent(endpointId, msg, this.droppedChecks) || this.stopping) return;
+    let check: TaskCheck;
+    try {
+      check = TaskCheck.decode(msg.data);
+    } catch (err) {
+      this.log.warn({ endpointId, err: (err as Error).message }, "undecodable task check dropped");
+      return;
+    }
+    try {
+      const [tasks, current] = await Promise.all([
+        mapLimit(check.taskIds.slice(0, MAX_CHECKED_TASKS), 64, async (taskId): Promise<CheckedTask> => {
+          const rec = await this.store.tasks.read(taskId);
+          if (!rec || rec.value.endpointId !== endpointId)
+            return { taskId, state: TaskState.TASK_STATE_UNSPECIFIED, attempts: 0 };
+          return { taskId, state: rec.value.state, attempts: rec.value.attempts };
+        }),
+        check.consumer ? this.store.queues.consumerName(endpointId) : Promise.resolve(undefined),
+      ]);
+      const bytes = TaskCheckReply.encode({ tasks, currentConsumer: current ?? "" }).finish();
+      msg.respond(bytes, { headers: this.keys.endpoint(endpointId).headers(msg.reply!, bytes) });
+    } catch (err) {
+      if (!this.stopping) this.log.warn({ err, endpointId }, "cannot answer a task check");
     }
   }
 
@@ -193,6 +256,7 @@ export class ResultIngest {
   async stop(): Promise<void> {
     this.stopping = true;
     this.requests?.unsubscribe();
+    this.checks?.unsubscribe();
     await this.messages?.close();
     await this.loop?.catch(() => undefined);
   }

@@ -18,7 +18,7 @@ import type { ManagerConnection } from "./manager-server.js";
 import { QueueSizer } from "./queue-sizing.js";
 import { StatusReporter } from "./status.js";
 import { TaskIntake } from "./task-intake.js";
-import { TaskTracker } from "./task-tracker.js";
+import { TaskTracker, type Delivery } from "./task-tracker.js";
 
 /** Version the agent reports to the broker. */
 export const AGENT_VERSION = FABRIC_VERSION;
@@ -37,7 +37,21 @@ export interface EndpointAgentOptions {
   readonly managerMain?: string;
   /** How often the provider is asked for job states. @default 1000 (local), statusIntervalSeconds (batch) */
   readonly blockPollIntervalMs?: number;
+  /**
+   * The agent stopped itself (a newer agent took its endpoint over); `reason` says why. A process
+   * that runs only this agent exits.
+   */
+  readonly onStoppedItself?: (reason: string) => void;
 }
+
+/**
+ * Clock skew tolerated between the agent and the NATS server when a delivery's publish time is
+ * compared with the start of the agent's connection: a message stored up to this long after the
+ * connection began is still checked (see `suspect`).
+ */
+const CLOCK_SKEW_MS = 2_000;
+/** Least time between two checks, after failed fetches, of whether a newer agent took over. */
+const FENCE_PROBE_INTERVAL_MS = 5_000;
 
 /** The agent's parts: each owns its state; they talk through the callbacks `wire` gives them. */
 interface Parts {
@@ -76,6 +90,12 @@ export class EndpointAgent {
   private stopping = false;
   private stopped: Promise<void> | undefined;
   private running = false;
+  /**
+   * When the agent's current connection to NATS began (Infinity while it has none): a task
+   * message stored before it may be one NATS restored after a crash, or one a lost agent held.
+   */
+  private sessionStartMs = Number.POSITIVE_INFINITY;
+  private lastFenceProbeMs = 0;
 
   constructor(private readonly opts: EndpointAgentOptions) {
     this.cfg = opts.config;
@@ -128,6 +148,7 @@ export class EndpointAgent {
     const p = (this.parts = this.wire(endpointId, info));
     this.throwIfStopping();
     await p.bus.connect();
+    this.sessionStartMs = Date.now();
     await p.intake.open(p.bus.jetstream, info.taskStream, info.taskConsumer);
     if (info.controlSubject) p.intake.listenForControl(p.bus.connection, info.controlSubject);
     const addr = await p.managers.listen();
@@ -162,8 +183,12 @@ export class EndpointAgent {
       config: cfg,
       log,
       noteError,
+      onDisconnect: () => (this.sessionStartMs = Number.POSITIVE_INFINITY),
       onReconnect: () => {
         this.lastError = "";
+        this.sessionStartMs = Date.now();
+        // A cancellation sent while the link was down never arrived: ask what became of each task.
+        void tracker.recheckHeld();
         intake.pump();
         // A policy change published while the link was down never arrived: ask for it.
         void this.broker.refreshPolicy();
@@ -208,6 +233,18 @@ export class EndpointAgent {
       updates: bus,
       payloads: bus,
       sizer,
+      checks: {
+        suspect: (msg) => this.suspect(msg),
+        ask: async (ids) => {
+          const r = await bus.checkTasks(ids);
+          if (!r) return undefined;
+          return {
+            tasks: new Map(r.tasks.map((c) => [c.taskId, c])),
+            fenced: r.currentConsumer !== "" && r.currentConsumer !== info.taskConsumer,
+          };
+        },
+      },
+      onFenced: () => this.fenced(),
       managers: () => managers.managers(),
       takesWork: (m) => blocks.takesWork(m.blockId),
       onRoom: () => intake.pump(),
@@ -234,6 +271,7 @@ export class EndpointAgent {
       onRefused: (taskId, msg, err) => tracker.refuse(taskId, msg, err),
       onCancel: (taskIds) => tracker.cancel(taskIds),
       onAllowedFunctions: (ids) => this.broker.setAllowedFunctions(ids),
+      onFetchFailed: () => this.probeFence(bus, info.taskConsumer),
       noteError,
     });
     const blocks: Blocks<ManagerConnection> = new Blocks<ManagerConnection>({
@@ -275,6 +313,37 @@ export class EndpointAgent {
       python: () => this.python,
     });
     return { bus, managers, tracker, intake, blocks, status };
+  }
+
+  /**
+   * Whether a delivery may be of a task that ran, or finished, before: redelivered, or stored
+   * before the agent's current connection to NATS began (NATS restores, after a crash, messages
+   * acked just before it; a lost agent's tasks come to a new agent's consumer as first
+   * deliveries). Only these are checked with the brokers before they run: fresh tasks pay nothing.
+   */
+  private suspect(msg: Delivery): boolean {
+    if ((msg.info?.deliveryCount ?? 1) > 1) return true;
+    const storedNs = msg.info?.timestampNanos;
+    return storedNs !== undefined && storedNs / 1e6 < this.sessionStartMs + CLOCK_SKEW_MS;
+  }
+
+  /** Fetches fail: perhaps a newer agent took the endpoint over (its consumer is gone). Asks. */
+  private probeFence(bus: BusLink, consumer: string): void {
+    if (this.stopping || Date.now() - this.lastFenceProbeMs < FENCE_PROBE_INTERVAL_MS) return;
+    this.lastFenceProbeMs = Date.now();
+    void bus.checkTasks([]).then((r) => {
+      if (r && r.currentConsumer !== "" && r.currentConsumer !== consumer) this.fenced();
+    });
+  }
+
+  /** A newer agent connected as this endpoint: this one stops itself, as only one may take tasks. */
+  private fenced(): void {
+    if (this.stopping) return;
+    const reason =
+      "another agent connected as this endpoint and took its task queue over; this agent stops (only one agent per endpoint takes tasks: stop the other one first to run this one)";
+    this.lastError = reason;
+    this.log.error(reason);
+    void this.stop().then(() => this.opts.onStoppedItself?.(reason));
   }
 
   /**

@@ -22,7 +22,7 @@ import {
   UPDATE_OVERHEAD_BYTES,
   inlineLimitFor,
 } from "../../common/index.js";
-import { TaskUpdateBatchReply } from "../../proto/index.js";
+import { TaskCheck, TaskCheckReply, TaskUpdateBatchReply } from "../../proto/index.js";
 import type { BusConnectInfo, TaskUpdate } from "../../proto/index.js";
 import type { EndpointConfig } from "../config.js";
 import { ObjectReader } from "./object-reader.js";
@@ -37,6 +37,9 @@ import { UpdatePublisher } from "./update-publisher.js";
  */
 const DIRECT_UPDATES = { maxBatch: 16, timeoutMs: 2_000 } as const;
 
+/** How long the agent waits for a broker's answer to a task check before it runs the tasks anyway. */
+const CHECK_TIMEOUT_MS = 2_000;
+
 /** Options and callbacks of a {@link BusLink}. */
 export interface BusLinkOptions {
   /** What ConnectEndpoint returned: servers, credentials, subjects, the message key. */
@@ -45,6 +48,8 @@ export interface BusLinkOptions {
   readonly config: EndpointConfig;
   readonly log: Logger;
   noteError(message: string): void;
+  /** The link went down (it reconnects by itself). */
+  onDisconnect?(): void;
   /** The link came back after a disconnect (what went wrong is over). */
   onReconnect(): void;
 }
@@ -141,6 +146,7 @@ export class BusLink implements UpdateSink, PayloadStore {
   private async watch(nc: NatsConnection): Promise<void> {
     for await (const s of nc.status()) {
       if (s.type === "disconnect") {
+        this.o.onDisconnect?.();
         this.o.noteError(`disconnected from NATS ${s.server}`);
         this.o.log.warn({ server: s.server }, "disconnected from NATS; reconnecting");
       } else if (s.type === "reconnect") {
@@ -225,6 +231,40 @@ export class BusLink implements UpdateSink, PayloadStore {
     } catch (err) {
       this.o.log.debug({ err: (err as Error).message }, "updates not sent directly; using the stream");
       return false;
+    }
+  }
+
+  /**
+   * Asks the brokers what is recorded of these tasks (TaskCheck), and which task consumer is the
+   * endpoint's now. Undefined when the broker is older (no check subject), no broker answers within
+   * `timeoutMs`, or the answer is not signed with this endpoint's key.
+   */
+  async checkTasks(
+    taskIds: readonly string[],
+    timeoutMs = CHECK_TIMEOUT_MS,
+  ): Promise<TaskCheckReply | undefined> {
+    const subject = this.o.bus.taskCheckSubject;
+    if (!subject || !this.nc || this.nc.isClosed()) return undefined;
+    const bytes = TaskCheck.encode({ taskIds: [...taskIds], consumer: this.o.bus.taskConsumer }).finish();
+    try {
+      const reply = await this.nc.request(subject, bytes, {
+        timeout: timeoutMs,
+        headers: this.signed(subject, bytes),
+      });
+      if (
+        this.messageKey &&
+        this.messageKey.check(reply.subject, reply.data, reply.headers?.get(MAC_HEADER)) !== "ok"
+      ) {
+        this.o.log.warn(
+          { subject: reply.subject },
+          "a task check's answer is not signed by a broker; ignored",
+        );
+        return undefined;
+      }
+      return TaskCheckReply.decode(reply.data);
+    } catch (err) {
+      this.o.log.debug({ err: (err as Error).message, tasks: taskIds.length }, "no answer to a task check");
+      return undefined;
     }
   }
 

@@ -43,6 +43,8 @@ export interface TaskIntakeOptions {
   onCancel(taskIds: readonly string[]): void;
   /** The endpoint's allowed-functions list changed. */
   onAllowedFunctions(functionIds: readonly string[]): void;
+  /** A fetch failed (the consumer may be gone: a newer agent took over). */
+  onFetchFailed?(err: Error): void;
   noteError(message: string): void;
 }
 
@@ -170,6 +172,7 @@ export class TaskIntake {
       if (!this.o.stopping()) {
         this.o.noteError(`fetching tasks: ${(err as Error).message}`);
         this.o.log.warn({ err: (err as Error).message }, "fetching tasks failed; retrying");
+        this.o.onFetchFailed?.(err as Error);
       }
     } finally {
       this.requested -= n - got;

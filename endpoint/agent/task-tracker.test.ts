@@ -6,7 +6,7 @@ import { TaskState } from "../../proto/index.js";
 import type { TaskMessage, TaskUpdate, WorkItem, WorkOutcome } from "../../proto/index.js";
 import { QueueSizer } from "./queue-sizing.js";
 import { TaskTracker } from "./task-tracker.js";
-import type { Delivery, TaskManager, UpdateSink } from "./task-tracker.js";
+import type { Delivery, TaskCheckAnswer, TaskManager, UpdateSink } from "./task-tracker.js";
 
 const log = pino({ level: "silent" });
 
@@ -113,6 +113,8 @@ interface Setup {
   maxResultBytes?: number;
   /** Reads of the payload store. @default the test's object map */
   read?: (objectRef: string) => Promise<Uint8Array | null>;
+  /** Task checks: redelivered messages are suspect, and `answer` is what the brokers say. */
+  answer?: (ids: readonly string[]) => TaskCheckAnswer | undefined;
 }
 
 function setup(o: Setup = {}) {
@@ -120,7 +122,13 @@ function setup(o: Setup = {}) {
   const updates = new FakeUpdates();
   const objects = new Map<string, Uint8Array>();
   const errors: string[] = [];
-  const state = { rooms: 0, stopping: false, draining: new Set<string>() };
+  const state = {
+    rooms: 0,
+    stopping: false,
+    draining: new Set<string>(),
+    fenced: 0,
+    asked: [] as string[][],
+  };
   const tracker = new TaskTracker({
     log,
     actor: "endpoint/e1",
@@ -133,6 +141,18 @@ function setup(o: Setup = {}) {
       inlineLimit: 100,
     },
     sizer: new QueueSizer({}),
+    ...(o.answer
+      ? {
+          checks: {
+            suspect: (msg: Delivery) => (msg.info?.deliveryCount ?? 1) > 1,
+            ask: async (ids: readonly string[]) => {
+              state.asked.push([...ids]);
+              return o.answer!(ids);
+            },
+          },
+          onFenced: () => state.fenced++,
+        }
+      : {}),
     managers: () => managers,
     takesWork: (m) => !state.draining.has(m.blockId),
     onRoom: () => state.rooms++,
@@ -465,5 +485,94 @@ describe("TaskTracker", () => {
     expect(a.naks).toEqual([undefined]);
     expect(tracker.size).toBe(0);
     expect(updates.updates).toEqual([]);
+  });
+});
+
+describe("TaskTracker: checks of deliveries it may have seen before", () => {
+  const record = (taskId: string, state: TaskState, attempts: number) => ({ taskId, state, attempts });
+  const answer = (...recs: ReturnType<typeof record>[]): TaskCheckAnswer => ({
+    tasks: new Map(recs.map((r) => [r.taskId, r])),
+    fenced: false,
+  });
+
+  it("runs a fresh delivery without asking, and acks a suspect one whose outcome is recorded without running it", async () => {
+    const s = setup({ answer: () => answer(record("t2", TaskState.TASK_STATE_SUCCESS, 1)) });
+    expect(s.tracker.receive(new FakeDelivery(), task("t1"))).toBe(true);
+    const again = new FakeDelivery(2);
+    expect(s.tracker.receive(again, task("t2"))).toBe(true);
+    await settle();
+    await settle();
+    expect(s.state.asked).toEqual([["t2"]]);
+    expect(s.managers[0]!.sent.map((w) => w.taskId)).toEqual(["t1"]);
+    expect(again.acks).toBe(1);
+    expect(s.tracker.size).toBe(1);
+    expect(s.tracker.skippedFinished).toBe(1);
+    expect(s.updates.updates).toEqual([]);
+    // A later delivery of it again is acked at once, without another question.
+    const third = new FakeDelivery(3);
+    expect(s.tracker.receive(third, task("t2"))).toBe(false);
+    expect(third.acks).toBe(1);
+  });
+
+  it("counts a recorded run that never ended as an attempt, in the history and against maxRetries", async () => {
+    // Delivered a second time; the record says attempt 1 started and never ended (its agent died).
+    const s = setup({ answer: () => answer(record("t1", TaskState.TASK_STATE_RUNNING, 1)) });
+    s.tracker.receive(new FakeDelivery(2), task("t1", { maxRetries: 1 }));
+    await settle();
+    await settle();
+    const m = s.managers[0]!;
+    expect(m.sent[0]!.attempt).toBe(2);
+    // Delivered twice by this consumer and one run recorded: the count explains it, no lost-run note.
+    expect(s.updates.updates).toEqual([]);
+    await s.tracker.onOutcome(m, failure());
+    // Attempt 2 of 2 (maxRetries 1) failed: no more retries.
+    expect(s.updates.updates.at(-1)).toMatchObject({ state: TaskState.TASK_STATE_FAILED, attempt: 2 });
+  });
+
+  it("records the lost run when the delivery count cannot explain it (a new consumer)", async () => {
+    const s = setup({ answer: () => answer(record("t1", TaskState.TASK_STATE_RUNNING, 2)) });
+    s.tracker.receive(new FakeDelivery(2), task("t1", { maxRetries: 5 }));
+    await settle();
+    await settle();
+    expect(s.managers[0]!.sent[0]!.attempt).toBe(3);
+    expect(s.updates.updates).toHaveLength(1);
+    expect(s.updates.updates[0]).toMatchObject({
+      state: TaskState.TASK_STATE_RUNNING,
+      attempt: 2,
+      actor: "endpoint/e1",
+    });
+    expect(s.updates.updates[0]!.detail).toMatch(/^attempt 2 did not finish .*; attempt 3 follows$/);
+  });
+
+  it("runs suspect deliveries when no broker answers, and gives them back when fenced off", async () => {
+    const none = setup({ answer: () => undefined });
+    none.tracker.receive(new FakeDelivery(2), task("t1"));
+    await settle();
+    await settle();
+    expect(none.managers[0]!.sent.map((w) => [w.taskId, w.attempt])).toEqual([["t1", 2]]);
+
+    const fenced = setup({ answer: () => ({ tasks: new Map(), fenced: true }) });
+    const msg = new FakeDelivery(2);
+    fenced.tracker.receive(msg, task("t1"));
+    await settle();
+    await settle();
+    expect(fenced.state.fenced).toBe(1);
+    expect(fenced.managers[0]!.sent).toEqual([]);
+    expect(msg.naks).toHaveLength(1);
+    expect(fenced.tracker.size).toBe(0);
+  });
+
+  it("at reconnect, stops held tasks whose record ended meanwhile (a cancellation it could not hear)", async () => {
+    let recs: ReturnType<typeof record>[] = [];
+    const s = setup({ answer: () => answer(...recs) });
+    s.tracker.receive(new FakeDelivery(), task("t1"));
+    s.tracker.receive(new FakeDelivery(), task("t2"));
+    await settle();
+    const m = s.managers[0]!;
+    expect(m.sent.map((w) => w.taskId)).toEqual(["t1", "t2"]);
+    recs = [record("t1", TaskState.TASK_STATE_CANCELLED, 1), record("t2", TaskState.TASK_STATE_RUNNING, 1)];
+    await s.tracker.recheckHeld();
+    expect(s.state.asked.at(-1)).toEqual(["t1", "t2"]);
+    expect(m.cancelled).toEqual(["t1"]);
   });
 });

@@ -26,9 +26,12 @@ import {
   inlineBytes,
   inlinePayload,
   isStored,
+  isTerminal,
   storedPayload,
 } from "../../common/index.js";
+import { TaskState } from "../../proto/index.js";
 import type {
+  CheckedTask,
   ErrorInfo,
   Payload,
   TaskMessage,
@@ -41,6 +44,7 @@ import type { QueueSizer } from "./queue-sizing.js";
 import {
   cancelledUpdate,
   errorUpdate,
+  lostRunUpdate,
   failedUpdate,
   fitError,
   fitOutput,
@@ -55,8 +59,26 @@ import type { UpdateHead } from "./task-updates.js";
 
 /** One delivery of a task message: what the tracker acks, keeps alive or gives back. */
 export type Delivery = Pick<JsMsg, "ack" | "nak" | "working"> & {
-  readonly info?: { readonly deliveryCount: number };
+  readonly info?: { readonly deliveryCount: number; readonly timestampNanos?: number };
 };
+
+/** What brokers answered to a task check: each task's record, and whether this agent was fenced. */
+export interface TaskCheckAnswer {
+  readonly tasks: ReadonlyMap<string, CheckedTask>;
+  /** A newer agent took this endpoint over (its task consumer is another now). */
+  readonly fenced: boolean;
+}
+
+/** How the tracker learns what is recorded of tasks it may have seen before (see TaskChecks). */
+export interface TaskChecks {
+  /**
+   * Whether a delivery may be of a task that ran, or finished, before: redelivered, or queued
+   * before this agent's current connection to NATS began.
+   */
+  suspect(msg: Delivery): boolean;
+  /** The brokers' answer; undefined when none came (the tasks then run). */
+  ask(taskIds: readonly string[]): Promise<TaskCheckAnswer | undefined>;
+}
 
 /** A connected manager, as the tracker uses it (a ManagerConnection). */
 export interface TaskManager {
@@ -95,6 +117,10 @@ export interface TaskTrackerOptions {
   readonly updates: UpdateSink;
   readonly payloads: PayloadStore;
   readonly sizer: Pick<QueueSizer, "observe" | "observeRunning">;
+  /** Checks of suspect deliveries; without it every delivery runs. */
+  readonly checks?: TaskChecks;
+  /** A task check said a newer agent took the endpoint over: this one must stop. */
+  onFenced?(): void;
   /** Connected managers. */
   managers(): Iterable<TaskManager>;
   /** Whether a manager takes new tasks (its block is not draining). */
@@ -136,8 +162,17 @@ export class TaskTracker {
   /** Tasks cancelled by their owners before they reached this agent: dropped on arrival. */
   private readonly cancelledIds = new Set<string>();
   private dispatchScheduled = false;
+  /** Suspect deliveries waiting for the next task check, in arrival order. */
+  private toCheck: { t: InFlightTask; task: TaskMessage }[] = [];
+  private checkScheduled = false;
+  private skipped = 0;
 
   constructor(private readonly o: TaskTrackerOptions) {}
+
+  /** Deliveries of tasks whose outcome was recorded already, acked without running them. */
+  get skippedFinished(): number {
+    return this.skipped;
+  }
 
   /** Tasks held (in any phase). */
   get size(): number {
@@ -188,8 +223,102 @@ export class TaskTracker {
       msg.ack();
       return false;
     }
-    void this.prepare(this.track(taskId, msg), task);
+    const t = this.track(taskId, msg);
+    if (this.o.checks?.suspect(msg)) {
+      // It may have run, or finished, before: ask what is recorded of it before running it.
+      this.toCheck.push({ t, task });
+      this.scheduleCheck();
+    } else {
+      void this.prepare(t, task);
+    }
     return true;
+  }
+
+  private scheduleCheck(): void {
+    if (this.checkScheduled) return;
+    this.checkScheduled = true;
+    // After the current fetch's burst of messages: one check for all of them.
+    setImmediate(() => {
+      this.checkScheduled = false;
+      void this.checkSuspects();
+    });
+  }
+
+  /**
+   * Asks what is recorded of the suspect deliveries: a task whose outcome is recorded is acked and
+   * not run again; one with a recorded run that did not end runs as the next attempt, and that lost
+   * run goes into its history. Without an answer, every one of them runs (a task run twice beats
+   * a task lost).
+   */
+  private async checkSuspects(): Promise<void> {
+    const batch = this.toCheck;
+    this.toCheck = [];
+    if (batch.length === 0) return;
+    const answer = await this.o.checks!.ask(batch.map((b) => b.t.taskId));
+    if (answer?.fenced) this.o.onFenced?.();
+    let finished = 0;
+    for (const { t, task } of batch) {
+      if (this.inflight.get(t.taskId) !== t || t.phase !== "resolving") continue; // cancelled or given back meanwhile
+      if (this.o.stopping() || answer?.fenced) {
+        this.giveBack(t, answer?.fenced ? "another agent took this endpoint over" : "agent stopping");
+        continue;
+      }
+      const rec = answer?.tasks.get(t.taskId);
+      if (rec && isTerminal(rec.state)) {
+        // NATS restored the message of a task acked before a crash, or it was cancelled while
+        // this agent could not hear it: its outcome is recorded, it never runs again.
+        this.inflight.delete(t.taskId);
+        t.msg.ack();
+        remember(this.recentlyDone, t.taskId);
+        finished++;
+        continue;
+      }
+      if (rec?.state === TaskState.TASK_STATE_RUNNING) {
+        // A run was started and did not end (or ended in a retried failure). The delivery count
+        // starts from 1 with each agent's consumer, so the record counts the runs.
+        const delivered = t.attempt;
+        t.attempt = Math.max(delivered, rec.attempts + 1);
+        if (rec.attempts >= delivered) {
+          const detail = `attempt ${rec.attempts} did not finish (its agent, worker or NATS was lost while it ran); attempt ${t.attempt} follows`;
+          this.o.updates.add(lostRunUpdate(this.head(t.taskId, rec.attempts), detail));
+        }
+      } else if (rec) {
+        t.attempt = Math.max(t.attempt, rec.attempts);
+      }
+      void this.prepare(t, task);
+    }
+    if (finished > 0) {
+      this.skipped += finished;
+      this.o.log.info(
+        { tasks: finished },
+        "deliveries of tasks whose outcome is recorded acked without running them again",
+      );
+      this.o.onRoom();
+    }
+  }
+
+  /**
+   * Asks what is recorded of every task held here (the link to NATS came back): a task whose
+   * record is terminal (cancelled by its owner while this agent could not hear it, or failed by
+   * a broker) is dropped if it waits and stopped if it runs.
+   */
+  async recheckHeld(): Promise<void> {
+    if (!this.o.checks) return;
+    const ids = [...this.inflight.values()].filter((t) => t.phase !== "reporting").map((t) => t.taskId);
+    const answer = await this.o.checks.ask(ids);
+    if (!answer) return;
+    if (answer.fenced) {
+      this.o.onFenced?.();
+      return;
+    }
+    const ended = ids.filter((id) => {
+      const rec = answer.tasks.get(id);
+      return rec !== undefined && isTerminal(rec.state);
+    });
+    if (ended.length > 0) {
+      this.o.log.info({ tasks: ended.length }, "tasks that ended while NATS was unreachable are stopped");
+      this.cancel(ended);
+    }
   }
 
   /** Fails a task message the agent will not run (undecodable, or a function not allowed here). */

@@ -65,6 +65,13 @@ export function startedUpdate(head: UpdateHead, detail: string): TaskUpdate {
 export function retryingUpdate(head: UpdateHead, detail: string): TaskUpdate {
   return update(head, TaskState.TASK_STATE_RUNNING, { detail: detail.slice(0, RETRY_DETAIL_MAX) });
 }
+/**
+ * A run that was started and never ended (its agent, worker or NATS was lost): recorded, as the
+ * attempt it was, before the next attempt runs. The task stays RUNNING.
+ */
+export function lostRunUpdate(head: UpdateHead, detail: string): TaskUpdate {
+  return update(head, TaskState.TASK_STATE_RUNNING, { detail });
+}
 /** Longest detail of a retry's RUNNING update (the log keeps all of it). */
 const RETRY_DETAIL_MAX = 2000;
 

@@ -11,7 +11,7 @@ export { until } from "../../devkit/index.js";
  */
 export const countingSource = `
 async function work(key, logFile, sleepMs) {
-  require("node:fs").appendFileSync(logFile, key + "\\n");
+  require("node:fs").appendFileSync(logFile, key + " " + Date.now() + "\\n");
   if (sleepMs > 0) await new Promise((r) => setTimeout(r, sleepMs));
   return key;
 }`;
@@ -25,11 +25,21 @@ export function lines(file: string): string[] {
   }
 }
 
+/** When each key was executed (ms since the epoch, one per run), from a counting function's log. */
+export function runStarts(file: string): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  for (const l of lines(file)) {
+    const [key = "", at = "0"] = l.split(" ");
+    const list = out.get(key) ?? [];
+    list.push(Number(at));
+    out.set(key, list);
+  }
+  return out;
+}
+
 /** How many times each key was executed, from a counting function's log. */
 export function executions(file: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const l of lines(file)) out.set(l, (out.get(l) ?? 0) + 1);
-  return out;
+  return new Map([...runStarts(file)].map(([key, starts]) => [key, starts.length]));
 }
 
 /** What a fault scenario saw, for its assertions and its report. */
@@ -41,6 +51,8 @@ export interface Tally {
   ok: number;
   /** Each task's returned value (the counting function returns its key). */
   readonly values: Map<string, unknown>;
+  /** When each task's outcome was recorded (ms since the epoch). */
+  readonly completedAt: Map<string, number>;
 }
 
 /**
@@ -52,7 +64,13 @@ export async function expectEachOnce(
   taskIds: readonly string[],
   timeoutMs: number,
 ): Promise<Tally> {
-  const tally: Tally = { seen: new Set(), duplicatesSeen: 0, ok: 0, values: new Map() };
+  const tally: Tally = {
+    seen: new Set(),
+    duplicatesSeen: 0,
+    ok: 0,
+    values: new Map(),
+    completedAt: new Map(),
+  };
   for await (const o of client.results(taskIds, { timeoutMs })) {
     if (tally.seen.has(o.taskId)) tally.duplicatesSeen++;
     tally.seen.add(o.taskId);
@@ -69,6 +87,7 @@ export async function expectEachOnce(
     infos.push(...(await client.getTasks(taskIds.slice(i, i + 5_000))));
   for (const t of infos) {
     expect(t.state).toBe("success");
+    tally.completedAt.set(t.id, t.completedAt?.getTime() ?? 0);
     const terminal = t.history.filter((h) => ["success", "failed", "cancelled", "expired"].includes(h.state));
     expect(terminal).toHaveLength(1);
   }
@@ -88,4 +107,19 @@ export function expectRanAtLeastOnce(tally: Tally, logFile: string): number {
     extra += n - 1;
   }
   return extra;
+}
+
+/**
+ * Runs that began after the task's outcome was recorded, by the counting function's log: what a
+ * user would call a finished task run again (must be 0). A run lost with its agent and run again
+ * is not one of them.
+ */
+export function rerunsOfFinished(tally: Tally, logFile: string): number {
+  const starts = runStarts(logFile);
+  let n = 0;
+  for (const [taskId, value] of tally.values) {
+    const done = tally.completedAt.get(taskId) ?? 0;
+    if (done > 0) n += (starts.get(String(value)) ?? []).filter((at) => at > done).length;
+  }
+  return n;
 }
