@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import path from "node:path";
 
 import { jetstream } from "@nats-io/jetstream";
@@ -16,6 +17,16 @@ const alive = (pid: number) => {
   try {
     process.kill(pid, 0);
     return true;
+  } catch {
+    return false;
+  }
+};
+
+/** Whether a process runs (a zombie, killed and not yet reaped, does not). */
+const running = (pid: number) => {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
   } catch {
     return false;
   }
@@ -124,6 +135,32 @@ describe("task lifecycle: retries, timeouts, cancellation, duplicates, long task
     expect(await stack.client.waitForResult(after, { timeoutMs: 30_000 })).toBe("done after");
     // Cancelled tasks that were still queued never ran.
     expect(lines(log).filter((l) => /^c\d /.test(l)).length).toBeLessThan(6);
+  }, 60_000);
+
+  it("a shell command's children, in its group or escaped from it, die with it on cancel and on timeout", async () => {
+    // One child of the shell in its process group, one that left it (setsid), then a long sleep.
+    const command = "sleep 300 & echo $! > {pids}; setsid sleep 300 & echo $! >> {pids}; sleep 300";
+    const untimed = await stack.client.registerShellFunction(command, { walltimeSeconds: 600 });
+    const timed = await stack.client.registerShellFunction(command, {
+      walltimeSeconds: 600,
+      timeoutSeconds: 2,
+    });
+    const pidsOf = (file: string) =>
+      lines(file)
+        .map(Number)
+        .filter((p) => p > 0);
+    const cancelPids = path.join(stack.fabric.dir, "cancel-children.pids");
+    const timeoutPids = path.join(stack.fabric.dir, "timeout-children.pids");
+    const cancelled = await stack.client.run(untimed, stack.endpointId, [], { pids: cancelPids });
+    const timedOut = await stack.client.run(timed, stack.endpointId, [], { pids: timeoutPids });
+    await until(() => pidsOf(cancelPids).length === 2, 30_000, "the cancelled command's children");
+    await until(() => pidsOf(timeoutPids).length === 2, 30_000, "the timed command's children");
+    const children = [...pidsOf(cancelPids), ...pidsOf(timeoutPids)];
+    expect(children.every(running)).toBe(true);
+    await stack.client.cancel([cancelled]);
+    const err = await failureOf(stack.client.waitForResult(timedOut, { timeoutMs: 30_000 }));
+    expect(err.reason).toBe("timeout");
+    await until(() => !children.some(running), 15_000, "no child of a stopped command left running");
   }, 60_000);
 
   it("a task message delivered twice is executed once", async () => {

@@ -20,6 +20,7 @@ import type { TaskOutput, WorkItem, WorkOutcome } from "../../proto/index.js";
 import type { ContainerRuntimeName } from "../runtime/config.js";
 import type { LaunchedWorker, WorkerExit, WorkerLaunchRequest, WorkerLauncher } from "../runtime/launcher.js";
 import { workerProcessEnv } from "../runtime/process-launcher.js";
+import { killTree } from "../runtime/process-tree.js";
 import {
   decodePythonFrame,
   encodePythonRunFrame,
@@ -107,13 +108,8 @@ export class PythonProcessLauncher implements WorkerLauncher {
       process.stderr.write(chunk);
     });
     let killedByUs = false;
-    const killGroup = () => {
-      try {
-        process.kill(-pid, "SIGKILL");
-      } catch {
-        // The group is gone already.
-      }
-    };
+    // The group, and whatever left it (a subprocess started with its own session).
+    const killGroup = () => killTree(pid);
     const alive = () => child.exitCode === null && child.signalCode === null;
     const exited = new Promise<WorkerExit>((resolve) => {
       child.once("exit", (code, signal) => {

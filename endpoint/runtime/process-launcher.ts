@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import type { Socket } from "node:net";
 
 import type { WorkerExit, LaunchedWorker, WorkerLaunchRequest, WorkerLauncher } from "./launcher.js";
+import { killTree } from "./process-tree.js";
 
 /** Environment variables of the manager that a worker must never inherit. */
 const SECRET_ENV = ["FABRIC_BLOCK_SECRET", "FABRIC_TOKEN"] as const;
@@ -55,13 +56,14 @@ export class ProcessLauncher implements WorkerLauncher {
       id: req.id,
       link,
       exited,
+      // With what it started: a shell command's own process group, a function's daemons.
       kill: () => {
-        if (alive()) child.kill("SIGKILL");
+        if (alive()) killTree(child.pid!);
       },
       stop: async (graceMs) => {
         if (!alive()) return void (await exited);
         child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+        const timer = setTimeout(() => alive() && killTree(child.pid!), graceMs);
         timer.unref();
         await exited;
         clearTimeout(timer);
