@@ -206,6 +206,23 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
     await ep.stop();
   }, 180_000);
 
+  it("B2: a cancellation sent while the agent is cut off from NATS stops the task once the link returns", async () => {
+    const { ep, endpointId, logFile } = await startScenario("b2", 1);
+    const [long] = (await stack.client.submitBatch(tasks(endpointId, logFile, "b2", 0, 1, 120_000))).taskIds;
+    await until(() => lines(logFile).length >= 1, 30_000, "the long task running");
+    proxy.cut();
+    await ep.process!.waitFor(/disconnected from NATS/, 15_000);
+    await stack.client.cancel([long!]);
+    expect((await stack.client.getTask(long!)).state).toBe("cancelled");
+    proxy.restore();
+    await ep.process!.waitFor(/tasks that ended while NATS was unreachable are stopped/, 30_000);
+    // The only worker is free again: the next task runs at once, not after the cancelled one's 2 min.
+    const [next] = (await stack.client.submitBatch(tasks(endpointId, logFile, "b2", 1, 1, 0))).taskIds;
+    expect(await stack.client.waitForResult(next!, { timeoutMs: 30_000 })).toBe("b2-1");
+    expect((await stack.client.getTask(long!)).state).toBe("cancelled");
+    await ep.stop();
+  }, 120_000);
+
   it("C: the agent SIGKILLed twice during 5,000 tasks: each reaches exactly one terminal state; recovery is quick", async () => {
     const { ep, endpointId, logFile } = await startScenario("c", 4);
     const n = 5_000;

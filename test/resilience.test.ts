@@ -75,6 +75,25 @@ describe("resilience: stopped endpoints, broker restarts, agent crashes", () => 
     await ep.stop();
   }, 300_000);
 
+  it("a run lost with its agent counts: attempts and the history show both runs", async () => {
+    const { ep, logFile, tasks } = await countingTasks("lossy", "lost-run.log", 1, 4_000);
+    const [taskId] = (await stack.client.submitBatch(tasks)).taskIds;
+    await until(
+      async () => (await stack.client.getTask(taskId!)).state === "running",
+      30_000,
+      "the task's start recorded",
+    );
+    await ep.kill();
+    // The new agent's consumer delivers it as a first delivery; the record says a run began.
+    await ep.launch();
+    expect(await stack.client.waitForResult(taskId!, { timeoutMs: 60_000 })).toBe(0);
+    const info = await stack.client.getTask(taskId!);
+    expect(info.attempts).toBe(2);
+    expect(info.history.some((h) => /^attempt 1 did not finish/.test(h.detail))).toBe(true);
+    expect(executions(logFile).get("0")).toBe(2);
+    await ep.stop();
+  }, 120_000);
+
   it("the broker killed in the middle of a submit: the SDK's retry with the same idempotency key creates no task twice", async () => {
     const { ep, logFile, tasks } = await countingTasks("submitted", "submit-kill.log", 5_000, 0);
     const n = tasks.length;
