@@ -166,7 +166,7 @@ export class FabricStore implements MessageBus {
     const nc = await connectNats(config.nats, {
       name: opts.name,
       maxReconnectAttempts: -1,
-      reconnectTimeWait: 500,
+      reconnectTimeWait: 250,
       // No stack captured per request: on a busy broker that was a quarter of the CPU.
       noAsyncTraces: true,
       // The broker's own task events reach its watchers directly (see TaskEventHub.publish), so

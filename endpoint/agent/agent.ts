@@ -189,7 +189,8 @@ export class EndpointAgent {
         this.sessionStartMs = Date.now();
         // A cancellation sent while the link was down never arrived: ask what became of each task.
         void tracker.recheckHeld();
-        intake.pump();
+        bus.retryUpdatesNow();
+        intake.refetch();
         // A policy change published while the link was down never arrived: ask for it.
         void this.broker.refreshPolicy();
       },

@@ -94,6 +94,10 @@ export class BusLink implements UpdateSink, PayloadStore {
       ...natsTlsOption(bus.servers, config.natsTls, "natsTls"),
       name: `fabric-endpoint-${endpointId}`,
       maxReconnectAttempts: -1,
+      // Back within a quarter second of the server (the client's default waits 2 s between tries);
+      // the jitter keeps a site's agents from all knocking at once.
+      reconnectTimeWait: 250,
+      reconnectJitter: 250,
       // No stack captured per request (ack, publish): it costs more than the request itself.
       noAsyncTraces: true,
       // A silent network hole is noticed within ~30 s (the client default is minutes).
@@ -184,6 +188,11 @@ export class BusLink implements UpdateSink, PayloadStore {
   /** Queues an update; `onPublished` runs once a broker or the result stream has stored it. */
   add(update: TaskUpdate, onPublished?: () => void): void {
     this.publisher!.add(update, onPublished);
+  }
+
+  /** Retries a failed publish of updates now rather than after its backoff (the link came back). */
+  retryUpdatesNow(): void {
+    this.publisher?.retryNow();
   }
 
   /** Why the last publish of updates failed ("" when the last one worked). */

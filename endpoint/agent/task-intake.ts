@@ -111,6 +111,15 @@ export class TaskIntake {
     for (const f of this.fetches) void f.close();
   }
 
+  /**
+   * Ends the open fetches and asks anew (the link came back): a pull made before a disconnect
+   * would otherwise hold the window until it expires, though the server forgot it.
+   */
+  refetch(): void {
+    for (const f of this.fetches) void f.close();
+    this.pump();
+  }
+
   /** Reads how many tasks wait in the queue; rejects when the server will not say. */
   async readQueueLength(): Promise<void> {
     if (this.consumer) this.numPending = (await this.consumer.info(false)).num_pending;

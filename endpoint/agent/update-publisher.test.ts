@@ -85,6 +85,48 @@ describe("UpdatePublisher", () => {
     expect(p.lastError).toBe("");
   });
 
+  it("retries at once when told the link is back, not after its backoff", async () => {
+    let calls = 0;
+    const p = new UpdatePublisher({
+      endpointId: "e",
+      log,
+      publish: async () => {
+        calls++;
+        if (calls <= 6) throw new Error("disconnected");
+      },
+    });
+    let done = false;
+    p.add(update("x"), () => (done = true));
+    // Six failures: the backoff has grown to 3.2 s.
+    await new Promise((r) => setTimeout(r, 100 + 200 + 400 + 800 + 1600 + 100));
+    expect(calls).toBe(6);
+    const t0 = Date.now();
+    p.retryNow();
+    await p.flush();
+    expect(Date.now() - t0).toBeLessThan(200);
+    expect(done).toBe(true);
+  });
+
+  it("gives up a publish sent before the link came back, whose answer may never come, and sends it again", async () => {
+    let calls = 0;
+    const p = new UpdatePublisher({
+      endpointId: "e",
+      log,
+      publish: async () => {
+        calls++;
+        if (calls === 1) await new Promise(() => undefined); // lost with the old server
+      },
+    });
+    let done = false;
+    p.add(update("x"), () => (done = true));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(calls).toBe(1);
+    p.retryNow(50);
+    await p.flush();
+    expect(calls).toBe(2);
+    expect(done).toBe(true);
+  });
+
   it("bounds an update's encoded size from above without encoding it, closely", () => {
     const failed: TaskUpdate = {
       ...update("0b6f8a1e-5c1d-4c0e-9d0e-3f7e1d2c4b5a"),

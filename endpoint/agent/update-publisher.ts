@@ -121,6 +121,35 @@ export class UpdatePublisher {
     }
   }
 
+  /**
+   * The link came back: a retry's backoff ends now, and a publish sent before (whose answer the
+   * restarted server may never send) is given up after `graceMs` and sent again. Sending a batch
+   * twice is harmless: brokers record each update once.
+   */
+  retryNow(graceMs = 300): void {
+    this.wake?.();
+    const attempt = this.attempt;
+    if (!attempt) return;
+    setTimeout(() => {
+      if (this.attempt === attempt) attempt.interrupt();
+    }, graceMs).unref();
+  }
+
+  private wake: (() => void) | undefined;
+  /** The publish in flight, if any. */
+  private attempt: { interrupt(): void } | undefined;
+
+  /** One publish of `bytes`, which {@link retryNow} may give up. */
+  private publishOnce(bytes: Uint8Array, count: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const attempt = {
+        interrupt: () => reject(new Error("no answer from before the link to NATS came back; sending again")),
+      };
+      this.attempt = attempt;
+      this.opts.publish(bytes, count).then(resolve, reject);
+    }).finally(() => (this.attempt = undefined));
+  }
+
   /** Stops retrying: what is still queued is left unpublished (its tasks stay un-acked). */
   abandon(): void {
     this.abandoned = true;
@@ -182,7 +211,7 @@ export class UpdatePublisher {
       }).finish();
       for (;;) {
         try {
-          await this.opts.publish(bytes, batch.length);
+          await this.publishOnce(bytes, batch.length);
           this.lastError = "";
           backoffMs = 100;
           break;
@@ -196,8 +225,15 @@ export class UpdatePublisher {
             this.queue.unshift(...batch);
             return;
           }
-          await new Promise((r) => setTimeout(r, backoffMs));
-          backoffMs = Math.min(backoffMs * 2, 5000);
+          const woken = await new Promise<boolean>((resolve) => {
+            const timer = setTimeout(() => resolve(false), backoffMs);
+            this.wake = () => {
+              clearTimeout(timer);
+              resolve(true);
+            };
+          });
+          this.wake = undefined;
+          backoffMs = woken ? 100 : Math.min(backoffMs * 2, 5000);
         }
       }
       for (const e of batch) {
