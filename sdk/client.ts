@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 
-import type * as grpc from "@grpc/grpc-js";
+import * as grpc from "@grpc/grpc-js";
 import type { Logger } from "pino";
 
 import {
@@ -28,7 +28,7 @@ import {
   toTaskSummary,
 } from "./codec.js";
 import type { TaskInput } from "./codec.js";
-import { loadClientSettings, resolveClientOptions } from "./config.js";
+import { brokerAddresses, loadClientSettings, resolveClientOptions } from "./config.js";
 import type { ClientOptions, ResolvedClientOptions } from "./config.js";
 import { Executor } from "./executor.js";
 import type { ExecutorOptions } from "./executor.js";
@@ -94,9 +94,17 @@ export class Client {
   /** The resolved options. */
   readonly options: ResolvedClientOptions;
   private readonly log: Logger;
-  private readonly functions: FunctionServiceClient;
-  private readonly endpoints: EndpointServiceClient;
-  private readonly tasks: TaskServiceClient;
+  /** The brokers' addresses, in the order tried. */
+  private readonly addresses: readonly string[];
+  private readonly channels: readonly {
+    address: string;
+    target: string;
+    credentials: grpc.ChannelCredentials;
+  }[];
+  /** Each address's stubs, made at its first use. */
+  private readonly stubsOf: (Stubs | undefined)[];
+  /** The address in use. */
+  private current = 0;
   private readonly md: grpc.Metadata;
   private readonly closing = new AbortController();
   private readonly groups = new Map<string, string[]>();
@@ -114,14 +122,12 @@ export class Client {
   constructor(options: ClientOptions) {
     this.options = resolveClientOptions(options);
     this.log = (this.options.logger ?? silentLogger).child({ component: "sdk.client" });
-    const { target, credentials } = channelFor(this.options.address, this.options);
-    this.functions = new FunctionServiceClient(target, credentials, clientOptions);
-    // One channel (one HTTP/2 connection) for all three services.
-    const shared = { ...clientOptions, channelOverride: this.functions.getChannel() };
-    this.endpoints = new EndpointServiceClient(target, credentials, shared);
-    this.tasks = new TaskServiceClient(target, credentials, shared);
+    this.addresses = brokerAddresses(this.options.address);
+    // Every address is checked now: a bad one (a TLS file for a plaintext address) fails here.
+    this.channels = this.addresses.map((a) => ({ address: a, ...channelFor(a, this.options) }));
+    this.stubsOf = new Array<Stubs | undefined>(this.addresses.length);
     this.md = bearer(this.options.token);
-    this.session = new ClientSession(() => this.tasks.session(this.md.clone()));
+    this.session = new ClientSession(() => this.stubs().tasks.session(this.md.clone()));
     // Every wait of this client listens to it: many concurrent waits are normal, not a leak.
     setMaxListeners(0, this.closing.signal);
   }
@@ -224,7 +230,7 @@ export class Client {
   }
 
   private async registerSpec(spec: FunctionSpec, name: string, description: string): Promise<string> {
-    const res = await this.unary(this.functions.registerFunction.bind(this.functions), this.functions, {
+    const res = await this.unary((c) => c.functions.registerFunction.bind(c.functions), {
       name,
       description,
       spec,
@@ -237,7 +243,7 @@ export class Client {
 
   /** A registered function of the caller's (NOT_FOUND for unknown ids and other users' functions). */
   async getFunction(functionId: string): Promise<FunctionInfo> {
-    const res = await this.unary(this.functions.getFunction.bind(this.functions), this.functions, {
+    const res = await this.unary((c) => c.functions.getFunction.bind(c.functions), {
       functionId,
     });
     if (!res.function) throw new FabricError("NOT_FOUND", `function ${functionId} not found`);
@@ -246,26 +252,26 @@ export class Client {
 
   /** The caller's registered functions. */
   async listFunctions(): Promise<FunctionInfo[]> {
-    const res = await this.unary(this.functions.listFunctions.bind(this.functions), this.functions, {});
+    const res = await this.unary((c) => c.functions.listFunctions.bind(c.functions), {});
     return res.functions.map(toFunctionInfo);
   }
 
   /** Deletes a function; tasks already submitted are not affected. */
   async deleteFunction(functionId: string): Promise<void> {
-    await this.unary(this.functions.deleteFunction.bind(this.functions), this.functions, { functionId });
+    await this.unary((c) => c.functions.deleteFunction.bind(c.functions), { functionId });
   }
 
   // ---------- endpoints ----------
 
   /** The caller's endpoints, each with its connection state and last heartbeat. */
   async listEndpoints(): Promise<EndpointInfo[]> {
-    const res = await this.unary(this.endpoints.listEndpoints.bind(this.endpoints), this.endpoints, {});
+    const res = await this.unary((c) => c.endpoints.listEndpoints.bind(c.endpoints), {});
     return res.endpoints.map((ep, i) => toEndpointInfo(ep, res.statuses[i]));
   }
 
   /** One endpoint with its connection state ("online", "offline", "never-connected") and last heartbeat. */
   async getEndpoint(endpointId: string): Promise<EndpointInfo> {
-    const res = await this.unary(this.endpoints.getEndpoint.bind(this.endpoints), this.endpoints, {
+    const res = await this.unary((c) => c.endpoints.getEndpoint.bind(c.endpoints), {
       endpointId,
     });
     if (!res.endpoint) throw new FabricError("NOT_FOUND", `endpoint ${endpointId} not found`);
@@ -277,7 +283,7 @@ export class Client {
    * many its agent has taken, and the first `limit` (oldest first) by id, owner and state.
    */
   async listEndpointTasks(endpointId: string, options: { limit?: number } = {}): Promise<EndpointTasks> {
-    const res = await this.unary(this.endpoints.listEndpointTasks.bind(this.endpoints), this.endpoints, {
+    const res = await this.unary((c) => c.endpoints.listEndpointTasks.bind(c.endpoints), {
       endpointId,
       limit: options.limit ?? 0,
     });
@@ -296,7 +302,7 @@ export class Client {
 
   /** Deletes an endpoint; its queued tasks fail with reason `endpoint_deleted`. */
   async deleteEndpoint(endpointId: string): Promise<void> {
-    await this.unary(this.endpoints.deleteEndpoint.bind(this.endpoints), this.endpoints, { endpointId });
+    await this.unary((c) => c.endpoints.deleteEndpoint.bind(c.endpoints), { endpointId });
   }
 
   // ---------- tasks ----------
@@ -393,7 +399,7 @@ export class Client {
             if ((err as FabricError).code !== "UNIMPLEMENTED" || this.session.available) throw err;
           }
         }
-        return await this.unary(this.tasks.submitTasks.bind(this.tasks), this.tasks, request);
+        return await this.unary((c) => c.tasks.submitTasks.bind(c.tasks), request);
       } catch (err) {
         const fe = err as FabricError;
         if (!isRetryable(fe) || Date.now() > deadline || this.closed) throw err;
@@ -435,7 +441,7 @@ export class Client {
     if (taskIds.length === 0) return [];
     const byId = new Map<string, Task>();
     for (const ids of chunk([...new Set(taskIds)], this.options.submitChunkSize)) {
-      const res = await this.unary(this.tasks.getTasks.bind(this.tasks), this.tasks, {
+      const res = await this.unary((c) => c.tasks.getTasks.bind(c.tasks), {
         taskIds: ids,
         omitResults,
       });
@@ -542,7 +548,7 @@ export class Client {
     const open = (request: WatchTasksRequest) =>
       this.session.available && request.groupId === "" && request.taskIds.length <= SESSION_WATCH_MAX_IDS
         ? this.session.watch(request)
-        : this.tasks.watchTasks(request, this.md.clone());
+        : this.stubs().tasks.watchTasks(request, this.md.clone());
     const stream = watchTasks(open, watchTarget, {
       chunkSize: this.options.submitChunkSize,
       timeoutMs: options.timeoutMs,
@@ -567,7 +573,7 @@ export class Client {
       if (s === undefined) throw new FabricError("INVALID_ARGUMENT", `states: ${name} is not a task state`);
       return s;
     });
-    const res = await this.unary(this.tasks.listTasks.bind(this.tasks), this.tasks, {
+    const res = await this.unary((c) => c.tasks.listTasks.bind(c.tasks), {
       states,
       functionId: options.functionId ?? "",
       endpointId: options.endpointId ?? "",
@@ -595,7 +601,7 @@ export class Client {
     this.assertOpen();
     const out: TaskInfo[] = [];
     for (const ids of chunk([...new Set(taskIds)], this.options.submitChunkSize)) {
-      const res = await this.unary(this.tasks.cancelTasks.bind(this.tasks), this.tasks, { taskIds: ids });
+      const res = await this.unary((c) => c.tasks.cancelTasks.bind(c.tasks), { taskIds: ids });
       out.push(...res.tasks.map(toTaskInfo));
     }
     return out;
@@ -621,9 +627,11 @@ export class Client {
     if (this.closing.signal.aborted) return;
     this.closing.abort();
     this.session.close();
-    this.tasks.close();
-    this.endpoints.close();
-    this.functions.close();
+    for (const st of this.stubsOf) {
+      st?.tasks.close();
+      st?.endpoints.close();
+      st?.functions.close();
+    }
   }
 
   /** Whether {@link Client.close} was called. */
@@ -635,13 +643,121 @@ export class Client {
     if (this.closing.signal.aborted) throw new FabricError("FAILED_PRECONDITION", "the client is closed");
   }
 
-  private unary<Req, Res>(
-    method: Parameters<typeof callUnary<Req, Res>>[0],
-    self: grpc.Client,
+  /** The stubs of address `i`, made at its first use (one HTTP/2 connection for all three). */
+  private stubsAt(i: number): Stubs {
+    const made = this.stubsOf[i];
+    if (made) return made;
+    const { address, target, credentials } = this.channels[i]!;
+    // A broker back after a restart is reconnected to within a few seconds, not grpc-js's
+    // default of up to two minutes of backoff.
+    const options = { ...clientOptions, "grpc.max_reconnect_backoff_ms": 5_000 };
+    const functions = new FunctionServiceClient(target, credentials, options);
+    const shared = { ...options, channelOverride: functions.getChannel() };
+    const st: Stubs = {
+      address,
+      functions,
+      endpoints: new EndpointServiceClient(target, credentials, shared),
+      tasks: new TaskServiceClient(target, credentials, shared),
+    };
+    this.stubsOf[i] = st;
+    return st;
+  }
+
+  /**
+   * The stubs of the broker in use, for a stream: when its connection is failing and another
+   * address's is not known to fail, that one is used from now on.
+   */
+  private stubs(): Stubs {
+    const st = this.stubsAt(this.current);
+    if (this.addresses.length === 1 || stateOf(st) !== grpc.connectivityState.TRANSIENT_FAILURE) return st;
+    for (let k = 1; k < this.addresses.length; k++) {
+      const i = (this.current + k) % this.addresses.length;
+      if (stateOf(this.stubsAt(i)) !== grpc.connectivityState.TRANSIENT_FAILURE) {
+        this.moveTo(i, "its connection fails");
+        return this.stubsAt(i);
+      }
+    }
+    return st;
+  }
+
+  private moveTo(i: number, why: string): void {
+    this.log.warn({ from: this.addresses[this.current], to: this.addresses[i], why }, "using another broker");
+    this.current = i;
+  }
+
+  /**
+   * The stubs of a broker that accepts a connection: the one in use if it does within
+   * `connectTimeoutMs`, else the next address that does. With one address, that one (its
+   * calls wait and fail as grpc-js makes them).
+   */
+  private async connected(): Promise<Stubs> {
+    if (this.addresses.length === 1) return this.stubsAt(0);
+    for (let k = 0; k < this.addresses.length; k++) {
+      const i = (this.current + k) % this.addresses.length;
+      if (await becomesReady(this.stubsAt(i), this.options.connectTimeoutMs)) {
+        if (i !== this.current) this.moveTo(i, `no connection to ${this.addresses[this.current]}`);
+        return this.stubsAt(i);
+      }
+    }
+    throw new FabricError(
+      "UNAVAILABLE",
+      `none of the brokers ${this.addresses.join(", ")} accepted a connection within ${this.options.connectTimeoutMs / 1000} s; check that one runs and the addresses you gave (FABRIC_BROKER, or \`fabric configure --broker\`)`,
+    );
+  }
+
+  private async unary<Req, Res>(
+    pick: (stubs: Stubs) => Parameters<typeof callUnary<Req, Res>>[0],
     request: Req,
   ): Promise<Res> {
     this.assertOpen();
-    // Metadata objects are not shared between calls: grpc-js may add to them.
-    return callUnary(method, self, request, this.md.clone(), { deadlineMs: this.options.callTimeoutMs });
+    for (let tries = 1; ; tries++) {
+      const st = await this.connected();
+      try {
+        // Metadata objects are not shared between calls: grpc-js may add to them.
+        return await callUnary(pick(st), st.functions, request, this.md.clone(), {
+          deadlineMs: this.options.callTimeoutMs,
+        });
+      } catch (err) {
+        // The connection broke before the call went out (it never reached a broker): the next
+        // address may take it. A broker's own answer is final.
+        const lost =
+          err instanceof FabricError &&
+          err.code === "UNAVAILABLE" &&
+          stateOf(st) !== grpc.connectivityState.READY &&
+          tries < this.addresses.length;
+        if (!lost) throw err;
+      }
+    }
   }
+}
+
+/** One broker address's stubs: its three services on one channel. */
+interface Stubs {
+  readonly address: string;
+  readonly functions: FunctionServiceClient;
+  readonly endpoints: EndpointServiceClient;
+  readonly tasks: TaskServiceClient;
+}
+
+function stateOf(st: Stubs): grpc.connectivityState {
+  return st.functions.getChannel().getConnectivityState(false);
+}
+
+/**
+ * Whether the channel of `st` is, or becomes within `timeoutMs`, connected. A connection refused
+ * (or failing already) answers false at once; a blackholed address at the timeout.
+ */
+function becomesReady(st: Stubs, timeoutMs: number): Promise<boolean> {
+  const channel = st.functions.getChannel();
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve) => {
+    const check = () => {
+      const state = channel.getConnectivityState(true);
+      if (state === grpc.connectivityState.READY) return resolve(true);
+      if (state === grpc.connectivityState.SHUTDOWN || state === grpc.connectivityState.TRANSIENT_FAILURE)
+        return resolve(false);
+      channel.watchConnectivityState(state, deadline, (err) => (err ? resolve(false) : check()));
+    };
+    check();
+  });
 }

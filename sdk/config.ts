@@ -13,9 +13,22 @@ export const BROKER_MAX_BATCH = 10_000;
 export const clientOptionsSchema = z.object({
   /**
    * Broker address: `host:port` (plaintext) or `grpcs://host:port` (TLS; `https://` and `tls://`
-   * mean the same).
+   * mean the same). Replicas of one fabric: a list, or one string with commas
+   * (`"a.example.org:50051,b.example.org:50051"`); the client uses the first that accepts a
+   * connection and moves to the next when its connection fails.
    */
-  address: z.string().min(1, { message: "the broker address is required (host:port)" }),
+  address: z.union([
+    z.string().min(1, { message: "the broker address is required (host:port)" }),
+    z
+      .array(z.string().min(1, { message: "a broker address is empty" }))
+      .min(1, { message: "name at least one broker address (host:port)" }),
+  ]),
+  /**
+   * With several broker addresses: how long a connection to one may take before the next is
+   * tried, in milliseconds.
+   * @default 5000
+   */
+  connectTimeoutMs: z.number().int().positive().default(5_000),
   /**
    * The user's JWT, sent as `authorization: Bearer <token>` on every call. At most 16 KiB: the
    * broker refuses longer ones, and past 64 KiB HTTP/2 itself cannot carry the header.
@@ -51,6 +64,20 @@ export const clientOptionsSchema = z.object({
    */
   callTimeoutMs: z.number().int().positive().default(60_000),
 });
+
+/**
+ * The broker addresses of a client's `address`: a list, or one string of addresses separated by
+ * commas (as `FABRIC_BROKER` and `fabric configure --broker` take them), in the order tried.
+ */
+export function brokerAddresses(address: string | readonly string[]): string[] {
+  const list = (typeof address === "string" ? [address] : [...address])
+    .flatMap((a) => a.split(","))
+    .map((a) => a.trim())
+    .filter((a) => a !== "");
+  if (list.length === 0)
+    throw new FabricError("INVALID_ARGUMENT", "the broker address is required (host:port)");
+  return [...new Set(list)];
+}
 
 /** Options of a {@link Client} as given by the caller (defaults not yet applied). */
 export type ClientOptions = z.input<typeof clientOptionsSchema>;

@@ -1,3 +1,4 @@
+import { createServer, type AddressInfo } from "node:net";
 import path from "node:path";
 
 import * as grpc from "@grpc/grpc-js";
@@ -7,7 +8,7 @@ import { connect } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
 
 import { Bus } from "../common/index.js";
-import { BrokerProcess, EndpointProcess, LocalFabric } from "../devkit/index.js";
+import { BrokerProcess, EndpointProcess, LocalFabric, freePort } from "../devkit/index.js";
 import { Client } from "../sdk/index.js";
 import { useFabric } from "./support/fabric-suite.js";
 
@@ -41,6 +42,8 @@ describe("broker operations: health, replicas, graceful stop, retention", () => 
     stack.fabric.endpoints.push(ep);
     return {
       ep,
+      a,
+      b,
       viaA: new Client({ address: a.address, token }),
       viaB: new Client({ address: b.address, token }),
     };
@@ -128,6 +131,39 @@ describe("broker operations: health, replicas, graceful stop, retention", () => 
       viaB.close();
     }
   }, 120_000);
+
+  it("an SDK given several broker addresses skips a dead and a silent one, and fails over when its broker dies", async () => {
+    const { ep, a, b, viaA, viaB } = await twoBrokers("erin");
+    viaA.close();
+    viaB.close();
+    // Nothing listens on one; the other accepts TCP and never speaks HTTP/2 (a hung host).
+    const dead = `127.0.0.1:${await freePort()}`;
+    const silent = createServer(() => undefined);
+    await new Promise<void>((r) => silent.listen(0, "127.0.0.1", r));
+    const hung = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    const token = await a.token("erin");
+    const client = new Client({
+      address: [dead, hung, a.address, b.address],
+      token,
+      connectTimeoutMs: 1_000,
+    });
+    try {
+      const t0 = Date.now();
+      const fid = await client.registerFunction((x: number) => x + 1);
+      expect(Date.now() - t0).toBeLessThan(5_000);
+      const run = async (x: number) =>
+        client.waitForResult(await client.run(fid, ep.endpointId(), [x]), { timeoutMs: 30_000 });
+      expect(await run(1)).toBe(2);
+      // The broker in use dies: the next call goes to the other one, within seconds.
+      await a.process!.kill();
+      const t1 = Date.now();
+      expect(await run(2)).toBe(3);
+      expect(Date.now() - t1).toBeLessThan(10_000);
+    } finally {
+      client.close();
+      silent.close();
+    }
+  }, 60_000);
 
   it("forgets tasks and results after the configured retention", async () => {
     // Retention is a property of the buckets, so this broker gets a NATS (a fabric) of its own.
