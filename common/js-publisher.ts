@@ -92,6 +92,30 @@ export class JetStreamPublisher {
 
   /** Publishes `data` on `subject`; resolves with the message's stream sequence. */
   publish(subject: string, data: Uint8Array, opts: PublishOptions = {}): Promise<number> {
+    return this.request(subject, data, opts, (ack) => ack.seq ?? 0);
+  }
+
+  /**
+   * Publishes like {@link publish}, and says whether the stream dropped the message as a
+   * duplicate of one with the same `msgId` within its window (`seq` is then the earlier one's).
+   */
+  publishAck(
+    subject: string,
+    data: Uint8Array,
+    opts: PublishOptions = {},
+  ): Promise<{ seq: number; duplicate: boolean }> {
+    return this.request(subject, data, opts, (ack) => ({
+      seq: ack.seq ?? 0,
+      duplicate: ack.duplicate === true,
+    }));
+  }
+
+  private request<T>(
+    subject: string,
+    data: Uint8Array,
+    opts: PublishOptions,
+    answer: (ack: PubAckJson) => T,
+  ): Promise<T> {
     const id = ++this.next;
     let h: MsgHdrs | undefined;
     if (opts.msgId !== undefined || opts.expectedLastSubjectSeq !== undefined || opts.headers) {
@@ -101,7 +125,7 @@ export class JetStreamPublisher {
         h.set("Nats-Expected-Last-Subject-Sequence", String(opts.expectedLastSubjectSeq));
       if (opts.headers) for (const k in opts.headers) h.set(k, opts.headers[k]!);
     }
-    return new Promise<number>((resolve, reject) => {
+    return new Promise<T>((resolve, reject) => {
       const message = { id, subject, data, headers: h };
       const onReply = (msg: Msg) => {
         let ack: PubAckJson;
@@ -119,7 +143,7 @@ export class JetStreamPublisher {
               description: ack.error.description ?? "",
             }),
           );
-        } else resolve(ack.seq ?? 0);
+        } else resolve(answer(ack));
       };
       this.pending.set(id, { onReply, reject, deadline: Date.now() + this.timeoutMs, message });
       this.send(message);

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 
-import { jetstream } from "@nats-io/jetstream";
+import { DiscardPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { beforeAll, describe, expect, it } from "vitest";
 
@@ -244,6 +244,50 @@ describe("task lifecycle: retries, timeouts, cancellation, duplicates, long task
         .sort()
         .map((l) => l.split(" ")[0]),
     ).toEqual(["i0", "i1", "i2"]);
+  }, 60_000);
+
+  it("a submission whose records cannot be written fails, and its retry runs the tasks: none waits forever", async () => {
+    const raw = await RawClients.of(stack.fabric, "alice");
+    const log = path.join(stack.fabric.dir, "unrecorded.log");
+    const req = {
+      groupId: "",
+      idempotencyKey: "beamtime-42-scan-8",
+      tasks: [0, 1].map((i) => ({
+        functionId: fid,
+        endpointId: stack.endpointId,
+        argsJson: new TextEncoder().encode(JSON.stringify([log, `u${i}`, 1, ""])),
+        kwargsJson: new Uint8Array(),
+      })),
+    };
+    // The tasks bucket refuses new records (full, with discard "new"); the task queue still takes
+    // messages: the queue entries land, the records do not.
+    const nc = await connect({ servers: stack.fabric.nats.url });
+    const jsm = await jetstreamManager(nc);
+    const bucket = `KV_${Bus.tasksBucket}`;
+    const config = (await jsm.streams.info(bucket)).config;
+    try {
+      await jsm.streams.update(bucket, {
+        ...config,
+        max_bytes: Math.max(1, (await jsm.streams.info(bucket)).state.bytes),
+        discard: DiscardPolicy.New,
+      });
+      const err = await raw.submitTasks(req).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      expect(err?.message).toMatch(/task store is unavailable/);
+      // The agent may have run them already, unrecorded: their results are dropped after a few
+      // tries (no record to write them to). Only then is the call retried.
+      await until(() => lines(log).length >= 2, 3_000, "the unrecorded runs").catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 3_000));
+    } finally {
+      await jsm.streams.update(bucket, config);
+      await nc.close();
+    }
+    // The retry (same key) creates the records and queues the tasks again: they run and finish.
+    const { taskIds } = await raw.submitTasks(req);
+    for (const id of taskIds)
+      expect(await stack.client.waitForResult(id, { timeoutMs: 30_000 })).toMatch(/^done u[01]$/);
   }, 60_000);
 
   it("tasks queued for a deleted endpoint fail with a clear reason", async () => {

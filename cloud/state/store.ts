@@ -28,7 +28,7 @@ import {
   type StoredMessage,
 } from "./bus.js";
 import { EndpointQueues } from "./endpoint-queues.js";
-import { ensureConsumer, ensureStream, isClusterForming } from "./jetstream.js";
+import { ensureConsumer, ensureStream, isClusterForming, isNotFound } from "./jetstream.js";
 import { PayloadBuckets } from "./payload-buckets.js";
 import { RecordBucket, kvRecordIo, type RecordIo } from "./records.js";
 import { openRevocationBucket, type RevocationBucket } from "./revocations.js";
@@ -296,12 +296,28 @@ export class FabricStore implements MessageBus {
    * Queues a task message for an endpoint's agent, signed with the endpoint's key; `taskId` is its
    * message id (the stream drops a second one within its duplicate window). Resolves its sequence.
    */
-  queueTask(endpointId: string, taskId: string, payload: Uint8Array): Promise<number> {
+  queueTask(
+    endpointId: string,
+    taskId: string,
+    payload: Uint8Array,
+    msgId: string = taskId,
+  ): Promise<{ seq: number; duplicate: boolean }> {
     const subject = Bus.taskSubject(endpointId);
-    return this.publisher.publish(subject, payload, {
-      msgId: taskId,
+    return this.publisher.publishAck(subject, payload, {
+      msgId,
       headers: { [MAC_HEADER]: this.keys.endpoint(endpointId).mac(subject, payload) },
     });
+  }
+
+  /** Removes a queued task message (by its stream sequence); false if it was gone already. */
+  async unqueueTask(seq: number): Promise<boolean> {
+    const jsm = await this.js.jetstreamManager();
+    try {
+      return await jsm.streams.deleteMessage(Bus.taskStream, seq, false);
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
   }
 
   /** Tells an endpoint's agent of cancellations or policy changes (best effort), signed with its key. */

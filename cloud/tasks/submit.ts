@@ -183,11 +183,34 @@ export class TaskSubmitter {
       // The record and the queue entry are written in one pipelined round trip. A result can
       // only come back long after both landed; the ingest retries one for a record not yet seen.
       const recordBytes = Task.encode(task).finish();
+      const messageBytes = TaskMessage.encode(message).finish();
       const sentAt = performance.now();
       const record = this.store.tasks.create(taskId, task, recordBytes);
-      const queued = this.store.queueTask(spec.endpointId, taskId, TaskMessage.encode(message).finish());
-      const [rec, pub] = await Promise.allSettled([record, queued]);
-      if (rec.status === "fulfilled") this.records.remember(taskId, recordBytes, rec.value, sentAt);
+      const queued = this.store.queueTask(spec.endpointId, taskId, messageBytes);
+      let [rec, pub] = await Promise.allSettled([record, queued]);
+      if (rec.status === "rejected" && !isWrongRevision(rec.reason) && pub.status === "fulfilled") {
+        // Queued without a record: the task would run unseen, and a retry of this call would find
+        // its queue entry dropped as a duplicate and wait forever. The record is written again;
+        // if it cannot be, the queue entry is taken back (and a retry queues the task anew).
+        rec = await this.createAgain(taskId, task, recordBytes);
+        if (rec.status === "rejected" && !isWrongRevision(rec.reason)) {
+          const removed = await this.store.unqueueTask(pub.value.seq).catch(() => false);
+          this.log.warn(
+            { taskId, err: (rec.reason as Error).message, queueEntryRemoved: removed },
+            "a task was queued but its record could not be written; the submission fails",
+          );
+        }
+      }
+      if (rec.status === "fulfilled" && rec.value > 0)
+        this.records.remember(taskId, recordBytes, rec.value, sentAt);
+      if (rec.status === "fulfilled" && pub.status === "fulfilled" && pub.value.duplicate) {
+        // A retry of a call whose earlier attempt queued this task without its record (and took the
+        // entry back, or its task ran unrecorded): the record is new, the queue entry a duplicate
+        // of one that is gone. Queued again under a message id of its own.
+        pub = await Promise.allSettled([
+          this.store.queueTask(spec.endpointId, taskId, messageBytes, `${taskId}.again.${now}`),
+        ]).then(([r]) => r);
+      }
       if (rec.status === "rejected" && key && isWrongRevision(rec.reason)) {
         // A retry of a call that created this task already. The queue entry just published is
         // dropped by the stream's de-duplication (same message id) within its window (2 min);
@@ -242,6 +265,26 @@ export class TaskSubmitter {
     // Debug, not info: a line per call would scale the log (and its writes) with the call rate.
     this.log.debug({ groupId, owner, tasks: taskIds.length }, "tasks submitted");
     return { groupId, taskIds };
+  }
+
+  /**
+   * Writes a task's record again after a failed create (a few tries within about a second);
+   * settles like the create. "Wrong revision": it was there after all (the first write landed,
+   * its answer did not), which is as good as written.
+   */
+  private async createAgain(
+    taskId: string,
+    task: Task,
+    bytes: Uint8Array,
+  ): Promise<PromiseSettledResult<number>> {
+    let last: PromiseSettledResult<number> = { status: "rejected", reason: new Error("not tried") };
+    for (const delayMs of [100, 300, 600]) {
+      await new Promise((r) => setTimeout(r, delayMs));
+      [last] = await Promise.allSettled([this.store.tasks.create(taskId, task, bytes)]);
+      if (last.status === "fulfilled") return last;
+      if (isWrongRevision(last.reason)) return { status: "fulfilled", value: 0 };
+    }
+    return last;
   }
 
   /** A payload small enough to travel in the task message (the common case: no await, no turn). */

@@ -218,13 +218,17 @@ export class TaskTracker {
       msg.ack();
       return false;
     }
-    if (this.recentlyDone.has(taskId)) {
+    const doneHere = this.recentlyDone.has(taskId);
+    if (doneHere && ((msg.info?.deliveryCount ?? 1) > 1 || !this.o.checks)) {
       // Its result was published; only the ack was lost.
       msg.ack();
       return false;
     }
+    // A first delivery of a task finished here is a new queue entry for it: a broker queued it
+    // again (its result was not recorded). Asked about, like any suspect delivery.
+    if (doneHere) this.recentlyDone.delete(taskId);
     const t = this.track(taskId, msg);
-    if (this.o.checks?.suspect(msg)) {
+    if (doneHere || this.o.checks?.suspect(msg)) {
       // It may have run, or finished, before: ask what is recorded of it before running it.
       this.toCheck.push({ t, task });
       this.scheduleCheck();
