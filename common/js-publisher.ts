@@ -57,6 +57,9 @@ interface PubAckJson {
   error?: { code: number; err_code?: number; description?: string };
 }
 
+/** How long after a reconnect an answer to a publish sent before it may still come. */
+const LOST_ANSWER_GRACE_MS = 500;
+
 /**
  * Publishes to JetStream streams and collects their acknowledgements on one wildcard inbox
  * subscription, with one timer for all of them. Same semantics as `js.publish()`, without the
@@ -88,6 +91,29 @@ export class JetStreamPublisher {
     this.sub = nc.subscribe(`${this.prefix}.*`, { callback: (err, msg) => this.onAck(err, msg) });
     this.sweeper = setInterval(() => this.expire(), Math.min(250, timeoutMs));
     this.sweeper.unref();
+    void this.watch();
+  }
+
+  /**
+   * After a reconnect (a restarted server, or another node of the cluster), the answers to what
+   * was sent before may never come: that node is gone, or the message never reached it. Those
+   * publishes fail as timed out `LOST_ANSWER_GRACE_MS` after the reconnect (an answer already
+   * on its way still counts) instead of at their deadline, up to 10 s later, which held whole
+   * batches of results back after a node was lost.
+   */
+  private async watch(): Promise<void> {
+    for await (const s of this.nc.status()) {
+      if (s.type !== "reconnect") continue;
+      const before = [...this.pending.keys()];
+      setTimeout(() => {
+        for (const id of before) {
+          const p = this.pending.get(id);
+          if (!p) continue;
+          this.pending.delete(id);
+          p.reject(new TimeoutError());
+        }
+      }, LOST_ANSWER_GRACE_MS).unref();
+    }
   }
 
   /** Publishes `data` on `subject`; resolves with the message's stream sequence. */

@@ -9,8 +9,15 @@ import type { TaskGroups } from "./groups.js";
 
 /** While a watch waits for events, it re-reads what it still waits for this often, in case one was missed. */
 const WATCH_RECHECK_MS = 2_000;
-/** A watch re-reads what it still waits for at least this often, events or not. */
-const WATCH_FULL_RECHECK_MS = 30_000;
+/**
+ * A watch re-reads what it still waits for at least every millisecond per task awaited (2 s to
+ * 30 s), events or not: an announcement lost with the replica that recorded it (killed before it
+ * sent its events) is noticed in the tail of a batch within seconds, while a watch of 100,000
+ * tasks reads at most a thousand records a second for it.
+ */
+function fullRecheckMs(awaited: number): number {
+  return Math.min(30_000, Math.max(WATCH_RECHECK_MS, awaited));
+}
 /** Most tasks in one WatchTasks message. */
 const WATCH_BATCH = 256;
 
@@ -96,7 +103,7 @@ export class TaskWatcher {
         wake = undefined;
         // Events are best effort: read what is still awaited when none came for a while, and
         // now and then even while others keep coming.
-        const due = !woke || performance.now() - lastRecheck > WATCH_FULL_RECHECK_MS;
+        const due = !woke || performance.now() - lastRecheck > fullRecheckMs(remaining.size);
         if (due && ready.length === 0 && !call.cancelled) {
           await recheck(false);
           lastRecheck = performance.now();
