@@ -16,6 +16,7 @@ import { listTasks } from "./list-tasks.js";
 import { dask } from "./peers.js";
 import { pythonClient } from "./python-client.js";
 import { pythonCold, pythonLatency, pythonThroughput } from "./python.js";
+import { soak } from "./soak.js";
 import { taskStats } from "./task-stats.js";
 
 type Bench = () => Promise<Record<string, unknown>>;
@@ -36,6 +37,7 @@ const benches: Record<string, Bench> = {
   python_client: () => pythonClient(),
   http_latency: () => httpLatency(),
   task_stats: () => taskStats(),
+  soak: () => soak(),
 };
 
 async function main(): Promise<void> {
@@ -47,7 +49,8 @@ async function main(): Promise<void> {
     );
     process.exit(2);
   }
-  const selected = names.length > 0 ? names : Object.keys(benches);
+  // Every benchmark but the 30-minute soak, unless named.
+  const selected = names.length > 0 ? names : Object.keys(benches).filter((n) => n !== "soak");
   const results: Record<string, unknown>[] = [];
   for (const name of selected) {
     const started = new Date().toISOString();

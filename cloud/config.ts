@@ -192,6 +192,16 @@ export const BrokerConfigSchema = z
       .int()
       .positive()
       .default(7 * 24 * 3600),
+    /**
+     * Seconds a task past its retention still answers `expired` (its record kept, its result
+     * and output no longer given) before it is gone and answers NOT_FOUND like an unknown id.
+     * @default 86400 (1 day)
+     */
+    expiredTaskAnswerSeconds: z
+      .number()
+      .int()
+      .nonnegative()
+      .default(24 * 3600),
     /** Seconds NATS waits for an agent's ack before redelivering a task. @default 60 */
     taskAckWaitSeconds: z.number().int().positive().default(60),
     /** An endpoint with no heartbeat for this long is shown offline. @default 20 */

@@ -61,6 +61,11 @@ export interface NatsServerTls {
  */
 export class NatsServer {
   private proc: ChildProcess | undefined;
+
+  /** The server's process id while it runs. */
+  get pid(): number | undefined {
+    return this.proc?.exitCode === null ? this.proc.pid : undefined;
+  }
   /** In operator mode: the broker's credentials and the account signing key (see {@link start}). */
   operator: OperatorSetup | undefined;
   private configFile: string | undefined;

@@ -8,9 +8,10 @@ import { connect } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
 
 import { Bus } from "../common/index.js";
-import { BrokerProcess, EndpointProcess, LocalFabric, freePort } from "../devkit/index.js";
+import { BrokerProcess, EndpointProcess, LocalFabric, freePort, until } from "../devkit/index.js";
 import { Client } from "../sdk/index.js";
 import { useFabric } from "./support/fabric-suite.js";
+import { failureOf } from "./support/outcomes.js";
 
 describe("broker operations: health, replicas, graceful stop, retention", () => {
   const stack = useFabric({ name: "ops" });
@@ -165,16 +166,26 @@ describe("broker operations: health, replicas, graceful stop, retention", () => 
     }
   }, 60_000);
 
-  it("forgets tasks and results after the configured retention", async () => {
+  it("a task past its retention answers expired, then, later, not found; results go with it", async () => {
     // Retention is a property of the buckets, so this broker gets a NATS (a fabric) of its own.
     const retaining = stack.fabric.adopt(
-      await LocalFabric.start({ name: "retention", brokerConfig: { resultRetentionSeconds: 2 } }),
+      await LocalFabric.start({
+        name: "retention",
+        brokerConfig: { resultRetentionSeconds: 2, expiredTaskAnswerSeconds: 3 },
+      }),
     );
     const ep = await retaining.startEndpoint("erin", "ep", { workers: 1 });
     const client = await retaining.client("erin");
     const fid = await client.registerFunction(() => "kept for a while");
     const tid = await client.run(fid, ep.endpointId(), []);
     expect(await client.waitForResult(tid, { timeoutMs: 30_000 })).toBe("kept for a while");
+    // Past its retention: expired, with a reason, and no result.
+    await until(async () => (await client.getTask(tid)).state === "expired", 10_000, "the task expired");
+    const expired = await client.getTask(tid);
+    expect(expired.error).toMatchObject({ code: "DATA_LOSS", reason: "expired" });
+    const err = await failureOf(client.waitForResult(tid, { timeoutMs: 5_000 }));
+    expect(err.reason).toBe("expired");
+    // Then gone, like an unknown id.
     const deadline = Date.now() + 20_000;
     let code = "";
     while (Date.now() < deadline) {

@@ -31,6 +31,7 @@ import { EndpointQueues } from "./endpoint-queues.js";
 import { ensureConsumer, ensureStream, isClusterForming, isNotFound } from "./jetstream.js";
 import { PayloadBuckets } from "./payload-buckets.js";
 import { RecordBucket, kvRecordIo, type RecordIo } from "./records.js";
+import { expiredView } from "./task-expiry.js";
 import { openRevocationBucket, type RevocationBucket } from "./revocations.js";
 
 /** How long the broker waits at start for a forming NATS cluster to take its streams. */
@@ -112,7 +113,13 @@ export class FabricStore implements MessageBus {
     this.payloads = payloads;
     this.functions = new RecordBucket(kvRecordIo(buckets.functions), FunctionMessage);
     this.endpoints = new RecordBucket(kvRecordIo(buckets.endpoints), Endpoint);
-    this.tasks = new RecordBucket(this.taskIo(), Task);
+    // Past its retention a record reads as `expired` (see expiredView); the bucket keeps it for
+    // `expiredTaskAnswerSeconds` more.
+    const retentionMs = config.resultRetentionSeconds * 1000;
+    this.tasks = new RecordBucket(this.taskIo(), {
+      encode: (t: Task) => Task.encode(t),
+      decode: (bytes: Uint8Array) => expiredView(Task.decode(bytes), retentionMs),
+    });
     this.taskIndex = this.indexIo();
   }
 
@@ -236,14 +243,26 @@ export class FabricStore implements MessageBus {
     const kvm = new Kvm(js);
     const kvOpts = { replicas, history: 1, storage: StorageType.File } as const;
     const retainedKvOpts = { ...kvOpts, ttl: retentionMs };
+    const taskKvOpts = { ...kvOpts, ttl: retentionMs + config.expiredTaskAnswerSeconds * 1000 };
     const buckets: Buckets = {
       functions: await kvm.create(Bus.functionsBucket, kvOpts),
       endpoints: await kvm.create(Bus.endpointsBucket, kvOpts),
-      tasks: await kvm.create(Bus.tasksBucket, retainedKvOpts),
+      tasks: await kvm.create(Bus.tasksBucket, taskKvOpts),
       groups: await kvm.create(Bus.groupsBucket, retainedKvOpts),
       endpointStatus: await kvm.create(Bus.endpointStatusBucket, kvOpts),
       taskIndex: await kvm.create(Bus.taskIndexBucket, retainedKvOpts),
     };
+    // A bucket made by an earlier broker keeps its age limit (the KV client does not change it):
+    // a changed retention is applied here.
+    for (const [bucket, ttlMs] of [
+      [Bus.tasksBucket, taskKvOpts.ttl],
+      [Bus.groupsBucket, retentionMs],
+      [Bus.taskIndexBucket, retentionMs],
+    ] as const) {
+      const info = await jsm.streams.info(`KV_${bucket}`);
+      if (info.config.max_age !== nanos(ttlMs))
+        await jsm.streams.update(`KV_${bucket}`, { ...info.config, max_age: nanos(ttlMs) });
+    }
     const queues = new EndpointQueues(js, jsm, config.taskAckWaitSeconds);
     const payloads = new PayloadBuckets(js, jsm, replicas, config.resultRetentionSeconds);
     return new FabricStore(nc, js, queues, payloads, buckets, config, keys);

@@ -113,7 +113,7 @@ export class TaskBook {
     const rec = await this.store.tasks.read(taskId);
     if (!rec || rec.value.owner !== owner) {
       throw notFound(
-        `task ${taskId} not found (unknown id, or its record expired after ${this.config.resultRetentionSeconds} s)`,
+        `task ${taskId} not found (an unknown id, or one that expired more than ${this.config.expiredTaskAnswerSeconds} s ago, ${this.config.resultRetentionSeconds} s after its last change)`,
       );
     }
     return rec.value;
