@@ -119,11 +119,14 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
     let lastRefusal = "";
     let next = 0;
     let submitting = true;
+    let slowestSubmitMs = 0;
     // Users keep submitting through the crash: only what the broker acknowledged counts as accepted.
     const submitter = (async () => {
       while (submitting) {
         try {
+          const t0 = Date.now();
           const { taskIds } = await stack.client.submitBatch(tasks(endpointId, logFile, "a", next, 100, 1));
+          slowestSubmitMs = Math.max(slowestSubmitMs, Date.now() - t0);
           accepted.push(...taskIds);
         } catch (err) {
           refused++;
@@ -163,6 +166,7 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
       reExecuted: extraRuns,
       reranFinished,
       restartToFlowingMs,
+      slowestSubmitMs,
     };
     await ep.stop();
   }, 240_000);
