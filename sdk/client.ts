@@ -404,7 +404,8 @@ export class Client {
         const fe = err as FabricError;
         if (!isRetryable(fe) || Date.now() > deadline || this.closed) throw err;
         this.log.debug({ attempt, code: fe.code }, "submit failed; retrying with the same idempotency key");
-        await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 2_000)));
+        // At most a second apart: a broker or NATS back after a restart is used within one.
+        await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** attempt, 1_000)));
       }
     }
   }
