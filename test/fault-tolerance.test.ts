@@ -171,6 +171,20 @@ describe("fault tolerance: NATS crash, network cut, agent crashes", () => {
     await ep.stop();
   }, 240_000);
 
+  it("A2: nats-server and the agent SIGKILLed together, both restarted: no task whose outcome was recorded runs again", async () => {
+    // A killed nats-server may restore queue messages acked just before it died, and the new
+    // agent remembers nothing of what the old one finished: it must ask before running them.
+    const { ep, endpointId, logFile } = await startScenario("a2", 2);
+    const { taskIds } = await stack.client.submitBatch(tasks(endpointId, logFile, "a2", 0, 3_000, 1));
+    await until(() => lines(logFile).length >= 1_500, 60_000, "1,500 executions before the crash");
+    await Promise.all([stack.fabric.nats.kill(), ep.kill()]);
+    await stack.fabric.nats.restart();
+    await ep.launch();
+    const { extraRuns, reranFinished } = await expectCompleted(taskIds, ep, logFile);
+    report["A2"] = { tasks: taskIds.length, reExecuted: extraRuns, reranFinished };
+    await ep.stop();
+  }, 180_000);
+
   it("B: the agent cut off from NATS for a while: users keep submitting, everything completes after the link returns", async () => {
     const { ep, endpointId, logFile } = await startScenario("b", 2);
     const accepted: string[] = [];
