@@ -101,10 +101,13 @@ export async function soak(
     const end = t0 + minutes * 60_000;
     let nextRestart = t0 + restartEveryMinutes * 60_000;
     let restarts = 0;
+    const samples: ({ minute: number } & ReturnType<typeof rss>)[] = [];
     let refused = 0;
     while (Date.now() < end) {
       const tick = Date.now();
       if (tick >= nextRestart) {
+        // The figures of each period, just before the agent that lived through it is killed.
+        samples.push({ minute: round((tick - t0) / 60_000, 1), ...rss() });
         await endpoint.kill();
         await endpoint.launch();
         restarts++;
@@ -114,18 +117,7 @@ export async function soak(
       await new Promise((r) => setTimeout(r, Math.max(0, 1_000 - (Date.now() - tick))));
     }
     const drainT0 = Date.now();
-    const progress = setInterval(() => {
-      const waiting = batches.flatMap((b) =>
-        [...b.expected]
-          .filter(([id]) => !b.seen.has(id))
-          .map(([id, kind]) => `${b.keys.get(id)}=${kind}:${id}`),
-      );
-      process.stderr.write(
-        `soak: draining, ${waiting.length} tasks awaited: ${waiting.slice(0, 5).join(", ")}\n`,
-      );
-    }, 5_000);
     await Promise.all(batches.map((b) => b.done));
-    clearInterval(progress);
     const drainSeconds = round((Date.now() - drainT0) / 1000);
     const rssEnd = rss();
 
@@ -163,6 +155,8 @@ export async function soak(
       agent_rss_mb_end: rssEnd.agent,
       nats_rss_mb_start: rssStart.nats,
       nats_rss_mb_end: rssEnd.nats,
+      /** RSS (MB) of broker, agent and NATS at the end of each period between restarts. */
+      rss_mb_by_period: samples.map((x) => `${x.minute} min: ${x.broker}/${x.agent}/${x.nats}`).join("; "),
     };
   } finally {
     await stack.fabric.stop();
