@@ -233,7 +233,9 @@ describe("task listing", () => {
     ).taskIds;
     try {
       let view = await alice.listEndpointTasks(endpointId);
-      for (let i = 0; i < 100 && view.tasks.filter((t) => t.state === "running").length < 4; i++) {
+      // Up to 30 s: the task the test before cancelled may hold a worker until its worker is
+      // stopped (or its 20 s sleep ends).
+      for (let i = 0; i < 300 && view.tasks.filter((t) => t.state === "running").length < 4; i++) {
         await new Promise((r) => setTimeout(r, 100));
         view = await alice.listEndpointTasks(endpointId);
       }

@@ -50,6 +50,8 @@ export interface EndpointAgentOptions {
  * connection began is still checked (see `suspect`).
  */
 const CLOCK_SKEW_MS = 2_000;
+/** How often the tasks held at least this long are asked about (a lost cancellation). */
+const RECHECK_HELD_MS = 30_000;
 /** Least time between two checks, after failed fetches, of whether a newer agent took over. */
 const FENCE_PROBE_INTERVAL_MS = 5_000;
 
@@ -160,6 +162,11 @@ export class EndpointAgent {
     // Scaling decisions are cheap; a quick tick makes a cold start (0 blocks) quick too.
     every(SCALE_TICK_MS, () => void p.blocks.scale());
     every(this.cfg.heartbeatIntervalSeconds * 1000, () => void p.status.publish("online"));
+    // A cancellation is a best-effort message: one that was lost still stops its task, as the
+    // tasks held for a while are asked about now and then.
+    every(RECHECK_HELD_MS, () => {
+      if (p.bus.open) void p.tracker.recheckHeld(RECHECK_HELD_MS);
+    });
     // Extend every un-acked delivery well before the bus would hand it out again.
     every(Math.max(500, (info.ackWaitS * 1000) / 3), () => {
       if (p.bus.open) p.tracker.extendDeliveries();

@@ -571,6 +571,9 @@ describe("TaskTracker: checks of deliveries it may have seen before", () => {
     const m = s.managers[0]!;
     expect(m.sent.map((w) => w.taskId)).toEqual(["t1", "t2"]);
     recs = [record("t1", TaskState.TASK_STATE_CANCELLED, 1), record("t2", TaskState.TASK_STATE_RUNNING, 1)];
+    // The periodic look asks only about tasks held long enough: none yet.
+    await s.tracker.recheckHeld(60_000);
+    expect(s.state.asked).toEqual([]);
     await s.tracker.recheckHeld();
     expect(s.state.asked.at(-1)).toEqual(["t1", "t2"]);
     expect(m.cancelled).toEqual(["t1"]);

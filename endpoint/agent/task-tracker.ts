@@ -142,6 +142,8 @@ interface InFlightTask {
   item: WorkItem | undefined;
   manager: TaskManager | undefined;
   attempt: number;
+  /** When this agent took the task. */
+  readonly heldSinceMs: number;
 }
 
 /** Ids remembered as done or cancelled, newest kept. */
@@ -302,13 +304,18 @@ export class TaskTracker {
   }
 
   /**
-   * Asks what is recorded of every task held here (the link to NATS came back): a task whose
-   * record is terminal (cancelled by its owner while this agent could not hear it, or failed by
-   * a broker) is dropped if it waits and stopped if it runs.
+   * Asks what is recorded of every task held here for `heldForMs` or longer (all of them when the
+   * link to NATS came back; the long-held ones now and then): a task whose record is terminal
+   * (cancelled by its owner while this agent could not hear it, or failed by a broker) is dropped
+   * if it waits and stopped if it runs.
    */
-  async recheckHeld(): Promise<void> {
+  async recheckHeld(heldForMs = 0): Promise<void> {
     if (!this.o.checks) return;
-    const ids = [...this.inflight.values()].filter((t) => t.phase !== "reporting").map((t) => t.taskId);
+    const since = Date.now() - heldForMs;
+    const ids = [...this.inflight.values()]
+      .filter((t) => t.phase !== "reporting" && t.heldSinceMs <= since)
+      .map((t) => t.taskId);
+    if (ids.length === 0) return;
     const answer = await this.o.checks.ask(ids);
     if (!answer) return;
     if (answer.fenced) {
@@ -377,6 +384,7 @@ export class TaskTracker {
       item: undefined,
       manager: undefined,
       attempt: msg.info?.deliveryCount ?? 1,
+      heldSinceMs: Date.now(),
     };
     this.inflight.set(taskId, t);
     return t;
