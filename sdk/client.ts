@@ -96,11 +96,7 @@ export class Client {
   private readonly log: Logger;
   /** The brokers' addresses, in the order tried. */
   private readonly addresses: readonly string[];
-  private readonly channels: readonly {
-    address: string;
-    target: string;
-    credentials: grpc.ChannelCredentials;
-  }[];
+  private readonly channels: readonly { target: string; credentials: grpc.ChannelCredentials }[];
   /** Each address's stubs, made at its first use. */
   private readonly stubsOf: (Stubs | undefined)[];
   /** The address in use. */
@@ -124,7 +120,7 @@ export class Client {
     this.log = (this.options.logger ?? silentLogger).child({ component: "sdk.client" });
     this.addresses = brokerAddresses(this.options.address);
     // Every address is checked now: a bad one (a TLS file for a plaintext address) fails here.
-    this.channels = this.addresses.map((a) => ({ address: a, ...channelFor(a, this.options) }));
+    this.channels = this.addresses.map((a) => channelFor(a, this.options));
     this.stubsOf = new Array<Stubs | undefined>(this.addresses.length);
     this.md = bearer(this.options.token);
     this.session = new ClientSession(() => this.stubs().tasks.session(this.md.clone()));
@@ -648,14 +644,13 @@ export class Client {
   private stubsAt(i: number): Stubs {
     const made = this.stubsOf[i];
     if (made) return made;
-    const { address, target, credentials } = this.channels[i]!;
+    const { target, credentials } = this.channels[i]!;
     // A broker back after a restart is reconnected to within a few seconds, not grpc-js's
     // default of up to two minutes of backoff.
     const options = { ...clientOptions, "grpc.max_reconnect_backoff_ms": 5_000 };
     const functions = new FunctionServiceClient(target, credentials, options);
     const shared = { ...options, channelOverride: functions.getChannel() };
     const st: Stubs = {
-      address,
       functions,
       endpoints: new EndpointServiceClient(target, credentials, shared),
       tasks: new TaskServiceClient(target, credentials, shared),
@@ -734,7 +729,6 @@ export class Client {
 
 /** One broker address's stubs: its three services on one channel. */
 interface Stubs {
-  readonly address: string;
   readonly functions: FunctionServiceClient;
   readonly endpoints: EndpointServiceClient;
   readonly tasks: TaskServiceClient;

@@ -380,6 +380,27 @@ describe("isolation on NATS: per-endpoint users in operator mode", () => {
     // Signed by the broker over the inbox it came to.
     const key = new MessageKey(a.bus.messageKey);
     expect(key.check(checked.subject, checked.data, checked.headers?.get(MAC_HEADER))).toBe("ok");
+    // Unsigned, or signed garbage: no answer (the agent then runs its tasks); a flood of ids is
+    // answered for the first 4,096; the broker keeps answering.
+    await expect(a.nc.request(a.bus.taskCheckSubject!, check, { timeout: 1_000 })).rejects.toThrow();
+    const garbage = new Uint8Array([0xff, 0xff, 0xff, 0x0f]);
+    await expect(
+      a.nc.request(a.bus.taskCheckSubject!, garbage, {
+        timeout: 1_000,
+        ...signedAs(a.bus, a.bus.taskCheckSubject!, garbage),
+      }),
+    ).rejects.toThrow();
+    const many = TaskCheck.encode({
+      taskIds: Array.from({ length: 20_000 }, () => randomUUID()),
+      consumer: a.bus.taskConsumer,
+    }).finish();
+    const flood = await a.nc.request(a.bus.taskCheckSubject!, many, {
+      timeout: 10_000,
+      ...signedAs(a.bus, a.bus.taskCheckSubject!, many),
+    });
+    const floodReply = TaskCheckReply.decode(flood.data);
+    expect(floodReply.tasks).toHaveLength(4096);
+    expect(floodReply.tasks.every((t) => t.state === TaskState.TASK_STATE_UNSPECIFIED)).toBe(true);
     await new Promise((r) => setTimeout(r, 300));
     expect(arrived).toEqual([]);
   });

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 
 import { FabricError, FABRIC_VERSION, type Logger } from "../../common/index.js";
-import type { BusConnectInfo, PythonInfo } from "../../proto/index.js";
+import type { BusConnectInfo, PythonInfo, TaskCheckReply } from "../../proto/index.js";
 import { scalingOf } from "../config.js";
 import type { EndpointConfig } from "../config.js";
 import type { EndpointPaths } from "../home.js";
@@ -50,6 +50,11 @@ export interface EndpointAgentOptions {
  * connection began is still checked (see `suspect`).
  */
 const CLOCK_SKEW_MS = 2_000;
+/** Whether a task check's answer names another task consumer than this agent's: it was fenced off. */
+function fencedOff(reply: TaskCheckReply, consumer: string): boolean {
+  return reply.currentConsumer !== "" && reply.currentConsumer !== consumer;
+}
+
 /** How often the tasks held at least this long are asked about (a lost cancellation). */
 const RECHECK_HELD_MS = 30_000;
 /** Least time between two checks, after failed fetches, of whether a newer agent took over. */
@@ -248,7 +253,7 @@ export class EndpointAgent {
           if (!r) return undefined;
           return {
             tasks: new Map(r.tasks.map((c) => [c.taskId, c])),
-            fenced: r.currentConsumer !== "" && r.currentConsumer !== info.taskConsumer,
+            fenced: fencedOff(r, info.taskConsumer),
           };
         },
       },
@@ -340,7 +345,7 @@ export class EndpointAgent {
     if (this.stopping || Date.now() - this.lastFenceProbeMs < FENCE_PROBE_INTERVAL_MS) return;
     this.lastFenceProbeMs = Date.now();
     void bus.checkTasks([]).then((r) => {
-      if (r && r.currentConsumer !== "" && r.currentConsumer !== consumer) this.fenced();
+      if (r && fencedOff(r, consumer)) this.fenced();
     });
   }
 
